@@ -1,0 +1,303 @@
+//! The dia card interface, version 1: register layout in BAR2 and the admin
+//! queue command set. This file is the single definition of that contract; it
+//! is dependency-free (`core` only) so the kernel module includes it with
+//! `#[path]` and the card model and userspace use it through the `dia-abi`
+//! crate. Every multi-byte field is little-endian. See `docs/card-interface.md`.
+
+/// PCI vendor id of the function that carries the card (QEMU's ivshmem).
+pub const PCI_VENDOR_ID: u16 = 0x1af4;
+/// PCI device id of the function that carries the card (ivshmem).
+pub const PCI_DEVICE_ID: u16 = 0x1110;
+
+/// Signature at [`REG_MAGIC`]: ASCII `DIACARD1`, read as a little-endian u64.
+pub const CARD_MAGIC: u64 = u64::from_le_bytes(*b"DIACARD1");
+/// Interface version: major in bits 31:16, minor in bits 15:0.
+pub const INTERFACE_VERSION: u32 = 1 << 16;
+/// Major version a driver must match exactly.
+pub const fn version_major(vs: u32) -> u16 {
+    (vs >> 16) as u16
+}
+
+/// Minimum size of BAR2 (the ivshmem shared memory) a card offers.
+pub const BAR2_MIN_SIZE: usize = 1 << 20;
+
+// ---------------------------------------------------------------------------
+// Registers in BAR2. Writes by the driver are plain memory writes; the driver
+// rings [`DOORBELL_VECTOR_ADMIN`] after changing CC so the card looks at once
+// (the card also re-reads CC every [`CARD_POLL_MS`] as a fallback).
+// ---------------------------------------------------------------------------
+
+/// u64, RO: [`CARD_MAGIC`].
+pub const REG_MAGIC: usize = 0x000;
+/// u32, RO: interface version ([`INTERFACE_VERSION`]).
+pub const REG_VS: usize = 0x008;
+/// u32, RO: firmware status, one of `FW_STATUS_*`.
+pub const REG_FW_STATUS: usize = 0x00c;
+/// u64, RO: capabilities, see `CAP_*`.
+pub const REG_CAP: usize = 0x010;
+/// u32, RW: controller configuration, see `CC_*`.
+pub const REG_CC: usize = 0x018;
+/// u32, RO: controller status, see `CSTS_*`.
+pub const REG_CSTS: usize = 0x01c;
+/// u32, RW: admin queue attributes: SQ size - 1 in bits 11:0, CQ size - 1 in bits 27:16.
+pub const REG_AQA: usize = 0x020;
+/// u64, RW: guest-physical address of the admin submission queue (4 KiB aligned).
+pub const REG_ASQ: usize = 0x028;
+/// u64, RW: guest-physical address of the admin completion queue (4 KiB aligned).
+pub const REG_ACQ: usize = 0x030;
+/// u64, RO: incremented by the firmware at least every [`HEARTBEAT_MS`] while it runs.
+pub const REG_HEARTBEAT: usize = 0x038;
+/// u32, RO: ivshmem peer id the card listens on (doorbells go to this peer).
+pub const REG_CARD_PEER: usize = 0x040;
+/// u32, RO: number of doorbell/interrupt vectors (admin + I/O queues).
+pub const REG_VECTORS: usize = 0x044;
+
+/// Start of the doorbell array: queue `q` has its SQ tail at
+/// `DOORBELL_BASE + 8 * q` and its CQ head at `DOORBELL_BASE + 8 * q + 4`
+/// (u32 each). Queue 0 is the admin queue.
+pub const DOORBELL_BASE: usize = 0x1000;
+/// Offset of the SQ tail doorbell of queue `qid`.
+pub const fn sq_tail_doorbell(qid: u16) -> usize {
+    DOORBELL_BASE + 8 * qid as usize
+}
+/// Offset of the CQ head doorbell of queue `qid`.
+pub const fn cq_head_doorbell(qid: u16) -> usize {
+    DOORBELL_BASE + 8 * qid as usize + 4
+}
+
+/// ivshmem doorbell vector that wakes the card for the admin queue and CC changes.
+/// I/O queue `q` uses vector `q`. Interrupts to the driver use the same numbering.
+pub const DOORBELL_VECTOR_ADMIN: u16 = 0;
+
+/// The firmware is not running (BAR2 fresh, or the card is booting).
+pub const FW_STATUS_OFF: u32 = 0;
+/// The firmware runs and serves registers and doorbells.
+pub const FW_STATUS_RUNNING: u32 = 0x5255_4e21; // "RUN!"
+/// The firmware stopped after a fatal error; a reset (CC.EN 0 -> 1) may revive it.
+pub const FW_STATUS_FAILED: u32 = 0xdead_0001;
+
+/// Firmware heartbeat period upper bound.
+pub const HEARTBEAT_MS: u32 = 100;
+/// Card's fallback register poll period.
+pub const CARD_POLL_MS: u32 = 20;
+
+/// CAP bits 15:0: maximum entries per queue minus one (MQES).
+pub const fn cap_mqes(cap: u64) -> u16 {
+    cap as u16
+}
+/// CAP bits 31:16: maximum number of I/O queue pairs.
+pub const fn cap_max_io_queues(cap: u64) -> u16 {
+    (cap >> 16) as u16
+}
+/// CAP bits 39:32: worst-case time for CSTS.RDY to follow CC.EN, in 500 ms units.
+pub const fn cap_timeout_500ms(cap: u64) -> u8 {
+    (cap >> 32) as u8
+}
+/// Builds a CAP value.
+pub const fn make_cap(mqes: u16, max_io_queues: u16, timeout_500ms: u8) -> u64 {
+    mqes as u64 | (max_io_queues as u64) << 16 | (timeout_500ms as u64) << 32
+}
+
+/// CC.EN: enable the controller. 1 -> 0 resets it (all I/O queues deleted).
+pub const CC_EN: u32 = 1 << 0;
+/// CC.SHN (bits 15:14) = 01: normal shutdown notification.
+pub const CC_SHN_NORMAL: u32 = 1 << 14;
+/// CSTS.RDY: the controller follows CC.EN.
+pub const CSTS_RDY: u32 = 1 << 0;
+/// CSTS.CFS: controller fatal status; the driver must reset.
+pub const CSTS_CFS: u32 = 1 << 1;
+/// CSTS.SHST (bits 3:2) = 10: shutdown complete.
+pub const CSTS_SHST_COMPLETE: u32 = 2 << 2;
+
+/// Largest admin queue the card accepts (entries).
+pub const ADMIN_QUEUE_MAX_ENTRIES: u32 = 4096;
+
+// ---------------------------------------------------------------------------
+// Queue entries (NVMe-shaped).
+// ---------------------------------------------------------------------------
+
+/// A 64-byte submission queue entry, laid out like NVMe's common command.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SubmissionEntry {
+    /// Command opcode.
+    pub opcode: u8,
+    /// Fused operation and PRP/SGL selection; must be 0 (PRPs, not fused).
+    pub flags: u8,
+    /// Command identifier, echoed in the completion.
+    pub cid: u16,
+    /// Namespace id (0 when the command does not address a namespace).
+    pub nsid: u32,
+    /// Reserved (CDW2, CDW3).
+    pub rsvd2: u64,
+    /// Metadata pointer; unused, must be 0.
+    pub mptr: u64,
+    /// PRP entry 1: guest-physical address of the first data page.
+    pub prp1: u64,
+    /// PRP entry 2: second page, or the address of a PRP list.
+    pub prp2: u64,
+    /// Command dword 10.
+    pub cdw10: u32,
+    /// Command dword 11.
+    pub cdw11: u32,
+    /// Command dword 12.
+    pub cdw12: u32,
+    /// Command dword 13.
+    pub cdw13: u32,
+    /// Command dword 14.
+    pub cdw14: u32,
+    /// Command dword 15.
+    pub cdw15: u32,
+}
+
+/// A 16-byte completion queue entry, laid out like NVMe's.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CompletionEntry {
+    /// Command-specific result (DW0).
+    pub result: u32,
+    /// Reserved (DW1).
+    pub rsvd: u32,
+    /// Submission queue head pointer after this command was consumed.
+    pub sq_head: u16,
+    /// Submission queue the command came from.
+    pub sq_id: u16,
+    /// Command identifier from the submission entry.
+    pub cid: u16,
+    /// Bit 0: phase tag. Bits 8:1: status code. Bits 11:9: status code type.
+    pub status: u16,
+}
+
+/// Size of a submission entry in bytes.
+pub const SQE_SIZE: usize = 64;
+/// Size of a completion entry in bytes.
+pub const CQE_SIZE: usize = 16;
+const _: () = assert!(core::mem::size_of::<SubmissionEntry>() == SQE_SIZE);
+const _: () = assert!(core::mem::size_of::<CompletionEntry>() == CQE_SIZE);
+
+impl CompletionEntry {
+    /// The phase tag.
+    pub const fn phase(&self) -> bool {
+        self.status & 1 != 0
+    }
+    /// Status without the phase tag: `(sct << 8) | sc`; 0 means success.
+    pub const fn status_code(&self) -> u16 {
+        (self.status >> 1) & 0x7ff
+    }
+}
+
+/// Builds the `status` field of a completion from a status (`STATUS_*`) and phase.
+pub const fn make_status(status: u16, phase: bool) -> u16 {
+    (status & 0x7ff) << 1 | phase as u16
+}
+
+// Status values: (status code type << 8) | status code, as NVMe.
+/// Successful completion.
+pub const STATUS_SUCCESS: u16 = 0x000;
+/// Invalid command opcode.
+pub const STATUS_INVALID_OPCODE: u16 = 0x001;
+/// Invalid field in command.
+pub const STATUS_INVALID_FIELD: u16 = 0x002;
+/// Data transfer error (a PRP pointed outside guest memory).
+pub const STATUS_DATA_TRANSFER_ERROR: u16 = 0x004;
+/// Internal error in the card.
+pub const STATUS_INTERNAL_ERROR: u16 = 0x006;
+/// Invalid namespace or format.
+pub const STATUS_INVALID_NAMESPACE: u16 = 0x00b;
+/// PRP offset invalid (not dword aligned, or a list entry with an offset).
+pub const STATUS_INVALID_PRP_OFFSET: u16 = 0x013;
+/// Command specific: completion queue invalid.
+pub const STATUS_INVALID_CQ: u16 = 0x100;
+/// Command specific: invalid queue identifier.
+pub const STATUS_INVALID_QID: u16 = 0x101;
+/// Command specific: invalid queue size.
+pub const STATUS_INVALID_QUEUE_SIZE: u16 = 0x102;
+
+// ---------------------------------------------------------------------------
+// Admin command set.
+// ---------------------------------------------------------------------------
+
+/// Delete I/O submission queue (CDW10 bits 15:0: queue id).
+pub const ADMIN_DELETE_IO_SQ: u8 = 0x00;
+/// Create I/O submission queue (PRP1 base, CDW10 qid | (size-1) << 16, CDW11 bit0 contiguous | cqid << 16).
+pub const ADMIN_CREATE_IO_SQ: u8 = 0x01;
+/// Delete I/O completion queue (CDW10 bits 15:0: queue id).
+pub const ADMIN_DELETE_IO_CQ: u8 = 0x04;
+/// Create I/O completion queue (PRP1 base, CDW10 qid | (size-1) << 16, CDW11 bit0 contiguous, bit1 interrupts enabled, vector << 16).
+pub const ADMIN_CREATE_IO_CQ: u8 = 0x05;
+/// Identify: CDW10 bits 7:0 select the structure (`CNS_*`); PRP1 points at a 4 KiB buffer.
+pub const ADMIN_IDENTIFY: u8 = 0x06;
+
+/// Identify CNS: the controller (card) structure, [`IdentifyController`].
+pub const CNS_CONTROLLER: u8 = 0x01;
+
+/// Size of every Identify data structure.
+pub const IDENTIFY_SIZE: usize = 4096;
+
+/// Capability bit: storage (namespaces) is implemented.
+pub const CARD_CAP_STORAGE: u64 = 1 << 0;
+/// Capability bit: network ports are implemented.
+pub const CARD_CAP_NETWORK: u64 = 1 << 1;
+/// Capability bit: per-namespace/port QoS is implemented.
+pub const CARD_CAP_QOS: u64 = 1 << 2;
+
+/// Identify Controller data (CNS 0x01), 4096 bytes. The first 72 bytes sit at
+/// the same offsets as NVMe's (VID, SSVID, SN, MN, FR); the rest is dia's.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IdentifyController {
+    /// PCI vendor id of the card.
+    pub vid: u16,
+    /// PCI subsystem vendor id.
+    pub ssvid: u16,
+    /// Serial number, ASCII, space padded.
+    pub serial: [u8; 20],
+    /// Model number, ASCII, space padded.
+    pub model: [u8; 40],
+    /// Firmware revision, ASCII, space padded.
+    pub firmware: [u8; 8],
+    /// Interface version the firmware implements ([`INTERFACE_VERSION`]).
+    pub interface_version: u32,
+    /// Maximum number of I/O queue pairs.
+    pub max_io_queues: u16,
+    /// Maximum entries per queue.
+    pub max_queue_entries: u16,
+    /// Capability bits, `CARD_CAP_*`.
+    pub capabilities: u64,
+    /// Maximum number of namespaces.
+    pub max_namespaces: u32,
+    /// Maximum number of network ports.
+    pub max_ports: u32,
+    /// Total capacity of the flash pool in bytes.
+    pub pool_bytes: u64,
+    /// Reserved, zero.
+    pub reserved: [u8; 3992],
+}
+const _: () = assert!(core::mem::size_of::<IdentifyController>() == IDENTIFY_SIZE);
+
+impl Default for IdentifyController {
+    fn default() -> Self {
+        Self {
+            vid: 0,
+            ssvid: 0,
+            serial: [b' '; 20],
+            model: [b' '; 40],
+            firmware: [b' '; 8],
+            interface_version: 0,
+            max_io_queues: 0,
+            max_queue_entries: 0,
+            capabilities: 0,
+            max_namespaces: 0,
+            max_ports: 0,
+            pool_bytes: 0,
+            reserved: [0; 3992],
+        }
+    }
+}
+
+/// Copies `src` into a space-padded ASCII field, truncating if needed.
+pub fn fill_ascii(dst: &mut [u8], src: &str) {
+    for (i, d) in dst.iter_mut().enumerate() {
+        *d = src.as_bytes().get(i).copied().unwrap_or(b' ');
+    }
+}
