@@ -1,0 +1,23 @@
+//! The two shared contracts, included verbatim from `abi/` so the driver, the
+//! card model and userspace compile the very same definitions: the card
+//! interface (`card`) and the `/dev/dia` ioctl ABI (`ioctl`).
+
+#[allow(dead_code, unreachable_pub, clippy::all)]
+#[path = "../abi/src/card.rs"]
+pub(crate) mod card;
+
+#[allow(dead_code, unreachable_pub, clippy::all)]
+#[path = "../abi/src/ioctl.rs"]
+pub(crate) mod ioctl;
+
+use kernel::types::{AsBytes, FromBytes};
+
+// SAFETY: `SubmissionEntry` is `repr(C)`, made of integers only, 64 bytes with
+// no padding (asserted in the ABI file), so every byte is initialised.
+unsafe impl AsBytes for card::SubmissionEntry {}
+// SAFETY: `CompletionEntry` is `repr(C)` integers only, 16 bytes, no padding:
+// any bit pattern is a valid value.
+unsafe impl FromBytes for card::CompletionEntry {}
+// SAFETY: `DiaIdentity` is `repr(C)` with integer and byte-array fields laid
+// out without padding (160 bytes, asserted in the ABI file).
+unsafe impl AsBytes for ioctl::DiaIdentity {}
