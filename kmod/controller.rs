@@ -61,9 +61,8 @@ impl Hardware {
         let enabled = dev.enable()?;
         let regions = dev.request_regions()?;
         let bar0 = Bar::map(dev, 0)?;
-        let bar2 = Bar::map(dev, 2).map_err(|e| {
+        let bar2 = Bar::map(dev, 2).inspect_err(|_| {
             pr_err!("{}: no BAR2 (shared memory); not a dia card\n", dev.name());
-            e
         })?;
         if bar2.len() < regs::BAR2_MIN_SIZE {
             pr_err!(
@@ -237,9 +236,8 @@ impl Controller {
     /// Programs the admin queue and sets CC.EN, waiting for CSTS.RDY.
     fn enable(&mut self) -> Result {
         if self.hw.bar2.read32(regs::REG_CSTS)? & regs::CSTS_RDY != 0 {
-            self.disable().map_err(|e| {
+            self.disable().inspect_err(|_| {
                 pr_err!("{}: card does not leave the ready state; reset failed\n", self.name());
-                e
             })?;
         }
         self.asq.zero();

@@ -83,6 +83,11 @@ impl<T: Handler> Drop for Registration<T> {
     }
 }
 
+/// Called by the C shim in hard-IRQ context.
+///
+/// # Safety
+///
+/// `data` must be the handler pointer of a live [`Registration<T>`].
 unsafe extern "C" fn trampoline<T: Handler>(data: *mut core::ffi::c_void) -> core::ffi::c_int {
     // SAFETY: `data` is a handler reference owned by the live registration.
     let handler = unsafe { &*data.cast::<T>() };

@@ -71,6 +71,12 @@ impl<T: MiscDevice> Drop for Registration<T> {
     }
 }
 
+/// Called by the C shim on open.
+///
+/// # Safety
+///
+/// `misc_data` must be the data pointer of a live [`Registration<T>`] and
+/// `file_data` a valid out pointer.
 unsafe extern "C" fn open_callback<T: MiscDevice>(
     misc_data: *mut core::ffi::c_void,
     file_data: *mut *mut core::ffi::c_void,
@@ -83,11 +89,21 @@ unsafe extern "C" fn open_callback<T: MiscDevice>(
     0
 }
 
+/// Called by the C shim on the last close of a file.
+///
+/// # Safety
+///
+/// `file_data` must be what `open_callback` stored for that file, passed once.
 unsafe extern "C" fn release_callback<T: MiscDevice>(file_data: *mut core::ffi::c_void) {
     // SAFETY: the file's reference was taken in `open_callback`; released once here.
     drop(unsafe { Arc::from_raw(file_data.cast::<T>().cast_const()) });
 }
 
+/// Called by the C shim for an ioctl on an open file.
+///
+/// # Safety
+///
+/// `file_data` must be what `open_callback` stored for a file still open.
 unsafe extern "C" fn ioctl_callback<T: MiscDevice>(
     file_data: *mut core::ffi::c_void,
     cmd: core::ffi::c_uint,

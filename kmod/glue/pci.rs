@@ -177,6 +177,11 @@ impl<T: Driver> Drop for Registration<T> {
     }
 }
 
+/// Called by the PCI core (through the shim) for a matching function.
+///
+/// # Safety
+///
+/// `pdev` must be a valid `pci_dev` that stays valid until `remove_callback`.
 unsafe extern "C" fn probe_callback<T: Driver>(pdev: *mut ffi::pci_dev) -> core::ffi::c_int {
     let Some(raw) = NonNull::new(pdev) else {
         return EINVAL.to_errno();
@@ -193,6 +198,11 @@ unsafe extern "C" fn probe_callback<T: Driver>(pdev: *mut ffi::pci_dev) -> core:
     }
 }
 
+/// Called by the PCI core (through the shim) when the function goes away.
+///
+/// # Safety
+///
+/// `pdev` must be a function `probe_callback` bound successfully, passed once.
 unsafe extern "C" fn remove_callback<T: Driver>(pdev: *mut ffi::pci_dev) {
     let Some(raw) = NonNull::new(pdev) else {
         return;

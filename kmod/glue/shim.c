@@ -2,7 +2,7 @@
 /*
  * Implementation of shim.h: thin forwarding to kernel APIs (many of which are
  * static inline or macros, so Rust cannot call them directly on 6.12). No
- * driver logic lives here; see kmod/glue/*.rs for the safe Rust wrappers.
+ * driver logic lives here; the safe Rust wrappers are in kmod/glue/.
  */
 #include <linux/completion.h>
 #include <linux/delay.h>

@@ -1,1 +1,88 @@
-fn main() {}
+//! `dia-harness`: builds the dia test appliance (Rust-enabled guest kernel,
+//! `dia.ko`, static userspace, initramfs), starts the emulated card, boots
+//! QEMU and runs the guest scenarios in `qemu-tests/scenarios/`. Invoked
+//! through `qemu-tests/run`, which installs the host prerequisites first.
+
+mod build;
+mod card;
+mod paths;
+mod progress;
+mod qemu;
+mod scenario;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use crate::paths::Paths;
+
+#[derive(Parser)]
+#[command(name = "dia-harness", version, about = "Build, boot and test the dia appliance in QEMU")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build everything the appliance needs (cached by input hash).
+    Build,
+    /// List the scenarios.
+    List,
+    /// Run the scenarios (all, or those whose name contains FILTER) and print `N passed, N failed`.
+    Test {
+        /// Only scenarios whose name contains this text.
+        filter: Option<String>,
+    },
+    /// Boot one appliance with the card, load the driver and start diad:
+    /// a shell on the console when interactive, a short demo otherwise.
+    Boot {
+        /// Force the short non-interactive demo even on a terminal.
+        #[arg(long)]
+        demo: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("dia-harness: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let paths = Paths::discover()?;
+    match cli.command {
+        Command::Build => {
+            build::all(&paths)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::List => {
+            for s in scenario::discover(&paths)? {
+                println!("{:20} {}", s.name, s.summary);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Test { filter } => {
+            let artefacts = build::all(&paths)?;
+            let scenarios: Vec<_> = scenario::discover(&paths)?
+                .into_iter()
+                .filter(|s| filter.as_deref().is_none_or(|f| s.name.contains(f)))
+                .collect();
+            let (passed, failed) = scenario::run_all(&paths, &artefacts, &scenarios)?;
+            println!("scenarios: {passed} passed, {failed} failed");
+            Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Boot { demo } => {
+            let artefacts = build::all(&paths)?;
+            let interactive = !demo && std::io::IsTerminal::is_terminal(&std::io::stdin());
+            qemu::boot_appliance(&paths, &artefacts, interactive)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! QEMU: the appliance's command line (TCG, guest RAM in a shared file the
+//! card maps for DMA, the card as an `ivshmem-doorbell` PCI function), and
+//! running one scenario with a time limit while the console is saved.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use crate::build::Artefacts;
+use crate::card::{self, Card};
+use crate::paths::Paths;
+use crate::progress::Step;
+use crate::scenario::Scenario;
+
+/// Guest RAM; stays below the 32-bit PCI hole so guest-physical == file offset.
+pub const GUEST_RAM_MIB: u64 = 1024;
+
+/// How a scenario ended.
+pub enum Outcome {
+    /// The guest reported PASS.
+    Passed {
+        /// Wall time, boot included.
+        seconds: f64,
+    },
+    /// The guest reported FAIL, timed out, or QEMU died.
+    Failed {
+        /// What went wrong.
+        reason: String,
+        /// Saved guest console.
+        console: PathBuf,
+        /// Saved card log.
+        card_log: PathBuf,
+    },
+}
+
+fn base_command(artefacts: &Artefacts, card: &Card, append: &str, extra: &[String]) -> Command {
+    let mut cmd = Command::new("qemu-system-x86_64");
+    cmd.args(["-accel", "tcg,thread=multi", "-cpu", "max", "-smp", "2"])
+        .args(["-m", &format!("{GUEST_RAM_MIB}M")])
+        .arg("-object")
+        .arg(format!(
+            "memory-backend-file,id=ram,size={GUEST_RAM_MIB}M,mem-path={},share=on",
+            card.guest_ram.display()
+        ))
+        .args(["-machine", "pc,memory-backend=ram"])
+        .args(["-nodefaults", "-no-reboot", "-display", "none"])
+        .arg("-kernel")
+        .arg(&artefacts.bzimage)
+        .arg("-initrd")
+        .arg(&artefacts.initramfs)
+        .args(["-append", append])
+        .arg("-chardev")
+        .arg(format!("socket,path={},id=card0", card.socket.display()))
+        .args([
+            "-device",
+            &format!("ivshmem-doorbell,chardev=card0,vectors={}", card::VECTORS),
+        ])
+        .args(extra);
+    cmd
+}
+
+/// Boots a fresh appliance for `scenario` and waits for its verdict.
+pub fn run_scenario(paths: &Paths, artefacts: &Artefacts, scenario: &Scenario) -> Result<Outcome> {
+    let dir = paths.out.join("runs").join(&scenario.name);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    std::fs::create_dir_all(&dir)?;
+    let console_path = dir.join("console.log");
+    let card = Card::start(&artefacts.card, &dir, &scenario.name, GUEST_RAM_MIB, &scenario.card_args)?;
+    let append = format!("console=ttyS0 quiet panic=-1 dia.scenario={}", scenario.name);
+    let mut child = base_command(artefacts, &card, &append, &scenario.qemu_args)
+        .args(["-serial", "stdio"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting qemu-system-x86_64")?;
+
+    let (tx, rx) = mpsc::channel::<String>();
+    let stdout = child.stdout.take().context("qemu stdout")?;
+    let stderr = child.stderr.take().context("qemu stderr")?;
+    let tx2 = tx.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx2.send(format!("[qemu] {line}")).is_err() {
+                break;
+            }
+        }
+    });
+
+    let mut console = std::fs::File::create(&console_path)?;
+    let start = Instant::now();
+    let deadline = start + scenario.timeout;
+    let verbose = std::env::var_os("DIA_VERBOSE").is_some();
+    let pass = format!("@@DIA-RESULT {} PASS", scenario.name);
+    let fail = format!("@@DIA-RESULT {} FAIL", scenario.name);
+    let verdict = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break Err(format!("timed out after {} s", scenario.timeout.as_secs()));
+        }
+        match rx.recv_timeout(left.min(Duration::from_millis(500))) {
+            Ok(line) => {
+                writeln!(console, "{line}")?;
+                if verbose {
+                    eprintln!("    | {line}");
+                }
+                if line.contains(&pass) {
+                    break Ok(());
+                }
+                if line.contains(&fail) {
+                    break Err(line.trim().to_string());
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if let Some(status) = child.try_wait()? {
+                    break Err(format!("QEMU exited ({status}) without a verdict"));
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                break Err("QEMU closed its console without a verdict".into());
+            }
+        }
+    };
+    // Give the guest a moment to power off, then make sure QEMU is gone.
+    let off_deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait()?.is_none() && Instant::now() < off_deadline {
+        while let Ok(line) = rx.try_recv() {
+            writeln!(console, "{line}")?;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    while let Ok(line) = rx.try_recv() {
+        writeln!(console, "{line}")?;
+    }
+    let card_log = card.log.clone();
+    drop(card);
+    Ok(match verdict {
+        Ok(()) => Outcome::Passed {
+            seconds: start.elapsed().as_secs_f64(),
+        },
+        Err(reason) => Outcome::Failed {
+            reason,
+            console: console_path,
+            card_log,
+        },
+    })
+}
+
+/// Boots one appliance: an interactive shell on this terminal, or the demo.
+pub fn boot_appliance(paths: &Paths, artefacts: &Artefacts, interactive: bool) -> Result<()> {
+    let dir = paths.out.join("runs/boot");
+    std::fs::create_dir_all(&dir)?;
+    let card = Card::start(&artefacts.card, &dir, "boot", GUEST_RAM_MIB, &[])?;
+    let mode = if interactive { "shell" } else { "demo" };
+    let append = format!("console=ttyS0 quiet panic=-1 dia.mode={mode}");
+    let step = Step::start(format!(
+        "booting the appliance (card log: {}){}",
+        card.log.display(),
+        if interactive { "; leave with 'poweroff -f' or Ctrl-A X" } else { "" }
+    ));
+    let status = base_command(artefacts, &card, &append, &[])
+        .args(["-serial", "mon:stdio"])
+        .status()
+        .context("starting qemu-system-x86_64")?;
+    drop(card);
+    step.done();
+    if !status.success() {
+        anyhow::bail!("QEMU exited with {status}");
+    }
+    Ok(())
+}
+

@@ -1,0 +1,100 @@
+//! Scenarios: shell scripts in `qemu-tests/scenarios/` run inside a fresh
+//! appliance each. Header comments configure the run:
+//! `# card-args: ...` (extra card flags, e.g. fault injection),
+//! `# qemu-args: ...` (extra QEMU devices), `# timeout: SECONDS`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::build::Artefacts;
+use crate::paths::Paths;
+use crate::qemu::{self, Outcome};
+
+/// Default time a scenario may take, boot included (TCG is slow).
+const DEFAULT_TIMEOUT_S: u64 = 300;
+
+/// One scenario script.
+pub struct Scenario {
+    /// File stem, passed to the guest as `dia.scenario=`.
+    pub name: String,
+    /// First descriptive comment line.
+    pub summary: String,
+    /// Extra card arguments.
+    pub card_args: Vec<String>,
+    /// Extra QEMU arguments.
+    pub qemu_args: Vec<String>,
+    /// Time limit.
+    pub timeout: Duration,
+}
+
+/// All scenarios, sorted by name (`lib.sh` is the shared library, not a scenario).
+pub fn discover(paths: &Paths) -> Result<Vec<Scenario>> {
+    let dir = paths.qemu_tests("scenarios");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "sh") && !p.ends_with("lib.sh"))
+        .collect();
+    files.sort();
+    files.iter().map(parse).collect()
+}
+
+fn parse(path: &PathBuf) -> Result<Scenario> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let name = path
+        .file_stem()
+        .context("scenario file name")?
+        .to_string_lossy()
+        .into_owned();
+    let mut s = Scenario {
+        name,
+        summary: String::new(),
+        card_args: Vec::new(),
+        qemu_args: Vec::new(),
+        timeout: Duration::from_secs(DEFAULT_TIMEOUT_S),
+    };
+    for line in text.lines().take_while(|l| l.starts_with('#')) {
+        let body = line.trim_start_matches('#').trim();
+        if let Some(v) = body.strip_prefix("card-args:") {
+            s.card_args.extend(v.split_whitespace().map(String::from));
+        } else if let Some(v) = body.strip_prefix("qemu-args:") {
+            s.qemu_args.extend(v.split_whitespace().map(String::from));
+        } else if let Some(v) = body.strip_prefix("timeout:") {
+            s.timeout = Duration::from_secs(v.trim().parse().with_context(|| format!("{}: bad timeout", path.display()))?);
+        } else if s.summary.is_empty() {
+            s.summary = body.to_string();
+        }
+    }
+    Ok(s)
+}
+
+/// Runs scenarios one after another; returns (passed, failed).
+pub fn run_all(paths: &Paths, artefacts: &Artefacts, scenarios: &[Scenario]) -> Result<(usize, usize)> {
+    let (mut passed, mut failed) = (0, 0);
+    for (i, s) in scenarios.iter().enumerate() {
+        eprintln!("==> scenario {}/{}: {} ({})", i + 1, scenarios.len(), s.name, s.summary);
+        let outcome = qemu::run_scenario(paths, artefacts, s)?;
+        match &outcome {
+            Outcome::Passed { seconds } => {
+                passed += 1;
+                println!("PASS {} ({seconds:.1}s)", s.name);
+            }
+            Outcome::Failed { reason, console, card_log } => {
+                failed += 1;
+                println!("FAIL {}: {reason}", s.name);
+                println!("     guest console: {}", console.display());
+                println!("     card log:      {}", card_log.display());
+                // Show the end of the console so CI logs explain the failure.
+                if let Ok(text) = std::fs::read_to_string(console) {
+                    let lines: Vec<&str> = text.lines().collect();
+                    for l in &lines[lines.len().saturating_sub(40)..] {
+                        println!("     | {l}");
+                    }
+                }
+            }
+        }
+    }
+    Ok((passed, failed))
+}

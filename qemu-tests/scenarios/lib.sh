@@ -1,0 +1,50 @@
+# Helpers shared by scenario scripts (sourced; runs in the guest under busybox sh).
+# A scenario fails as soon as a command fails (set -e) or `fail` is called.
+set -e
+
+log() { echo "[scenario] $*"; }
+fail() { echo "[scenario] FAIL: $*"; exit 1; }
+
+# load_dia: insmod the driver and wait for /dev/dia.
+load_dia() {
+    insmod /lib/modules/dia.ko
+    for _ in $(seq 1 50); do [ -c /dev/dia ] && return 0; sleep 0.1; done
+    fail "/dev/dia did not appear after insmod"
+}
+
+# start_diad: start the daemon in the background and wait for its socket.
+start_diad() {
+    diad --log info >/var/log/diad.log 2>&1 &
+    echo $! >/run/diad.pid
+    for _ in $(seq 1 100); do [ -S /run/dia/diad.sock ] && return 0; sleep 0.1; done
+    cat /var/log/diad.log
+    fail "diad did not create /run/dia/diad.sock"
+}
+
+stop_diad() {
+    [ -f /run/diad.pid ] && kill "$(cat /run/diad.pid)" 2>/dev/null || true
+    for _ in $(seq 1 50); do [ -S /run/dia/diad.sock ] || break; sleep 0.1; done
+    rm -f /run/diad.pid
+}
+
+# expect_contains FILE PATTERN: grep or fail, showing the file.
+expect_contains() {
+    grep -q -- "$2" "$1" || { cat "$1"; fail "'$1' lacks '$2'"; }
+}
+
+# dmesg_clean: no oops, BUG, WARNING or panic since boot.
+dmesg_clean() {
+    if dmesg | grep -E "BUG:|Oops|WARNING:|Call Trace|kernel panic|UBSAN|KASAN"; then
+        fail "kernel log shows a bug"
+    fi
+}
+
+# within SECONDS CMD...: run CMD; fail if it takes longer than SECONDS. Keeps its exit code in $rc.
+within() {
+    limit=$1; shift
+    t0=$(date +%s)
+    rc=0; "$@" || rc=$?
+    took=$(( $(date +%s) - t0 ))
+    [ "$took" -le "$limit" ] || fail "'$*' took ${took}s (limit ${limit}s)"
+    return 0
+}
