@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs what building and booting the appliance needs on a Debian host,
+# skipping whatever is already there: Debian packages, the Rust pieces the
+# kernel build needs (rust-src, bindgen >= 0.65) and the musl target for the
+# static guest userspace. Safe to run every time.
+set -euo pipefail
+step() { echo "==> $*" >&2; }
+
+pkgs=(qemu-system-x86 linux-source-6.12 clang lld llvm libclang-dev flex bison bc
+      libelf-dev libssl-dev cpio busybox-static e2fsprogs fio iperf3 python3 musl-tools)
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    step "installing Debian packages: ${missing[*]}"
+    sudo_() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+    sudo_ apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive sudo_ apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! rustup component list --installed 2>/dev/null | grep -q '^rust-src'; then
+    step "rustup component add rust-src"
+    rustup component add rust-src
+fi
+if ! rustup target list --installed 2>/dev/null | grep -q '^x86_64-unknown-linux-musl$'; then
+    step "rustup target add x86_64-unknown-linux-musl"
+    rustup target add x86_64-unknown-linux-musl
+fi
+bindgen_ok() {
+    command -v bindgen >/dev/null || return 1
+    v=$(bindgen --version | awk '{print $2}')
+    [ "$(printf '%s\n0.65.1\n' "$v" | sort -V | head -1)" = 0.65.1 ]
+}
+if ! bindgen_ok; then
+    step "cargo install --locked bindgen-cli (a few minutes)"
+    cargo install --locked bindgen-cli
+fi
