@@ -43,10 +43,11 @@ impl Dev {
 
     /// Issues a raw ioctl; returns the errno on failure.
     fn ioctl(&self, cmd: u32, arg: usize) -> Result<i32, i32> {
+        // The request type is c_ulong on glibc and c_int on musl: same bits.
         // SAFETY: the kernel validates `arg`; a bad pointer is the point of
         // some checks and can only produce EFAULT, never touch our memory
         // outside what we pass deliberately.
-        let r = unsafe { libc::ioctl(self.0, cmd as libc::c_ulong, arg) };
+        let r = unsafe { libc::ioctl(self.0, cmd as _, arg) };
         if r < 0 {
             Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
         } else {
