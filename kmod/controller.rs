@@ -194,8 +194,21 @@ impl Controller {
         self.hw.bar0.read32(IVSHMEM_IVPOSITION).unwrap_or(u32::MAX)
     }
 
+    /// CSTS.RDY transition bound from CAP.TO, clamped to 0.5..10 s so a
+    /// bogus CAP cannot stall probe or remove.
     fn ready_timeout_ms(&self) -> u32 {
-        (u32::from(regs::cap_timeout_500ms(self.cap)) * 500).max(500)
+        (u32::from(regs::cap_timeout_500ms(self.cap)) * 500).clamp(500, 10_000)
+    }
+
+    /// Whether the firmware's heartbeat moves (sampled over two periods).
+    fn heartbeat_alive(&self) -> bool {
+        let bar2 = &self.hw.bar2;
+        let Ok(first) = bar2.read64(regs::REG_HEARTBEAT) else {
+            return false;
+        };
+        time::poll_until(2 * regs::HEARTBEAT_MS + 50, 10, || {
+            matches!(bar2.read64(regs::REG_HEARTBEAT), Ok(now) if now != first)
+        })
     }
 
     /// Signals the card on `vector` through the ivshmem doorbell.
@@ -277,6 +290,10 @@ impl Controller {
         pr_warn!("{}: resetting the card after an earlier failure\n", self.name());
         if self.hw.bar2.read32(regs::REG_FW_STATUS)? != regs::FW_STATUS_RUNNING {
             pr_err!("{}: card firmware is not running\n", self.name());
+            return Err(EIO);
+        }
+        if !self.heartbeat_alive() {
+            pr_err!("{}: card firmware heartbeat stopped; the card is dead\n", self.name());
             return Err(EIO);
         }
         if let Err(e) = self.disable() {
