@@ -212,6 +212,10 @@ pub const STATUS_INVALID_CQ: u16 = 0x100;
 pub const STATUS_INVALID_QID: u16 = 0x101;
 /// Command specific: invalid queue size.
 pub const STATUS_INVALID_QUEUE_SIZE: u16 = 0x102;
+/// Command specific: invalid interrupt vector.
+pub const STATUS_INVALID_VECTOR: u16 = 0x108;
+/// Command specific: invalid queue deletion (a CQ still used by an SQ).
+pub const STATUS_INVALID_QUEUE_DELETION: u16 = 0x10c;
 
 // ---------------------------------------------------------------------------
 // Admin command set.

@@ -1,1 +1,112 @@
-fn main() {}
+//! `dia-card`: the emulated dia card. It is the ivshmem server QEMU's
+//! `ivshmem-doorbell` device connects to, lays out the card's registers in
+//! BAR2 (shared memory), maps the guest's RAM for DMA, and runs the
+//! controller until killed.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use dia_card::{
+    Bar, CardConfig, Controller, EventFd, Fault, GuestMemory, Interrupts, Server, SharedMemory,
+};
+use tracing::info;
+
+#[derive(Parser)]
+#[command(
+    name = "dia-card",
+    version,
+    about = "The emulated dia card (serves QEMU's ivshmem-doorbell device)"
+)]
+struct Args {
+    /// Unix socket QEMU connects to (`-chardev socket,path=...`).
+    #[arg(long)]
+    socket: PathBuf,
+    /// Guest RAM file, shared with QEMU (`memory-backend-file,mem-path=...,share=on`).
+    #[arg(long)]
+    guest_ram: PathBuf,
+    /// Guest RAM size in bytes (must equal QEMU's `-m`, at most 2 GiB).
+    #[arg(long)]
+    guest_ram_size: u64,
+    /// Doorbell/interrupt vectors: 1 admin + I/O queues (must equal QEMU's `vectors=`).
+    #[arg(long, default_value_t = 9, value_parser = clap::value_parser!(u16).range(1..=65))]
+    vectors: u16,
+    /// Size of BAR2 in bytes (a power of two, at least 1 MiB).
+    #[arg(long, default_value_t = 1 << 20)]
+    bar_size: usize,
+    /// Serial number the card reports.
+    #[arg(long, default_value = "DIA-0000000001")]
+    serial: String,
+    /// Largest queue the card accepts, in entries.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u16).range(2..))]
+    max_queue_entries: u16,
+    /// Inject a fault for tests: `exit-on-admin=OPCODE:N` (die on the N-th
+    /// admin command with OPCODE, before completing it) or `never-ready`
+    /// (firmware never reports running).
+    #[arg(long)]
+    fault: Option<Fault>,
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    if !args.bar_size.is_power_of_two() || args.bar_size < dia_abi::card::BAR2_MIN_SIZE {
+        bail!(
+            "--bar-size must be a power of two of at least {} bytes",
+            dia_abi::card::BAR2_MIN_SIZE
+        );
+    }
+    if args.guest_ram_size == 0 || args.guest_ram_size > 2 << 30 {
+        bail!("--guest-ram-size must be 1 byte to 2 GiB (guest RAM must stay below the PCI hole)");
+    }
+    let ram_len = usize::try_from(args.guest_ram_size)?;
+    let ram = SharedMemory::file(&args.guest_ram, ram_len)
+        .with_context(|| format!("mapping guest RAM {}", args.guest_ram.display()))?;
+    let bar_mem = SharedMemory::anonymous("dia-bar2", args.bar_size).context("creating BAR2")?;
+    let vectors = usize::from(args.vectors);
+    let doorbells: Vec<EventFd> = (0..vectors)
+        .map(|_| EventFd::new())
+        .collect::<Result<_, _>>()?;
+    let guest: Vec<EventFd> = (0..vectors)
+        .map(|_| EventFd::new())
+        .collect::<Result<_, _>>()?;
+
+    let server = Server::bind(
+        &args.socket,
+        bar_mem.fd().try_clone()?,
+        doorbells
+            .iter()
+            .map(|d| d.try_clone_fd())
+            .collect::<Result<_, _>>()?,
+        guest
+            .iter()
+            .map(|d| d.try_clone_fd())
+            .collect::<Result<_, _>>()?,
+    )
+    .with_context(|| format!("listening on {}", args.socket.display()))?;
+
+    let cfg = CardConfig {
+        serial: args.serial,
+        vectors: args.vectors,
+        max_queue_entries: args.max_queue_entries,
+        fault: args.fault,
+    };
+    let mut ctrl = Controller::new(
+        Bar::new(bar_mem)?,
+        GuestMemory::new(ram),
+        Interrupts::new(guest),
+        cfg,
+    );
+    std::thread::Builder::new()
+        .name("ivshmem".into())
+        .spawn(move || server.serve())?;
+    info!(socket = %args.socket.display(), vectors, "listening");
+    ctrl.run(&doorbells, &AtomicBool::new(false));
+    Ok(())
+}
