@@ -1,1 +1,55 @@
-fn main() {}
+//! diad: the dia daemon. It owns the card's control node (`/dev/dia`), keeps
+//! the desired state in a TOML file, and serves the HTTP/JSON API that
+//! `diaconfig`, orchestrator plugins and the GUI use, on a unix socket.
+
+mod api;
+mod card;
+mod error;
+mod state;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use tracing::info;
+
+#[derive(Parser)]
+#[command(
+    name = "diad",
+    version,
+    about = "The dia daemon: owns /dev/dia and serves the dia API"
+)]
+struct Args {
+    /// The card's control node.
+    #[arg(long, default_value = dia::DEFAULT_DEVICE)]
+    device: PathBuf,
+    /// Unix socket to serve the API on.
+    #[arg(long, default_value = api::DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Desired-state file (TOML); created if missing.
+    #[arg(long, default_value = state::DEFAULT_STATE)]
+    state: PathBuf,
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `diad=debug`.
+    #[arg(long, default_value = "info")]
+    log: String,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log).context("--log")?)
+        .with_writer(std::io::stderr)
+        .init();
+    let desired = state::load_or_create(&args.state)?;
+    info!(state = %args.state.display(), version = desired.version, "desired state loaded");
+    let device = dia::Card::open(&args.device).with_context(|| "opening the card")?;
+    let id = device.identify().context("asking the card who it is")?;
+    info!(
+        model = %id.model, serial = %id.serial, firmware = %id.firmware,
+        interface = %id.interface_version, "card {}", args.device.display()
+    );
+    let app = api::AppState::new(Arc::new(device), desired, args.state.clone());
+    api::serve(&args.socket, app).await
+}

@@ -52,7 +52,15 @@ mod tests {
         }
         assert_eq!(
             seen,
-            vec![(0, true), (1, true), (2, true), (0, false), (1, false), (2, false), (0, true)]
+            vec![
+                (0, true),
+                (1, true),
+                (2, true),
+                (0, false),
+                (1, false),
+                (2, false),
+                (0, true)
+            ]
         );
     }
 
@@ -86,7 +94,7 @@ mod tests {
                     _ if completed < consumed => {
                         let (slot, phase) = r.cq_expect();
                         prop_assert_eq!(u64::from(slot), completed % u64::from(size));
-                        prop_assert_eq!(phase, (completed / u64::from(size)) % 2 == 0);
+                        prop_assert_eq!(phase, (completed / u64::from(size)).is_multiple_of(2));
                         r.cq_advance();
                         completed += 1;
                     }

@@ -1,0 +1,91 @@
+//! The desired state diad keeps on disk (TOML). It is versioned and strict:
+//! unknown fields are refused, so a typo never silently drops configuration.
+//! Volumes, networks and tiers join it as those features land.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// Default location of the state file.
+pub const DEFAULT_STATE: &str = "/var/lib/dia/state.toml";
+/// Format version this diad writes.
+pub const STATE_VERSION: u32 = 1;
+
+/// Everything the operator asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DesiredState {
+    /// Format version of the file.
+    pub version: u32,
+}
+
+impl Default for DesiredState {
+    fn default() -> Self {
+        Self {
+            version: STATE_VERSION,
+        }
+    }
+}
+
+/// Reads the state file, or creates it (and its directory) with defaults.
+pub fn load_or_create(path: &Path) -> Result<DesiredState> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let state: DesiredState =
+                toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+            if state.version != STATE_VERSION {
+                bail!(
+                    "{} has state version {}, this diad understands {}",
+                    path.display(),
+                    state.version,
+                    STATE_VERSION
+                );
+            }
+            Ok(state)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let state = DesiredState::default();
+            save(path, &state)?;
+            Ok(state)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Writes the state atomically (temporary file + rename).
+pub fn save(path: &Path, state: &DesiredState) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let tmp = path.with_extension("toml.tmp");
+    std::fs::write(&tmp, toml::to_string_pretty(state)?)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn creates_then_reloads() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sub/state.toml");
+        assert_eq!(load_or_create(&p).unwrap(), DesiredState::default());
+        assert!(p.exists());
+        assert_eq!(load_or_create(&p).unwrap(), DesiredState::default());
+    }
+
+    #[test]
+    fn refuses_unknown_fields_and_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("state.toml");
+        std::fs::write(&p, "version = 1\nvolumez = []\n").unwrap();
+        let e = format!("{:#}", load_or_create(&p).unwrap_err());
+        assert!(e.contains("volumez"), "{e}");
+        std::fs::write(&p, "version = 9\n").unwrap();
+        assert!(format!("{:#}", load_or_create(&p).unwrap_err()).contains("version 9"));
+    }
+}

@@ -1,0 +1,29 @@
+//! Output: tables for humans (comfy-table), JSON for scripts.
+
+use comfy_table::{ContentArrangement, Table};
+use serde::Serialize;
+
+/// How to print results.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Aligned table.
+    Table,
+    /// Pretty-printed JSON.
+    Json,
+}
+
+/// A two-column Field/Value table.
+pub fn key_values(rows: &[(&str, String)]) -> String {
+    let mut t = Table::new();
+    t.set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header(["Field", "Value"]);
+    for (k, v) in rows {
+        t.add_row([k.to_string(), v.clone()]);
+    }
+    t.to_string()
+}
+
+/// JSON text of `value`.
+pub fn json<T: Serialize>(value: &T) -> anyhow::Result<String> {
+    Ok(serde_json::to_string_pretty(value)?)
+}
