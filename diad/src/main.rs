@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use tracing::info;
+use tracing::{info, warn};
 
 #[derive(Parser)]
 #[command(
@@ -41,15 +41,20 @@ async fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log).context("--log")?)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let desired = state::load_or_create(&args.state)?;
     info!(state = %args.state.display(), version = desired.version, "desired state loaded");
     let device = dia::Card::open(&args.device).with_context(|| "opening the card")?;
-    let id = device.identify().context("asking the card who it is")?;
-    info!(
-        model = %id.model, serial = %id.serial, firmware = %id.firmware,
-        interface = %id.interface_version, "card {}", args.device.display()
-    );
+    // A card that does not answer is reported, not fatal: the API then
+    // answers 503/504 so clients see the card's state.
+    match device.identify() {
+        Ok(id) => info!(
+            model = %id.model, serial = %id.serial, firmware = %id.firmware,
+            interface = %id.interface_version, "card {}", args.device.display()
+        ),
+        Err(e) => warn!("card {} does not answer Identify: {e}", args.device.display()),
+    }
     let app = api::AppState::new(Arc::new(device), desired, args.state.clone());
     api::serve(&args.socket, app).await
 }
