@@ -1,6 +1,6 @@
 //! Output: tables for humans (comfy-table), JSON for scripts.
 
-use comfy_table::{ContentArrangement, Table};
+use comfy_table::Table;
 use serde::Serialize;
 
 /// How to print results.
@@ -15,8 +15,8 @@ pub enum Format {
 /// A two-column Field/Value table.
 pub fn key_values(rows: &[(&str, String)]) -> String {
     let mut t = Table::new();
-    t.set_content_arrangement(ContentArrangement::Dynamic)
-        .set_header(["Field", "Value"]);
+    // No dynamic wrapping: serial consoles report no width.
+    t.set_header(["Field", "Value"]);
     for (k, v) in rows {
         t.add_row([k.to_string(), v.clone()]);
     }
