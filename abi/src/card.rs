@@ -232,8 +232,15 @@ pub const ADMIN_CREATE_IO_CQ: u8 = 0x05;
 /// Identify: CDW10 bits 7:0 select the structure (`CNS_*`); PRP1 points at a 4 KiB buffer.
 pub const ADMIN_IDENTIFY: u8 = 0x06;
 
+/// Identify CNS: the namespace structure for SQE.nsid, [`IdentifyNamespace`].
+pub const CNS_NAMESPACE: u8 = 0x00;
 /// Identify CNS: the controller (card) structure, [`IdentifyController`].
 pub const CNS_CONTROLLER: u8 = 0x01;
+/// Identify CNS: attached namespace ids greater than SQE.nsid, ascending,
+/// as u32s in a 4 KiB buffer (at most 1024), zero-terminated.
+pub const CNS_ACTIVE_NS_LIST: u8 = 0x02;
+/// Identify CNS: like [`CNS_ACTIVE_NS_LIST`] but every allocated namespace.
+pub const CNS_ALLOCATED_NS_LIST: u8 = 0x10;
 
 /// Size of every Identify data structure.
 pub const IDENTIFY_SIZE: usize = 4096;
@@ -274,8 +281,14 @@ pub struct IdentifyController {
     pub max_ports: u32,
     /// Total capacity of the flash pool in bytes.
     pub pool_bytes: u64,
+    /// Bit 0: the card has a volatile write cache (Flush and FUA matter).
+    pub vwc: u8,
     /// Reserved, zero.
-    pub reserved: [u8; 3992],
+    pub reserved1: [u8; 3],
+    /// Largest data transfer of one I/O command, in bytes (0: no limit).
+    pub max_transfer_bytes: u32,
+    /// Reserved, zero.
+    pub reserved: [u8; 3984],
 }
 const _: () = assert!(core::mem::size_of::<IdentifyController>() == IDENTIFY_SIZE);
 
@@ -294,7 +307,10 @@ impl Default for IdentifyController {
             max_namespaces: 0,
             max_ports: 0,
             pool_bytes: 0,
-            reserved: [0; 3992],
+            vwc: 0,
+            reserved1: [0; 3],
+            max_transfer_bytes: 0,
+            reserved: [0; 3984],
         }
     }
 }
@@ -305,3 +321,192 @@ pub fn fill_ascii(dst: &mut [u8], src: &str) {
         *d = src.as_bytes().get(i).copied().unwrap_or(b' ');
     }
 }
+
+// ---------------------------------------------------------------------------
+// Storage (interface 1.0): namespaces carved from the card's flash pool, and
+// the NVM I/O command set. NVMe-shaped; see docs/card-interface.md.
+// ---------------------------------------------------------------------------
+
+/// Get Log Page: CDW10[7:0] log id, CDW10[31:16] dwords - 1; PRP1/PRP2 buffer.
+pub const ADMIN_GET_LOG_PAGE: u8 = 0x02;
+/// Namespace Management: CDW10[3:0] = [`NS_MGMT_CREATE`] (PRP1: a 4 KiB
+/// buffer starting with [`NamespaceCreate`]; result DW0 = new nsid) or
+/// [`NS_MGMT_DELETE`] (SQE.nsid; a deleted namespace's blocks return to the pool).
+pub const ADMIN_NS_MANAGEMENT: u8 = 0x0d;
+/// Namespace Attachment: CDW10[3:0] = [`NS_ATTACH`] or [`NS_DETACH`], SQE.nsid.
+/// Only attached namespaces accept I/O.
+pub const ADMIN_NS_ATTACHMENT: u8 = 0x15;
+/// Namespace Management select: create.
+pub const NS_MGMT_CREATE: u32 = 0;
+/// Namespace Management select: delete.
+pub const NS_MGMT_DELETE: u32 = 1;
+/// Namespace Attachment select: attach.
+pub const NS_ATTACH: u32 = 0;
+/// Namespace Attachment select: detach.
+pub const NS_DETACH: u32 = 1;
+
+/// Vendor log page (dia): [`PoolStatus`].
+pub const LOG_POOL_STATUS: u8 = 0xc0;
+
+/// Smallest and largest logical block size the card supports (as shifts).
+pub const LBA_SHIFT_MIN: u8 = 9;
+/// See [`LBA_SHIFT_MIN`].
+pub const LBA_SHIFT_MAX: u8 = 12;
+/// Longest namespace label in bytes.
+pub const LABEL_LEN: usize = 64;
+
+/// Namespace Management create data (start of a 4 KiB buffer).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NamespaceCreate {
+    /// Size in logical blocks (thin: nothing is allocated until written).
+    pub size_blocks: u64,
+    /// log2 of the logical block size, [`LBA_SHIFT_MIN`]..=[`LBA_SHIFT_MAX`].
+    pub lba_shift: u8,
+    /// Reserved, zero.
+    pub reserved: [u8; 7],
+    /// Label (the owner's name for it), ASCII/UTF-8, NUL padded.
+    pub label: [u8; LABEL_LEN],
+}
+const _: () = assert!(core::mem::size_of::<NamespaceCreate>() == 80);
+
+impl Default for NamespaceCreate {
+    fn default() -> Self {
+        Self {
+            size_blocks: 0,
+            lba_shift: 12,
+            reserved: [0; 7],
+            label: [0; LABEL_LEN],
+        }
+    }
+}
+
+/// Identify Namespace data (CNS 0x00), 4096 bytes; NVMe offsets for NSZE,
+/// NCAP, NUSE, NSFEAT, NLBAF, FLBAS and LBAF0, dia fields after byte 384.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IdentifyNamespace {
+    /// Size in logical blocks.
+    pub nsze: u64,
+    /// Capacity in logical blocks (= nsze).
+    pub ncap: u64,
+    /// Blocks allocated in the pool (thin provisioning).
+    pub nuse: u64,
+    /// Bit 0: thin provisioned; bit 2: deallocated blocks read as zeroes.
+    pub nsfeat: u8,
+    /// Number of LBA formats - 1 (0: only LBAF0).
+    pub nlbaf: u8,
+    /// Formatted LBA size: index 0.
+    pub flbas: u8,
+    /// Reserved.
+    pub reserved0: [u8; 101],
+    /// LBA format 0: bits 23:16 = log2 of the block size.
+    pub lbaf0: u32,
+    /// Reserved.
+    pub reserved1: [u8; 252],
+    /// dia: the namespace's label.
+    pub label: [u8; LABEL_LEN],
+    /// dia: 1 when attached.
+    pub attached: u8,
+    /// Reserved, zero.
+    pub reserved2: [u8; 3647],
+}
+const _: () = assert!(core::mem::size_of::<IdentifyNamespace>() == IDENTIFY_SIZE);
+const _: () = assert!(core::mem::offset_of!(IdentifyNamespace, lbaf0) == 128);
+const _: () = assert!(core::mem::offset_of!(IdentifyNamespace, label) == 384);
+
+impl Default for IdentifyNamespace {
+    fn default() -> Self {
+        Self {
+            nsze: 0,
+            ncap: 0,
+            nuse: 0,
+            nsfeat: 0,
+            nlbaf: 0,
+            flbas: 0,
+            reserved0: [0; 101],
+            lbaf0: 0,
+            reserved1: [0; 252],
+            label: [0; LABEL_LEN],
+            attached: 0,
+            reserved2: [0; 3647],
+        }
+    }
+}
+
+impl IdentifyNamespace {
+    /// log2 of the logical block size from LBAF0.
+    pub const fn lba_shift(&self) -> u8 {
+        (self.lbaf0 >> 16) as u8
+    }
+}
+
+/// Pool status (log page [`LOG_POOL_STATUS`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolStatus {
+    /// Capacity for namespace data in bytes.
+    pub total_bytes: u64,
+    /// Bytes allocated to namespaces.
+    pub used_bytes: u64,
+    /// Number of namespaces.
+    pub namespaces: u32,
+    /// Most namespaces the card holds.
+    pub max_namespaces: u32,
+    /// Allocation unit of thin provisioning in bytes.
+    pub chunk_bytes: u32,
+    /// Reserved, zero.
+    pub reserved: u32,
+}
+const _: () = assert!(core::mem::size_of::<PoolStatus>() == 32);
+
+// NVM I/O command set.
+/// Flush: make every completed write durable.
+pub const IO_FLUSH: u8 = 0x00;
+/// Write: CDW10/11 starting LBA, CDW12[15:0] blocks - 1, CDW12 bit 30 FUA.
+pub const IO_WRITE: u8 = 0x01;
+/// Read: fields as Write.
+pub const IO_READ: u8 = 0x02;
+/// Write Zeroes: fields as Write, CDW12 bit 25 deallocate; no data.
+pub const IO_WRITE_ZEROES: u8 = 0x08;
+/// Dataset Management: CDW10[7:0] ranges - 1, CDW11 bit 2 deallocate;
+/// PRP1 points at [`DsmRange`] entries.
+pub const IO_DATASET_MANAGEMENT: u8 = 0x09;
+/// CDW12 bit 30 of Read/Write: force unit access.
+pub const RW_FUA: u32 = 1 << 30;
+/// CDW12 bit 25 of Write Zeroes: deallocate the blocks too.
+pub const WZ_DEALLOCATE: u32 = 1 << 25;
+/// CDW11 bit 2 of Dataset Management: deallocate the ranges.
+pub const DSM_DEALLOCATE: u32 = 1 << 2;
+
+/// One Dataset Management range (16 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DsmRange {
+    /// Context attributes (ignored).
+    pub attributes: u32,
+    /// Length in logical blocks.
+    pub blocks: u32,
+    /// Starting LBA.
+    pub slba: u64,
+}
+const _: () = assert!(core::mem::size_of::<DsmRange>() == 16);
+
+/// LBA out of range (generic).
+pub const STATUS_LBA_OUT_OF_RANGE: u16 = 0x080;
+/// Capacity exceeded: the thin pool is full (generic).
+pub const STATUS_CAPACITY_EXCEEDED: u16 = 0x081;
+/// Namespace not ready (not attached) (generic).
+pub const STATUS_NAMESPACE_NOT_READY: u16 = 0x082;
+/// Invalid format: unsupported LBA size (command specific).
+pub const STATUS_INVALID_FORMAT: u16 = 0x10a;
+/// Namespace insufficient capacity (command specific).
+pub const STATUS_NS_INSUFFICIENT_CAPACITY: u16 = 0x115;
+/// Namespace identifier unavailable: no free nsid (command specific).
+pub const STATUS_NS_ID_UNAVAILABLE: u16 = 0x116;
+/// Namespace already attached (command specific).
+pub const STATUS_NS_ALREADY_ATTACHED: u16 = 0x118;
+/// Namespace not attached (command specific).
+pub const STATUS_NS_NOT_ATTACHED: u16 = 0x11a;
+/// dia: the namespace is attached and cannot be deleted (command specific).
+pub const STATUS_NS_ATTACHED_DELETE: u16 = 0x1c0;

@@ -6,7 +6,7 @@
 /// ioctl "type" byte of every dia request.
 pub const DIA_IOC_MAGIC: u8 = b'D';
 /// Version of this ABI; reported in [`DiaIdentity::abi_version`].
-pub const DIA_ABI_VERSION: u32 = 1;
+pub const DIA_ABI_VERSION: u32 = 2;
 
 const IOC_NRBITS: u32 = 8;
 const IOC_TYPEBITS: u32 = 8;
@@ -97,3 +97,150 @@ impl Default for DiaIdentity {
 
 /// `DIA_IOC_IDENTIFY`: read the card's identity (asks the card afresh).
 pub const DIA_IOC_IDENTIFY: u32 = ioc(IOC_READ, 0x01, core::mem::size_of::<DiaIdentity>());
+
+/// Longest label of a namespace.
+pub const DIA_LABEL_LEN: usize = 64;
+/// Longest block device name (e.g. `dia0n12`), NUL padded.
+pub const DIA_DISK_NAME_LEN: usize = 32;
+/// Most namespaces one [`DiaNsList`] reports.
+pub const DIA_NS_LIST_MAX: usize = 256;
+
+/// Argument of `DIA_IOC_NS_CREATE`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DiaNsCreate {
+    /// In: size in bytes (a multiple of the block size, > 0).
+    pub size_bytes: u64,
+    /// In: log2 of the block size, 9..=12.
+    pub lba_shift: u32,
+    /// Out: the new namespace id.
+    pub nsid: u32,
+    /// In: label, NUL padded.
+    pub label: [u8; DIA_LABEL_LEN],
+}
+const _: () = assert!(core::mem::size_of::<DiaNsCreate>() == 80);
+
+impl Default for DiaNsCreate {
+    fn default() -> Self {
+        Self {
+            size_bytes: 0,
+            lba_shift: 12,
+            nsid: 0,
+            label: [0; DIA_LABEL_LEN],
+        }
+    }
+}
+
+/// Argument of `DIA_IOC_NS_DELETE`, `DIA_IOC_NS_ATTACH`, `DIA_IOC_NS_DETACH`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DiaNsId {
+    /// Namespace id.
+    pub nsid: u32,
+    /// Reserved, must be zero.
+    pub flags: u32,
+}
+const _: () = assert!(core::mem::size_of::<DiaNsId>() == 8);
+
+/// Argument of `DIA_IOC_NS_INFO`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DiaNsInfo {
+    /// In: namespace id.
+    pub nsid: u32,
+    /// Out: log2 of the block size.
+    pub lba_shift: u32,
+    /// Out: size in blocks.
+    pub size_blocks: u64,
+    /// Out: blocks allocated in the pool.
+    pub used_blocks: u64,
+    /// Out: 1 when attached (and a block device exists).
+    pub attached: u32,
+    /// Reserved, zero.
+    pub reserved: u32,
+    /// Out: label, NUL padded.
+    pub label: [u8; DIA_LABEL_LEN],
+    /// Out: block device name when attached (e.g. `dia0n1`), NUL padded.
+    pub disk_name: [u8; DIA_DISK_NAME_LEN],
+}
+const _: () = assert!(core::mem::size_of::<DiaNsInfo>() == 128);
+
+impl Default for DiaNsInfo {
+    fn default() -> Self {
+        Self {
+            nsid: 0,
+            lba_shift: 0,
+            size_blocks: 0,
+            used_blocks: 0,
+            attached: 0,
+            reserved: 0,
+            label: [0; DIA_LABEL_LEN],
+            disk_name: [0; DIA_DISK_NAME_LEN],
+        }
+    }
+}
+
+/// Argument of `DIA_IOC_NS_LIST`: every namespace on the card.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DiaNsList {
+    /// Out: number of valid entries in `nsids`.
+    pub count: u32,
+    /// Reserved, zero.
+    pub reserved: u32,
+    /// Out: namespace ids, ascending.
+    pub nsids: [u32; DIA_NS_LIST_MAX],
+}
+const _: () = assert!(core::mem::size_of::<DiaNsList>() == 8 + 4 * DIA_NS_LIST_MAX);
+
+impl Default for DiaNsList {
+    fn default() -> Self {
+        Self {
+            count: 0,
+            reserved: 0,
+            nsids: [0; DIA_NS_LIST_MAX],
+        }
+    }
+}
+
+/// Argument of `DIA_IOC_POOL_INFO`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DiaPoolInfo {
+    /// Capacity for namespace data in bytes.
+    pub total_bytes: u64,
+    /// Bytes allocated.
+    pub used_bytes: u64,
+    /// Namespaces on the card.
+    pub namespaces: u32,
+    /// Most namespaces the card holds.
+    pub max_namespaces: u32,
+    /// Thin allocation unit in bytes.
+    pub chunk_bytes: u32,
+    /// Reserved, zero.
+    pub reserved: u32,
+}
+const _: () = assert!(core::mem::size_of::<DiaPoolInfo>() == 32);
+
+/// `DIA_IOC_NS_CREATE`: create a thin namespace (not attached).
+pub const DIA_IOC_NS_CREATE: u32 = ioc(
+    IOC_READ | IOC_WRITE,
+    0x10,
+    core::mem::size_of::<DiaNsCreate>(),
+);
+/// `DIA_IOC_NS_DELETE`: delete a detached namespace (`EBUSY` while attached).
+pub const DIA_IOC_NS_DELETE: u32 = ioc(IOC_WRITE, 0x11, core::mem::size_of::<DiaNsId>());
+/// `DIA_IOC_NS_ATTACH`: attach; the block device `/dev/dia<card>n<nsid>` appears.
+pub const DIA_IOC_NS_ATTACH: u32 = ioc(IOC_WRITE, 0x12, core::mem::size_of::<DiaNsId>());
+/// `DIA_IOC_NS_DETACH`: remove the block device, then detach (`EBUSY` while open).
+pub const DIA_IOC_NS_DETACH: u32 = ioc(IOC_WRITE, 0x13, core::mem::size_of::<DiaNsId>());
+/// `DIA_IOC_NS_INFO`: one namespace.
+pub const DIA_IOC_NS_INFO: u32 = ioc(
+    IOC_READ | IOC_WRITE,
+    0x14,
+    core::mem::size_of::<DiaNsInfo>(),
+);
+/// `DIA_IOC_NS_LIST`: every namespace id.
+pub const DIA_IOC_NS_LIST: u32 = ioc(IOC_READ, 0x15, core::mem::size_of::<DiaNsList>());
+/// `DIA_IOC_POOL_INFO`: the flash pool.
+pub const DIA_IOC_POOL_INFO: u32 = ioc(IOC_READ, 0x16, core::mem::size_of::<DiaPoolInfo>());
