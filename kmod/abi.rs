@@ -21,3 +21,22 @@ unsafe impl FromBytes for card::CompletionEntry {}
 // SAFETY: `DiaIdentity` is `repr(C)` with integer and byte-array fields laid
 // out without padding (160 bytes, asserted in the ABI file).
 unsafe impl AsBytes for ioctl::DiaIdentity {}
+// SAFETY: `NamespaceCreate` is `repr(C)` integers and byte arrays, 80 bytes,
+// no padding (asserted in the ABI file).
+unsafe impl AsBytes for card::NamespaceCreate {}
+// SAFETY: the ioctl argument structs below are `repr(C)` integers and byte
+// arrays with sizes asserted in the ABI file and no implicit padding: every
+// byte pattern is a valid value and every byte is initialised.
+unsafe impl FromBytes for ioctl::DiaNsCreate {}
+// SAFETY: as above.
+unsafe impl AsBytes for ioctl::DiaNsCreate {}
+// SAFETY: as above.
+unsafe impl FromBytes for ioctl::DiaNsId {}
+// SAFETY: as above.
+unsafe impl FromBytes for ioctl::DiaNsInfo {}
+// SAFETY: as above.
+unsafe impl AsBytes for ioctl::DiaNsInfo {}
+// SAFETY: as above.
+unsafe impl AsBytes for ioctl::DiaNsList {}
+// SAFETY: as above.
+unsafe impl AsBytes for ioctl::DiaPoolInfo {}

@@ -64,8 +64,11 @@ impl pci::Driver for CardDriver {
             dev.device_id()
         );
         let hw = Hardware::probe(dev)?;
-        let mut ctrl = Controller::new(hw)?;
+        let index = NEXT_INDEX.fetch_add(1, Ordering::Relaxed);
+        let mut ctrl = Controller::new(hw, index)?;
         let id = ctrl.identify()?;
+        ctrl.setup_io()?;
+        ctrl.discover_namespaces()?;
         pr_info!(
             "{}: {} serial {} firmware {} interface {}.{}, up to {} I/O queues of {} entries, {} MSI-X vectors, guest peer {}\n",
             dev.name(),
@@ -79,7 +82,6 @@ impl pci::Driver for CardDriver {
             ctrl.msix_vectors(),
             ctrl.guest_peer()
         );
-        let index = NEXT_INDEX.fetch_add(1, Ordering::Relaxed);
         let card = Arc::pin_init(
             pin_init!(Card {
                 index,

@@ -2,24 +2,74 @@
 //! call the card, copy the result out. Numbers and structs come from the
 //! shared ABI file; unknown requests get `ENOTTY`, bad pointers `EFAULT`.
 
-use kernel::error::code::ENOTTY;
+use kernel::error::code::{EINVAL, ENOTTY};
 use kernel::prelude::*;
 use kernel::sync::ArcBorrow;
 use kernel::uaccess::UserSlice;
 
-use crate::abi::ioctl::{self, DiaIdentity};
+use crate::abi::ioctl::{self, DiaIdentity, DiaNsCreate, DiaNsId, DiaNsInfo, DiaNsList, DiaPoolInfo};
 use crate::card::Card;
 use crate::glue::miscdev::MiscDevice;
+
+/// Reads a namespace id argument; reserved flags must be zero.
+fn ns_id(arg: usize) -> Result<u32> {
+    let id: DiaNsId = UserSlice::new(arg, core::mem::size_of::<DiaNsId>()).reader().read()?;
+    if id.flags != 0 {
+        return Err(EINVAL);
+    }
+    Ok(id.nsid)
+}
+
+fn write_out<T: kernel::types::AsBytes>(arg: usize, value: &T) -> Result<isize> {
+    UserSlice::new(arg, core::mem::size_of::<T>()).writer().write(value)?;
+    Ok(0)
+}
 
 impl MiscDevice for Card {
     fn ioctl(this: ArcBorrow<'_, Self>, cmd: u32, arg: usize) -> Result<isize> {
         match cmd {
             ioctl::DIA_IOC_IDENTIFY => {
-                let id = this.identify()?;
-                UserSlice::new(arg, core::mem::size_of::<DiaIdentity>())
-                    .writer()
-                    .write(&id)?;
+                let id: DiaIdentity = this.identify()?;
+                write_out(arg, &id)
+            }
+            ioctl::DIA_IOC_NS_CREATE => {
+                let size = core::mem::size_of::<DiaNsCreate>();
+                let mut req: DiaNsCreate = UserSlice::new(arg, size).reader().read()?;
+                if req.nsid != 0 {
+                    return Err(EINVAL);
+                }
+                req.nsid = this.with_controller(|c| c.ns_create(req.size_bytes, req.lba_shift, &req.label))?;
+                write_out(arg, &req)
+            }
+            ioctl::DIA_IOC_NS_DELETE => {
+                let nsid = ns_id(arg)?;
+                this.with_controller(|c| c.ns_delete(nsid))?;
                 Ok(0)
+            }
+            ioctl::DIA_IOC_NS_ATTACH => {
+                let nsid = ns_id(arg)?;
+                this.with_controller(|c| c.ns_attach(nsid))?;
+                Ok(0)
+            }
+            ioctl::DIA_IOC_NS_DETACH => {
+                let nsid = ns_id(arg)?;
+                this.with_controller(|c| c.ns_detach(nsid))?;
+                Ok(0)
+            }
+            ioctl::DIA_IOC_NS_INFO => {
+                let size = core::mem::size_of::<DiaNsInfo>();
+                let req: DiaNsInfo = UserSlice::new(arg, size).reader().read()?;
+                let info = this.with_controller(|c| c.ns_info(req.nsid))?;
+                write_out(arg, &info)
+            }
+            ioctl::DIA_IOC_NS_LIST => {
+                let mut list = KBox::new(DiaNsList::default(), GFP_KERNEL)?;
+                this.with_controller(|c| c.ns_list(&mut list))?;
+                write_out(arg, &*list)
+            }
+            ioctl::DIA_IOC_POOL_INFO => {
+                let pool: DiaPoolInfo = this.with_controller(|c| c.pool_info())?;
+                write_out(arg, &pool)
             }
             _ => Err(ENOTTY),
         }

@@ -16,8 +16,13 @@ use crate::glue::dma::CoherentAllocation;
 use crate::glue::io::Bar;
 use crate::glue::irq::{self, Handler};
 use crate::glue::pci::{Device, Enabled, IrqVectors, Regions};
+use crate::glue::blk::{Disk, TagSet};
 use crate::glue::time::{self, ETIMEDOUT};
+use crate::io::{IoIrq, IoPath, IoQueue, IO_QUEUE_ENTRIES, IO_TIMEOUT_MS};
 use crate::ring::RingState;
+use kernel::str::CString;
+
+mod namespace;
 
 /// ivshmem BAR0 register: this guest's peer id.
 const IVSHMEM_IVPOSITION: usize = 8;
@@ -49,8 +54,9 @@ pub(crate) struct Hardware {
     pub(crate) dev: Device,
     pub(crate) bar0: Bar,
     pub(crate) bar2: Bar,
-    pub(crate) _regions: Regions,
-    pub(crate) _enabled: Enabled,
+    card_peer: u32,
+    _regions: Regions,
+    _enabled: Enabled,
 }
 
 impl Hardware {
@@ -106,11 +112,18 @@ impl Hardware {
         }
         Ok(Self {
             dev,
+            card_peer: bar2.read32(regs::REG_CARD_PEER)?,
             bar0,
             bar2,
             _regions: regions,
             _enabled: enabled,
         })
+    }
+
+    /// Signals the card on `vector` through the ivshmem doorbell.
+    pub(crate) fn ring_doorbell(&self, vector: u16) -> Result {
+        self.bar0
+            .write32(IVSHMEM_DOORBELL, self.card_peer << 16 | u32::from(vector))
     }
 }
 
@@ -121,25 +134,49 @@ impl Hardware {
 /// While `enabled` is true the card may DMA into `asq`, `acq` and `buf`;
 /// `drop` disables the controller before those allocations are freed.
 pub(crate) struct Controller {
-    // Field order is drop order: the IRQ goes first, the PCI function last.
+    // Field order is drop order: disks, then IRQs, then queues, the PCI
+    // function last (`drop` removes disks and stops the card first).
+    /// Slots of attached namespaces' disks (`None`: free slot).
+    disks: KVec<Option<NsDisk>>,
+    io_irqs: KVec<irq::Registration<IoIrq>>,
+    io: Option<IoState>,
     _admin_irq: irq::Registration<AdminIrq>,
     admin: Arc<AdminIrq>,
     asq: CoherentAllocation,
     acq: CoherentAllocation,
     buf: CoherentAllocation,
     vectors: IrqVectors,
-    hw: Hardware,
+    hw: Arc<Hardware>,
     ring: RingState,
     next_cid: u16,
-    card_peer: u32,
     cap: u64,
     enabled: bool,
     failed: bool,
+    /// Card number, for disk names.
+    index: u32,
+    /// From Identify: the card has a volatile write cache.
+    vwc: bool,
+    /// From Identify: largest transfer (0: no limit).
+    max_transfer: u32,
+}
+
+/// The I/O side once set up.
+struct IoState {
+    set: Arc<TagSet<IoPath>>,
+    path: Arc<IoPath>,
+}
+
+/// An attached namespace's block device.
+struct NsDisk {
+    nsid: u32,
+    name: CString,
+    disk: Disk<IoPath>,
 }
 
 impl Controller {
     /// Sets up MSI-X and the admin queue on a probed card and enables it.
-    pub(crate) fn new(hw: Hardware) -> Result<Self> {
+    pub(crate) fn new(hw: Hardware, index: u32) -> Result<Self> {
+        let hw = Arc::new(hw, GFP_KERNEL)?;
         let dev = hw.dev;
         dev.set_dma_mask(64)?;
         let card_vectors = hw.bar2.read32(regs::REG_VECTORS)?.max(1);
@@ -160,19 +197,24 @@ impl Controller {
         )?;
         let depth = usize::from(ADMIN_QUEUE_DEPTH);
         let mut ctrl = Self {
+            disks: KVec::new(),
+            io_irqs: KVec::new(),
+            io: None,
             _admin_irq: admin_irq,
             admin,
             asq: CoherentAllocation::new(dev, depth * regs::SQE_SIZE)?,
             acq: CoherentAllocation::new(dev, depth * regs::CQE_SIZE)?,
             buf: CoherentAllocation::new(dev, regs::IDENTIFY_SIZE)?,
             vectors,
-            card_peer: hw.bar2.read32(regs::REG_CARD_PEER)?,
             cap: hw.bar2.read64(regs::REG_CAP)?,
             hw,
             ring: RingState::new(ADMIN_QUEUE_DEPTH).ok_or(EINVAL)?,
             next_cid: 0,
             enabled: false,
             failed: false,
+            index,
+            vwc: false,
+            max_transfer: 0,
         };
         // From here on `drop` disables the controller on any error.
         ctrl.enable()?;
@@ -211,11 +253,8 @@ impl Controller {
         })
     }
 
-    /// Signals the card on `vector` through the ivshmem doorbell.
     fn ring_doorbell(&self, vector: u16) -> Result {
-        self.hw
-            .bar0
-            .write32(IVSHMEM_DOORBELL, self.card_peer << 16 | u32::from(vector))
+        self.hw.ring_doorbell(vector)
     }
 
     fn write_cc(&self, cc: u32) -> Result {
@@ -296,13 +335,111 @@ impl Controller {
             pr_err!("{}: card firmware heartbeat stopped; the card is dead\n", self.name());
             return Err(EIO);
         }
+        if let Some(io) = &self.io {
+            io.set.quiesce();
+        }
+        let result = self.reset_and_restart();
+        if let Some(io) = &self.io {
+            io.set.unquiesce();
+            io.set.kick_requeue();
+        }
+        result?;
+        pr_info!("{}: card reset complete\n", self.name());
+        Ok(())
+    }
+
+    fn reset_and_restart(&mut self) -> Result {
         if let Err(e) = self.disable() {
             pr_err!("{}: card does not answer a reset; it may have died\n", self.name());
             return Err(e);
         }
         self.enable()?;
-        pr_info!("{}: card reset complete\n", self.name());
+        self.create_io_queues()?;
+        if let Some(io) = &self.io {
+            io.path.failed.store(false, core::sync::atomic::Ordering::Relaxed);
+        }
         Ok(())
+    }
+
+    /// Sets up the I/O queues (one per CPU, up to the card's and the MSI-X
+    /// vectors' limits), their interrupts and the blk-mq tag set.
+    pub(crate) fn setup_io(&mut self) -> Result {
+        let dev = self.hw.dev;
+        let n = (self.vectors.count() - 1)
+            .min(u32::from(regs::cap_max_io_queues(self.cap)))
+            .min(time::online_cpus());
+        if n == 0 {
+            pr_warn!("{}: no MSI-X vector left for I/O queues; storage disabled\n", self.name());
+            return Ok(());
+        }
+        let mut queues = KVec::new();
+        for qid in 1..=n {
+            // `n` is at most the card's u16 queue count.
+            queues.push(IoQueue::new(dev, qid as u16)?, GFP_KERNEL)?;
+        }
+        let mut list = KVec::new();
+        for q in queues.iter() {
+            list.push(q.clone(), GFP_KERNEL)?;
+        }
+        let path = Arc::new(IoPath::new(self.hw.clone(), list), GFP_KERNEL)?;
+        let set = Arc::new(
+            TagSet::new(dev, n, u32::from(IO_QUEUE_ENTRIES) - 1, IO_TIMEOUT_MS, path.clone())?,
+            GFP_KERNEL,
+        )?;
+        for q in queues.iter() {
+            let handler = Arc::new(
+                IoIrq {
+                    queue: q.clone(),
+                    set: set.clone(),
+                    hw: self.hw.clone(),
+                    strays: core::sync::atomic::AtomicU32::new(0),
+                },
+                GFP_KERNEL,
+            )?;
+            let reg = irq::Registration::new(dev, &self.vectors, u32::from(q.qid), kernel::c_str!("dia-io"), handler)?;
+            self.io_irqs.push(reg, GFP_KERNEL)?;
+        }
+        self.io = Some(IoState { set, path });
+        self.create_io_queues()?;
+        pr_info!("{}: {} I/O queue pairs of {} entries\n", self.name(), n, IO_QUEUE_ENTRIES);
+        Ok(())
+    }
+
+    /// (Re)creates every I/O queue pair on the card.
+    fn create_io_queues(&mut self) -> Result {
+        let Some(io) = &self.io else {
+            return Ok(());
+        };
+        let mut queues = KVec::new();
+        for q in io.path.queues() {
+            queues.push(q.clone(), GFP_KERNEL)?;
+        }
+        let entries = u32::from(IO_QUEUE_ENTRIES) - 1;
+        for q in queues.iter() {
+            q.reset();
+            let qid = u32::from(q.qid);
+            self.hw.bar2.write32(regs::cq_head_doorbell(q.qid), 0)?;
+            self.admin_command(SubmissionEntry {
+                opcode: regs::ADMIN_CREATE_IO_CQ,
+                prp1: q.cq_dma(),
+                cdw10: qid | entries << 16,
+                cdw11: 1 | 2 | qid << 16,
+                ..SubmissionEntry::default()
+            })?;
+            self.admin_command(SubmissionEntry {
+                opcode: regs::ADMIN_CREATE_IO_SQ,
+                prp1: q.sq_dma(),
+                cdw10: qid | entries << 16,
+                cdw11: 1 | qid << 16,
+                ..SubmissionEntry::default()
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Number of I/O queue pairs in use.
+    pub(crate) fn io_queues(&self) -> u32 {
+        self.io.as_ref().map_or(0, |io| io.path.queues().len() as u32)
     }
 
     /// Takes the next completion off the admin CQ, if the card posted one.
@@ -347,13 +484,14 @@ impl Controller {
                     continue;
                 }
                 if cqe.status_code() != regs::STATUS_SUCCESS {
-                    pr_warn!(
-                        "{}: admin opcode {:#04x} failed with status {:#05x}\n",
+                    pr_info!(
+                        "{}: admin opcode {:#04x} nsid {} failed with status {:#05x}\n",
                         self.name(),
                         sqe.opcode,
+                        sqe.nsid,
                         cqe.status_code()
                     );
-                    return Err(EIO);
+                    return Err(status_errno(cqe.status_code()));
                 }
                 return Ok(cqe);
             }
@@ -385,6 +523,9 @@ impl Controller {
         };
         self.admin_command(sqe)?;
         let b = &self.buf;
+        self.vwc = b.read::<u8>(offset_of!(IdentifyController, vwc))? & 1 != 0;
+        self.max_transfer = b.read(offset_of!(IdentifyController, max_transfer_bytes))?;
+        let b = &self.buf;
         Ok(DiaIdentity {
             abi_version: DIA_ABI_VERSION,
             interface_version: b.read(offset_of!(IdentifyController, interface_version))?,
@@ -397,7 +538,7 @@ impl Controller {
             max_namespaces: b.read(offset_of!(IdentifyController, max_namespaces))?,
             max_ports: b.read(offset_of!(IdentifyController, max_ports))?,
             msix_vectors: self.vectors.count(),
-            io_queues: 0,
+            io_queues: self.io_queues(),
             serial: b.read(offset_of!(IdentifyController, serial))?,
             model: b.read(offset_of!(IdentifyController, model))?,
             firmware: b.read(offset_of!(IdentifyController, firmware))?,
@@ -429,7 +570,25 @@ impl Controller {
 
 impl Drop for Controller {
     fn drop(&mut self) {
+        // Disks first, while the card can still complete their last flushes.
+        drop(core::mem::take(&mut self.disks));
         self.shutdown();
+    }
+}
+
+/// The errno for a card status, so callers see what went wrong.
+fn status_errno(status: u16) -> kernel::error::Error {
+    use kernel::error::code::{EBUSY, EEXIST, ENOENT, ENOSPC};
+    match status {
+        regs::STATUS_INVALID_NAMESPACE => ENOENT,
+        regs::STATUS_NS_ATTACHED_DELETE => EBUSY,
+        regs::STATUS_NS_ALREADY_ATTACHED => EEXIST,
+        regs::STATUS_NS_ID_UNAVAILABLE
+        | regs::STATUS_NS_INSUFFICIENT_CAPACITY
+        | regs::STATUS_CAPACITY_EXCEEDED => ENOSPC,
+        regs::STATUS_INVALID_FORMAT | regs::STATUS_INVALID_FIELD | regs::STATUS_NS_NOT_ATTACHED => EINVAL,
+        regs::STATUS_INVALID_OPCODE => kernel::error::Error::from_errno(-(kernel::bindings::EOPNOTSUPP as i32)),
+        _ => EIO,
     }
 }
 

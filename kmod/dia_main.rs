@@ -12,6 +12,7 @@ mod card;
 mod chardev;
 mod controller;
 mod glue;
+mod io;
 mod ring;
 
 module! {

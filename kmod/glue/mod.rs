@@ -7,6 +7,7 @@
 
 mod ffi;
 
+pub(crate) mod blk;
 pub(crate) mod completion;
 pub(crate) mod dma;
 pub(crate) mod io;

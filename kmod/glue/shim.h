@@ -80,6 +80,102 @@ void dia_shim_complete(struct dia_shim_completion *c);
 /* Returns 1 if completed, 0 on timeout. */
 int dia_shim_wait_timeout(struct dia_shim_completion *c, unsigned int ms);
 
+/*
+ * Block layer (blk-mq): one tag set per card, shared by every namespace's
+ * disk. Requests carry a C part (DMA mapping, PRP list page) and a Rust part
+ * of `rust_pdu_size` bytes (dia_shim_rq_pdu). Callbacks get the tag set's
+ * `set_data` and, for queue_rq, the disk's `disk_data`.
+ */
+struct dia_shim_tagset;
+struct dia_shim_disk;
+struct request;
+
+/* Largest number of data segments (pages) in one request. */
+#define DIA_SHIM_MAX_SEGMENTS 128
+
+/* Request operations as the driver sees them. */
+#define DIA_RQ_READ 0
+#define DIA_RQ_WRITE 1
+#define DIA_RQ_FLUSH 2
+#define DIA_RQ_DISCARD 3
+#define DIA_RQ_WRITE_ZEROES 4
+#define DIA_RQ_UNSUPPORTED 5
+
+/* Statuses for queue_rq results and dia_shim_rq_end. */
+#define DIA_BLK_OK 0
+#define DIA_BLK_BUSY 1 /* out of resources: the block layer retries */
+#define DIA_BLK_IOERR 2
+#define DIA_BLK_NOTSUPP 3
+#define DIA_BLK_NOSPC 4
+#define DIA_BLK_TIMEOUT 5
+#define DIA_BLK_TARGET 6 /* media/target error: do not retry */
+#define DIA_BLK_REQUEUE 7 /* only for dia_shim_rq_end: put back on the requeue list */
+
+struct dia_shim_blk_ops {
+	int (*queue_rq)(void *set_data, void *disk_data, unsigned int hctx,
+			struct request *rq, int last);
+	void (*commit_rqs)(void *set_data, unsigned int hctx);
+	/* Runs after dia_shim_rq_complete, in softirq or the submitting CPU. */
+	void (*complete)(void *set_data, struct request *rq);
+	/* Returns 1 to re-arm the timer, 0 when the request was dealt with. */
+	int (*timeout)(void *set_data, struct request *rq);
+};
+
+struct dia_shim_tagset *dia_shim_tagset_new(struct pci_dev *pdev, unsigned int nr_hw_queues,
+					    unsigned int depth, unsigned int rust_pdu_size,
+					    unsigned int timeout_ms, void *set_data,
+					    const struct dia_shim_blk_ops *ops, int *err);
+void dia_shim_tagset_free(struct dia_shim_tagset *ts);
+void dia_shim_tagset_quiesce(struct dia_shim_tagset *ts);
+void dia_shim_tagset_unquiesce(struct dia_shim_tagset *ts);
+/* Calls fn for every request the driver has started and not ended. */
+void dia_shim_tagset_busy_iter(struct dia_shim_tagset *ts,
+			       void (*fn)(void *data, struct request *rq), void *data);
+void dia_shim_tagset_kick_requeue(struct dia_shim_tagset *ts);
+
+struct dia_shim_disk_params {
+	unsigned int lba_size;
+	unsigned long long capacity_sectors; /* 512-byte sectors */
+	unsigned int max_hw_sectors;
+	unsigned int max_discard_sectors;
+	unsigned int max_write_zeroes_sectors;
+	int volatile_write_cache;
+	int fua;
+};
+/* Allocates and adds a disk named `name` (e.g. dia0n1). */
+struct dia_shim_disk *dia_shim_disk_new(struct dia_shim_tagset *ts, const char *name,
+					const struct dia_shim_disk_params *p, void *disk_data,
+					int *err);
+/* Removes the disk (fails its pending I/O) and frees it. */
+void dia_shim_disk_remove(struct dia_shim_disk *d);
+void dia_shim_disk_set_capacity(struct dia_shim_disk *d, unsigned long long sectors);
+/* How many times the disk is open (mounts count). */
+unsigned int dia_shim_disk_openers(struct dia_shim_disk *d);
+
+struct request *dia_shim_tag_to_rq(struct dia_shim_tagset *ts, unsigned int hctx,
+				   unsigned int tag);
+unsigned int dia_shim_rq_tag(struct request *rq);
+unsigned int dia_shim_rq_hctx(struct request *rq);
+int dia_shim_rq_op(struct request *rq);
+unsigned long long dia_shim_rq_sector(struct request *rq);
+unsigned int dia_shim_rq_bytes(struct request *rq);
+int dia_shim_rq_fua(struct request *rq);
+void *dia_shim_rq_disk_data(struct request *rq);
+void *dia_shim_rq_pdu(struct request *rq);
+void dia_shim_rq_start(struct request *rq);
+/*
+ * DMA-maps the request's data; fills up to `max` (address, length) pairs and
+ * returns how many, or a negative errno. Undone by dia_shim_rq_unmap.
+ */
+int dia_shim_rq_map(struct request *rq, unsigned long long *addrs, unsigned int *lens,
+		    unsigned int max);
+/* A PRP list page for the request (freed by dia_shim_rq_unmap), or NULL. */
+unsigned long long *dia_shim_rq_prp_list(struct request *rq, unsigned long long *dma);
+void dia_shim_rq_unmap(struct request *rq);
+/* Hands the request to the complete callback (from the IRQ handler). */
+void dia_shim_rq_complete(struct request *rq);
+void dia_shim_rq_end(struct request *rq, int status);
+
 /* Time. */
 void dia_shim_msleep(unsigned int ms);
 unsigned long long dia_shim_ktime_ms(void);

@@ -1,0 +1,281 @@
+//! Namespaces on the controller: create/delete (Namespace Management),
+//! attach/detach (Namespace Attachment) with the block device that follows
+//! an attached namespace, Identify Namespace and namespace lists, and the
+//! pool log page. Arguments are validated before the card sees them.
+
+use core::mem::offset_of;
+
+use kernel::error::code::{EBUSY, EEXIST, EINVAL, ENODEV};
+use kernel::prelude::*;
+use kernel::str::CString;
+use kernel::sync::Arc;
+
+use super::{Controller, NsDisk};
+use crate::abi::card::{self as regs, IdentifyNamespace, NamespaceCreate, PoolStatus, SubmissionEntry};
+use crate::abi::ioctl::{DiaNsInfo, DiaNsList, DiaPoolInfo, DIA_NS_LIST_MAX};
+use crate::glue::blk::Disk;
+use crate::io::{disk_params, NsData};
+
+/// What Identify Namespace says about one namespace.
+struct NsFacts {
+    size_blocks: u64,
+    used_blocks: u64,
+    lba_shift: u8,
+    attached: bool,
+    label: [u8; regs::LABEL_LEN],
+}
+
+impl Controller {
+    fn disk(&self, nsid: u32) -> Option<&NsDisk> {
+        self.disks.iter().flatten().find(|d| d.nsid == nsid)
+    }
+
+    fn identify_namespace(&mut self, nsid: u32) -> Result<NsFacts> {
+        if nsid == 0 || nsid == u32::MAX {
+            return Err(EINVAL);
+        }
+        self.buf.zero();
+        self.admin_command(SubmissionEntry {
+            opcode: regs::ADMIN_IDENTIFY,
+            nsid,
+            prp1: self.buf.dma_handle(),
+            cdw10: u32::from(regs::CNS_NAMESPACE),
+            ..SubmissionEntry::default()
+        })?;
+        let b = &self.buf;
+        let lbaf0: u32 = b.read(offset_of!(IdentifyNamespace, lbaf0))?;
+        let lba_shift = (lbaf0 >> 16) as u8;
+        if !(regs::LBA_SHIFT_MIN..=regs::LBA_SHIFT_MAX).contains(&lba_shift) {
+            pr_err!("{}: namespace {} reports block shift {}\n", self.name(), nsid, lba_shift);
+            return Err(EIO);
+        }
+        Ok(NsFacts {
+            size_blocks: b.read(offset_of!(IdentifyNamespace, nsze))?,
+            used_blocks: b.read(offset_of!(IdentifyNamespace, nuse))?,
+            lba_shift,
+            attached: b.read::<u8>(offset_of!(IdentifyNamespace, attached))? != 0,
+            label: b.read(offset_of!(IdentifyNamespace, label))?,
+        })
+    }
+
+    /// Namespace ids (all allocated ones, or only attached ones).
+    fn namespace_ids(&mut self, attached_only: bool, out: &mut KVec<u32>) -> Result {
+        self.buf.zero();
+        let cns = if attached_only { regs::CNS_ACTIVE_NS_LIST } else { regs::CNS_ALLOCATED_NS_LIST };
+        self.admin_command(SubmissionEntry {
+            opcode: regs::ADMIN_IDENTIFY,
+            nsid: 0,
+            prp1: self.buf.dma_handle(),
+            cdw10: u32::from(cns),
+            ..SubmissionEntry::default()
+        })?;
+        for i in 0..regs::IDENTIFY_SIZE / 4 {
+            let id: u32 = self.buf.read(i * 4)?;
+            if id == 0 {
+                break;
+            }
+            out.push(id, GFP_KERNEL)?;
+        }
+        Ok(())
+    }
+
+    /// Creates a thin namespace; returns its id.
+    pub(crate) fn ns_create(&mut self, size_bytes: u64, lba_shift: u32, label: &[u8; regs::LABEL_LEN]) -> Result<u32> {
+        let shift = u8::try_from(lba_shift).map_err(|_| EINVAL)?;
+        if !(regs::LBA_SHIFT_MIN..=regs::LBA_SHIFT_MAX).contains(&shift)
+            || size_bytes == 0
+            || size_bytes % (1u64 << shift) != 0
+        {
+            return Err(EINVAL);
+        }
+        let create = NamespaceCreate {
+            size_blocks: size_bytes >> shift,
+            lba_shift: shift,
+            reserved: [0; 7],
+            label: *label,
+        };
+        self.buf.zero();
+        self.buf.write(0, &create)?;
+        let cqe = self.admin_command(SubmissionEntry {
+            opcode: regs::ADMIN_NS_MANAGEMENT,
+            prp1: self.buf.dma_handle(),
+            cdw10: regs::NS_MGMT_CREATE,
+            ..SubmissionEntry::default()
+        })?;
+        pr_info!("{}: namespace {} created ({} bytes)\n", self.name(), cqe.result, size_bytes);
+        Ok(cqe.result)
+    }
+
+    /// Deletes a namespace that is not attached.
+    pub(crate) fn ns_delete(&mut self, nsid: u32) -> Result {
+        if nsid == 0 || nsid == u32::MAX {
+            return Err(EINVAL);
+        }
+        if self.disk(nsid).is_some() {
+            return Err(EBUSY);
+        }
+        self.admin_command(SubmissionEntry {
+            opcode: regs::ADMIN_NS_MANAGEMENT,
+            nsid,
+            cdw10: regs::NS_MGMT_DELETE,
+            ..SubmissionEntry::default()
+        })?;
+        pr_info!("{}: namespace {} deleted\n", self.name(), nsid);
+        Ok(())
+    }
+
+    /// Adds the block device of an attached namespace.
+    fn add_disk(&mut self, nsid: u32) -> Result {
+        let facts = self.identify_namespace(nsid)?;
+        let set = self.io.as_ref().ok_or(ENODEV)?.set.clone();
+        let name = CString::try_from_fmt(kernel::fmt!("dia{}n{}", self.index, nsid))?;
+        let data = Arc::new(
+            NsData {
+                nsid,
+                lba_shift: facts.lba_shift,
+            },
+            GFP_KERNEL,
+        )?;
+        let params = disk_params(facts.lba_shift, facts.size_blocks, self.max_transfer, self.vwc);
+        let disk = Disk::new(&set, &name, &params, data)?;
+        pr_info!(
+            "{}: /dev/{} is namespace {} ({} blocks of {} bytes)\n",
+            self.name(),
+            &*name,
+            nsid,
+            facts.size_blocks,
+            1u32 << facts.lba_shift
+        );
+        let entry = NsDisk { nsid, name, disk };
+        match self.disks.iter_mut().find(|slot| slot.is_none()) {
+            Some(slot) => *slot = Some(entry),
+            None => self.disks.push(Some(entry), GFP_KERNEL)?,
+        }
+        Ok(())
+    }
+
+    /// Attaches a namespace and adds its block device.
+    pub(crate) fn ns_attach(&mut self, nsid: u32) -> Result {
+        if nsid == 0 || nsid == u32::MAX {
+            return Err(EINVAL);
+        }
+        if self.disk(nsid).is_some() {
+            return Err(EEXIST);
+        }
+        self.admin_command(SubmissionEntry {
+            opcode: regs::ADMIN_NS_ATTACHMENT,
+            nsid,
+            cdw10: regs::NS_ATTACH,
+            ..SubmissionEntry::default()
+        })?;
+        if let Err(e) = self.add_disk(nsid) {
+            // Leave the card as we found it.
+            let _ = self.admin_command(SubmissionEntry {
+                opcode: regs::ADMIN_NS_ATTACHMENT,
+                nsid,
+                cdw10: regs::NS_DETACH,
+                ..SubmissionEntry::default()
+            });
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Removes the block device (refused while it is open) and detaches.
+    pub(crate) fn ns_detach(&mut self, nsid: u32) -> Result {
+        if nsid == 0 || nsid == u32::MAX {
+            return Err(EINVAL);
+        }
+        let slot = self
+            .disks
+            .iter_mut()
+            .find(|slot| slot.as_ref().is_some_and(|d| d.nsid == nsid));
+        if let Some(slot) = slot {
+            if slot.as_ref().is_some_and(|d| d.disk.openers() > 0) {
+                return Err(EBUSY);
+            }
+            if let Some(d) = slot.take() {
+                pr_info!("{}: /dev/{} removed\n", self.name(), &*d.name);
+            }
+        }
+        self.admin_command(SubmissionEntry {
+            opcode: regs::ADMIN_NS_ATTACHMENT,
+            nsid,
+            cdw10: regs::NS_DETACH,
+            ..SubmissionEntry::default()
+        })?;
+        Ok(())
+    }
+
+    /// One namespace's facts.
+    pub(crate) fn ns_info(&mut self, nsid: u32) -> Result<DiaNsInfo> {
+        let f = self.identify_namespace(nsid)?;
+        let mut info = DiaNsInfo {
+            nsid,
+            lba_shift: u32::from(f.lba_shift),
+            size_blocks: f.size_blocks,
+            used_blocks: f.used_blocks,
+            attached: u32::from(f.attached),
+            label: f.label,
+            ..DiaNsInfo::default()
+        };
+        if let Some(d) = self.disk(nsid) {
+            let name = d.name.as_bytes();
+            let n = name.len().min(info.disk_name.len() - 1);
+            info.disk_name[..n].copy_from_slice(&name[..n]);
+        }
+        Ok(info)
+    }
+
+    /// Every namespace id on the card.
+    pub(crate) fn ns_list(&mut self, out: &mut DiaNsList) -> Result {
+        let mut ids = KVec::new();
+        self.namespace_ids(false, &mut ids)?;
+        let n = ids.len().min(DIA_NS_LIST_MAX);
+        out.nsids[..n].copy_from_slice(&ids[..n]);
+        out.count = n as u32;
+        Ok(())
+    }
+
+    /// The pool's capacity and use.
+    pub(crate) fn pool_info(&mut self) -> Result<DiaPoolInfo> {
+        self.buf.zero();
+        let dwords = (core::mem::size_of::<PoolStatus>() / 4) as u32;
+        self.admin_command(SubmissionEntry {
+            opcode: regs::ADMIN_GET_LOG_PAGE,
+            prp1: self.buf.dma_handle(),
+            cdw10: u32::from(regs::LOG_POOL_STATUS) | (dwords - 1) << 16,
+            ..SubmissionEntry::default()
+        })?;
+        let b = &self.buf;
+        Ok(DiaPoolInfo {
+            total_bytes: b.read(offset_of!(PoolStatus, total_bytes))?,
+            used_bytes: b.read(offset_of!(PoolStatus, used_bytes))?,
+            namespaces: b.read(offset_of!(PoolStatus, namespaces))?,
+            max_namespaces: b.read(offset_of!(PoolStatus, max_namespaces))?,
+            chunk_bytes: b.read(offset_of!(PoolStatus, chunk_bytes))?,
+            reserved: 0,
+        })
+    }
+
+    /// Adds block devices for namespaces the card already has attached
+    /// (after a reload or a card restart).
+    pub(crate) fn discover_namespaces(&mut self) -> Result {
+        if self.io.is_none() {
+            return Ok(());
+        }
+        let mut ids = KVec::new();
+        if self.namespace_ids(true, &mut ids).is_err() {
+            // A card without storage answers Invalid Field/Opcode.
+            return Ok(());
+        }
+        for nsid in ids.iter() {
+            if self.disk(*nsid).is_none() {
+                if let Err(e) = self.add_disk(*nsid) {
+                    pr_warn!("{}: namespace {}: no block device ({:?})\n", self.name(), nsid, e);
+                }
+            }
+        }
+        Ok(())
+    }
+}

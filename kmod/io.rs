@@ -1,0 +1,340 @@
+//! The I/O path: one submission/completion queue pair per CPU (up to what
+//! the card offers), each with its own MSI-X vector, shared by every
+//! namespace's disk through one blk-mq tag set. A request becomes one NVM
+//! command with PRPs pointing at the request's own pages (no bounce copy);
+//! the interrupt handler walks the CQ and hands requests back to blk-mq.
+
+use core::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering};
+
+use kernel::error::code::EINVAL;
+use kernel::prelude::*;
+use kernel::sync::{Arc, SpinLock};
+
+use crate::abi::card::{self as regs, CompletionEntry, DsmRange, SubmissionEntry};
+use crate::controller::Hardware;
+use crate::glue::blk::{self, Op, Operations, Request, Status, TagSet, MAX_SEGMENTS};
+use crate::glue::dma::CoherentAllocation;
+use crate::glue::irq::Handler;
+use crate::glue::pci::Device;
+
+/// Entries per I/O queue (the tag depth is one less: an SQ never overflows).
+pub(crate) const IO_QUEUE_ENTRIES: u16 = 256;
+/// A request not completed within this time is failed with a timeout.
+pub(crate) const IO_TIMEOUT_MS: u32 = 10_000;
+const PAGE: u64 = 4096;
+
+/// One I/O queue pair in DMA memory.
+///
+/// # Invariants
+///
+/// `cq_head`/`cq_phase` are only changed by this queue's interrupt handler,
+/// or by a reset while the card is disabled.
+#[pin_data]
+pub(crate) struct IoQueue {
+    /// Queue id on the card (1-based; blk-mq hardware queue `qid - 1`).
+    pub(crate) qid: u16,
+    sq: CoherentAllocation,
+    cq: CoherentAllocation,
+    /// SQ tail; submitters of this hardware queue serialise on it.
+    #[pin]
+    sq_tail: SpinLock<u16>,
+    cq_head: AtomicU16,
+    cq_phase: AtomicBool,
+}
+
+impl IoQueue {
+    /// Allocates the queue memory for `qid`.
+    pub(crate) fn new(dev: Device, qid: u16) -> Result<Arc<Self>> {
+        let n = usize::from(IO_QUEUE_ENTRIES);
+        let sq = CoherentAllocation::new(dev, n * regs::SQE_SIZE)?;
+        let cq = CoherentAllocation::new(dev, n * regs::CQE_SIZE)?;
+        Arc::pin_init(
+            pin_init!(IoQueue {
+                qid,
+                sq,
+                cq,
+                sq_tail <- kernel::new_spinlock!(0, "dia:sq"),
+                cq_head: AtomicU16::new(0),
+                cq_phase: AtomicBool::new(true),
+            }),
+            GFP_KERNEL,
+        )
+    }
+
+    /// Bus address of the SQ.
+    pub(crate) fn sq_dma(&self) -> u64 {
+        self.sq.dma_handle()
+    }
+
+    /// Bus address of the CQ.
+    pub(crate) fn cq_dma(&self) -> u64 {
+        self.cq.dma_handle()
+    }
+
+    /// Forgets all entries (the card is disabled; the queues get re-created).
+    pub(crate) fn reset(&self) {
+        self.sq.zero();
+        self.cq.zero();
+        *self.sq_tail.lock() = 0;
+        self.cq_head.store(0, Ordering::Relaxed);
+        self.cq_phase.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The I/O side of a card: its queues and doorbells, and whether it works.
+pub(crate) struct IoPath {
+    hw: Arc<Hardware>,
+    queues: KVec<Arc<IoQueue>>,
+    /// Set after an I/O timeout; new I/O fails fast until a reset succeeds.
+    pub(crate) failed: AtomicBool,
+}
+
+impl IoPath {
+    /// The I/O path over `queues` (index i is hardware queue i, qid i+1).
+    pub(crate) fn new(hw: Arc<Hardware>, queues: KVec<Arc<IoQueue>>) -> Self {
+        Self {
+            hw,
+            queues,
+            failed: AtomicBool::new(false),
+        }
+    }
+
+    /// The queues.
+    pub(crate) fn queues(&self) -> &[Arc<IoQueue>] {
+        &self.queues
+    }
+
+    fn ring(&self, q: &IoQueue, tail: u16) {
+        // Doorbell offsets are inside BAR2 (qid <= card vectors, checked at setup).
+        let _ = self.hw.bar2.write32(regs::sq_tail_doorbell(q.qid), u32::from(tail));
+        let _ = self.hw.ring_doorbell(q.qid);
+    }
+
+    fn submit(&self, q: &IoQueue, sqe: &SubmissionEntry, ring: bool) -> Result {
+        let mut tail = q.sq_tail.lock();
+        let slot = *tail;
+        q.sq.write(usize::from(slot) * regs::SQE_SIZE, sqe)?;
+        *tail = (slot + 1) % IO_QUEUE_ENTRIES;
+        if ring {
+            self.ring(q, *tail);
+        }
+        Ok(())
+    }
+
+    /// Builds the PRPs of a mapped request; returns (prp1, prp2).
+    fn prps(rq: &mut Request<'_>, addrs: &[u64], lens: &[u32]) -> Result<(u64, u64)> {
+        // Page entries: the first may start anywhere; the block layer's
+        // virt boundary makes every later one page aligned.
+        let mut entries = [0u64; MAX_SEGMENTS + 2];
+        let mut n = 0usize;
+        for (&addr, &len) in addrs.iter().zip(lens) {
+            let end = addr + u64::from(len);
+            let mut a = addr;
+            while a < end {
+                *entries.get_mut(n).ok_or(EINVAL)? = a;
+                n += 1;
+                a = (a & !(PAGE - 1)) + PAGE;
+            }
+        }
+        match n {
+            0 => Err(EINVAL),
+            1 => Ok((entries[0], 0)),
+            2 => Ok((entries[0], entries[1])),
+            _ => {
+                let (list, dma) = rq.prp_list().ok_or(ENOMEM)?;
+                for (slot, &e) in list.iter_mut().zip(&entries[1..n]) {
+                    *slot = e;
+                }
+                Ok((entries[0], dma))
+            }
+        }
+    }
+
+    fn build(ns: &NsData, rq: &mut Request<'_>) -> Result<SubmissionEntry, Status> {
+        let shift = u32::from(ns.lba_shift);
+        let slba = rq.sector() >> (shift - 9);
+        let blocks = rq.bytes() >> shift;
+        let mut sqe = SubmissionEntry {
+            nsid: ns.nsid,
+            cid: rq.tag() as u16,
+            ..SubmissionEntry::default()
+        };
+        match rq.op() {
+            Op::Flush => sqe.opcode = regs::IO_FLUSH,
+            Op::Read | Op::Write => {
+                if blocks == 0 || blocks > 0x1_0000 {
+                    return Err(Status::IoErr);
+                }
+                let mut addrs = [0u64; MAX_SEGMENTS];
+                let mut lens = [0u32; MAX_SEGMENTS];
+                let n = rq.map(&mut addrs, &mut lens).map_err(|_| Status::Busy)?;
+                let (prp1, prp2) = Self::prps(rq, &addrs[..n], &lens[..n]).map_err(|_| {
+                    rq.unmap();
+                    Status::Busy
+                })?;
+                sqe.opcode = if rq.op() == Op::Read { regs::IO_READ } else { regs::IO_WRITE };
+                sqe.prp1 = prp1;
+                sqe.prp2 = prp2;
+                sqe.cdw10 = slba as u32;
+                sqe.cdw11 = (slba >> 32) as u32;
+                sqe.cdw12 = (blocks - 1) | if rq.fua() { regs::RW_FUA } else { 0 };
+            }
+            Op::WriteZeroes => {
+                if blocks == 0 || blocks > 0x1_0000 {
+                    return Err(Status::IoErr);
+                }
+                sqe.opcode = regs::IO_WRITE_ZEROES;
+                sqe.cdw10 = slba as u32;
+                sqe.cdw11 = (slba >> 32) as u32;
+                sqe.cdw12 = (blocks - 1) | regs::WZ_DEALLOCATE;
+            }
+            Op::Discard => {
+                let (list, dma) = rq.prp_list().ok_or(Status::Busy)?;
+                let range = DsmRange {
+                    attributes: 0,
+                    blocks,
+                    slba,
+                };
+                // A DsmRange is two u64 words: blocks<<32|attributes, then slba.
+                list[0] = u64::from(range.attributes) | u64::from(range.blocks) << 32;
+                list[1] = range.slba;
+                sqe.opcode = regs::IO_DATASET_MANAGEMENT;
+                sqe.prp1 = dma;
+                sqe.cdw10 = 0;
+                sqe.cdw11 = regs::DSM_DEALLOCATE;
+            }
+            Op::Unsupported => return Err(Status::NotSupp),
+        }
+        Ok(sqe)
+    }
+}
+
+/// What a namespace's disk needs on the I/O path.
+pub(crate) struct NsData {
+    /// Namespace id.
+    pub(crate) nsid: u32,
+    /// log2 of the block size.
+    pub(crate) lba_shift: u8,
+}
+
+fn status_of(code: u16) -> Status {
+    match code {
+        regs::STATUS_SUCCESS => Status::Ok,
+        regs::STATUS_CAPACITY_EXCEEDED => Status::NoSpace,
+        regs::STATUS_LBA_OUT_OF_RANGE => Status::Target,
+        regs::STATUS_INVALID_OPCODE => Status::NotSupp,
+        _ => Status::IoErr,
+    }
+}
+
+impl Operations for IoPath {
+    type Disk = NsData;
+
+    fn queue_rq(&self, ns: &NsData, hctx: u32, rq: Request<'_>, last: bool) -> Status {
+        if self.failed.load(Ordering::Relaxed) {
+            return Status::IoErr;
+        }
+        let Some(q) = self.queues.get(hctx as usize) else {
+            return Status::IoErr;
+        };
+        let mut rq = rq;
+        let sqe = match Self::build(ns, &mut rq) {
+            Ok(sqe) => sqe,
+            Err(s) => return s,
+        };
+        rq.data().status.store(u32::MAX, Ordering::Relaxed);
+        rq.start();
+        if self.submit(q, &sqe, last).is_err() {
+            rq.unmap();
+            return Status::IoErr;
+        }
+        Status::Ok
+    }
+
+    fn commit_rqs(&self, hctx: u32) {
+        if let Some(q) = self.queues.get(hctx as usize) {
+            let tail = *q.sq_tail.lock();
+            self.ring(q, tail);
+        }
+    }
+
+    fn complete(&self, rq: Request<'_>) {
+        rq.unmap();
+        let code = rq.data().status.load(Ordering::Relaxed);
+        let status = u16::try_from(code).map_or(Status::IoErr, status_of);
+        rq.end(status);
+    }
+
+    fn timeout(&self, rq: Request<'_>) {
+        if !self.failed.swap(true, Ordering::Relaxed) {
+            pr_err!(
+                "I/O tag {} timed out after {} ms; failing I/O until the card is reset\n",
+                rq.tag(),
+                IO_TIMEOUT_MS
+            );
+        }
+        rq.unmap();
+        rq.end(Status::Timeout);
+    }
+}
+
+/// Interrupt handler of one I/O queue.
+pub(crate) struct IoIrq {
+    pub(crate) queue: Arc<IoQueue>,
+    pub(crate) set: Arc<TagSet<IoPath>>,
+    pub(crate) hw: Arc<Hardware>,
+    /// Completions whose tag matched no request in flight.
+    pub(crate) strays: AtomicU32,
+}
+
+impl Handler for IoIrq {
+    fn handle(&self) -> bool {
+        let q = &self.queue;
+        let mut head = q.cq_head.load(Ordering::Relaxed);
+        let mut phase = q.cq_phase.load(Ordering::Relaxed);
+        let mut seen = false;
+        while let Ok(cqe) = q.cq.read::<CompletionEntry>(usize::from(head) * regs::CQE_SIZE) {
+            if cqe.phase() != phase {
+                break;
+            }
+            seen = true;
+            head += 1;
+            if head == IO_QUEUE_ENTRIES {
+                head = 0;
+                phase = !phase;
+            }
+            match self.set.request(u32::from(q.qid) - 1, u32::from(cqe.cid)) {
+                Some(rq) => {
+                    rq.data().status.store(u32::from(cqe.status_code()), Ordering::Relaxed);
+                    rq.complete();
+                }
+                None => {
+                    self.strays.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        if seen {
+            // INVARIANT: only this handler moves the CQ head.
+            q.cq_head.store(head, Ordering::Relaxed);
+            q.cq_phase.store(phase, Ordering::Relaxed);
+            let _ = self.hw.bar2.write32(regs::cq_head_doorbell(q.qid), u32::from(head));
+        }
+        true
+    }
+}
+
+/// Disk limits of a namespace.
+pub(crate) fn disk_params(lba_shift: u8, size_blocks: u64, max_transfer_bytes: u32, vwc: bool) -> blk::DiskParams {
+    let max_pages = MAX_SEGMENTS as u32;
+    let card_max = if max_transfer_bytes == 0 { u32::MAX } else { max_transfer_bytes };
+    let max_bytes = (max_pages * PAGE as u32).min(card_max);
+    blk::DiskParams {
+        lba_size: 1 << lba_shift,
+        capacity_sectors: size_blocks << (lba_shift - 9),
+        max_hw_sectors: max_bytes >> 9,
+        max_discard_sectors: 0x1_0000 << (lba_shift - 9),
+        max_write_zeroes_sectors: 0x1_0000 << (lba_shift - 9),
+        volatile_write_cache: vwc,
+        fua: vwc,
+    }
+}
