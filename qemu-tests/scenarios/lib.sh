@@ -48,3 +48,12 @@ within() {
     [ "$took" -le "$limit" ] || fail "'$*' took ${took}s (limit ${limit}s)"
     return 0
 }
+
+# host_request CMD: ask the harness on the host to act (card-kill, card-start,
+# card-status) and print its one-line answer; fails if the answer is an error.
+host_request() {
+    echo "$1" > /dev/ttyS1
+    read -r answer < /dev/ttyS1
+    echo "[host] $1 -> $answer"
+    case "$answer" in error*) return 1 ;; esac
+}

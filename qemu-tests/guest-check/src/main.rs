@@ -36,7 +36,10 @@ impl Dev {
         // SAFETY: `path` is a valid NUL-terminated string.
         let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
         if fd < 0 {
-            return Err(format!("open {DEVICE}: {}", std::io::Error::last_os_error()));
+            return Err(format!(
+                "open {DEVICE}: {}",
+                std::io::Error::last_os_error()
+            ));
         }
         Ok(Self(fd))
     }
@@ -64,7 +67,9 @@ impl Drop for Dev {
 }
 
 fn ascii(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).trim_end_matches([' ', '\0']).to_string()
+    String::from_utf8_lossy(b)
+        .trim_end_matches([' ', '\0'])
+        .to_string()
 }
 
 fn identify() -> Result<(), String> {
@@ -103,7 +108,8 @@ struct ShortBuffer {
 impl ShortBuffer {
     fn new() -> Result<Self, String> {
         // SAFETY: sysconf has no preconditions.
-        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).map_err(|e| e.to_string())?;
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+            .map_err(|e| e.to_string())?;
         // SAFETY: anonymous private mapping of two pages; checked below.
         let base = unsafe {
             libc::mmap(
@@ -140,7 +146,11 @@ fn ioctl_errors() -> Result<(), String> {
     let dev = Dev::open()?;
     let mut id = DiaIdentity::default();
     let good = std::ptr::addr_of_mut!(id) as usize;
-    expect_errno("unknown request number", dev.ioctl(ioc(IOC_READ, 0xee, 8), good), libc::ENOTTY)?;
+    expect_errno(
+        "unknown request number",
+        dev.ioctl(ioc(IOC_READ, 0xee, 8), good),
+        libc::ENOTTY,
+    )?;
     expect_errno(
         "identify number with a wrong size",
         dev.ioctl(ioc(IOC_READ, 0x01, 8), good),
@@ -148,11 +158,22 @@ fn ioctl_errors() -> Result<(), String> {
     )?;
     expect_errno(
         "identify number with a wrong direction",
-        dev.ioctl(ioc(IOC_WRITE, 0x01, std::mem::size_of::<DiaIdentity>()), good),
+        dev.ioctl(
+            ioc(IOC_WRITE, 0x01, std::mem::size_of::<DiaIdentity>()),
+            good,
+        ),
         libc::ENOTTY,
     )?;
-    expect_errno("another driver's magic", dev.ioctl(0x5401, good), libc::ENOTTY)?;
-    expect_errno("identify into NULL", dev.ioctl(DIA_IOC_IDENTIFY, 0), libc::EFAULT)?;
+    expect_errno(
+        "another driver's magic",
+        dev.ioctl(0x5401, good),
+        libc::ENOTTY,
+    )?;
+    expect_errno(
+        "identify into NULL",
+        dev.ioctl(DIA_IOC_IDENTIFY, 0),
+        libc::EFAULT,
+    )?;
     expect_errno(
         "identify into a kernel address",
         dev.ioctl(DIA_IOC_IDENTIFY, 0xffff_8880_0000_0000),
@@ -204,7 +225,11 @@ fn ioctl_fuzz(args: &[String]) -> Result<(), String> {
         let r = rng.next();
         let cmd = match r % 4 {
             // Our magic with random number, direction and size.
-            0 | 1 => ioc((r >> 8) as u32 & 3, (r >> 16) as u8, (r >> 24) as usize & 0x3fff),
+            0 | 1 => ioc(
+                (r >> 8) as u32 & 3,
+                (r >> 16) as u8,
+                (r >> 24) as usize & 0x3fff,
+            ),
             // The real request.
             2 => DIA_IOC_IDENTIFY,
             // Anything at all.
@@ -223,7 +248,11 @@ fn ioctl_fuzz(args: &[String]) -> Result<(), String> {
         }
     }
     for (e, n) in &errnos {
-        let name = if *e == 0 { "success".to_string() } else { std::io::Error::from_raw_os_error(*e).to_string() };
+        let name = if *e == 0 {
+            "success".to_string()
+        } else {
+            std::io::Error::from_raw_os_error(*e).to_string()
+        };
         println!("{n:6} x {name}");
     }
     let allowed = [0, libc::ENOTTY, libc::EFAULT, libc::EINVAL];

@@ -16,6 +16,8 @@ use crate::progress::Step;
 const GUEST_TARGET: &str = "x86_64-unknown-linux-musl";
 /// Guest binaries built from this workspace.
 const GUEST_BINS: &[&str] = &["diad", "diaconfig", "dia-guest-check"];
+/// Host (Debian) programs the scenarios use, copied with their shared libraries.
+const HOST_TOOLS: &[&str] = &["/usr/bin/fio", "/usr/sbin/mkfs.ext4", "/usr/sbin/e2fsck"];
 
 /// Everything a boot needs.
 pub struct Artefacts {
@@ -62,7 +64,10 @@ pub fn kernel(paths: &Paths) -> Result<PathBuf> {
     }
     let tree = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim().to_string());
     if !tree.join("arch/x86/boot/bzImage").is_file() {
-        bail!("kernel build reported {} but it has no bzImage", tree.display());
+        bail!(
+            "kernel build reported {} but it has no bzImage",
+            tree.display()
+        );
     }
     step.done();
     Ok(tree)
@@ -93,9 +98,13 @@ pub fn module(paths: &Paths, ktree: &Path) -> Result<PathBuf> {
 pub fn host_card(paths: &Paths) -> Result<PathBuf> {
     let step = Step::start("card model (qemu-tests/card)");
     run(
-        Command::new("cargo")
-            .current_dir(&paths.repo)
-            .args(["build", "--release", "--quiet", "-p", "dia-card"]),
+        Command::new("cargo").current_dir(&paths.repo).args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "dia-card",
+        ]),
         "card build",
     )?;
     step.done();
@@ -116,7 +125,14 @@ pub fn guest_userspace(paths: &Paths) -> Result<Vec<PathBuf>> {
     step.done();
     Ok(GUEST_BINS
         .iter()
-        .map(|b| paths.repo.join("target").join(GUEST_TARGET).join("release").join(b))
+        .map(|b| {
+            paths
+                .repo
+                .join("target")
+                .join(GUEST_TARGET)
+                .join("release")
+                .join(b)
+        })
         .collect())
 }
 
@@ -132,6 +148,7 @@ pub fn initramfs(paths: &Paths, ko: &Path, bins: &[PathBuf]) -> Result<PathBuf> 
     let busybox = Path::new("/bin/busybox");
     let init = paths.qemu_tests("guest/init");
     let mut inputs = vec![busybox.to_path_buf(), init.clone(), ko.to_path_buf()];
+    inputs.extend(HOST_TOOLS.iter().map(PathBuf::from));
     inputs.extend(bins.iter().cloned());
     let mut scenarios: Vec<PathBuf> = std::fs::read_dir(paths.qemu_tests("scenarios"))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -154,7 +171,20 @@ pub fn initramfs(paths: &Paths, ko: &Path, bins: &[PathBuf]) -> Result<PathBuf> 
     if root.exists() {
         std::fs::remove_dir_all(&root)?;
     }
-    for d in ["bin", "sbin", "proc", "sys", "dev", "run", "tmp", "lib/modules", "scenarios", "etc", "root", "var/lib/dia"] {
+    for d in [
+        "bin",
+        "sbin",
+        "proc",
+        "sys",
+        "dev",
+        "run",
+        "tmp",
+        "lib/modules",
+        "scenarios",
+        "etc",
+        "root",
+        "var/lib/dia",
+    ] {
         std::fs::create_dir_all(root.join(d))?;
     }
     copy_exec(busybox, &root.join("bin/busybox"))?;
@@ -165,11 +195,20 @@ pub fn initramfs(paths: &Paths, ko: &Path, bins: &[PathBuf]) -> Result<PathBuf> 
         copy_exec(b, &root.join("bin").join(name))?;
     }
     for s in &scenarios {
-        std::fs::copy(s, root.join("scenarios").join(s.file_name().context("scenario name")?))?;
+        std::fs::copy(
+            s,
+            root.join("scenarios")
+                .join(s.file_name().context("scenario name")?),
+        )?;
+    }
+    for tool in HOST_TOOLS {
+        copy_with_libs(Path::new(tool), &root)?;
     }
     std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n")?;
     for old in std::fs::read_dir(&paths.out)?.filter_map(|e| e.ok()) {
-        if old.file_name().to_string_lossy().starts_with("initramfs-") && old.path().extension().is_some_and(|e| e == "cpio") {
+        if old.file_name().to_string_lossy().starts_with("initramfs-")
+            && old.path().extension().is_some_and(|e| e == "cpio")
+        {
             let _ = std::fs::remove_file(old.path());
         }
     }
@@ -191,5 +230,37 @@ fn copy_exec(from: &Path, to: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::copy(from, to).with_context(|| format!("copying {}", from.display()))?;
     std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755))?;
+    Ok(())
+}
+
+/// Copies a dynamically linked host program into the guest root at the same
+/// path, with every shared library `ldd` names.
+fn copy_with_libs(program: &Path, root: &Path) -> Result<()> {
+    let rel = program.strip_prefix("/").context("tool paths are absolute")?;
+    let dest = root.join(rel);
+    if let Some(dir) = dest.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    copy_exec(program, &dest)?;
+    let out = Command::new("ldd").arg(program).output().context("running ldd")?;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        // "libz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
+        let path = match line.split_once("=>") {
+            Some((_, rhs)) => rhs.split_whitespace().next(),
+            None => line.split_whitespace().next(),
+        };
+        let Some(path) = path.filter(|p| p.starts_with('/')) else {
+            continue;
+        };
+        let lib = Path::new(path);
+        let lib_dest = root.join(lib.strip_prefix("/").context("absolute library path")?);
+        if lib_dest.exists() {
+            continue;
+        }
+        if let Some(dir) = lib_dest.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::copy(lib, &lib_dest).with_context(|| format!("copying {}", lib.display()))?;
+    }
     Ok(())
 }

@@ -22,6 +22,8 @@ pub struct Card {
     pub guest_ram: PathBuf,
     /// Where the card logs.
     pub log: PathBuf,
+    /// The card's control socket (kill/start the firmware).
+    pub control: PathBuf,
 }
 
 impl Card {
@@ -30,6 +32,7 @@ impl Card {
     pub fn start(binary: &Path, dir: &Path, name: &str, ram_mib: u64, extra: &[String]) -> Result<Self> {
         let socket = dir.join("card.sock");
         let log = dir.join("card.log");
+        let control = dir.join("card-control.sock");
         let guest_ram = PathBuf::from(format!("/dev/shm/dia-{}-{name}-ram", std::process::id()));
         let _ = std::fs::remove_file(&socket);
         let _ = std::fs::remove_file(&guest_ram);
@@ -56,6 +59,7 @@ impl Card {
             socket,
             guest_ram,
             log,
+            control,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while !card.socket.exists() {
@@ -71,6 +75,20 @@ impl Card {
             std::thread::sleep(Duration::from_millis(20));
         }
         Ok(card)
+    }
+}
+
+impl Card {
+    /// Sends one line command to the card's control socket; returns its answer.
+    pub fn control(&self, command: &str) -> Result<String> {
+        use std::io::{BufRead, BufReader, Write};
+        let mut s = std::os::unix::net::UnixStream::connect(&self.control)
+            .with_context(|| format!("connecting to {}", self.control.display()))?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        writeln!(s, "{command}")?;
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line)?;
+        Ok(line.trim().to_string())
     }
 }
 

@@ -18,7 +18,11 @@ use clap::{Parser, Subcommand};
 use crate::paths::Paths;
 
 #[derive(Parser)]
-#[command(name = "dia-harness", version, about = "Build, boot and test the dia appliance in QEMU")]
+#[command(
+    name = "dia-harness",
+    version,
+    about = "Build, boot and test the dia appliance in QEMU"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -76,7 +80,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .collect();
             let (passed, failed) = scenario::run_all(&paths, &artefacts, &scenarios)?;
             println!("scenarios: {passed} passed, {failed} failed");
-            Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Boot { demo } => {
             let artefacts = build::all(&paths)?;

@@ -21,6 +21,10 @@ impl Step {
 
     /// Marks the step done.
     pub fn done(self) {
-        eprintln!("    {} done in {:.1}s", self.what, self.start.elapsed().as_secs_f64());
+        eprintln!(
+            "    {} done in {:.1}s",
+            self.what,
+            self.start.elapsed().as_secs_f64()
+        );
     }
 }

@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -71,10 +71,23 @@ pub fn run_scenario(paths: &Paths, artefacts: &Artefacts, scenario: &Scenario) -
     }
     std::fs::create_dir_all(&dir)?;
     let console_path = dir.join("console.log");
-    let card = Card::start(&artefacts.card, &dir, &scenario.name, GUEST_RAM_MIB, &scenario.card_args)?;
-    let append = format!("console=ttyS0 quiet panic=-1 dia.scenario={}", scenario.name);
+    let card = Card::start(
+        &artefacts.card,
+        &dir,
+        &scenario.name,
+        GUEST_RAM_MIB,
+        &scenario.card_args,
+    )?;
+    let append = format!(
+        "console=ttyS0 quiet panic=-1 dia.scenario={}",
+        scenario.name
+    );
+    let ctl = dir.join("host-channel.sock");
     let mut child = base_command(artefacts, &card, &append, &scenario.qemu_args)
         .args(["-serial", "stdio"])
+        .arg("-chardev")
+        .arg(format!("socket,id=hostch,path={},server=on,wait=off", ctl.display()))
+        .args(["-serial", "chardev:hostch"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -85,6 +98,8 @@ pub fn run_scenario(paths: &Paths, artefacts: &Artefacts, scenario: &Scenario) -
     let stdout = child.stdout.take().context("qemu stdout")?;
     let stderr = child.stderr.take().context("qemu stderr")?;
     let tx2 = tx.clone();
+    let card = Arc::new(card);
+    serve_host_channel(ctl, card.clone(), tx.clone());
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if tx.send(line).is_err() {
@@ -148,6 +163,8 @@ pub fn run_scenario(paths: &Paths, artefacts: &Artefacts, scenario: &Scenario) -
         writeln!(console, "{line}")?;
     }
     let card_log = card.log.clone();
+    // The host-channel thread may still hold a reference; the card process
+    // is killed when the last one goes (at the latest when that thread ends).
     drop(card);
     Ok(match verdict {
         Ok(()) => Outcome::Passed {
@@ -171,7 +188,11 @@ pub fn boot_appliance(paths: &Paths, artefacts: &Artefacts, interactive: bool) -
     let step = Step::start(format!(
         "booting the appliance (card log: {}){}",
         card.log.display(),
-        if interactive { "; leave with 'poweroff -f' or Ctrl-A X" } else { "" }
+        if interactive {
+            "; leave with 'poweroff -f' or Ctrl-A X"
+        } else {
+            ""
+        }
     ));
     let status = base_command(artefacts, &card, &append, &[])
         .args(["-serial", "mon:stdio"])
@@ -185,3 +206,40 @@ pub fn boot_appliance(paths: &Paths, artefacts: &Artefacts, interactive: bool) -
     Ok(())
 }
 
+/// Serves the guest's requests to the host on its second serial port
+/// (`/dev/ttyS1` in the guest): one line per request, one line per answer.
+/// Requests: `card-kill` (the card's firmware dies), `card-start` (a new
+/// firmware starts on the same pool), `card-status`. Requests and answers
+/// are logged into the console stream.
+fn serve_host_channel(path: PathBuf, card: Arc<Card>, log: mpsc::Sender<String>) {
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let stream = loop {
+            match std::os::unix::net::UnixStream::connect(&path) {
+                Ok(s) => break s,
+                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+                Err(_) => return,
+            }
+        };
+        let Ok(mut writer) = stream.try_clone() else {
+            return;
+        };
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            let request = line.trim().to_string();
+            if request.is_empty() {
+                continue;
+            }
+            let answer = match request.as_str() {
+                "card-kill" => card.control("kill"),
+                "card-start" => card.control("start"),
+                "card-status" => card.control("status"),
+                other => Ok(format!("error: unknown host request '{other}'")),
+            }
+            .unwrap_or_else(|e| format!("error: {e:#}"));
+            let _ = log.send(format!("[host] {request} -> {answer}"));
+            if writeln!(writer, "{answer}").is_err() {
+                break;
+            }
+        }
+    });
+}

@@ -42,7 +42,8 @@ pub fn discover(paths: &Paths) -> Result<Vec<Scenario>> {
 }
 
 fn parse(path: &PathBuf) -> Result<Scenario> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let name = path
         .file_stem()
         .context("scenario file name")?
@@ -62,7 +63,11 @@ fn parse(path: &PathBuf) -> Result<Scenario> {
         } else if let Some(v) = body.strip_prefix("qemu-args:") {
             s.qemu_args.extend(v.split_whitespace().map(String::from));
         } else if let Some(v) = body.strip_prefix("timeout:") {
-            s.timeout = Duration::from_secs(v.trim().parse().with_context(|| format!("{}: bad timeout", path.display()))?);
+            s.timeout = Duration::from_secs(
+                v.trim()
+                    .parse()
+                    .with_context(|| format!("{}: bad timeout", path.display()))?,
+            );
         } else if s.summary.is_empty() {
             s.summary = body.to_string();
         }
@@ -71,17 +76,31 @@ fn parse(path: &PathBuf) -> Result<Scenario> {
 }
 
 /// Runs scenarios one after another; returns (passed, failed).
-pub fn run_all(paths: &Paths, artefacts: &Artefacts, scenarios: &[Scenario]) -> Result<(usize, usize)> {
+pub fn run_all(
+    paths: &Paths,
+    artefacts: &Artefacts,
+    scenarios: &[Scenario],
+) -> Result<(usize, usize)> {
     let (mut passed, mut failed) = (0, 0);
     for (i, s) in scenarios.iter().enumerate() {
-        eprintln!("==> scenario {}/{}: {} ({})", i + 1, scenarios.len(), s.name, s.summary);
+        eprintln!(
+            "==> scenario {}/{}: {} ({})",
+            i + 1,
+            scenarios.len(),
+            s.name,
+            s.summary
+        );
         let outcome = qemu::run_scenario(paths, artefacts, s)?;
         match &outcome {
             Outcome::Passed { seconds } => {
                 passed += 1;
                 println!("PASS {} ({seconds:.1}s)", s.name);
             }
-            Outcome::Failed { reason, console, card_log } => {
+            Outcome::Failed {
+                reason,
+                console,
+                card_log,
+            } => {
                 failed += 1;
                 println!("FAIL {}: {reason}", s.name);
                 println!("     guest console: {}", console.display());
