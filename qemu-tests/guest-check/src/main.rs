@@ -6,9 +6,18 @@
 use std::ffi::CString;
 use std::process::ExitCode;
 
-use dia_abi::ioctl::{ioc, DiaIdentity, DIA_IOC_IDENTIFY, IOC_READ, IOC_WRITE};
+use dia_abi::ioctl::{
+    ioc, DiaIdentity, DiaNsCreate, DiaNsId, DiaNsInfo, DiaNsList, DiaPoolInfo, DIA_IOC_IDENTIFY,
+    DIA_IOC_NS_ATTACH, DIA_IOC_NS_CREATE, DIA_IOC_NS_DELETE, DIA_IOC_NS_DETACH, DIA_IOC_NS_INFO,
+    DIA_IOC_NS_LIST, DIA_IOC_POOL_INFO, IOC_READ, IOC_WRITE,
+};
 
 const DEVICE: &str = "/dev/dia";
+const USAGE: &str =
+    "usage: dia-guest-check identify | ioctl-errors | ioctl-fuzz [--iterations N] [--seed S]
+       | ns-create BYTES [LABEL] [--lba-shift S] | ns-delete N | ns-attach N | ns-detach N
+       | ns-info N | ns-list | pool
+  ns-* commands print the result, or the errno name (ENOENT, EBUSY, ...) and exit 1";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -16,7 +25,8 @@ fn main() -> ExitCode {
         Some("identify") => identify(),
         Some("ioctl-errors") => ioctl_errors(),
         Some("ioctl-fuzz") => ioctl_fuzz(&args[1..]),
-        _ => Err("usage: dia-guest-check identify | ioctl-errors | ioctl-fuzz [--iterations N] [--seed S]".into()),
+        Some(cmd) if cmd.starts_with("ns-") || cmd == "pool" => namespace(cmd, &args[1..]),
+        _ => Err(USAGE.into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -260,5 +270,105 @@ fn ioctl_fuzz(args: &[String]) -> Result<(), String> {
         return Err(format!("unexpected errno {bad} from the fuzzed ioctls"));
     }
     println!("ok: {iterations} random ioctls, driver alive");
+    Ok(())
+}
+
+fn errno_name(e: i32) -> String {
+    let name = match e {
+        libc::EINVAL => "EINVAL",
+        libc::ENOENT => "ENOENT",
+        libc::EBUSY => "EBUSY",
+        libc::EEXIST => "EEXIST",
+        libc::ENOSPC => "ENOSPC",
+        libc::EIO => "EIO",
+        libc::ETIMEDOUT => "ETIMEDOUT",
+        libc::ENODEV => "ENODEV",
+        libc::EFAULT => "EFAULT",
+        libc::ENOTTY => "ENOTTY",
+        _ => return format!("errno {e}"),
+    };
+    name.to_string()
+}
+
+fn parse_num(s: Option<&String>, what: &str) -> Result<u64, String> {
+    s.ok_or(format!("missing {what}"))?
+        .parse()
+        .map_err(|e| format!("{what}: {e}"))
+}
+
+/// Raw namespace ioctls, so scenarios can test the driver below libdia/diad.
+fn namespace(cmd: &str, args: &[String]) -> Result<(), String> {
+    let dev = Dev::open()?;
+    let fail = |e: i32| format!("{cmd}: {}", errno_name(e));
+    match cmd {
+        "ns-create" => {
+            let mut req = DiaNsCreate {
+                size_bytes: parse_num(args.first(), "BYTES")?,
+                ..DiaNsCreate::default()
+            };
+            if let Some(i) = args.iter().position(|a| a == "--lba-shift") {
+                req.lba_shift = parse_num(args.get(i + 1), "--lba-shift")? as u32;
+            }
+            if let Some(label) = args.get(1).filter(|l| !l.starts_with("--")) {
+                let n = label.len().min(req.label.len());
+                req.label[..n].copy_from_slice(&label.as_bytes()[..n]);
+            }
+            dev.ioctl(DIA_IOC_NS_CREATE, std::ptr::addr_of_mut!(req) as usize)
+                .map_err(fail)?;
+            println!("{}", req.nsid);
+        }
+        "ns-delete" | "ns-attach" | "ns-detach" => {
+            let mut id = DiaNsId {
+                nsid: parse_num(args.first(), "N")? as u32,
+                flags: 0,
+            };
+            let req = match cmd {
+                "ns-delete" => DIA_IOC_NS_DELETE,
+                "ns-attach" => DIA_IOC_NS_ATTACH,
+                _ => DIA_IOC_NS_DETACH,
+            };
+            dev.ioctl(req, std::ptr::addr_of_mut!(id) as usize)
+                .map_err(fail)?;
+            println!("ok");
+        }
+        "ns-info" => {
+            let mut info = DiaNsInfo {
+                nsid: parse_num(args.first(), "N")? as u32,
+                ..DiaNsInfo::default()
+            };
+            dev.ioctl(DIA_IOC_NS_INFO, std::ptr::addr_of_mut!(info) as usize)
+                .map_err(fail)?;
+            println!(
+                "nsid={} label={} block={} blocks={} used_blocks={} attached={} disk={}",
+                info.nsid,
+                ascii(&info.label),
+                1u64 << info.lba_shift,
+                info.size_blocks,
+                info.used_blocks,
+                info.attached,
+                ascii(&info.disk_name)
+            );
+        }
+        "ns-list" => {
+            let mut list = Box::new(DiaNsList::default());
+            dev.ioctl(DIA_IOC_NS_LIST, std::ptr::addr_of_mut!(*list) as usize)
+                .map_err(fail)?;
+            let ids: Vec<String> = list.nsids[..list.count as usize]
+                .iter()
+                .map(u32::to_string)
+                .collect();
+            println!("{}", ids.join(" "));
+        }
+        "pool" => {
+            let mut p = DiaPoolInfo::default();
+            dev.ioctl(DIA_IOC_POOL_INFO, std::ptr::addr_of_mut!(p) as usize)
+                .map_err(fail)?;
+            println!(
+                "total={} used={} namespaces={} max={} chunk={}",
+                p.total_bytes, p.used_bytes, p.namespaces, p.max_namespaces, p.chunk_bytes
+            );
+        }
+        _ => return Err(USAGE.into()),
+    }
     Ok(())
 }
