@@ -354,9 +354,17 @@ impl Controller {
             return Err(e);
         }
         self.enable()?;
-        self.create_io_queues()?;
+        // Cleared before the queues are recreated (their admin commands must
+        // not trigger another reset); I/O stays quiesced until we return.
         if let Some(io) = &self.io {
             io.path.failed.store(false, core::sync::atomic::Ordering::Relaxed);
+        }
+        if let Err(e) = self.create_io_queues() {
+            self.failed = true;
+            if let Some(io) = &self.io {
+                io.path.failed.store(true, core::sync::atomic::Ordering::Relaxed);
+            }
+            return Err(e);
         }
         Ok(())
     }
@@ -462,7 +470,11 @@ impl Controller {
     /// Submits one admin command and waits for its completion (bounded by
     /// [`ADMIN_TIMEOUT_MS`]). A non-success status becomes `EIO`.
     fn admin_command(&mut self, mut sqe: SubmissionEntry) -> Result<CompletionEntry> {
-        if self.failed {
+        let io_failed = self
+            .io
+            .as_ref()
+            .is_some_and(|io| io.path.failed.load(core::sync::atomic::Ordering::Relaxed));
+        if self.failed || io_failed {
             self.recover()?;
         }
         let cid = self.next_cid;
