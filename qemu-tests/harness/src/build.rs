@@ -155,7 +155,13 @@ pub fn initramfs(paths: &Paths, ko: &Path, bins: &[PathBuf]) -> Result<PathBuf> 
         .filter(|p| p.extension().is_some_and(|e| e == "sh"))
         .collect();
     scenarios.sort();
+    let mut benches: Vec<PathBuf> = std::fs::read_dir(paths.qemu_tests("bench"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "sh"))
+        .collect();
+    benches.sort();
     inputs.extend(scenarios.iter().cloned());
+    inputs.extend(benches.iter().cloned());
 
     let mut h = Sha256::new();
     for p in &inputs {
@@ -236,13 +242,18 @@ fn copy_exec(from: &Path, to: &Path) -> Result<()> {
 /// Copies a dynamically linked host program into the guest root at the same
 /// path, with every shared library `ldd` names.
 fn copy_with_libs(program: &Path, root: &Path) -> Result<()> {
-    let rel = program.strip_prefix("/").context("tool paths are absolute")?;
+    let rel = program
+        .strip_prefix("/")
+        .context("tool paths are absolute")?;
     let dest = root.join(rel);
     if let Some(dir) = dest.parent() {
         std::fs::create_dir_all(dir)?;
     }
     copy_exec(program, &dest)?;
-    let out = Command::new("ldd").arg(program).output().context("running ldd")?;
+    let out = Command::new("ldd")
+        .arg(program)
+        .output()
+        .context("running ldd")?;
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         // "libz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
         let path = match line.split_once("=>") {

@@ -29,7 +29,13 @@ pub struct Card {
 impl Card {
     /// Starts the card for a guest of `ram_mib` MiB, with extra arguments
     /// (fault injection) from the scenario.
-    pub fn start(binary: &Path, dir: &Path, name: &str, ram_mib: u64, extra: &[String]) -> Result<Self> {
+    pub fn start(
+        binary: &Path,
+        dir: &Path,
+        name: &str,
+        ram_mib: u64,
+        extra: &[String],
+    ) -> Result<Self> {
         let socket = dir.join("card.sock");
         let log = dir.join("card.log");
         let control = dir.join("card-control.sock");
@@ -48,7 +54,10 @@ impl Card {
             .arg("--serial")
             .arg(TEST_SERIAL)
             .args(extra)
-            .env("RUST_LOG", std::env::var("DIA_CARD_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("DIA_CARD_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(File::create(&log)?)
             .stderr(File::create(&log)?.try_clone()?)

@@ -3,6 +3,7 @@
 //! QEMU and runs the guest scenarios in `qemu-tests/scenarios/`. Invoked
 //! through `qemu-tests/run`, which installs the host prerequisites first.
 
+mod bench;
 mod build;
 mod card;
 mod paths;
@@ -39,6 +40,8 @@ enum Command {
         /// Only scenarios whose name contains this text.
         filter: Option<String>,
     },
+    /// Storage benchmark: dia vs QEMU nvme vs virtio-blk in one boot (not a test).
+    Bench,
     /// Boot one appliance with the card, load the driver and start diad:
     /// a shell on the console when interactive, a short demo otherwise.
     Boot {
@@ -85,6 +88,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             })
+        }
+        Command::Bench => {
+            let artefacts = build::all(&paths)?;
+            bench::run(&paths, &artefacts)?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Boot { demo } => {
             let artefacts = build::all(&paths)?;

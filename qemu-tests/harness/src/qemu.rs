@@ -86,7 +86,10 @@ pub fn run_scenario(paths: &Paths, artefacts: &Artefacts, scenario: &Scenario) -
     let mut child = base_command(artefacts, &card, &append, &scenario.qemu_args)
         .args(["-serial", "stdio"])
         .arg("-chardev")
-        .arg(format!("socket,id=hostch,path={},server=on,wait=off", ctl.display()))
+        .arg(format!(
+            "socket,id=hostch,path={},server=on,wait=off",
+            ctl.display()
+        ))
         .args(["-serial", "chardev:hostch"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -217,7 +220,9 @@ fn serve_host_channel(path: PathBuf, card: Arc<Card>, log: mpsc::Sender<String>)
         let stream = loop {
             match std::os::unix::net::UnixStream::connect(&path) {
                 Ok(s) => break s,
-                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
                 Err(_) => return,
             }
         };

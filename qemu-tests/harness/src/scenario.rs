@@ -3,7 +3,7 @@
 //! `# card-args: ...` (extra card flags, e.g. fault injection),
 //! `# qemu-args: ...` (extra QEMU devices), `# timeout: SECONDS`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -38,10 +38,11 @@ pub fn discover(paths: &Paths) -> Result<Vec<Scenario>> {
         .filter(|p| p.extension().is_some_and(|e| e == "sh") && !p.ends_with("lib.sh"))
         .collect();
     files.sort();
-    files.iter().map(parse).collect()
+    files.iter().map(|f| parse(f)).collect()
 }
 
-fn parse(path: &PathBuf) -> Result<Scenario> {
+/// Reads one scenario file and its header.
+pub fn parse(path: &Path) -> Result<Scenario> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let name = path

@@ -1,0 +1,40 @@
+# timeout: 1500
+# Storage benchmark, run by `qemu-tests/run bench` (not a test): the same fio
+# jobs against a dia namespace, QEMU's nvme device and a virtio-blk device
+# with an iothread, in one boot, each backed by a same-size raw file on the
+# same host disk. Each device is written full first, so reads hit allocated
+# data on the thin dia volume. Results go to the console as @@BENCH lines.
+. /scenarios/lib.sh
+load_dia
+size=$((1024 * 1024 * 1024))
+n=$(dia-guest-check ns-create $size bench)
+dia-guest-check ns-attach "$n"
+nvme=$(ls /dev/nvme*n1 2>/dev/null | head -1)
+vblk=/dev/vda
+[ -b "$nvme" ] || fail "no QEMU nvme device"
+[ -b "$vblk" ] || fail "no virtio-blk device"
+devices="dia:/dev/dia0n$n nvme:$nvme virtio-blk:$vblk"
+runtime=${BENCH_RUNTIME:-8}
+
+for d in $devices; do
+    dev=${d#*:}
+    log "prefill $dev"
+    fio --name=prefill --filename="$dev" --rw=write --bs=1M --iodepth=8 --ioengine=libaio --direct=1 \
+        --size=100% > /dev/null || fail "prefill of $dev failed"
+done
+
+job() { # job NAME RW BS QD
+    for d in $devices; do
+        name=${d%%:*}; dev=${d#*:}
+        fio --name="$1" --filename="$dev" --rw="$2" --bs="$3" --iodepth="$4" --numjobs=2 \
+            --ioengine=libaio --direct=1 --time_based --runtime="$runtime" --ramp_time=2 \
+            --group_reporting --output-format=json > /tmp/out.json || fail "fio $1 on $dev failed"
+        echo "@@BENCH $name $1 $(tr -d '\n' < /tmp/out.json)"
+    done
+}
+job 4k-randread-qd1 randread 4k 1
+job 4k-randread-qd32 randread 4k 32
+job 4k-randwrite-qd1 randwrite 4k 1
+job 4k-randwrite-qd32 randwrite 4k 32
+job 1m-read-qd8 read 1M 8
+job 1m-write-qd8 write 1M 8
