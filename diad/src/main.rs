@@ -53,7 +53,10 @@ async fn main() -> Result<()> {
             model = %id.model, serial = %id.serial, firmware = %id.firmware,
             interface = %id.interface_version, "card {}", args.device.display()
         ),
-        Err(e) => warn!("card {} does not answer Identify: {e}", args.device.display()),
+        Err(e) => warn!(
+            "card {} does not answer Identify: {e}",
+            args.device.display()
+        ),
     }
     let app = api::AppState::new(Arc::new(device), desired, args.state.clone());
     api::serve(&args.socket, app).await

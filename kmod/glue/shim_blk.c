@@ -8,6 +8,7 @@
 #include <linux/blkdev.h>
 #include <linux/dma-mapping.h>
 #include <linux/dmapool.h>
+#include <linux/module.h>
 #include <linux/pci.h>
 #include <linux/scatterlist.h>
 #include <linux/slab.h>
@@ -179,6 +180,11 @@ void dia_shim_tagset_kick_requeue(struct dia_shim_tagset *ts)
 	mutex_unlock(&ts->set.tag_list_lock);
 }
 
+/* Opening a disk pins the module; I/O goes through blk-mq. */
+static const struct block_device_operations dia_bdev_ops = {
+	.owner = THIS_MODULE,
+};
+
 struct dia_shim_disk *dia_shim_disk_new(struct dia_shim_tagset *ts, const char *name,
 					const struct dia_shim_disk_params *p, void *disk_data,
 					int *err)
@@ -213,6 +219,7 @@ struct dia_shim_disk *dia_shim_disk_new(struct dia_shim_tagset *ts, const char *
 		kfree(d);
 		return NULL;
 	}
+	d->disk->fops = &dia_bdev_ops;
 	strscpy(d->disk->disk_name, name, DISK_NAME_LEN);
 	set_capacity(d->disk, p->capacity_sectors);
 	*err = add_disk(d->disk);

@@ -1,26 +1,33 @@
 //! The card's controller: the register handshake (CC.EN/CSTS.RDY, shutdown,
-//! fatal status), the queues, and the commands. One `service` pass reads
-//! the registers and doorbells and executes whatever is pending; `run` calls
-//! it whenever a doorbell eventfd fires and at least every `CARD_POLL_MS`.
-//! Whatever the guest writes, the controller answers with a status or a
-//! fatal controller status, never a crash.
+//! fatal status), the admin queue and its commands (queues, Identify,
+//! namespaces, log pages). I/O queues are served by their own workers
+//! (`io_queue`). One `service` pass reads the registers and the admin
+//! doorbell and executes whatever is pending; `run` calls it whenever the
+//! admin doorbell fires and at least every `CARD_POLL_MS`. Whatever the
+//! guest writes, the controller answers with a status or a fatal controller
+//! status, never a crash.
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use dia_abi::card::{self as abi, CompletionEntry, IdentifyController, SubmissionEntry};
+use dia_abi::card::{
+    self as abi, CompletionEntry, IdentifyController, IdentifyNamespace, NamespaceCreate,
+    PoolStatus, SubmissionEntry,
+};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use tracing::{debug, error, info, warn};
 
-use crate::bar::Bar;
-use crate::doorbell::{EventFd, Interrupts};
+use crate::board::Board;
 use crate::fault::{Fault, FAULT_EXIT_CODE};
-use crate::guest_memory::GuestMemory;
+use crate::guest_memory::{pod_bytes, pod_from_bytes};
+use crate::io_queue::{IoContext, IoWorker};
+use crate::nvm::MAX_TRANSFER_BYTES;
+use crate::pool::{Pool, CHUNK_BYTES, MAX_NAMESPACES};
+use crate::prp::prp_segments;
 use crate::queue::{check_placement, CompletionQueue, SubmissionQueue};
-
-const PAGE: u64 = 4096;
 
 /// Static facts about the card.
 #[derive(Debug, Clone)]
@@ -46,12 +53,21 @@ enum State {
     /// CC.EN = 0.
     Disabled,
     /// CC.EN = 1 and CSTS.RDY = 1.
-    Running {
-        sqs: BTreeMap<u16, SubmissionQueue>,
-        cqs: BTreeMap<u16, CompletionQueue>,
-    },
+    Running(Box<Queues>),
     /// CSTS.CFS = 1 until the driver clears CC.EN.
     Failed,
+}
+
+/// The queues of a running controller. Dropping it stops the I/O workers
+/// (before their completion queues go away).
+#[derive(Debug)]
+struct Queues {
+    /// I/O submission queues, each served by its worker.
+    workers: BTreeMap<u16, IoWorker>,
+    admin_sq: SubmissionQueue,
+    admin_cq: CompletionQueue,
+    /// I/O completion queues.
+    cqs: BTreeMap<u16, crate::io_queue::SharedCq>,
 }
 
 /// Outcome of one command: status and result dword.
@@ -60,19 +76,21 @@ type Outcome = (u16, u32);
 /// The controller.
 #[derive(Debug)]
 pub struct Controller {
-    bar: Bar,
-    mem: GuestMemory,
-    irq: Interrupts,
-    cfg: CardConfig,
+    // Field order is drop order: the workers (in `state`) stop first.
     state: State,
+    board: Arc<Board>,
+    io: Arc<IoContext>,
+    cfg: CardConfig,
     admin_seen: HashMap<u8, u32>,
     heartbeat_at: Instant,
 }
 
 impl Controller {
     /// Lays out the registers and reports the firmware running (unless the
-    /// `never-ready` fault is injected).
-    pub fn new(bar: Bar, mem: GuestMemory, irq: Interrupts, cfg: CardConfig) -> Self {
+    /// `never-ready` fault is injected). `pool` is the card's flash (none:
+    /// a card without storage).
+    pub fn new(board: Arc<Board>, cfg: CardConfig, pool: Option<Arc<Pool>>) -> Self {
+        let bar = &board.bar;
         bar.write64(abi::REG_MAGIC, abi::CARD_MAGIC);
         bar.write32(abi::REG_VS, abi::INTERFACE_VERSION);
         bar.write64(
@@ -91,92 +109,117 @@ impl Controller {
             abi::FW_STATUS_RUNNING
         };
         bar.write32(abi::REG_FW_STATUS, status);
+        let io = Arc::new(IoContext {
+            board: board.clone(),
+            pool,
+            fatal: Mutex::new(None),
+        });
         Self {
-            bar,
-            mem,
-            irq,
-            cfg,
             state: State::Disabled,
+            board,
+            io,
+            cfg,
             admin_seen: HashMap::new(),
             heartbeat_at: Instant::now(),
         }
     }
 
-    /// The register BAR.
-    pub fn bar(&self) -> &Bar {
-        &self.bar
+    fn bar(&self) -> &crate::bar::Bar {
+        &self.board.bar
     }
 
-    /// Serves doorbells until `stop` is set.
-    pub fn run(&mut self, doorbells: &[EventFd], stop: &AtomicBool) {
+    fn pool(&self) -> Option<&Pool> {
+        self.io.pool.as_deref()
+    }
+
+    /// Serves the admin doorbell until `stop` is set.
+    pub fn run(&mut self, stop: &AtomicBool) {
+        let board = self.board.clone();
+        let Some(admin) = board.doorbells.first() else {
+            error!("a card needs at least one doorbell");
+            return;
+        };
         while !stop.load(Ordering::Relaxed) {
-            let mut fds: Vec<PollFd<'_>> = doorbells
-                .iter()
-                .map(|d| PollFd::new(d.as_fd(), PollFlags::POLLIN))
-                .collect();
+            let mut fds = [PollFd::new(admin.as_fd(), PollFlags::POLLIN)];
             let timeout =
                 PollTimeout::try_from(abi::CARD_POLL_MS as i32).unwrap_or(PollTimeout::ZERO);
             if let Err(e) = poll(&mut fds, timeout) {
                 if e != nix::errno::Errno::EINTR {
-                    error!("poll on doorbells failed: {e}");
+                    error!("poll on the admin doorbell failed: {e}");
                     std::thread::sleep(Duration::from_millis(u64::from(abi::CARD_POLL_MS)));
                 }
             }
-            for d in doorbells {
-                d.drain();
-            }
+            admin.drain();
             self.service();
         }
     }
 
-    /// One pass: heartbeat, register handshake, pending commands.
+    /// One pass: heartbeat, register handshake, pending admin commands.
     pub fn service(&mut self) {
-        if self.bar.read32(abi::REG_FW_STATUS) != abi::FW_STATUS_RUNNING {
+        if self.bar().read32(abi::REG_FW_STATUS) != abi::FW_STATUS_RUNNING {
             return;
         }
+        let worker_fatal = self
+            .io
+            .fatal
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(why) = worker_fatal {
+            if matches!(self.state, State::Running(_)) {
+                self.fatal(&why);
+            }
+        }
         if self.heartbeat_at.elapsed() >= Duration::from_millis(u64::from(abi::HEARTBEAT_MS / 2)) {
-            let hb = self.bar.read64(abi::REG_HEARTBEAT);
-            self.bar.write64(abi::REG_HEARTBEAT, hb.wrapping_add(1));
+            let hb = self.bar().read64(abi::REG_HEARTBEAT);
+            self.bar().write64(abi::REG_HEARTBEAT, hb.wrapping_add(1));
             self.heartbeat_at = Instant::now();
         }
-        let cc = self.bar.read32(abi::REG_CC);
+        let cc = self.bar().read32(abi::REG_CC);
         let enabled = cc & abi::CC_EN != 0;
         match (&self.state, enabled) {
             (State::Disabled, true) => self.enable(),
-            (State::Running { .. } | State::Failed, false) => {
+            (State::Running(_) | State::Failed, false) => {
                 info!("controller reset (CC.EN cleared)");
+                // Stops the I/O workers.
                 self.state = State::Disabled;
-                self.bar.write32(abi::REG_CSTS, 0);
+                self.bar().write32(abi::REG_CSTS, 0);
             }
             _ => {}
         }
-        if matches!(self.state, State::Running { .. }) {
+        if matches!(self.state, State::Running(_)) {
             if cc & abi::CC_SHN_NORMAL != 0 {
-                let csts = self.bar.read32(abi::REG_CSTS);
+                let csts = self.bar().read32(abi::REG_CSTS);
                 if csts & abi::CSTS_SHST_COMPLETE == 0 {
-                    info!("shutdown notification: nothing volatile to flush");
-                    self.bar
+                    if let Some(pool) = self.pool() {
+                        match pool.flush() {
+                            Ok(()) => info!("shutdown notification: pool flushed"),
+                            Err(e) => error!("shutdown notification: pool flush failed: {e}"),
+                        }
+                    }
+                    self.bar()
                         .write32(abi::REG_CSTS, csts | abi::CSTS_SHST_COMPLETE);
                 }
             }
-            self.process_queues();
+            self.process_admin();
         }
     }
 
     fn fatal(&mut self, why: &str) {
         error!("controller fatal status: {why}");
         self.state = State::Failed;
-        let csts = self.bar.read32(abi::REG_CSTS);
-        self.bar
+        let csts = self.bar().read32(abi::REG_CSTS);
+        self.bar()
             .write32(abi::REG_CSTS, (csts | abi::CSTS_CFS) & !abi::CSTS_RDY);
     }
 
     fn enable(&mut self) {
-        let aqa = self.bar.read32(abi::REG_AQA);
+        let bar = self.bar();
+        let aqa = bar.read32(abi::REG_AQA);
         let sq_entries = (aqa & 0xfff) + 1;
         let cq_entries = ((aqa >> 16) & 0xfff) + 1;
-        let asq = self.bar.read64(abi::REG_ASQ);
-        let acq = self.bar.read64(abi::REG_ACQ);
+        let asq = bar.read64(abi::REG_ASQ);
+        let acq = bar.read64(abi::REG_ACQ);
         let sizes_ok = (2..=abi::ADMIN_QUEUE_MAX_ENTRIES).contains(&sq_entries)
             && (2..=abi::ADMIN_QUEUE_MAX_ENTRIES).contains(&cq_entries);
         // Sizes are at most 4096 here, so they fit u16.
@@ -184,112 +227,90 @@ impl Controller {
         if !sizes_ok {
             return self.fatal(&format!("bad AQA {aqa:#x}"));
         }
-        if !check_placement(&self.mem, asq, sqn, abi::SQE_SIZE)
-            || !check_placement(&self.mem, acq, cqn, abi::CQE_SIZE)
+        if !check_placement(&self.board.mem, asq, sqn, abi::SQE_SIZE)
+            || !check_placement(&self.board.mem, acq, cqn, abi::CQE_SIZE)
         {
             return self.fatal(&format!(
                 "admin queues ASQ {asq:#x} / ACQ {acq:#x} not aligned or outside guest memory"
             ));
         }
-        let mut sqs = BTreeMap::new();
-        let mut cqs = BTreeMap::new();
-        sqs.insert(0, SubmissionQueue::new(0, asq, sqn));
-        cqs.insert(
-            0,
-            CompletionQueue::new(acq, cqn, abi::DOORBELL_VECTOR_ADMIN, true),
-        );
-        self.state = State::Running { sqs, cqs };
-        self.bar.write32(abi::REG_CSTS, abi::CSTS_RDY);
+        self.state = State::Running(Box::new(Queues {
+            workers: BTreeMap::new(),
+            admin_sq: SubmissionQueue::new(0, asq, sqn),
+            admin_cq: CompletionQueue::new(acq, cqn, abi::DOORBELL_VECTOR_ADMIN, true),
+            cqs: BTreeMap::new(),
+        }));
+        self.bar().write32(abi::REG_CSTS, abi::CSTS_RDY);
         info!(
             "controller enabled: admin SQ {sqn} entries at {asq:#x}, CQ {cqn} entries at {acq:#x}"
         );
     }
 
-    fn process_queues(&mut self) {
-        let State::Running { sqs, .. } = &self.state else {
-            return;
-        };
-        let qids: Vec<u16> = sqs.keys().copied().collect();
-        let mut raise: Vec<u16> = Vec::new();
-        for qid in qids {
-            if let Err(why) = self.process_sq(qid, &mut raise) {
-                return self.fatal(&why);
-            }
-        }
-        raise.sort_unstable();
-        raise.dedup();
-        for v in raise {
-            self.irq.raise(v);
-        }
-    }
-
-    fn process_sq(&mut self, qid: u16, raise: &mut Vec<u16>) -> Result<(), String> {
+    /// Executes the admin commands up to the tail the driver rang.
+    fn process_admin(&mut self) {
+        let mut posted = false;
         loop {
-            let tail_raw = self.bar.read32(abi::sq_tail_doorbell(qid));
-            let State::Running { sqs, cqs } = &mut self.state else {
-                return Ok(());
+            let bar = &self.board.bar;
+            let tail_raw = bar.read32(abi::sq_tail_doorbell(0));
+            let head_raw = bar.read32(abi::cq_head_doorbell(0));
+            let State::Running(q) = &mut self.state else {
+                break;
             };
-            let Some(sq) = sqs.get_mut(&qid) else {
-                return Ok(());
-            };
-            if !sq.valid_tail(tail_raw) {
-                return Err(format!(
-                    "SQ {qid} tail doorbell {tail_raw} beyond the queue"
+            if !q.admin_sq.valid_tail(tail_raw) {
+                self.fatal(&format!(
+                    "admin SQ tail doorbell {tail_raw} beyond the queue"
                 ));
+                break;
+            }
+            if !q.admin_cq.valid_head(head_raw) {
+                self.fatal(&format!(
+                    "admin CQ head doorbell {head_raw} beyond the queue"
+                ));
+                break;
             }
             // Checked just above: the tail fits the queue size (u16).
-            if !sq.pending(tail_raw as u16) {
-                return Ok(());
+            if !q.admin_sq.pending(tail_raw as u16) {
+                break;
             }
-            let cqid = sq.cqid;
-            let head_raw = self.bar.read32(abi::cq_head_doorbell(cqid));
-            let Some(cq) = cqs.get(&cqid) else {
-                return Err(format!("SQ {qid} completes on missing CQ {cqid}"));
+            if q.admin_cq.is_full(head_raw) {
+                debug!("admin CQ full; admin SQ waits");
+                break;
+            }
+            let sqe = match q.admin_sq.pop(&self.board.mem) {
+                Ok(sqe) => sqe,
+                Err(e) => {
+                    self.fatal(&format!("admin SQ: {e}"));
+                    break;
+                }
             };
-            if !cq.valid_head(head_raw) {
-                return Err(format!(
-                    "CQ {cqid} head doorbell {head_raw} beyond the queue"
-                ));
-            }
-            if cq.is_full(head_raw) {
-                debug!("CQ {cqid} full; SQ {qid} waits");
-                return Ok(());
-            }
-            let sqe = sq.pop(&self.mem).map_err(|e| format!("SQ {qid}: {e}"))?;
-            let sq_head = sq.head();
-            let (status, result) = if qid == 0 {
-                self.admin(&sqe)
-            } else {
-                self.io(qid, &sqe)
-            };
+            let sq_head = q.admin_sq.head();
+            let (status, result) = self.admin(&sqe);
             if status != abi::STATUS_SUCCESS {
                 debug!(
-                    qid,
                     opcode = sqe.opcode,
                     cid = sqe.cid,
-                    "status {status:#x}"
+                    "admin status {status:#x}"
                 );
             }
-            let State::Running { cqs, .. } = &mut self.state else {
-                return Ok(());
-            };
-            let Some(cq) = cqs.get_mut(&cqid) else {
-                // The command deleted its own CQ: nowhere to complete.
-                return Ok(());
+            let State::Running(q) = &mut self.state else {
+                break;
             };
             let cqe = CompletionEntry {
                 result,
                 rsvd: 0,
                 sq_head,
-                sq_id: qid,
+                sq_id: 0,
                 cid: sqe.cid,
                 status: 0,
             };
-            cq.post(&self.mem, cqe, status)
-                .map_err(|e| format!("CQ {cqid}: {e}"))?;
-            if cq.interrupts {
-                raise.push(cq.vector);
+            if let Err(e) = q.admin_cq.post(&self.board.mem, cqe, status) {
+                self.fatal(&format!("admin CQ: {e}"));
+                break;
             }
+            posted = true;
+        }
+        if posted {
+            self.board.irq.raise(abi::DOORBELL_VECTOR_ADMIN);
         }
     }
 
@@ -308,60 +329,169 @@ impl Controller {
         if sqe.flags != 0 {
             return (abi::STATUS_INVALID_FIELD, 0);
         }
-        match sqe.opcode {
+        let done = match sqe.opcode {
             abi::ADMIN_IDENTIFY => self.identify(sqe),
             abi::ADMIN_CREATE_IO_CQ => self.create_cq(sqe),
             abi::ADMIN_CREATE_IO_SQ => self.create_sq(sqe),
             abi::ADMIN_DELETE_IO_SQ => self.delete_sq(sqe),
             abi::ADMIN_DELETE_IO_CQ => self.delete_cq(sqe),
+            abi::ADMIN_GET_LOG_PAGE => self.get_log_page(sqe),
+            abi::ADMIN_NS_MANAGEMENT => self.ns_management(sqe),
+            abi::ADMIN_NS_ATTACHMENT => self.ns_attachment(sqe),
             other => {
                 warn!("unknown admin opcode {other:#04x}");
-                (abi::STATUS_INVALID_OPCODE, 0)
+                Err(abi::STATUS_INVALID_OPCODE)
             }
-        }
-    }
-
-    fn io(&mut self, _qid: u16, _sqe: &SubmissionEntry) -> Outcome {
-        // No I/O command set yet (storage lands with namespaces).
-        (abi::STATUS_INVALID_OPCODE, 0)
-    }
-
-    fn identify(&mut self, sqe: &SubmissionEntry) -> Outcome {
-        let cns = (sqe.cdw10 & 0xff) as u8;
-        if cns != abi::CNS_CONTROLLER {
-            return (abi::STATUS_INVALID_FIELD, 0);
-        }
-        let mut id = IdentifyController {
-            vid: abi::PCI_VENDOR_ID,
-            ssvid: abi::PCI_VENDOR_ID,
-            interface_version: abi::INTERFACE_VERSION,
-            max_io_queues: self.cfg.max_io_queues(),
-            max_queue_entries: self.cfg.max_queue_entries,
-            ..IdentifyController::default()
         };
-        abi::fill_ascii(&mut id.serial, &self.cfg.serial);
-        abi::fill_ascii(&mut id.model, "dia emulated container IO card");
-        abi::fill_ascii(&mut id.firmware, env!("CARGO_PKG_VERSION"));
-        // SAFETY: IdentifyController is repr(C) plain data without padding
-        // (size asserted in dia-abi); viewing it as bytes is sound.
-        let bytes = unsafe {
-            std::slice::from_raw_parts(
-                (&id as *const IdentifyController).cast::<u8>(),
-                abi::IDENTIFY_SIZE,
-            )
-        };
-        match self.write_prp(sqe.prp1, sqe.prp2, bytes) {
-            Ok(()) => (abi::STATUS_SUCCESS, 0),
+        match done {
+            Ok(result) => (abi::STATUS_SUCCESS, result),
             Err(status) => (status, 0),
         }
     }
 
-    /// Copies `data` to the guest buffer described by PRP1/PRP2.
-    fn write_prp(&self, prp1: u64, prp2: u64, data: &[u8]) -> Result<(), u16> {
+    fn identify(&mut self, sqe: &SubmissionEntry) -> Result<u32, u16> {
+        let cns = (sqe.cdw10 & 0xff) as u8;
+        match cns {
+            abi::CNS_CONTROLLER => {
+                let mut id = IdentifyController {
+                    vid: abi::PCI_VENDOR_ID,
+                    ssvid: abi::PCI_VENDOR_ID,
+                    interface_version: abi::INTERFACE_VERSION,
+                    max_io_queues: self.cfg.max_io_queues(),
+                    max_queue_entries: self.cfg.max_queue_entries,
+                    ..IdentifyController::default()
+                };
+                if let Some(pool) = self.pool() {
+                    id.capabilities |= abi::CARD_CAP_STORAGE;
+                    id.max_namespaces = MAX_NAMESPACES;
+                    id.pool_bytes = pool.usage().total_bytes;
+                    // Writes sit in the host's page cache until a flush.
+                    id.vwc = 1;
+                    id.max_transfer_bytes = MAX_TRANSFER_BYTES;
+                }
+                abi::fill_ascii(&mut id.serial, &self.cfg.serial);
+                abi::fill_ascii(&mut id.model, "dia emulated container IO card");
+                abi::fill_ascii(&mut id.firmware, env!("CARGO_PKG_VERSION"));
+                self.write_prp(sqe, pod_bytes(&id))
+            }
+            abi::CNS_NAMESPACE => {
+                let pool = self.pool().ok_or(abi::STATUS_INVALID_FIELD)?;
+                let ns = pool
+                    .namespace(sqe.nsid)
+                    .ok_or(abi::STATUS_INVALID_NAMESPACE)?;
+                let block = 1u64 << ns.lba_shift;
+                let mut id = IdentifyNamespace {
+                    nsze: ns.size_blocks,
+                    ncap: ns.size_blocks,
+                    nuse: (ns.allocated_chunks() * CHUNK_BYTES / block).min(ns.size_blocks),
+                    // Thin provisioned; deallocated blocks read as zeroes.
+                    nsfeat: 1 | 1 << 2,
+                    lbaf0: u32::from(ns.lba_shift) << 16,
+                    attached: u8::from(ns.attached),
+                    ..IdentifyNamespace::default()
+                };
+                id.label = ns.label;
+                self.write_prp(sqe, pod_bytes(&id))
+            }
+            abi::CNS_ACTIVE_NS_LIST | abi::CNS_ALLOCATED_NS_LIST => {
+                let pool = self.pool().ok_or(abi::STATUS_INVALID_FIELD)?;
+                if sqe.nsid >= 0xffff_fffe {
+                    return Err(abi::STATUS_INVALID_NAMESPACE);
+                }
+                let ids = pool.namespace_ids(sqe.nsid, cns == abi::CNS_ACTIVE_NS_LIST);
+                let mut list = vec![0u8; abi::IDENTIFY_SIZE];
+                for (slot, id) in list.chunks_exact_mut(4).zip(ids) {
+                    slot.copy_from_slice(&id.to_le_bytes());
+                }
+                self.write_prp(sqe, &list)
+            }
+            _ => Err(abi::STATUS_INVALID_FIELD),
+        }
+    }
+
+    fn get_log_page(&mut self, sqe: &SubmissionEntry) -> Result<u32, u16> {
+        let log = (sqe.cdw10 & 0xff) as u8;
+        let bytes = ((sqe.cdw10 >> 16) as usize + 1) * 4;
+        if log != abi::LOG_POOL_STATUS {
+            return Err(abi::STATUS_INVALID_FIELD);
+        }
+        let pool = self.pool().ok_or(abi::STATUS_INVALID_FIELD)?;
+        let u = pool.usage();
+        let status = PoolStatus {
+            total_bytes: u.total_bytes,
+            used_bytes: u.used_bytes,
+            namespaces: u.namespaces,
+            max_namespaces: MAX_NAMESPACES,
+            chunk_bytes: CHUNK_BYTES as u32,
+            reserved: 0,
+        };
+        let mut page = pod_bytes(&status).to_vec();
+        page.resize(bytes, 0);
+        self.write_prp(sqe, &page)
+    }
+
+    fn ns_management(&mut self, sqe: &SubmissionEntry) -> Result<u32, u16> {
+        let pool = self.pool().ok_or(abi::STATUS_INVALID_OPCODE)?;
+        match sqe.cdw10 & 0xf {
+            abi::NS_MGMT_CREATE => {
+                let mut raw = vec![0u8; std::mem::size_of::<NamespaceCreate>()];
+                self.read_prp(sqe, &mut raw)?;
+                let create: NamespaceCreate = pod_from_bytes(&raw);
+                if create.reserved != [0; 7] {
+                    return Err(abi::STATUS_INVALID_FIELD);
+                }
+                let pool = self.pool().ok_or(abi::STATUS_INVALID_OPCODE)?;
+                let nsid = pool
+                    .create_namespace(create.size_blocks, create.lba_shift, create.label)
+                    .map_err(|e| e.status())?;
+                info!(
+                    nsid,
+                    blocks = create.size_blocks,
+                    shift = create.lba_shift,
+                    "namespace created"
+                );
+                Ok(nsid)
+            }
+            abi::NS_MGMT_DELETE => {
+                pool.delete_namespace(sqe.nsid).map_err(|e| e.status())?;
+                info!(nsid = sqe.nsid, "namespace deleted");
+                Ok(0)
+            }
+            _ => Err(abi::STATUS_INVALID_FIELD),
+        }
+    }
+
+    fn ns_attachment(&mut self, sqe: &SubmissionEntry) -> Result<u32, u16> {
+        let pool = self.pool().ok_or(abi::STATUS_INVALID_OPCODE)?;
+        let attach = match sqe.cdw10 & 0xf {
+            abi::NS_ATTACH => true,
+            abi::NS_DETACH => false,
+            _ => return Err(abi::STATUS_INVALID_FIELD),
+        };
+        pool.set_attached(sqe.nsid, attach)
+            .map_err(|e| e.status())?;
+        info!(nsid = sqe.nsid, attach, "namespace attachment changed");
+        Ok(0)
+    }
+
+    /// Copies `data` to the guest buffer described by the command's PRPs.
+    fn write_prp(&self, sqe: &SubmissionEntry, data: &[u8]) -> Result<u32, u16> {
+        let mem = &self.board.mem;
         let mut off = 0usize;
-        for (addr, len) in prp_segments(&self.mem, prp1, prp2, data.len())? {
-            self.mem
-                .write(addr, &data[off..off + len])
+        for (addr, len) in prp_segments(mem, sqe.prp1, sqe.prp2, data.len())? {
+            mem.write(addr, &data[off..off + len])
+                .map_err(|_| abi::STATUS_DATA_TRANSFER_ERROR)?;
+            off += len;
+        }
+        Ok(0)
+    }
+
+    /// Fills `out` from the guest buffer described by the command's PRPs.
+    fn read_prp(&self, sqe: &SubmissionEntry, out: &mut [u8]) -> Result<(), u16> {
+        let mem = &self.board.mem;
+        let mut off = 0usize;
+        for (addr, len) in prp_segments(mem, sqe.prp1, sqe.prp2, out.len())? {
+            mem.read(addr, &mut out[off..off + len])
                 .map_err(|_| abi::STATUS_DATA_TRANSFER_ERROR)?;
             off += len;
         }
@@ -385,218 +515,79 @@ impl Controller {
         Ok((qid, entries as u16))
     }
 
-    fn create_cq(&mut self, sqe: &SubmissionEntry) -> Outcome {
-        let (qid, entries) = match self.queue_args(sqe) {
-            Ok(v) => v,
-            Err(s) => return (s, 0),
-        };
+    fn queues(&mut self) -> Result<&mut Queues, u16> {
+        match &mut self.state {
+            State::Running(q) => Ok(q),
+            _ => Err(abi::STATUS_INTERNAL_ERROR),
+        }
+    }
+
+    fn create_cq(&mut self, sqe: &SubmissionEntry) -> Result<u32, u16> {
+        let (qid, entries) = self.queue_args(sqe)?;
         let vector = (sqe.cdw11 >> 16) as u16;
         let interrupts = sqe.cdw11 & 2 != 0;
         if vector >= self.cfg.vectors {
-            return (abi::STATUS_INVALID_VECTOR, 0);
+            return Err(abi::STATUS_INVALID_VECTOR);
         }
-        if !check_placement(&self.mem, sqe.prp1, entries, abi::CQE_SIZE) {
-            return (abi::STATUS_INVALID_FIELD, 0);
-        }
-        let State::Running { cqs, .. } = &mut self.state else {
-            return (abi::STATUS_INTERNAL_ERROR, 0);
-        };
-        if cqs.contains_key(&qid) {
-            return (abi::STATUS_INVALID_QID, 0);
-        }
-        cqs.insert(
-            qid,
-            CompletionQueue::new(sqe.prp1, entries, vector, interrupts),
-        );
-        info!(qid, entries, vector, "I/O completion queue created");
-        (abi::STATUS_SUCCESS, 0)
-    }
-
-    fn create_sq(&mut self, sqe: &SubmissionEntry) -> Outcome {
-        let (qid, entries) = match self.queue_args(sqe) {
-            Ok(v) => v,
-            Err(s) => return (s, 0),
-        };
-        let cqid = (sqe.cdw11 >> 16) as u16;
-        if !check_placement(&self.mem, sqe.prp1, entries, abi::SQE_SIZE) {
-            return (abi::STATUS_INVALID_FIELD, 0);
-        }
-        let State::Running { sqs, cqs } = &mut self.state else {
-            return (abi::STATUS_INTERNAL_ERROR, 0);
-        };
-        if cqid == 0 || !cqs.contains_key(&cqid) {
-            return (abi::STATUS_INVALID_CQ, 0);
-        }
-        if sqs.contains_key(&qid) {
-            return (abi::STATUS_INVALID_QID, 0);
-        }
-        self.bar.write32(abi::sq_tail_doorbell(qid), 0);
-        sqs.insert(qid, SubmissionQueue::new(cqid, sqe.prp1, entries));
-        info!(qid, entries, cqid, "I/O submission queue created");
-        (abi::STATUS_SUCCESS, 0)
-    }
-
-    fn delete_sq(&mut self, sqe: &SubmissionEntry) -> Outcome {
-        let qid = (sqe.cdw10 & 0xffff) as u16;
-        let State::Running { sqs, .. } = &mut self.state else {
-            return (abi::STATUS_INTERNAL_ERROR, 0);
-        };
-        if qid == 0 || sqs.remove(&qid).is_none() {
-            return (abi::STATUS_INVALID_QID, 0);
-        }
-        info!(qid, "I/O submission queue deleted");
-        (abi::STATUS_SUCCESS, 0)
-    }
-
-    fn delete_cq(&mut self, sqe: &SubmissionEntry) -> Outcome {
-        let qid = (sqe.cdw10 & 0xffff) as u16;
-        let State::Running { sqs, cqs } = &mut self.state else {
-            return (abi::STATUS_INTERNAL_ERROR, 0);
-        };
-        if qid == 0 || !cqs.contains_key(&qid) {
-            return (abi::STATUS_INVALID_QID, 0);
-        }
-        if sqs.values().any(|sq| sq.cqid == qid) {
-            return (abi::STATUS_INVALID_QUEUE_DELETION, 0);
-        }
-        cqs.remove(&qid);
-        info!(qid, "I/O completion queue deleted");
-        (abi::STATUS_SUCCESS, 0)
-    }
-}
-
-/// Splits a transfer of `len` bytes described by PRP1/PRP2 into guest
-/// (address, length) segments, following PRP lists as NVMe defines them:
-/// PRP1 may start at any dword offset; every later entry is page aligned;
-/// when more than two pages are needed PRP2 points at a list whose last
-/// entry chains to the next list page.
-pub(crate) fn prp_segments(
-    mem: &GuestMemory,
-    prp1: u64,
-    prp2: u64,
-    len: usize,
-) -> Result<Vec<(u64, usize)>, u16> {
-    if len == 0 {
-        return Ok(Vec::new());
-    }
-    if prp1 & 3 != 0 {
-        return Err(abi::STATUS_INVALID_PRP_OFFSET);
-    }
-    let first = len.min((PAGE - prp1 % PAGE) as usize);
-    let mut segs = vec![(prp1, first)];
-    let mut left = len - first;
-    if left == 0 {
-        return Ok(segs);
-    }
-    if left <= PAGE as usize {
-        if !prp2.is_multiple_of(PAGE) {
-            return Err(abi::STATUS_INVALID_PRP_OFFSET);
-        }
-        segs.push((prp2, left));
-        return Ok(segs);
-    }
-    // PRP2 is a list pointer (may have a dword-aligned offset).
-    if prp2 & 7 != 0 {
-        return Err(abi::STATUS_INVALID_PRP_OFFSET);
-    }
-    let mut list = prp2;
-    let max_pages = len.div_ceil(PAGE as usize) + 1;
-    while left > 0 {
-        let mut entry = [0u8; 8];
-        mem.read(list, &mut entry)
-            .map_err(|_| abi::STATUS_DATA_TRANSFER_ERROR)?;
-        let addr = u64::from_le_bytes(entry);
-        let last_in_page = (list + 8).is_multiple_of(PAGE);
-        if last_in_page && left > PAGE as usize {
-            // Chain to the next list page.
-            if addr % PAGE != 0 {
-                return Err(abi::STATUS_INVALID_PRP_OFFSET);
-            }
-            list = addr;
-            continue;
-        }
-        if addr % PAGE != 0 {
-            return Err(abi::STATUS_INVALID_PRP_OFFSET);
-        }
-        let n = left.min(PAGE as usize);
-        segs.push((addr, n));
-        left -= n;
-        list += 8;
-        if segs.len() > max_pages {
+        if !check_placement(&self.board.mem, sqe.prp1, entries, abi::CQE_SIZE) {
             return Err(abi::STATUS_INVALID_FIELD);
         }
-    }
-    Ok(segs)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::guest_memory::SharedMemory;
-
-    fn mem() -> GuestMemory {
-        GuestMemory::new(SharedMemory::anonymous("prp", 1 << 20).unwrap())
-    }
-
-    #[test]
-    fn prp_single_and_two_pages() {
-        let m = mem();
-        assert_eq!(prp_segments(&m, 0x1000, 0, 4096), Ok(vec![(0x1000, 4096)]));
-        assert_eq!(
-            prp_segments(&m, 0x1800, 0x5000, 4096),
-            Ok(vec![(0x1800, 2048), (0x5000, 2048)])
-        );
-        assert_eq!(
-            prp_segments(&m, 0x1802, 0, 8),
-            Err(abi::STATUS_INVALID_PRP_OFFSET)
-        );
-        assert_eq!(
-            prp_segments(&m, 0x1800, 0x5001, 4096),
-            Err(abi::STATUS_INVALID_PRP_OFFSET)
-        );
-    }
-
-    #[test]
-    fn prp_list_with_chain() {
-        let m = mem();
-        // A list page at 0x10000 whose last entry chains to 0x11000.
-        for i in 0..511u64 {
-            m.write(0x10000 + i * 8, &(0x20000 + i * PAGE).to_le_bytes())
-                .unwrap();
+        let q = self.queues()?;
+        if q.cqs.contains_key(&qid) {
+            return Err(abi::STATUS_INVALID_QID);
         }
-        m.write(0x10000 + 511 * 8, &0x11000u64.to_le_bytes())
-            .unwrap();
-        m.write(0x11000, &0x90000u64.to_le_bytes()).unwrap();
-        m.write(0x11008, &0x91000u64.to_le_bytes()).unwrap();
-        // 1 page at PRP1, 511 from the first list page, 2 from the chained one.
-        let len = 4096 * 514;
-        let segs = prp_segments(&m, 0x3000, 0x10000, len).unwrap();
-        assert_eq!(segs.len(), 514);
-        assert_eq!(segs[1], (0x20000, 4096));
-        assert_eq!(segs[511], (0x20000 + 510 * PAGE, 4096));
-        assert_eq!(segs[512], (0x90000, 4096));
-        assert_eq!(segs[513], (0x91000, 4096));
-        assert_eq!(segs.iter().map(|s| s.1).sum::<usize>(), len);
+        let cq = CompletionQueue::new(sqe.prp1, entries, vector, interrupts);
+        q.cqs.insert(qid, Arc::new(Mutex::new(cq)));
+        info!(qid, entries, vector, "I/O completion queue created");
+        Ok(0)
     }
 
-    #[test]
-    fn prp_list_exactly_full_page_does_not_chain() {
-        let m = mem();
-        for i in 0..512u64 {
-            m.write(0x10000 + i * 8, &(0x20000 + i * PAGE).to_le_bytes())
-                .unwrap();
+    fn create_sq(&mut self, sqe: &SubmissionEntry) -> Result<u32, u16> {
+        let (qid, entries) = self.queue_args(sqe)?;
+        let cqid = (sqe.cdw11 >> 16) as u16;
+        if !check_placement(&self.board.mem, sqe.prp1, entries, abi::SQE_SIZE) {
+            return Err(abi::STATUS_INVALID_FIELD);
         }
-        let segs = prp_segments(&m, 0x3000, 0x10000, 4096 * 513).unwrap();
-        assert_eq!(segs.len(), 513);
-        assert_eq!(segs[512], (0x20000 + 511 * PAGE, 4096));
+        let io = self.io.clone();
+        let board = self.board.clone();
+        let q = self.queues()?;
+        let cq = q.cqs.get(&cqid).ok_or(abi::STATUS_INVALID_CQ)?.clone();
+        if q.workers.contains_key(&qid) {
+            return Err(abi::STATUS_INVALID_QID);
+        }
+        board.bar.write32(abi::sq_tail_doorbell(qid), 0);
+        let sq = SubmissionQueue::new(cqid, sqe.prp1, entries);
+        let worker = IoWorker::spawn(io, qid, sq, cq).map_err(|e| {
+            error!("cannot start the worker of SQ {qid}: {e}");
+            abi::STATUS_INTERNAL_ERROR
+        })?;
+        q.workers.insert(qid, worker);
+        info!(qid, entries, cqid, "I/O submission queue created");
+        Ok(0)
     }
 
-    #[test]
-    fn prp_list_outside_memory() {
-        let m = mem();
-        assert_eq!(
-            prp_segments(&m, 0x3000, 1 << 40, 3 * 4096),
-            Err(abi::STATUS_DATA_TRANSFER_ERROR)
-        );
+    fn delete_sq(&mut self, sqe: &SubmissionEntry) -> Result<u32, u16> {
+        let qid = (sqe.cdw10 & 0xffff) as u16;
+        let q = self.queues()?;
+        // Dropping the worker stops it after the command in progress.
+        if qid == 0 || q.workers.remove(&qid).is_none() {
+            return Err(abi::STATUS_INVALID_QID);
+        }
+        info!(qid, "I/O submission queue deleted");
+        Ok(0)
+    }
+
+    fn delete_cq(&mut self, sqe: &SubmissionEntry) -> Result<u32, u16> {
+        let qid = (sqe.cdw10 & 0xffff) as u16;
+        let q = self.queues()?;
+        if qid == 0 || !q.cqs.contains_key(&qid) {
+            return Err(abi::STATUS_INVALID_QID);
+        }
+        if q.workers.values().any(|w| w.cqid == qid) {
+            return Err(abi::STATUS_INVALID_QUEUE_DELETION);
+        }
+        q.cqs.remove(&qid);
+        info!(qid, "I/O completion queue deleted");
+        Ok(0)
     }
 }

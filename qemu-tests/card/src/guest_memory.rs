@@ -178,6 +178,31 @@ unsafe impl Pod for dia_abi::card::SubmissionEntry {}
 unsafe impl Pod for dia_abi::card::CompletionEntry {}
 // SAFETY: as above.
 unsafe impl Pod for dia_abi::card::IdentifyController {}
+// SAFETY: as above.
+unsafe impl Pod for dia_abi::card::IdentifyNamespace {}
+// SAFETY: as above.
+unsafe impl Pod for dia_abi::card::NamespaceCreate {}
+// SAFETY: as above.
+unsafe impl Pod for dia_abi::card::PoolStatus {}
+// SAFETY: as above.
+unsafe impl Pod for dia_abi::card::DsmRange {}
+
+/// The bytes of a plain-data value.
+pub(crate) fn pod_bytes<T: Pod>(v: &T) -> &[u8] {
+    // SAFETY: `T: Pod` has no padding, so every byte is initialised; the
+    // slice borrows `v` for its lifetime.
+    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
+}
+
+/// A plain-data value from the start of `b` (zero-extended if `b` is short).
+pub(crate) fn pod_from_bytes<T: Pod>(b: &[u8]) -> T {
+    let mut v = T::default();
+    let n = b.len().min(std::mem::size_of::<T>());
+    // SAFETY: copies at most size_of::<T>() bytes into `v`; any bit pattern
+    // is a valid `T: Pod`.
+    unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), (&mut v as *mut T).cast::<u8>(), n) };
+    v
+}
 
 /// Guest RAM: guest-physical address == offset into the shared RAM file.
 #[derive(Debug)]
@@ -204,6 +229,12 @@ impl GuestMemory {
     /// Copies `data` to guest-physical `addr`.
     pub fn write(&self, addr: u64, data: &[u8]) -> Result<(), MemoryError> {
         self.mem.write(addr, data)
+    }
+
+    /// A raw pointer to `len` bytes at guest-physical `addr`, for DMA by the
+    /// kernel (preadv/pwritev). Bounds-checked; never turned into a reference.
+    pub(crate) fn dma_ptr(&self, addr: u64, len: usize) -> Result<*mut u8, MemoryError> {
+        self.mem.ptr_at(addr, len)
     }
 
     /// Reads a `T` from guest-physical `addr`.

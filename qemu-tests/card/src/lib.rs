@@ -1,20 +1,32 @@
 //! The dia card's firmware as a library: shared-memory registers (`bar`),
-//! guest memory for DMA (`guest_memory`), queues (`queue`), the controller
-//! that executes commands (`controller`), fault injection (`fault`) and the
-//! ivshmem server QEMU connects to (`ivshmem`). The `dia-card` binary wires
+//! guest memory for DMA (`guest_memory`), the hardware they make up
+//! (`board`), queues (`queue`, `prp`), the controller that executes admin
+//! commands (`controller`), the I/O queue workers (`io_queue`) and the I/O
+//! commands they execute (`nvm`) on the flash pool (`pool`), a firmware
+//! that can be killed and restarted (`firmware`), fault injection (`fault`)
+//! and the ivshmem server QEMU connects to (`ivshmem`). The `dia-card` binary wires
 //! them together; tests drive the controller directly as a userspace driver.
 
 mod bar;
+mod board;
 mod controller;
 mod doorbell;
 mod fault;
+mod firmware;
 mod guest_memory;
+mod io_queue;
 mod ivshmem;
+mod nvm;
+mod pool;
+mod prp;
 mod queue;
 
 pub use bar::Bar;
+pub use board::Board;
 pub use controller::{CardConfig, Controller};
 pub use doorbell::{EventFd, Interrupts};
 pub use fault::{Fault, FaultError};
+pub use firmware::{serve_control, Firmware};
 pub use guest_memory::{GuestMemory, MemoryError, SharedMemory};
 pub use ivshmem::Server;
+pub use pool::{Pool, PoolSpec, CHUNK_BYTES, MAX_NAMESPACES};

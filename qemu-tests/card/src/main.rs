@@ -1,17 +1,43 @@
 //! `dia-card`: the emulated dia card. It is the ivshmem server QEMU's
 //! `ivshmem-doorbell` device connects to, lays out the card's registers in
-//! BAR2 (shared memory), maps the guest's RAM for DMA, and runs the
-//! controller until killed.
+//! BAR2 (shared memory), maps the guest's RAM for DMA, opens its flash pool
+//! and runs the firmware until killed. With `--control` the firmware can be
+//! crashed and restarted on request (for tests) while QEMU stays connected.
 
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use dia_card::{
-    Bar, CardConfig, Controller, EventFd, Fault, GuestMemory, Interrupts, Server, SharedMemory,
+    serve_control, Bar, Board, CardConfig, EventFd, Fault, Firmware, GuestMemory, Interrupts,
+    PoolSpec, Server, SharedMemory,
 };
 use tracing::info;
+
+/// Parses a size: bytes, or a number with a K/M/G/T suffix (powers of 1024).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, shift) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => return Err(format!("'{s}': unknown unit '{c}' (allowed: K, M, G, T)")),
+            };
+            (&t[..i], shift)
+        }
+        _ => (t, 0),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size (examples: 1073741824, 96M, 2G)"))?;
+    n.checked_shl(shift)
+        .filter(|v| v >> shift == n)
+        .ok_or_else(|| format!("'{s}' is too large"))
+}
 
 #[derive(Parser)]
 #[command(
@@ -41,6 +67,17 @@ struct Args {
     /// Largest queue the card accepts, in entries.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u16).range(2..))]
     max_queue_entries: u16,
+    /// Flash pool device (file or block device); repeat for a pool of
+    /// several devices. Without one the card has no storage.
+    #[arg(long = "pool")]
+    pools: Vec<PathBuf>,
+    /// Size of pool files that do not exist yet or are empty (sparse), e.g. `2G`.
+    #[arg(long, value_parser = parse_size)]
+    pool_size: Option<u64>,
+    /// Unix socket taking `kill`, `start` and `status` (crash and restart
+    /// the firmware; for tests).
+    #[arg(long)]
+    control: Option<PathBuf>,
     /// Inject a fault for tests: `exit-on-admin=OPCODE:N` (die on the N-th
     /// admin command with OPCODE, before completing it) or `never-ready`
     /// (firmware never reports running).
@@ -98,16 +135,45 @@ fn main() -> Result<()> {
         max_queue_entries: args.max_queue_entries,
         fault: args.fault,
     };
-    let mut ctrl = Controller::new(
-        Bar::new(bar_mem)?,
-        GuestMemory::new(ram),
-        Interrupts::new(guest),
-        cfg,
-    );
+    let board = Arc::new(Board {
+        bar: Bar::new(bar_mem)?,
+        mem: GuestMemory::new(ram),
+        irq: Interrupts::new(guest),
+        doorbells,
+    });
+    let pool = (!args.pools.is_empty()).then(|| PoolSpec {
+        paths: args.pools.clone(),
+        create_bytes: args.pool_size,
+    });
+    let mut firmware = Firmware::new(board, cfg, pool);
+    firmware.start().context("starting the firmware")?;
+    let firmware = Arc::new(Mutex::new(firmware));
+    if let Some(path) = &args.control {
+        serve_control(firmware.clone(), path)
+            .with_context(|| format!("listening on {}", path.display()))?;
+    }
     std::thread::Builder::new()
         .name("ivshmem".into())
         .spawn(move || server.serve())?;
     info!(socket = %args.socket.display(), vectors, "listening");
-    ctrl.run(&doorbells, &AtomicBool::new(false));
-    Ok(())
+    loop {
+        std::thread::park();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("96M"), Ok(96 << 20));
+        assert_eq!(parse_size("2g"), Ok(2 << 30));
+        assert!(parse_size("2X")
+            .unwrap_err()
+            .contains("allowed: K, M, G, T"));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
 }

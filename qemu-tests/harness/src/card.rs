@@ -12,6 +12,9 @@ use anyhow::{bail, Context, Result};
 pub const TEST_SERIAL: &str = "DIA-TEST-0001";
 /// Doorbell/interrupt vectors: admin + up to 8 I/O queues.
 pub const VECTORS: u32 = 9;
+/// Size of each run's flash pool (a sparse file in the run directory),
+/// unless the scenario's `card-args` give `--pool-size`.
+pub const POOL_SIZE: &str = "2G";
 
 /// A running card.
 pub struct Card {
@@ -39,6 +42,13 @@ impl Card {
         let socket = dir.join("card.sock");
         let log = dir.join("card.log");
         let control = dir.join("card-control.sock");
+        let pool = dir.join("pool.img");
+        // Every run starts from a blank pool.
+        let _ = std::fs::remove_file(&pool);
+        let mut pool_args: Vec<String> = vec!["--pool".into(), pool.display().to_string()];
+        if !extra.iter().any(|a| a == "--pool-size") {
+            pool_args.extend(["--pool-size".into(), POOL_SIZE.into()]);
+        }
         let guest_ram = PathBuf::from(format!("/dev/shm/dia-{}-{name}-ram", std::process::id()));
         let _ = std::fs::remove_file(&socket);
         let _ = std::fs::remove_file(&guest_ram);
@@ -53,6 +63,9 @@ impl Card {
             .arg(VECTORS.to_string())
             .arg("--serial")
             .arg(TEST_SERIAL)
+            .args(&pool_args)
+            .arg("--control")
+            .arg(&control)
             .args(extra)
             .env(
                 "RUST_LOG",
