@@ -1,20 +1,24 @@
 //! diad's HTTP/JSON API (see docs/api.md), served on a unix socket:
-//! `GET /v1/health`, `GET /v1/card`.
+//! health, the card, the pool, volumes and containers. Handlers run the
+//! (blocking) volume logic on tokio's blocking pool, one change at a time.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use anyhow::{Context, Result};
-use axum::extract::State;
-use axum::routing::get;
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
 use axum::{Json, Router};
-use dia::Identity;
+use dia::api::{Attachment, Container, CreateContainer, CreateVolume, Volume, VolumeList};
+use dia::{Identity, Pool};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use tracing::{info, warn};
 
 use crate::card::CardDevice;
 use crate::error::ApiError;
-use crate::state::DesiredState;
+use crate::volumes::Manager;
 
 /// Default API socket.
 pub const DEFAULT_SOCKET: &str = "/run/dia/diad.sock";
@@ -22,21 +26,30 @@ pub const DEFAULT_SOCKET: &str = "/run/dia/diad.sock";
 /// Shared daemon state.
 pub struct AppState {
     card: Arc<dyn CardDevice>,
-    #[allow(dead_code)] // Read by the volume/network handlers as they land.
-    desired: Mutex<DesiredState>,
-    #[allow(dead_code)]
-    state_path: PathBuf,
+    manager: Mutex<Manager>,
 }
 
 impl AppState {
-    /// Wraps the card and the loaded desired state.
-    pub fn new(card: Arc<dyn CardDevice>, desired: DesiredState, state_path: PathBuf) -> Arc<Self> {
+    /// Wraps the volume manager (and its card).
+    pub fn new(manager: Manager) -> Arc<Self> {
         Arc::new(Self {
-            card,
-            desired: Mutex::new(desired),
-            state_path,
+            card: manager.card().clone(),
+            manager: Mutex::new(manager),
         })
     }
+}
+
+/// Runs `f` with the manager on the blocking pool.
+async fn with_manager<T: Send + 'static>(
+    app: Arc<AppState>,
+    f: impl FnOnce(&mut Manager) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(move || {
+        let mut m = app.manager.lock().unwrap_or_else(PoisonError::into_inner);
+        f(&mut m)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("request task failed: {e}")))?
 }
 
 /// The API routes.
@@ -44,7 +57,111 @@ pub fn router(app: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/health", get(health))
         .route("/v1/card", get(card_info))
+        .route("/v1/pool", get(pool_info))
+        .route("/v1/volumes", get(list_volumes).post(create_volume))
+        .route("/v1/volumes/{name}", get(show_volume).delete(delete_volume))
+        .route("/v1/volumes/{name}/attach", post(attach_volume))
+        .route("/v1/volumes/{name}/detach", post(detach_volume))
+        .route(
+            "/v1/containers",
+            get(list_containers).post(create_container),
+        )
+        .route(
+            "/v1/containers/{name}",
+            axum::routing::delete(delete_container),
+        )
         .with_state(app)
+}
+
+/// Turns axum's JSON rejections into our `{"error"}` bodies.
+fn body<T>(r: Result<Json<T>, axum::extract::rejection::JsonRejection>) -> Result<T, ApiError> {
+    r.map(|Json(v)| v)
+        .map_err(|e| ApiError::bad_request(format!("bad request body: {}", e.body_text())))
+}
+
+async fn pool_info(State(app): State<Arc<AppState>>) -> Result<Json<Pool>, ApiError> {
+    let card = app.card.clone();
+    let pool = tokio::task::spawn_blocking(move || card.pool())
+        .await
+        .map_err(|e| ApiError::internal(format!("card task failed: {e}")))?
+        .map_err(|e| ApiError::card("reading the pool", e))?;
+    Ok(Json(pool))
+}
+
+async fn list_volumes(State(app): State<Arc<AppState>>) -> Result<Json<VolumeList>, ApiError> {
+    with_manager(app, |m| Ok(m.list())).await.map(Json)
+}
+
+async fn create_volume(
+    State(app): State<Arc<AppState>>,
+    req: Result<Json<CreateVolume>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<Volume>), ApiError> {
+    let req = body(req)?;
+    let v = with_manager(app, move |m| m.create(&req)).await?;
+    Ok((StatusCode::CREATED, Json(v)))
+}
+
+async fn show_volume(
+    State(app): State<Arc<AppState>>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Json<Volume>, ApiError> {
+    with_manager(app, move |m| m.show(&name)).await.map(Json)
+}
+
+#[derive(Deserialize)]
+struct DeleteQuery {
+    #[serde(default)]
+    force: bool,
+}
+
+async fn delete_volume(
+    State(app): State<Arc<AppState>>,
+    UrlPath(name): UrlPath<String>,
+    Query(q): Query<DeleteQuery>,
+) -> Result<Json<Value>, ApiError> {
+    with_manager(app, move |m| m.delete(&name, q.force)).await?;
+    Ok(Json(json!({ "deleted": true })))
+}
+
+async fn attach_volume(
+    State(app): State<Arc<AppState>>,
+    UrlPath(name): UrlPath<String>,
+    req: Result<Json<Attachment>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Volume>, ApiError> {
+    let req = body(req)?;
+    with_manager(app, move |m| m.attach(&name, &req))
+        .await
+        .map(Json)
+}
+
+async fn detach_volume(
+    State(app): State<Arc<AppState>>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Json<Volume>, ApiError> {
+    with_manager(app, move |m| m.detach(&name)).await.map(Json)
+}
+
+async fn list_containers(
+    State(app): State<Arc<AppState>>,
+) -> Result<Json<Vec<Container>>, ApiError> {
+    with_manager(app, |m| Ok(m.containers())).await.map(Json)
+}
+
+async fn create_container(
+    State(app): State<Arc<AppState>>,
+    req: Result<Json<CreateContainer>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<Container>), ApiError> {
+    let req = body(req)?;
+    let c = with_manager(app, move |m| m.create_container(&req.name)).await?;
+    Ok((StatusCode::CREATED, Json(c)))
+}
+
+async fn delete_container(
+    State(app): State<Arc<AppState>>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    with_manager(app, move |m| m.delete_container(&name)).await?;
+    Ok(Json(json!({ "deleted": true })))
 }
 
 async fn health() -> Json<Value> {
@@ -97,6 +214,8 @@ async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
@@ -105,7 +224,35 @@ mod tests {
         fail: bool,
     }
 
+    fn nope() -> dia::Error {
+        dia::Error::Ioctl {
+            request: "test",
+            errno: nix::errno::Errno::ENOTSUP,
+        }
+    }
+
     impl CardDevice for TestCard {
+        fn create_namespace(&self, _: u64, _: u32, _: &str) -> Result<u32, dia::Error> {
+            Err(nope())
+        }
+        fn delete_namespace(&self, _: u32) -> Result<(), dia::Error> {
+            Err(nope())
+        }
+        fn attach_namespace(&self, _: u32) -> Result<(), dia::Error> {
+            Err(nope())
+        }
+        fn detach_namespace(&self, _: u32) -> Result<(), dia::Error> {
+            Err(nope())
+        }
+        fn namespace(&self, _: u32) -> Result<dia::Namespace, dia::Error> {
+            Err(nope())
+        }
+        fn namespaces(&self) -> Result<Vec<dia::Namespace>, dia::Error> {
+            Ok(Vec::new())
+        }
+        fn pool(&self) -> Result<Pool, dia::Error> {
+            Err(nope())
+        }
         fn identify(&self) -> Result<Identity, dia::Error> {
             if self.fail {
                 return Err(dia::Error::Timeout {
@@ -151,11 +298,13 @@ mod tests {
     async fn start(fail: bool) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("diad.sock");
-        let app = AppState::new(
+        let host = Arc::new(crate::containers::SystemHost::new().unwrap());
+        let app = AppState::new(Manager::new(
             Arc::new(TestCard { fail }),
-            DesiredState::default(),
+            host,
+            crate::state::DesiredState::default(),
             dir.path().join("s.toml"),
-        );
+        ));
         let s = socket.clone();
         tokio::spawn(async move { serve(&s, app).await });
         for _ in 0..200 {
@@ -179,6 +328,42 @@ mod tests {
         assert!(body.contains("\"ok\""));
         let (status, _) = get(&socket, "/v1/nope").await;
         assert_eq!(status, 404);
+    }
+
+    async fn send(socket: &Path, method: &str, path: &str, body: &str) -> (u16, String) {
+        let mut s = tokio::net::UnixStream::connect(socket).await.unwrap();
+        s.write_all(
+            format!(
+                "{method} {path} HTTP/1.1\r\nHost: diad\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        let status = out[9..12].parse().unwrap();
+        let body = out
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    #[tokio::test]
+    async fn bad_bodies_and_unknown_names_get_clear_errors() {
+        let (_dir, socket) = start(false).await;
+        let (status, body) = send(&socket, "POST", "/v1/volumes", r#"{"name":"a","size":1}"#).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body.contains("bad request body"), "{body}");
+        let (status, body) = send(&socket, "GET", "/v1/volumes/ghost", "").await;
+        assert_eq!(status, 404, "{body}");
+        assert!(body.contains("no volume 'ghost'"), "{body}");
+        let (status, body) = send(&socket, "GET", "/v1/volumes", "").await;
+        assert_eq!(status, 200, "{body}");
+        let list: VolumeList = serde_json::from_str(&body).unwrap();
+        assert!(list.volumes.is_empty());
     }
 
     #[tokio::test]

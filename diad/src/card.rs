@@ -1,16 +1,62 @@
-//! Access to the card, behind a small trait so the API can be tested on the
-//! host; the real implementation is libdia's `Card` on `/dev/dia`.
+//! Access to the card, behind a small trait so the volume logic can be
+//! tested on the host; the real implementation is libdia's `Card` on
+//! `/dev/dia`.
 
-use dia::Identity;
+use dia::{Identity, Namespace, Pool};
 
 /// What the daemon needs from a card.
 pub trait CardDevice: Send + Sync + 'static {
     /// The card's identity, asked afresh.
     fn identify(&self) -> Result<Identity, dia::Error>;
+    /// Creates a thin namespace; returns its id.
+    fn create_namespace(
+        &self,
+        size_bytes: u64,
+        lba_shift: u32,
+        label: &str,
+    ) -> Result<u32, dia::Error>;
+    /// Deletes a detached namespace.
+    fn delete_namespace(&self, nsid: u32) -> Result<(), dia::Error>;
+    /// Attaches a namespace (its block device appears).
+    fn attach_namespace(&self, nsid: u32) -> Result<(), dia::Error>;
+    /// Detaches a namespace (its block device goes).
+    fn detach_namespace(&self, nsid: u32) -> Result<(), dia::Error>;
+    /// One namespace.
+    fn namespace(&self, nsid: u32) -> Result<Namespace, dia::Error>;
+    /// Every namespace.
+    fn namespaces(&self) -> Result<Vec<Namespace>, dia::Error>;
+    /// The flash pool.
+    fn pool(&self) -> Result<Pool, dia::Error>;
 }
 
 impl CardDevice for dia::Card {
     fn identify(&self) -> Result<Identity, dia::Error> {
         dia::Card::identify(self)
+    }
+    fn create_namespace(
+        &self,
+        size_bytes: u64,
+        lba_shift: u32,
+        label: &str,
+    ) -> Result<u32, dia::Error> {
+        dia::Card::create_namespace(self, size_bytes, lba_shift, label)
+    }
+    fn delete_namespace(&self, nsid: u32) -> Result<(), dia::Error> {
+        dia::Card::delete_namespace(self, nsid)
+    }
+    fn attach_namespace(&self, nsid: u32) -> Result<(), dia::Error> {
+        dia::Card::attach_namespace(self, nsid)
+    }
+    fn detach_namespace(&self, nsid: u32) -> Result<(), dia::Error> {
+        dia::Card::detach_namespace(self, nsid)
+    }
+    fn namespace(&self, nsid: u32) -> Result<Namespace, dia::Error> {
+        dia::Card::namespace(self, nsid)
+    }
+    fn namespaces(&self) -> Result<Vec<Namespace>, dia::Error> {
+        dia::Card::namespaces(self)
+    }
+    fn pool(&self) -> Result<Pool, dia::Error> {
+        dia::Card::pool(self)
     }
 }

@@ -4,15 +4,20 @@
 
 mod api;
 mod card;
+mod containers;
 mod error;
 mod state;
+mod volumes;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use tracing::{info, warn};
+
+use crate::containers::{NsOp, SystemHost};
+use crate::volumes::Manager;
 
 #[derive(Parser)]
 #[command(
@@ -33,11 +38,39 @@ struct Args {
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `diad=debug`.
     #[arg(long, default_value = "info")]
     log: String,
+    #[command(subcommand)]
+    helper: Option<Helper>,
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+/// Helpers diad runs as separate, single-threaded processes of itself.
+#[derive(Subcommand)]
+enum Helper {
+    /// Become the init of container NAME (new mount/UTS/IPC/net namespaces).
+    #[command(hide = true)]
+    ContainerInit { name: String },
+    /// Run one operation in the mount namespace of PID.
+    #[command(hide = true)]
+    NsExec {
+        #[arg(long)]
+        pid: u32,
+        #[arg(trailing_var_arg = true, required = true)]
+        op: Vec<String>,
+    },
+}
+
+fn main() -> Result<()> {
     let args = Args::parse();
+    match &args.helper {
+        // Before any thread exists: unshare/setns need a single thread.
+        Some(Helper::ContainerInit { name }) => containers::container_init(name),
+        Some(Helper::NsExec { pid, op }) => containers::ns_exec(*pid, &NsOp::parse(op)?),
+        None => tokio::runtime::Runtime::new()
+            .context("starting the async runtime")?
+            .block_on(daemon(args)),
+    }
+}
+
+async fn daemon(args: Args) -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log).context("--log")?)
         .with_writer(std::io::stderr)
@@ -58,6 +91,22 @@ async fn main() -> Result<()> {
             args.device.display()
         ),
     }
-    let app = api::AppState::new(Arc::new(device), desired, args.state.clone());
+    let mut manager = Manager::new(
+        Arc::new(device),
+        Arc::new(SystemHost::new()?),
+        desired,
+        args.state.clone(),
+    );
+    let report = tokio::task::spawn_blocking(move || {
+        let report = manager.reconcile();
+        (manager, report)
+    })
+    .await?;
+    let (manager, report) = report;
+    info!(
+        differences = report.len(),
+        "reconciled the state with the card"
+    );
+    let app = api::AppState::new(manager);
     api::serve(&args.socket, app).await
 }

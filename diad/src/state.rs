@@ -1,10 +1,13 @@
 //! The desired state diad keeps on disk (TOML). It is versioned and strict:
 //! unknown fields are refused, so a typo never silently drops configuration.
-//! Volumes, networks and tiers join it as those features land.
+//! It holds volumes (and the namespace each one is on the card) with their
+//! attachments, and the containers diad started; networks and tiers join it
+//! as those features land.
 
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+use dia::api::Attachment;
 use serde::{Deserialize, Serialize};
 
 /// Default location of the state file.
@@ -18,14 +21,49 @@ pub const STATE_VERSION: u32 = 1;
 pub struct DesiredState {
     /// Format version of the file.
     pub version: u32,
+    /// Volumes, by name.
+    #[serde(default)]
+    pub volumes: Vec<VolumeState>,
+    /// Containers diad started.
+    #[serde(default)]
+    pub containers: Vec<ContainerState>,
 }
 
 impl Default for DesiredState {
     fn default() -> Self {
         Self {
             version: STATE_VERSION,
+            volumes: Vec::new(),
+            containers: Vec::new(),
         }
     }
+}
+
+/// A volume the operator created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeState {
+    /// Name (also the namespace's label on the card).
+    pub name: String,
+    /// The card namespace.
+    pub nsid: u32,
+    /// Size in bytes.
+    pub size_bytes: u64,
+    /// Logical block size.
+    pub block_size: u32,
+    /// Where it is attached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachment: Option<Attachment>,
+}
+
+/// A container diad started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerState {
+    /// Name.
+    pub name: String,
+    /// Its init process.
+    pub pid: u32,
 }
 
 /// Reads the state file, or creates it (and its directory) with defaults.
@@ -76,6 +114,30 @@ mod tests {
         assert_eq!(load_or_create(&p).unwrap(), DesiredState::default());
         assert!(p.exists());
         assert_eq!(load_or_create(&p).unwrap(), DesiredState::default());
+    }
+
+    #[test]
+    fn volumes_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("state.toml");
+        let mut st = DesiredState::default();
+        st.volumes.push(VolumeState {
+            name: "web".into(),
+            nsid: 2,
+            size_bytes: 1 << 30,
+            block_size: 4096,
+            attachment: Some(Attachment {
+                container: "c1".into(),
+                fs: Some("ext4".into()),
+                mount: Some("/data".into()),
+            }),
+        });
+        st.containers.push(ContainerState {
+            name: "c1".into(),
+            pid: 42,
+        });
+        save(&p, &st).unwrap();
+        assert_eq!(load_or_create(&p).unwrap(), st);
     }
 
     #[test]

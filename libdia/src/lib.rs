@@ -4,24 +4,34 @@
 //! calls (with nix's ioctl macros) and errors that say what went wrong in a
 //! user's terms.
 
+pub mod api;
 mod error;
 mod identity;
+mod namespace;
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use dia_abi::ioctl::{DiaIdentity, DIA_IOC_IDENTIFY};
+use dia_abi::ioctl::*;
 
 pub use error::Error;
 pub use identity::Identity;
+pub use namespace::{Namespace, Pool};
 
 /// Where the first card's control node lives.
 pub const DEFAULT_DEVICE: &str = "/dev/dia";
 
 mod sys {
-    use dia_abi::ioctl::{DiaIdentity, DIA_IOC_IDENTIFY};
+    use dia_abi::ioctl::*;
     nix::ioctl_read_bad!(identify, DIA_IOC_IDENTIFY, DiaIdentity);
+    nix::ioctl_readwrite_bad!(ns_create, DIA_IOC_NS_CREATE, DiaNsCreate);
+    nix::ioctl_write_ptr_bad!(ns_delete, DIA_IOC_NS_DELETE, DiaNsId);
+    nix::ioctl_write_ptr_bad!(ns_attach, DIA_IOC_NS_ATTACH, DiaNsId);
+    nix::ioctl_write_ptr_bad!(ns_detach, DIA_IOC_NS_DETACH, DiaNsId);
+    nix::ioctl_readwrite_bad!(ns_info, DIA_IOC_NS_INFO, DiaNsInfo);
+    nix::ioctl_read_bad!(ns_list, DIA_IOC_NS_LIST, DiaNsList);
+    nix::ioctl_read_bad!(pool_info, DIA_IOC_POOL_INFO, DiaPoolInfo);
 }
 
 /// An open card control node.
@@ -56,5 +66,101 @@ impl Card {
         unsafe { sys::identify(self.file.as_raw_fd(), &mut raw) }
             .map_err(|e| Error::ioctl("DIA_IOC_IDENTIFY", DIA_IOC_IDENTIFY, e))?;
         Ok(Identity::from(&raw))
+    }
+
+    /// Creates a thin namespace of `size_bytes` (a multiple of the block
+    /// size `1 << lba_shift`, shift 9..=12) labelled `label` (at most 63
+    /// bytes); returns its id. It starts detached.
+    pub fn create_namespace(
+        &self,
+        size_bytes: u64,
+        lba_shift: u32,
+        label: &str,
+    ) -> Result<u32, Error> {
+        let mut raw = DiaNsCreate {
+            size_bytes,
+            lba_shift,
+            ..DiaNsCreate::default()
+        };
+        let l = label.as_bytes();
+        if l.len() >= DIA_LABEL_LEN {
+            return Err(Error::Ioctl {
+                request: "DIA_IOC_NS_CREATE",
+                errno: nix::errno::Errno::ENAMETOOLONG,
+            });
+        }
+        raw.label[..l.len()].copy_from_slice(l);
+        // SAFETY: `raw` is a valid DiaNsCreate, the type the request encodes.
+        unsafe { sys::ns_create(self.file.as_raw_fd(), &mut raw) }
+            .map_err(|e| Error::ioctl("DIA_IOC_NS_CREATE", DIA_IOC_NS_CREATE, e))?;
+        Ok(raw.nsid)
+    }
+
+    fn ns_call(
+        &self,
+        name: &'static str,
+        number: u32,
+        nsid: u32,
+        f: unsafe fn(i32, *const DiaNsId) -> nix::Result<i32>,
+    ) -> Result<(), Error> {
+        let raw = DiaNsId { nsid, flags: 0 };
+        // SAFETY: `f` is one of the DiaNsId requests; `raw` lives across the call.
+        unsafe { f(self.file.as_raw_fd(), &raw) }.map_err(|e| Error::ioctl(name, number, e))?;
+        Ok(())
+    }
+
+    /// Deletes a detached namespace (`EBUSY` while attached).
+    pub fn delete_namespace(&self, nsid: u32) -> Result<(), Error> {
+        self.ns_call("DIA_IOC_NS_DELETE", DIA_IOC_NS_DELETE, nsid, sys::ns_delete)
+    }
+
+    /// Attaches a namespace: its block device appears.
+    pub fn attach_namespace(&self, nsid: u32) -> Result<(), Error> {
+        self.ns_call("DIA_IOC_NS_ATTACH", DIA_IOC_NS_ATTACH, nsid, sys::ns_attach)
+    }
+
+    /// Removes a namespace's block device (`EBUSY` while open) and detaches it.
+    pub fn detach_namespace(&self, nsid: u32) -> Result<(), Error> {
+        self.ns_call("DIA_IOC_NS_DETACH", DIA_IOC_NS_DETACH, nsid, sys::ns_detach)
+    }
+
+    /// One namespace.
+    pub fn namespace(&self, nsid: u32) -> Result<Namespace, Error> {
+        let mut raw = DiaNsInfo {
+            nsid,
+            ..DiaNsInfo::default()
+        };
+        // SAFETY: `raw` is a valid DiaNsInfo, the type the request encodes.
+        unsafe { sys::ns_info(self.file.as_raw_fd(), &mut raw) }
+            .map_err(|e| Error::ioctl("DIA_IOC_NS_INFO", DIA_IOC_NS_INFO, e))?;
+        Ok(Namespace::from(&raw))
+    }
+
+    /// Every namespace on the card.
+    pub fn namespaces(&self) -> Result<Vec<Namespace>, Error> {
+        let mut raw = Box::<DiaNsList>::default();
+        // SAFETY: `raw` is a valid DiaNsList, the type the request encodes.
+        unsafe { sys::ns_list(self.file.as_raw_fd(), &mut *raw) }
+            .map_err(|e| Error::ioctl("DIA_IOC_NS_LIST", DIA_IOC_NS_LIST, e))?;
+        let n = (raw.count as usize).min(DIA_NS_LIST_MAX);
+        let mut out = Vec::with_capacity(n);
+        for &id in &raw.nsids[..n] {
+            match self.namespace(id) {
+                Ok(ns) => out.push(ns),
+                // Deleted since the list was taken.
+                Err(e) if e.errno() == Some(nix::errno::Errno::ENOENT) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The flash pool's capacity and use.
+    pub fn pool(&self) -> Result<Pool, Error> {
+        let mut raw = DiaPoolInfo::default();
+        // SAFETY: `raw` is a valid DiaPoolInfo, the type the request encodes.
+        unsafe { sys::pool_info(self.file.as_raw_fd(), &mut raw) }
+            .map_err(|e| Error::ioctl("DIA_IOC_POOL_INFO", DIA_IOC_POOL_INFO, e))?;
+        Ok(Pool::from(&raw))
     }
 }

@@ -57,3 +57,20 @@ host_request() {
     echo "[host] $1 -> $answer"
     case "$answer" in error*) return 1 ;; esac
 }
+
+# container_pid NAME: the init pid of a diad container.
+container_pid() {
+    diaconfig -o json container list | awk -v want="\"$1\"," '
+        $1 == "\"name\":" && $2 == want { found = 1 }
+        found && $1 == "\"pid\":" { gsub(/[^0-9]/, "", $2); print $2; exit }'
+}
+
+# expect_fail CODE PATTERN CMD...: CMD must exit with CODE and print PATTERN
+# (on stdout or stderr).
+expect_fail() {
+    code=$1; pattern=$2; shift 2
+    rc=0; "$@" >/tmp/out 2>&1 || rc=$?
+    [ "$rc" = "$code" ] || { cat /tmp/out; fail "'$*' exited $rc, expected $code"; }
+    grep -q -- "$pattern" /tmp/out || { cat /tmp/out; fail "'$*' did not say '$pattern'"; }
+    log "ok: $* -> exit $rc: $(head -c 200 /tmp/out)"
+}

@@ -34,6 +34,23 @@ impl Client {
         decode(resp)
     }
 
+    /// `POST path` with a JSON body, decoding a JSON answer.
+    pub fn post<B: serde::Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T> {
+        let body = serde_json::to_vec(body)?;
+        let resp = self.request("POST", path, Some(&body))?;
+        decode(resp)
+    }
+
+    /// `DELETE path`.
+    pub fn delete(&self, path: &str) -> Result<()> {
+        let resp = self.request("DELETE", path, None)?;
+        decode::<serde_json::Value>(resp).map(|_| ())
+    }
+
     fn request(&self, method: &str, path: &str, body: Option<&[u8]>) -> Result<Response> {
         let mut s = UnixStream::connect(&self.socket).map_err(|e| {
             anyhow!(

@@ -5,7 +5,10 @@
 
 mod card;
 mod client;
+mod container;
 mod output;
+mod pool;
+mod volume;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,6 +42,15 @@ enum Command {
     /// The card itself: identity and capabilities.
     #[command(subcommand)]
     Card(card::CardCommand),
+    /// Volumes: thin, NVMe namespaces on the card, attached to containers.
+    #[command(subcommand)]
+    Volume(volume::VolumeCommand),
+    /// Containers volumes attach to.
+    #[command(subcommand)]
+    Container(container::ContainerCommand),
+    /// The card's flash pool.
+    #[command(subcommand)]
+    Pool(pool::PoolCommand),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +58,9 @@ fn main() -> ExitCode {
     let client = Client::new(cli.socket);
     let result = match cli.command {
         Command::Card(cmd) => card::run(&client, cli.output, cmd),
+        Command::Volume(cmd) => volume::run(&client, cli.output, cmd),
+        Command::Container(cmd) => container::run(&client, cli.output, cmd),
+        Command::Pool(cmd) => pool::run(&client, cli.output, cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -83,6 +98,46 @@ mod tests {
         let msg = e.to_string();
         assert!(msg.contains("table") && msg.contains("json"), "{msg}");
         assert_eq!(e.exit_code(), 2);
+    }
+
+    #[test]
+    fn volume_create_parses_sizes_and_refuses_bad_ones() {
+        let cli =
+            Cli::try_parse_from(["diaconfig", "volume", "create", "db", "--size", "20G"]).unwrap();
+        match cli.command {
+            Command::Volume(volume::VolumeCommand::Create(a)) => {
+                assert_eq!((a.size, a.block_size), (20 << 30, 4096));
+            }
+            other => panic!("{other:?}"),
+        }
+        let e = Cli::try_parse_from(["diaconfig", "volume", "create", "db", "--size", "20Q"])
+            .unwrap_err();
+        assert!(e.to_string().contains("allowed: K, M, G, T, P"), "{e}");
+        assert_eq!(e.exit_code(), 2);
+        let e = Cli::try_parse_from([
+            "diaconfig",
+            "volume",
+            "create",
+            "db",
+            "--size",
+            "1G",
+            "--block-size",
+            "8192",
+        ])
+        .unwrap_err();
+        assert!(e.to_string().contains("4096"), "{e}");
+        let e = Cli::try_parse_from([
+            "diaconfig",
+            "volume",
+            "attach",
+            "db",
+            "--container",
+            "c",
+            "--fs",
+            "ext4",
+        ])
+        .unwrap_err();
+        assert!(e.to_string().contains("--mount"), "{e}");
     }
 
     #[test]

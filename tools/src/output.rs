@@ -27,3 +27,13 @@ pub fn key_values(rows: &[(&str, String)]) -> String {
 pub fn json<T: Serialize>(value: &T) -> anyhow::Result<String> {
     Ok(serde_json::to_string_pretty(value)?)
 }
+
+/// A table with a header row.
+pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut t = Table::new();
+    t.set_header(header.iter().map(|h| h.to_string()));
+    for r in rows {
+        t.add_row(r);
+    }
+    t.to_string()
+}

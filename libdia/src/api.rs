@@ -1,0 +1,214 @@
+//! The types of diad's HTTP/JSON API (see docs/api.md), shared by diad
+//! (which serves them) and its clients (diaconfig, plugins), so each message
+//! is defined once. Also the size syntax users type (`20G`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::Namespace;
+
+/// `POST /v1/volumes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateVolume {
+    /// Volume name: 1-63 of `a-z 0-9 - _ .`, starting with a letter or digit.
+    pub name: String,
+    /// Size in bytes (a multiple of the block size).
+    pub size_bytes: u64,
+    /// Logical block size: 512, 1024, 2048 or 4096.
+    #[serde(default = "default_block_size")]
+    pub block_size: u32,
+}
+
+fn default_block_size() -> u32 {
+    4096
+}
+
+/// Where a volume is attached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Attachment {
+    /// The container (a name registered with diad, or `pid:N`).
+    pub container: String,
+    /// Filesystem made on the volume and mounted (`ext4`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fs: Option<String>,
+    /// Mount point inside the container (with `fs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount: Option<String>,
+}
+
+/// `POST /v1/volumes/{name}/attach`: an [`Attachment`].
+pub type AttachVolume = Attachment;
+
+/// A volume as diad reports it: desired state joined with the card's view.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Volume {
+    /// Name.
+    pub name: String,
+    /// The card namespace behind it.
+    pub nsid: u32,
+    /// Size in bytes.
+    pub size_bytes: u64,
+    /// Logical block size.
+    pub block_size: u32,
+    /// Bytes allocated in the pool (thin provisioning), when known.
+    pub used_bytes: Option<u64>,
+    /// Block device on the appliance while attached.
+    pub device: Option<String>,
+    /// `ready`, `missing` (in the state file, not on the card) or
+    /// `card-unavailable`.
+    pub status: String,
+    /// The container it is attached to.
+    pub attachment: Option<Attachment>,
+}
+
+/// `GET /v1/volumes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeList {
+    /// Volumes of the desired state.
+    pub volumes: Vec<Volume>,
+    /// Namespaces on the card that no volume owns (reported, never deleted).
+    pub orphans: Vec<Namespace>,
+}
+
+/// `POST /v1/containers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateContainer {
+    /// Name (same rules as volume names).
+    pub name: String,
+}
+
+/// A container: a process in its own mount, network, UTS and IPC
+/// namespaces, with its own /dev.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Container {
+    /// Name.
+    pub name: String,
+    /// Its init process.
+    pub pid: u32,
+    /// `running` or `gone`.
+    pub status: String,
+    /// Volumes attached to it.
+    pub volumes: Vec<String>,
+}
+
+/// Largest volume: 1 PiB (the card's namespace limit).
+pub const MAX_VOLUME_BYTES: u64 = 1 << 50;
+/// Block sizes a volume may have.
+pub const BLOCK_SIZES: [u32; 4] = [512, 1024, 2048, 4096];
+
+/// Checks a volume or container name; the error says what is allowed.
+pub fn check_name(what: &str, name: &str) -> Result<(), String> {
+    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c);
+    let first_ok = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if name.is_empty() || name.len() > 63 || !first_ok || !name.chars().all(ok_char) {
+        return Err(format!(
+            "{what} name '{name}' is not allowed: use 1-63 characters of a-z, 0-9, '-', '_' and '.', starting with a letter or digit"
+        ));
+    }
+    Ok(())
+}
+
+/// Parses a size: bytes, or a number (decimals allowed) with a K, M, G, T
+/// or P suffix (powers of 1024; `KiB`/`KB` spellings too).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let shift = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        "T" | "TB" | "TIB" => 40,
+        "P" | "PB" | "PIB" => 50,
+        other => {
+            return Err(format!(
+                "size '{text}': unknown unit '{other}' (allowed: K, M, G, T, P, e.g. 20G)"
+            ))
+        }
+    };
+    let bad = || format!("size '{text}' is not a size (examples: 4096, 512M, 20G, 1.5T)");
+    if num.is_empty() {
+        return Err(bad());
+    }
+    let bytes = if let Some((whole, frac)) = num.split_once('.') {
+        let whole: u64 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().map_err(|_| bad())?
+        };
+        if frac.is_empty() || frac.len() > 6 || frac.contains('.') {
+            return Err(bad());
+        }
+        let f: u64 = frac.parse().map_err(|_| bad())?;
+        let scale = 10u64.pow(frac.len() as u32);
+        let unit = 1u64 << shift;
+        whole
+            .checked_mul(unit)
+            .and_then(|w| w.checked_add(f.checked_mul(unit)? / scale))
+    } else {
+        num.parse::<u64>()
+            .map_err(|_| bad())?
+            .checked_mul(1u64 << shift)
+    };
+    bytes.ok_or_else(|| format!("size '{text}' is too large"))
+}
+
+/// A byte count for humans: `20 GiB`, `1.5 MiB`, `512 B`.
+pub fn format_size(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = bytes as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < UNITS.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 || (v.fract() == 0.0) {
+        format!("{v:.0} {}", UNITS[i])
+    } else {
+        format!("{v:.1} {}", UNITS[i])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("20G"), Ok(20 << 30));
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("1.5T"), Ok(3 << 39));
+        assert_eq!(parse_size("2k"), Ok(2048));
+        assert!(parse_size("20X")
+            .unwrap_err()
+            .contains("allowed: K, M, G, T, P"));
+        assert!(parse_size("G").is_err());
+        assert!(parse_size("-1G").is_err());
+        assert!(parse_size("99999999P").unwrap_err().contains("too large"));
+    }
+
+    #[test]
+    fn sizes_format_for_humans() {
+        assert_eq!(format_size(20 << 30), "20 GiB");
+        assert_eq!(format_size(1536 << 10), "1.5 MiB");
+        assert_eq!(format_size(100), "100 B");
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(check_name("volume", "web-data_1.x").is_ok());
+        for bad in ["", "Web", "-x", "a b", &"x".repeat(64)] {
+            let e = check_name("volume", bad).unwrap_err();
+            assert!(e.contains("a-z, 0-9"), "{e}");
+        }
+    }
+}

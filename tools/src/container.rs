@@ -1,0 +1,73 @@
+//! `diaconfig container ...`: containers on the appliance (their own mount,
+//! network, UTS and IPC namespaces and /dev) that volumes attach to.
+
+use anyhow::Result;
+use clap::Subcommand;
+use dia::api::{Container, CreateContainer};
+
+use crate::client::Client;
+use crate::output::{self, Format};
+
+/// Container subcommands.
+#[derive(Subcommand, Debug)]
+pub enum ContainerCommand {
+    /// Start a container (its init waits; enter it with nsenter -t PID -m -n).
+    Create {
+        /// Container name.
+        name: String,
+    },
+    /// List containers.
+    List,
+    /// Stop a container (refused while volumes are attached).
+    Delete {
+        /// Container name.
+        name: String,
+    },
+}
+
+/// Runs a container subcommand.
+pub fn run(client: &Client, format: Format, cmd: ContainerCommand) -> Result<()> {
+    match cmd {
+        ContainerCommand::Create { name } => {
+            let c: Container = client.post("/v1/containers", &CreateContainer { name })?;
+            println!("{}", render(&[c], format)?);
+        }
+        ContainerCommand::List => {
+            let cs: Vec<Container> = client.get("/v1/containers")?;
+            println!("{}", render(&cs, format)?);
+        }
+        ContainerCommand::Delete { name } => {
+            client.delete(&format!("/v1/containers/{name}"))?;
+            if format == Format::Json {
+                println!("{}", output::json(&serde_json::json!({ "deleted": name }))?);
+            } else {
+                println!("container {name} deleted");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn render(cs: &[Container], format: Format) -> Result<String> {
+    Ok(match format {
+        Format::Json if cs.len() == 1 => output::json(&cs[0])?,
+        Format::Json => output::json(&cs)?,
+        Format::Table => output::table(
+            &["Name", "PID", "Status", "Volumes"],
+            cs.iter()
+                .map(|c| {
+                    vec![
+                        c.name.clone(),
+                        c.pid.to_string(),
+                        c.status.clone(),
+                        if c.volumes.is_empty() {
+                            "-".into()
+                        } else {
+                            c.volumes.join(", ")
+                        },
+                    ]
+                })
+                .collect(),
+        ),
+    })
+}

@@ -1,0 +1,239 @@
+//! `diaconfig volume ...`: thin volumes on the card, attached to containers.
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use dia::api::{format_size, parse_size, Attachment, CreateVolume, Volume, VolumeList};
+
+use crate::client::Client;
+use crate::output::{self, Format};
+
+/// Volume subcommands.
+#[derive(Subcommand, Debug)]
+pub enum VolumeCommand {
+    /// Create a thin volume (space is allocated as it is written).
+    Create(CreateArgs),
+    /// List volumes, and namespaces on the card no volume owns.
+    List,
+    /// Show one volume: size, use, device, attachment.
+    Show {
+        /// Volume name.
+        name: String,
+    },
+    /// Delete a volume and its data (refused while attached, unless --force).
+    Delete {
+        /// Volume name.
+        name: String,
+        /// Detach it first if attached.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Attach a volume to a container: its device, or a filesystem on it,
+    /// appears in that container only.
+    Attach(AttachArgs),
+    /// Detach a volume from its container.
+    Detach {
+        /// Volume name.
+        name: String,
+    },
+}
+
+/// `volume create`.
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    /// Volume name (a-z, 0-9, '-', '_', '.'; up to 63 characters).
+    pub name: String,
+    /// Size, with K/M/G/T/P suffixes (powers of 1024), e.g. 20G.
+    #[arg(long, value_parser = parse_size)]
+    pub size: u64,
+    /// Logical block size in bytes.
+    #[arg(long, default_value_t = 4096, value_parser = parse_block_size)]
+    pub block_size: u32,
+}
+
+fn parse_block_size(s: &str) -> Result<u32, String> {
+    s.parse::<u32>()
+        .ok()
+        .filter(|b| dia::api::BLOCK_SIZES.contains(b))
+        .ok_or_else(|| format!("block size '{s}' is not allowed (allowed: 512, 1024, 2048, 4096)"))
+}
+
+/// `volume attach`.
+#[derive(Args, Debug)]
+pub struct AttachArgs {
+    /// Volume name.
+    pub name: String,
+    /// Container: a name from `diaconfig container list`, or pid:N.
+    #[arg(long)]
+    pub container: String,
+    /// Make (if blank) and mount this filesystem in the container.
+    #[arg(long, value_parser = ["ext4"], requires = "mount")]
+    pub fs: Option<String>,
+    /// Mount point inside the container (with --fs).
+    #[arg(long, requires = "fs")]
+    pub mount: Option<String>,
+}
+
+/// Runs a volume subcommand.
+pub fn run(client: &Client, format: Format, cmd: VolumeCommand) -> Result<()> {
+    match cmd {
+        VolumeCommand::Create(a) => {
+            let v: Volume = client.post(
+                "/v1/volumes",
+                &CreateVolume {
+                    name: a.name,
+                    size_bytes: a.size,
+                    block_size: a.block_size,
+                },
+            )?;
+            println!("{}", render_one(&v, format)?);
+        }
+        VolumeCommand::List => {
+            let list: VolumeList = client.get("/v1/volumes")?;
+            println!("{}", render_list(&list, format)?);
+        }
+        VolumeCommand::Show { name } => {
+            let v: Volume = client.get(&format!("/v1/volumes/{name}"))?;
+            println!("{}", render_one(&v, format)?);
+        }
+        VolumeCommand::Delete { name, force } => {
+            client.delete(&format!("/v1/volumes/{name}?force={force}"))?;
+            if format == Format::Json {
+                println!("{}", output::json(&serde_json::json!({ "deleted": name }))?);
+            } else {
+                println!("volume {name} deleted");
+            }
+        }
+        VolumeCommand::Attach(a) => {
+            let v: Volume = client.post(
+                &format!("/v1/volumes/{}/attach", a.name),
+                &Attachment {
+                    container: a.container,
+                    fs: a.fs,
+                    mount: a.mount,
+                },
+            )?;
+            println!("{}", render_one(&v, format)?);
+        }
+        VolumeCommand::Detach { name } => {
+            let v: Volume = client.post(
+                &format!("/v1/volumes/{name}/detach"),
+                &serde_json::json!({}),
+            )?;
+            println!("{}", render_one(&v, format)?);
+        }
+    }
+    Ok(())
+}
+
+fn attachment(v: &Volume) -> String {
+    match &v.attachment {
+        None => "-".into(),
+        Some(a) => match &a.mount {
+            Some(m) => format!(
+                "{} ({} at {m})",
+                a.container,
+                a.fs.as_deref().unwrap_or("?")
+            ),
+            None => a.container.clone(),
+        },
+    }
+}
+
+fn used(v: &Volume) -> String {
+    v.used_bytes.map_or("-".into(), format_size)
+}
+
+fn render_one(v: &Volume, format: Format) -> Result<String> {
+    Ok(match format {
+        Format::Json => output::json(v)?,
+        Format::Table => output::key_values(&[
+            ("Name", v.name.clone()),
+            ("Status", v.status.clone()),
+            (
+                "Size",
+                format!("{} ({} bytes)", format_size(v.size_bytes), v.size_bytes),
+            ),
+            ("Used", used(v)),
+            ("Block size", v.block_size.to_string()),
+            ("Namespace", v.nsid.to_string()),
+            ("Device", v.device.clone().unwrap_or_else(|| "-".into())),
+            ("Attached to", attachment(v)),
+        ]),
+    })
+}
+
+fn render_list(list: &VolumeList, format: Format) -> Result<String> {
+    if format == Format::Json {
+        return output::json(list);
+    }
+    let mut out = output::table(
+        &["Name", "Size", "Used", "Status", "Device", "Attached to"],
+        list.volumes
+            .iter()
+            .map(|v| {
+                vec![
+                    v.name.clone(),
+                    format_size(v.size_bytes),
+                    used(v),
+                    v.status.clone(),
+                    v.device.clone().unwrap_or_else(|| "-".into()),
+                    attachment(v),
+                ]
+            })
+            .collect(),
+    );
+    if !list.orphans.is_empty() {
+        out.push_str("\nNamespaces on the card that no volume owns:\n");
+        out.push_str(&output::table(
+            &["Namespace", "Label", "Size", "Attached"],
+            list.orphans
+                .iter()
+                .map(|n| {
+                    vec![
+                        n.nsid.to_string(),
+                        n.label.clone(),
+                        format_size(n.size_bytes),
+                        if n.attached { "yes" } else { "no" }.into(),
+                    ]
+                })
+                .collect(),
+        ));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vol() -> Volume {
+        Volume {
+            name: "db".into(),
+            nsid: 2,
+            size_bytes: 20 << 30,
+            block_size: 4096,
+            used_bytes: Some(3 << 20),
+            device: Some("/dev/dia0n2".into()),
+            status: "ready".into(),
+            attachment: Some(Attachment {
+                container: "web".into(),
+                fs: Some("ext4".into()),
+                mount: Some("/data".into()),
+            }),
+        }
+    }
+
+    #[test]
+    fn tables_show_what_matters() {
+        let t = render_one(&vol(), Format::Table).unwrap();
+        for want in ["20 GiB", "3 MiB", "/dev/dia0n2", "web (ext4 at /data)"] {
+            assert!(t.contains(want), "missing {want} in\n{t}");
+        }
+        let list = VolumeList {
+            volumes: vec![vol()],
+            orphans: vec![],
+        };
+        let t = render_list(&list, Format::Table).unwrap();
+        assert!(t.contains("db") && !t.contains("no volume owns"), "{t}");
+    }
+}
