@@ -72,13 +72,18 @@ pub fn run(paths: &Paths, artefacts: &Artefacts) -> Result<String> {
     let vblk = dir.join("virtio-blk.img");
     preallocate(&nvme)?;
     preallocate(&vblk)?;
+    // The card keeps its pool in the host's page cache and makes writes
+    // durable on Flush/FUA with fdatasync (a volatile write cache). The
+    // peers get the same semantics: cache=writeback (the guest sees a write
+    // cache and its flushes become fdatasync), aio=threads as writeback
+    // requires.
     let mut s = scenario::parse(&paths.qemu_tests("bench/storage.sh"))?;
     s.name = "bench-storage".into();
     s.qemu_args.extend(
         [
             "-drive",
             &format!(
-                "file={},if=none,id=peer-nvme,format=raw,cache=none,aio=native",
+                "file={},if=none,id=peer-nvme,format=raw,cache=writeback,aio=threads",
                 nvme.display()
             ),
             "-device",
@@ -87,7 +92,7 @@ pub fn run(paths: &Paths, artefacts: &Artefacts) -> Result<String> {
             "iothread,id=io1",
             "-drive",
             &format!(
-                "file={},if=none,id=peer-vblk,format=raw,cache=none,aio=native",
+                "file={},if=none,id=peer-vblk,format=raw,cache=writeback,aio=threads",
                 vblk.display()
             ),
             "-device",

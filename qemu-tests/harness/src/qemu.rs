@@ -64,7 +64,41 @@ fn base_command(artefacts: &Artefacts, card: &Card, append: &str, extra: &[Strin
 }
 
 /// Boots a fresh appliance for `scenario` and waits for its verdict.
+///
+/// A guest kernel that crashes while booting, before the scenario started
+/// (before `dia.ko` is even loaded), is booted again, at most twice: QEMU's
+/// multi-threaded TCG occasionally trips the kernel's boot-time code
+/// patching (an `int3` oops in an unrelated function). Any failure after the
+/// scenario started counts.
 pub fn run_scenario(paths: &Paths, artefacts: &Artefacts, scenario: &Scenario) -> Result<Outcome> {
+    const ATTEMPTS: u32 = 3;
+    let start_marker = format!("@@DIA-START {}", scenario.name);
+    let mut crashed_consoles = Vec::new();
+    let mut attempt = 1;
+    let outcome = loop {
+        let outcome = run_once(paths, artefacts, scenario)?;
+        let Outcome::Failed { console, .. } = &outcome else {
+            break outcome;
+        };
+        let text = std::fs::read_to_string(console).unwrap_or_default();
+        let boot_crash = !text.contains(&start_marker)
+            && (text.contains("Oops:") || text.contains("Kernel panic"));
+        if !boot_crash || attempt == ATTEMPTS {
+            break outcome;
+        }
+        eprintln!("    guest kernel crashed while booting, before the scenario started (TCG flake): booting again");
+        crashed_consoles.push(text);
+        attempt += 1;
+    };
+    // Keep the crashed boots' consoles beside the final run's.
+    let dir = paths.out.join("runs").join(&scenario.name);
+    for (i, text) in crashed_consoles.iter().enumerate() {
+        std::fs::write(dir.join(format!("console-boot-crash-{}.log", i + 1)), text)?;
+    }
+    Ok(outcome)
+}
+
+fn run_once(paths: &Paths, artefacts: &Artefacts, scenario: &Scenario) -> Result<Outcome> {
     let dir = paths.out.join("runs").join(&scenario.name);
     if dir.exists() {
         std::fs::remove_dir_all(&dir)?;
