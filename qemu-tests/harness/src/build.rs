@@ -164,6 +164,8 @@ pub fn initramfs(paths: &Paths, ko: &Path, bins: &[PathBuf]) -> Result<PathBuf> 
     inputs.extend(benches.iter().cloned());
 
     let mut h = Sha256::new();
+    // Bump when the image's layout changes without its inputs changing.
+    h.update(b"initramfs layout 2");
     for p in &inputs {
         hash_file(&mut h, p)?;
     }
@@ -206,6 +208,11 @@ pub fn initramfs(paths: &Paths, ko: &Path, bins: &[PathBuf]) -> Result<PathBuf> 
             root.join("scenarios")
                 .join(s.file_name().context("scenario name")?),
         )?;
+    }
+    // Benchmarks run like scenarios, as /scenarios/bench-NAME.sh.
+    for b in &benches {
+        let name = b.file_name().context("bench name")?.to_string_lossy();
+        std::fs::copy(b, root.join("scenarios").join(format!("bench-{name}")))?;
     }
     for tool in HOST_TOOLS {
         copy_with_libs(Path::new(tool), &root)?;
