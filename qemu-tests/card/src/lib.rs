@@ -3,7 +3,8 @@
 //! (`board`), queues (`queue`, `prp`), the controller that executes admin
 //! commands (`controller`), the I/O queue workers (`io_queue`) and the I/O
 //! commands they execute (`nvm`) on the flash pool (`pool`), a firmware
-//! that can be killed and restarted (`firmware`), fault injection (`fault`)
+//! that can be killed and restarted (`firmware`), the storage QoS scheduler
+//! (`qos`, not yet in the I/O path), fault injection (`fault`)
 //! and the ivshmem server QEMU connects to (`ivshmem`). The `dia-card` binary wires
 //! them together; tests drive the controller directly as a userspace driver.
 
@@ -19,6 +20,7 @@ mod ivshmem;
 mod nvm;
 mod pool;
 mod prp;
+pub mod qos;
 mod queue;
 
 pub use bar::Bar;

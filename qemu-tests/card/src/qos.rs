@@ -1,0 +1,577 @@
+//! The card's storage QoS scheduler: which namespace's command runs next.
+//!
+//! Each namespace (a "class") has a floor (reservation: IOPS and bytes/s it
+//! is guaranteed), a ceiling (limit: IOPS and bytes/s it never exceeds, with
+//! a small burst) and a weight (its share of what is left). The scheduler is
+//! mClock (Gulati, Merchant, Varman, OSDI 2010) with token buckets for the
+//! ceilings:
+//!
+//! - every queued command gets a reservation tag `R` and a proportional tag
+//!   `P`: `R = max(R_prev + cost/floor, now)`, `P = max(P_prev + cost/weight,
+//!   now)`, where a command's cost is the larger of its share of the IOPS and
+//!   the bytes/s dimension;
+//! - a class may run only if its ceiling buckets (IOPS and bytes) hold
+//!   enough tokens;
+//! - constraint phase first: among eligible heads whose `R <= now`, the
+//!   smallest `R` runs (floors are met first);
+//! - otherwise weight phase: among eligible heads, the smallest `P` runs, and
+//!   that class's later `R` tags move back by the cost it got for free, so
+//!   weight-phase service does not count towards its floor (mClock's
+//!   adjustment).
+//!
+//! Time is a plain `f64` of seconds supplied by the caller, so the logic is
+//! deterministic and tested with a simulated clock.
+
+use std::collections::{BTreeMap, VecDeque};
+
+/// A class's service level. Zero means "none" for floors and ceilings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QosParams {
+    /// Guaranteed I/Os per second.
+    pub min_iops: f64,
+    /// Guaranteed bytes per second.
+    pub min_bps: f64,
+    /// Most I/Os per second.
+    pub max_iops: f64,
+    /// Most bytes per second.
+    pub max_bps: f64,
+    /// Share of the spare capacity (relative to other classes), > 0.
+    pub weight: f64,
+    /// Burst the ceilings allow, in seconds of the ceiling rate.
+    pub burst_s: f64,
+}
+
+impl Default for QosParams {
+    fn default() -> Self {
+        Self {
+            min_iops: 0.0,
+            min_bps: 0.0,
+            max_iops: 0.0,
+            max_bps: 0.0,
+            weight: 1.0,
+            burst_s: 0.05,
+        }
+    }
+}
+
+/// Why parameters are refused.
+#[derive(Debug, Clone, PartialEq)]
+pub enum QosError {
+    /// A negative, NaN or infinite value.
+    NotFinite(&'static str),
+    /// Weight must be positive.
+    Weight,
+    /// A floor above its ceiling.
+    FloorAboveCeiling(&'static str),
+}
+
+impl QosParams {
+    /// Checks the parameters.
+    pub fn validate(&self) -> Result<(), QosError> {
+        for (name, v) in [
+            ("min_iops", self.min_iops),
+            ("min_bps", self.min_bps),
+            ("max_iops", self.max_iops),
+            ("max_bps", self.max_bps),
+            ("burst_s", self.burst_s),
+        ] {
+            if !v.is_finite() || v < 0.0 {
+                return Err(QosError::NotFinite(name));
+            }
+        }
+        if !self.weight.is_finite() || self.weight <= 0.0 {
+            return Err(QosError::Weight);
+        }
+        if self.max_iops > 0.0 && self.min_iops > self.max_iops {
+            return Err(QosError::FloorAboveCeiling("iops"));
+        }
+        if self.max_bps > 0.0 && self.min_bps > self.max_bps {
+            return Err(QosError::FloorAboveCeiling("bandwidth"));
+        }
+        Ok(())
+    }
+
+    /// Time share of a command of `bytes` against rates (`iops`, `bps`):
+    /// the larger of the two dimensions; `None` when neither rate is set.
+    fn share(iops: f64, bps: f64, bytes: u64) -> Option<f64> {
+        let a = (iops > 0.0).then(|| 1.0 / iops);
+        let b = (bps > 0.0).then(|| bytes as f64 / bps);
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// A token bucket: `rate` tokens per second, at most `depth` stored.
+#[derive(Debug, Clone)]
+struct Bucket {
+    rate: f64,
+    depth: f64,
+    tokens: f64,
+    at: f64,
+}
+
+impl Bucket {
+    fn new(rate: f64, depth: f64, now: f64) -> Self {
+        Self {
+            rate,
+            depth,
+            tokens: depth,
+            at: now,
+        }
+    }
+
+    fn refill(&mut self, now: f64) {
+        if now > self.at {
+            self.tokens = (self.tokens + (now - self.at) * self.rate).min(self.depth);
+            self.at = now;
+        }
+    }
+
+    /// When `need` tokens will be there (now if they are).
+    fn ready_at(&self, need: f64) -> f64 {
+        if self.tokens >= need {
+            self.at
+        } else {
+            self.at + (need - self.tokens) / self.rate
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Queued<T> {
+    item: T,
+    bytes: u64,
+    r: f64,
+    p: f64,
+}
+
+#[derive(Debug)]
+struct Class<T> {
+    params: QosParams,
+    queue: VecDeque<Queued<T>>,
+    last_r: f64,
+    last_p: f64,
+    iops: Option<Bucket>,
+    bps: Option<Bucket>,
+}
+
+impl<T> Class<T> {
+    fn new(params: QosParams, now: f64) -> Self {
+        let mut c = Self {
+            params,
+            queue: VecDeque::new(),
+            last_r: now,
+            last_p: now,
+            iops: None,
+            bps: None,
+        };
+        c.set_buckets(now);
+        c
+    }
+
+    fn set_buckets(&mut self, now: f64) {
+        let p = self.params;
+        // A burst holds at least one command (bytes: one 2 MiB transfer).
+        self.iops = (p.max_iops > 0.0)
+            .then(|| Bucket::new(p.max_iops, (p.max_iops * p.burst_s).max(1.0), now));
+        self.bps = (p.max_bps > 0.0).then(|| {
+            Bucket::new(
+                p.max_bps,
+                (p.max_bps * p.burst_s).max(crate::nvm::MAX_TRANSFER_BYTES as f64),
+                now,
+            )
+        });
+    }
+
+    /// When the head may run under the ceilings (None: empty).
+    fn eligible_at(&mut self, now: f64) -> Option<f64> {
+        let bytes = self.queue.front()?.bytes as f64;
+        let mut t = now;
+        if let Some(b) = &mut self.iops {
+            b.refill(now);
+            t = t.max(b.ready_at(1.0));
+        }
+        if let Some(b) = &mut self.bps {
+            b.refill(now);
+            // A command larger than the bucket waits for a full bucket.
+            t = t.max(b.ready_at(bytes.min(b.depth)));
+        }
+        Some(t)
+    }
+
+    fn charge(&mut self, bytes: u64) {
+        if let Some(b) = &mut self.iops {
+            b.tokens -= 1.0;
+        }
+        if let Some(b) = &mut self.bps {
+            b.tokens -= (bytes as f64).min(b.depth);
+        }
+    }
+}
+
+/// What `next` says.
+#[derive(Debug, PartialEq)]
+pub enum Next<T> {
+    /// Run this command of this class now.
+    Run(u32, T),
+    /// Nothing may run before this time (seconds).
+    WaitUntil(f64),
+    /// Nothing is queued.
+    Idle,
+}
+
+/// The scheduler. `T` is whatever the caller queues (a command).
+#[derive(Debug)]
+pub struct Scheduler<T> {
+    classes: BTreeMap<u32, Class<T>>,
+}
+
+impl<T> Default for Scheduler<T> {
+    fn default() -> Self {
+        Self {
+            classes: BTreeMap::new(),
+        }
+    }
+}
+
+impl<T> Scheduler<T> {
+    /// Sets (or changes, taking effect for the next command) a class's
+    /// service level.
+    pub fn set(&mut self, class: u32, params: QosParams, now: f64) -> Result<(), QosError> {
+        params.validate()?;
+        match self.classes.get_mut(&class) {
+            Some(c) => {
+                c.params = params;
+                c.set_buckets(now);
+            }
+            None => {
+                self.classes.insert(class, Class::new(params, now));
+            }
+        }
+        Ok(())
+    }
+
+    /// A class's service level (default for unknown classes).
+    pub fn params(&self, class: u32) -> QosParams {
+        self.classes
+            .get(&class)
+            .map(|c| c.params)
+            .unwrap_or_default()
+    }
+
+    /// Queues a command of `bytes` for `class`.
+    pub fn push(&mut self, class: u32, bytes: u64, item: T, now: f64) {
+        let c = self
+            .classes
+            .entry(class)
+            .or_insert_with(|| Class::new(QosParams::default(), now));
+        let p = c.params;
+        let r = match QosParams::share(p.min_iops, p.min_bps, bytes) {
+            Some(s) => (c.last_r + s).max(now),
+            None => f64::INFINITY,
+        };
+        // Proportional share: one I/O plus its bytes in 4 KiB units.
+        let cost = 1.0 + bytes as f64 / 4096.0;
+        let pt = (c.last_p + cost / p.weight).max(now);
+        if r.is_finite() {
+            c.last_r = r;
+        }
+        c.last_p = pt;
+        c.queue.push_back(Queued {
+            item,
+            bytes,
+            r,
+            p: pt,
+        });
+    }
+
+    /// Commands queued.
+    pub fn len(&self) -> usize {
+        self.classes.values().map(|c| c.queue.len()).sum()
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Picks the command to run at `now`.
+    pub fn next(&mut self, now: f64) -> Next<T> {
+        let mut wait = f64::INFINITY;
+        let mut by_r: Option<(f64, u32)> = None;
+        let mut by_p: Option<(f64, u32)> = None;
+        for (&id, c) in self.classes.iter_mut() {
+            let Some(at) = c.eligible_at(now) else {
+                continue;
+            };
+            if at > now {
+                wait = wait.min(at);
+                continue;
+            }
+            let Some(head) = c.queue.front() else {
+                continue;
+            };
+            if head.r <= now && by_r.is_none_or(|(r, _)| head.r < r) {
+                by_r = Some((head.r, id));
+            }
+            if by_p.is_none_or(|(p, _)| head.p < p) {
+                by_p = Some((head.p, id));
+            }
+        }
+        let (id, weight_phase) = match (by_r, by_p) {
+            (Some((_, id)), _) => (id, false),
+            (None, Some((_, id))) => (id, true),
+            (None, None) => {
+                return if wait.is_finite() {
+                    Next::WaitUntil(wait)
+                } else {
+                    Next::Idle
+                };
+            }
+        };
+        let Some(c) = self.classes.get_mut(&id) else {
+            return Next::Idle;
+        };
+        let Some(q) = c.queue.pop_front() else {
+            return Next::Idle;
+        };
+        c.charge(q.bytes);
+        if weight_phase {
+            // mClock: service in the weight phase does not count towards
+            // the floor: pull the class's later reservation tags back.
+            if let Some(s) = QosParams::share(c.params.min_iops, c.params.min_bps, q.bytes) {
+                for later in c.queue.iter_mut() {
+                    later.r -= s;
+                }
+                c.last_r -= s;
+            }
+        }
+        Next::Run(id, q.item)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Simulates a device that completes one command every `1/capacity` s,
+    /// with classes that keep `backlog` commands queued; returns each
+    /// class's dispatch times.
+    fn simulate(
+        classes: &[(u32, QosParams, u64)],
+        capacity: f64,
+        seconds: f64,
+    ) -> BTreeMap<u32, Vec<f64>> {
+        let mut s = Scheduler::default();
+        let mut out: BTreeMap<u32, Vec<f64>> = BTreeMap::new();
+        for &(id, p, bytes) in classes {
+            s.set(id, p, 0.0).unwrap();
+            for _ in 0..8 {
+                s.push(id, bytes, (), 0.0);
+            }
+            out.insert(id, Vec::new());
+        }
+        let mut now = 0.0;
+        let step = 1.0 / capacity;
+        while now < seconds {
+            match s.next(now) {
+                Next::Run(id, ()) => {
+                    out.get_mut(&id).unwrap().push(now);
+                    let bytes = classes.iter().find(|c| c.0 == id).unwrap().2;
+                    s.push(id, bytes, (), now);
+                    now += step;
+                }
+                Next::WaitUntil(t) => now = t.max(now + 1e-9),
+                Next::Idle => break,
+            }
+        }
+        out
+    }
+
+    fn rate(times: &[f64], from: f64, to: f64) -> f64 {
+        times.iter().filter(|&&t| t >= from && t < to).count() as f64 / (to - from)
+    }
+
+    #[test]
+    fn ceiling_holds_under_pressure() {
+        let p = QosParams {
+            max_iops: 1000.0,
+            ..Default::default()
+        };
+        let out = simulate(&[(1, p, 4096)], 10_000.0, 5.0);
+        let r = rate(&out[&1], 1.0, 5.0);
+        assert!((r - 1000.0).abs() / 1000.0 < 0.02, "{r}");
+    }
+
+    #[test]
+    fn bandwidth_ceiling_holds() {
+        let p = QosParams {
+            max_bps: 8.0 * 1048576.0,
+            ..Default::default()
+        };
+        // 128 KiB commands: 64 per second.
+        let out = simulate(&[(1, p, 128 << 10)], 5000.0, 5.0);
+        let r = rate(&out[&1], 1.0, 5.0);
+        assert!((r - 64.0).abs() < 2.0, "{r}");
+    }
+
+    #[test]
+    fn floor_is_kept_against_heavy_neighbours() {
+        let gold = QosParams {
+            min_iops: 2000.0,
+            weight: 1.0,
+            ..Default::default()
+        };
+        let be = QosParams {
+            weight: 10.0,
+            ..Default::default()
+        };
+        let out = simulate(
+            &[(1, gold, 4096), (2, be, 4096), (3, be, 4096)],
+            5000.0,
+            4.0,
+        );
+        let g = rate(&out[&1], 0.5, 4.0);
+        assert!(g >= 0.97 * 2000.0, "gold got {g}");
+        // The rest is split by weight between the neighbours.
+        let (a, b) = (rate(&out[&2], 0.5, 4.0), rate(&out[&3], 0.5, 4.0));
+        assert!((a - b).abs() / a < 0.05, "{a} vs {b}");
+    }
+
+    #[test]
+    fn weights_share_spare_capacity() {
+        let w = |weight| QosParams {
+            weight,
+            ..Default::default()
+        };
+        let out = simulate(&[(1, w(1.0), 4096), (2, w(3.0), 4096)], 4000.0, 4.0);
+        let (a, b) = (rate(&out[&1], 0.5, 4.0), rate(&out[&2], 0.5, 4.0));
+        assert!((b / a - 3.0).abs() < 0.15, "{a} {b}");
+    }
+
+    #[test]
+    fn changing_the_ceiling_takes_effect_at_once() {
+        let mut s = Scheduler::default();
+        s.set(
+            1,
+            QosParams {
+                max_iops: 100.0,
+                burst_s: 0.0,
+                ..Default::default()
+            },
+            0.0,
+        )
+        .unwrap();
+        let mut now = 0.0;
+        let mut runs = Vec::new();
+        for i in 0..10_000 {
+            if s.len() < 4 {
+                s.push(1, 4096, i, now);
+            }
+            match s.next(now) {
+                Next::Run(_, _) => runs.push(now),
+                Next::WaitUntil(t) => now = t,
+                Next::Idle => unreachable!(),
+            }
+            if now >= 1.0 && s.params(1).max_iops == 100.0 {
+                s.set(
+                    1,
+                    QosParams {
+                        max_iops: 1000.0,
+                        burst_s: 0.0,
+                        ..Default::default()
+                    },
+                    now,
+                )
+                .unwrap();
+            }
+            if now > 2.0 {
+                break;
+            }
+        }
+        let before = rate(&runs, 0.2, 1.0);
+        let after = rate(&runs, 1.1, 2.0);
+        assert!((before - 100.0).abs() < 5.0, "{before}");
+        assert!((after - 1000.0).abs() < 30.0, "{after}");
+    }
+
+    #[test]
+    fn bad_parameters_are_refused() {
+        let mut s: Scheduler<()> = Scheduler::default();
+        let p = |f: fn(&mut QosParams)| {
+            let mut p = QosParams::default();
+            f(&mut p);
+            p
+        };
+        assert_eq!(s.set(1, p(|p| p.weight = 0.0), 0.0), Err(QosError::Weight));
+        assert_eq!(
+            s.set(1, p(|p| p.max_iops = f64::NAN), 0.0),
+            Err(QosError::NotFinite("max_iops"))
+        );
+        assert_eq!(
+            s.set(
+                1,
+                p(|p| {
+                    p.min_iops = 10.0;
+                    p.max_iops = 5.0
+                }),
+                0.0
+            ),
+            Err(QosError::FloorAboveCeiling("iops"))
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Over every window of any class's dispatch times, the ceiling plus
+        /// its burst is never exceeded.
+        #[test]
+        fn ceilings_are_never_exceeded(
+            max_iops in 50.0f64..3000.0,
+            burst_s in 0.0f64..0.2,
+            neighbours in 0usize..3,
+            capacity in 1000.0f64..8000.0,
+        ) {
+            let p = QosParams { max_iops, burst_s, ..Default::default() };
+            let mut classes = vec![(1u32, p, 4096u64)];
+            for n in 0..neighbours {
+                classes.push((2 + n as u32, QosParams::default(), 4096));
+            }
+            let out = simulate(&classes, capacity, 2.0);
+            let t = &out[&1];
+            let burst = (max_iops * burst_s).max(1.0);
+            for window in [0.01f64, 0.1, 0.5, 1.0] {
+                for (i, &start) in t.iter().enumerate() {
+                    let n = t[i..].iter().take_while(|&&x| x < start + window).count() as f64;
+                    prop_assert!(n <= max_iops * window + burst + 1.0,
+                        "{n} in {window}s from {start} (ceiling {max_iops}, burst {burst})");
+                }
+            }
+        }
+
+        /// With floors that fit the device, every backlogged class gets its
+        /// floor whatever its neighbours' weights.
+        #[test]
+        fn floors_that_fit_are_met(
+            floors in proptest::collection::vec(100.0f64..1500.0, 1..4),
+            weights in proptest::collection::vec(0.1f64..20.0, 4),
+        ) {
+            let capacity = 6000.0;
+            let total: f64 = floors.iter().sum();
+            prop_assume!(total < 0.8 * capacity);
+            let mut classes: Vec<(u32, QosParams, u64)> = floors.iter().enumerate().map(|(i, &f)| {
+                (i as u32 + 1, QosParams { min_iops: f, weight: weights[i], ..Default::default() }, 4096)
+            }).collect();
+            classes.push((99, QosParams { weight: weights[3] * 10.0, ..Default::default() }, 4096));
+            let out = simulate(&classes, capacity, 3.0);
+            for (i, &f) in floors.iter().enumerate() {
+                let got = rate(&out[&(i as u32 + 1)], 0.5, 3.0);
+                prop_assert!(got >= 0.97 * f, "class {} got {got} of floor {f}", i + 1);
+            }
+        }
+    }
+}
