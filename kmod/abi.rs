@@ -40,3 +40,13 @@ unsafe impl AsBytes for ioctl::DiaNsInfo {}
 unsafe impl AsBytes for ioctl::DiaNsList {}
 // SAFETY: as above.
 unsafe impl AsBytes for ioctl::DiaPoolInfo {}
+// SAFETY: as above.
+unsafe impl AsBytes for card::QosSettings {}
+// SAFETY: as above.
+unsafe impl FromBytes for ioctl::DiaNsQos {}
+// SAFETY: as above.
+unsafe impl AsBytes for ioctl::DiaNsQos {}
+// SAFETY: as above.
+unsafe impl FromBytes for ioctl::DiaNsStats {}
+// SAFETY: as above.
+unsafe impl AsBytes for ioctl::DiaNsStats {}

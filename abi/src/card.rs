@@ -287,8 +287,12 @@ pub struct IdentifyController {
     pub reserved1: [u8; 3],
     /// Largest data transfer of one I/O command, in bytes (0: no limit).
     pub max_transfer_bytes: u32,
+    /// dia: storage QoS capacity the card admits floors against, I/Os per second.
+    pub qos_capacity_iops: u64,
+    /// dia: storage QoS capacity, bytes per second.
+    pub qos_capacity_bps: u64,
     /// Reserved, zero.
-    pub reserved: [u8; 3984],
+    pub reserved: [u8; 3968],
 }
 const _: () = assert!(core::mem::size_of::<IdentifyController>() == IDENTIFY_SIZE);
 
@@ -310,7 +314,9 @@ impl Default for IdentifyController {
             vwc: 0,
             reserved1: [0; 3],
             max_transfer_bytes: 0,
-            reserved: [0; 3984],
+            qos_capacity_iops: 0,
+            qos_capacity_bps: 0,
+            reserved: [0; 3968],
         }
     }
 }
@@ -510,3 +516,64 @@ pub const STATUS_NS_ALREADY_ATTACHED: u16 = 0x118;
 pub const STATUS_NS_NOT_ATTACHED: u16 = 0x11a;
 /// dia: the namespace is attached and cannot be deleted (command specific).
 pub const STATUS_NS_ATTACHED_DELETE: u16 = 0x1c0;
+
+// ---------------------------------------------------------------------------
+// Storage QoS (interface 1.0, capability bit 2): per-namespace floors,
+// ceilings and weights enforced in the card's I/O dispatch, and counters.
+// ---------------------------------------------------------------------------
+
+/// Set QoS (dia vendor admin command): SQE.nsid; PRP1 points at [`QosSettings`].
+pub const ADMIN_SET_QOS: u8 = 0xc1;
+/// Vendor log page (dia): [`NamespaceStats`] of SQE.nsid.
+pub const LOG_NS_STATS: u8 = 0xc1;
+/// dia: the floors asked for exceed what the card can guarantee (command
+/// specific); result DW0 = I/Os per second over capacity, 0 if only bytes.
+pub const STATUS_QOS_ADMISSION: u16 = 0x1c1;
+
+/// A namespace's service level (zero: no floor / no ceiling).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QosSettings {
+    /// Guaranteed I/Os per second.
+    pub min_iops: u64,
+    /// Most I/Os per second.
+    pub max_iops: u64,
+    /// Guaranteed bytes per second.
+    pub min_bps: u64,
+    /// Most bytes per second.
+    pub max_bps: u64,
+    /// Share of spare capacity, 1..=1000 (0 means 1).
+    pub weight: u32,
+    /// Burst of the ceilings in milliseconds of the ceiling rate (0: 50 ms).
+    pub burst_ms: u32,
+}
+const _: () = assert!(core::mem::size_of::<QosSettings>() == 40);
+
+/// Latency histogram buckets of [`NamespaceStats`]: bucket i counts I/Os
+/// that took less than 2^i microseconds (the last one: everything slower).
+pub const LATENCY_BUCKETS: usize = 24;
+
+/// Per-namespace counters since the card started (log page [`LOG_NS_STATS`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NamespaceStats {
+    /// Read commands completed.
+    pub reads: u64,
+    /// Write commands completed.
+    pub writes: u64,
+    /// Bytes read.
+    pub read_bytes: u64,
+    /// Bytes written.
+    pub write_bytes: u64,
+    /// Other commands (flush, deallocate, write zeroes).
+    pub other: u64,
+    /// Commands that failed.
+    pub errors: u64,
+    /// Total time commands waited for a ceiling, nanoseconds.
+    pub throttled_ns: u64,
+    /// Commands that waited for a ceiling.
+    pub throttled: u64,
+    /// Completion latency histogram (fetch to completion).
+    pub latency_us_log2: [u64; LATENCY_BUCKETS],
+}
+const _: () = assert!(core::mem::size_of::<NamespaceStats>() == 64 + 8 * LATENCY_BUCKETS);

@@ -6,7 +6,7 @@
 /// ioctl "type" byte of every dia request.
 pub const DIA_IOC_MAGIC: u8 = b'D';
 /// Version of this ABI; reported in [`DiaIdentity::abi_version`].
-pub const DIA_ABI_VERSION: u32 = 2;
+pub const DIA_ABI_VERSION: u32 = 3;
 
 const IOC_NRBITS: u32 = 8;
 const IOC_TYPEBITS: u32 = 8;
@@ -244,3 +244,53 @@ pub const DIA_IOC_NS_INFO: u32 = ioc(
 pub const DIA_IOC_NS_LIST: u32 = ioc(IOC_READ, 0x15, core::mem::size_of::<DiaNsList>());
 /// `DIA_IOC_POOL_INFO`: the flash pool.
 pub const DIA_IOC_POOL_INFO: u32 = ioc(IOC_READ, 0x16, core::mem::size_of::<DiaPoolInfo>());
+
+/// Argument of `DIA_IOC_NS_SET_QOS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DiaNsQos {
+    /// In: namespace id.
+    pub nsid: u32,
+    /// Out: on `EDQUOT`, the I/Os per second the floors exceed the card by.
+    pub excess_iops: u32,
+    /// In: the service level (`super::card::QosSettings` layout).
+    pub min_iops: u64,
+    /// In: see `QosSettings`.
+    pub max_iops: u64,
+    /// In: see `QosSettings`.
+    pub min_bps: u64,
+    /// In: see `QosSettings`.
+    pub max_bps: u64,
+    /// In: see `QosSettings`.
+    pub weight: u32,
+    /// In: see `QosSettings`.
+    pub burst_ms: u32,
+}
+const _: () = assert!(core::mem::size_of::<DiaNsQos>() == 48);
+
+/// Argument of `DIA_IOC_NS_STATS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DiaNsStats {
+    /// In: namespace id.
+    pub nsid: u32,
+    /// Reserved, zero.
+    pub reserved: u32,
+    /// Out: the card's counters (`super::card::NamespaceStats` layout).
+    pub stats: super::card::NamespaceStats,
+}
+const _: () =
+    assert!(core::mem::size_of::<DiaNsStats>() == 8 + 64 + 8 * super::card::LATENCY_BUCKETS);
+
+
+/// `DIA_IOC_NS_SET_QOS`: set a namespace's floors, ceilings and weight
+/// (`EDQUOT` when the card cannot guarantee the floors, `EINVAL` for a floor
+/// above its ceiling).
+pub const DIA_IOC_NS_SET_QOS: u32 =
+    ioc(IOC_READ | IOC_WRITE, 0x17, core::mem::size_of::<DiaNsQos>());
+/// `DIA_IOC_NS_STATS`: a namespace's counters.
+pub const DIA_IOC_NS_STATS: u32 = ioc(
+    IOC_READ | IOC_WRITE,
+    0x18,
+    core::mem::size_of::<DiaNsStats>(),
+);

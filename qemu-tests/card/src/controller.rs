@@ -27,6 +27,7 @@ use crate::io_queue::{IoContext, IoWorker};
 use crate::nvm::MAX_TRANSFER_BYTES;
 use crate::pool::{Pool, CHUNK_BYTES, MAX_NAMESPACES};
 use crate::prp::prp_segments;
+use crate::qos::QosParams;
 use crate::queue::{check_placement, CompletionQueue, SubmissionQueue};
 
 /// Static facts about the card.
@@ -40,6 +41,10 @@ pub struct CardConfig {
     pub max_queue_entries: u16,
     /// Injected fault, if any.
     pub fault: Option<Fault>,
+    /// Storage QoS capacity floors are admitted against: I/Os per second.
+    pub qos_capacity_iops: u64,
+    /// Storage QoS capacity: bytes per second.
+    pub qos_capacity_bps: u64,
 }
 
 impl CardConfig {
@@ -83,6 +88,8 @@ pub struct Controller {
     cfg: CardConfig,
     admin_seen: HashMap<u8, u32>,
     heartbeat_at: Instant,
+    /// I/Os per second a refused Set QoS was over capacity by.
+    admission_excess: u32,
 }
 
 impl Controller {
@@ -109,11 +116,17 @@ impl Controller {
             abi::FW_STATUS_RUNNING
         };
         bar.write32(abi::REG_FW_STATUS, status);
-        let io = Arc::new(IoContext {
-            board: board.clone(),
-            pool,
-            fatal: Mutex::new(None),
-        });
+        let io = Arc::new(IoContext::new(board.clone(), pool));
+        // Namespaces keep their service level across firmware restarts.
+        if let Some(pool) = &io.pool {
+            let now = io.now();
+            let mut sched = io.sched.lock().unwrap_or_else(PoisonError::into_inner);
+            for (nsid, q) in pool.all_qos() {
+                if let Err(e) = sched.set(nsid, QosParams::from_settings(&q), now) {
+                    warn!(nsid, "stored QoS refused: {e:?}");
+                }
+            }
+        }
         Self {
             state: State::Disabled,
             board,
@@ -121,6 +134,7 @@ impl Controller {
             cfg,
             admin_seen: HashMap::new(),
             heartbeat_at: Instant::now(),
+            admission_excess: 0,
         }
     }
 
@@ -338,6 +352,7 @@ impl Controller {
             abi::ADMIN_GET_LOG_PAGE => self.get_log_page(sqe),
             abi::ADMIN_NS_MANAGEMENT => self.ns_management(sqe),
             abi::ADMIN_NS_ATTACHMENT => self.ns_attachment(sqe),
+            abi::ADMIN_SET_QOS => self.set_qos(sqe),
             other => {
                 warn!("unknown admin opcode {other:#04x}");
                 Err(abi::STATUS_INVALID_OPCODE)
@@ -345,6 +360,10 @@ impl Controller {
         };
         match done {
             Ok(result) => (abi::STATUS_SUCCESS, result),
+            Err(abi::STATUS_QOS_ADMISSION) => (
+                abi::STATUS_QOS_ADMISSION,
+                std::mem::take(&mut self.admission_excess),
+            ),
             Err(status) => (status, 0),
         }
     }
@@ -362,7 +381,9 @@ impl Controller {
                     ..IdentifyController::default()
                 };
                 if let Some(pool) = self.pool() {
-                    id.capabilities |= abi::CARD_CAP_STORAGE;
+                    id.capabilities |= abi::CARD_CAP_STORAGE | abi::CARD_CAP_QOS;
+                    id.qos_capacity_iops = self.cfg.qos_capacity_iops;
+                    id.qos_capacity_bps = self.cfg.qos_capacity_bps;
                     id.max_namespaces = MAX_NAMESPACES;
                     id.pool_bytes = pool.usage().total_bytes;
                     // Writes sit in the host's page cache until a flush.
@@ -412,6 +433,16 @@ impl Controller {
     fn get_log_page(&mut self, sqe: &SubmissionEntry) -> Result<u32, u16> {
         let log = (sqe.cdw10 & 0xff) as u8;
         let bytes = ((sqe.cdw10 >> 16) as usize + 1) * 4;
+        if log == abi::LOG_NS_STATS {
+            let pool = self.pool().ok_or(abi::STATUS_INVALID_FIELD)?;
+            if pool.namespace(sqe.nsid).is_none() {
+                return Err(abi::STATUS_INVALID_NAMESPACE);
+            }
+            let stats = self.io.stats_of(sqe.nsid);
+            let mut page = pod_bytes(&stats).to_vec();
+            page.resize(bytes, 0);
+            return self.write_prp(sqe, &page);
+        }
         if log != abi::LOG_POOL_STATUS {
             return Err(abi::STATUS_INVALID_FIELD);
         }
@@ -471,6 +502,52 @@ impl Controller {
         pool.set_attached(sqe.nsid, attach)
             .map_err(|e| e.status())?;
         info!(nsid = sqe.nsid, attach, "namespace attachment changed");
+        Ok(0)
+    }
+
+    /// Set QoS: validates, admits the floors against the card's capacity,
+    /// stores the settings with the namespace and applies them to the next
+    /// command.
+    fn set_qos(&mut self, sqe: &SubmissionEntry) -> Result<u32, u16> {
+        let pool = self.pool().ok_or(abi::STATUS_INVALID_OPCODE)?;
+        if pool.namespace(sqe.nsid).is_none() {
+            return Err(abi::STATUS_INVALID_NAMESPACE);
+        }
+        let mut raw = vec![0u8; std::mem::size_of::<abi::QosSettings>()];
+        self.read_prp(sqe, &mut raw)?;
+        let q: abi::QosSettings = pod_from_bytes(&raw);
+        if q.weight > 1000 || q.burst_ms > 10_000 {
+            return Err(abi::STATUS_INVALID_FIELD);
+        }
+        let params = QosParams::from_settings(&q);
+        params.validate().map_err(|_| abi::STATUS_INVALID_FIELD)?;
+        // Admission: the floors of every namespace must fit the capacity.
+        let (mut iops, mut bps) = (q.min_iops, q.min_bps);
+        for (nsid, other) in pool.all_qos() {
+            if nsid != sqe.nsid {
+                iops = iops.saturating_add(other.min_iops);
+                bps = bps.saturating_add(other.min_bps);
+            }
+        }
+        if iops > self.cfg.qos_capacity_iops || bps > self.cfg.qos_capacity_bps {
+            let over = iops.saturating_sub(self.cfg.qos_capacity_iops);
+            warn!(
+                nsid = sqe.nsid,
+                iops, bps, "QoS floors refused: over capacity"
+            );
+            // The result dword carries the excess; the status says why.
+            self.admission_excess = u32::try_from(over).unwrap_or(u32::MAX);
+            return Err(abi::STATUS_QOS_ADMISSION);
+        }
+        pool.set_qos(sqe.nsid, q).map_err(|e| e.status())?;
+        let now = self.io.now();
+        self.io
+            .sched
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .set(sqe.nsid, params, now)
+            .map_err(|_| abi::STATUS_INVALID_FIELD)?;
+        info!(nsid = sqe.nsid, ?q, "QoS set");
         Ok(0)
     }
 

@@ -186,6 +186,10 @@ unsafe impl Pod for dia_abi::card::NamespaceCreate {}
 unsafe impl Pod for dia_abi::card::PoolStatus {}
 // SAFETY: as above.
 unsafe impl Pod for dia_abi::card::DsmRange {}
+// SAFETY: as above.
+unsafe impl Pod for dia_abi::card::QosSettings {}
+// SAFETY: as above.
+unsafe impl Pod for dia_abi::card::NamespaceStats {}
 
 /// The bytes of a plain-data value.
 pub(crate) fn pod_bytes<T: Pod>(v: &T) -> &[u8] {

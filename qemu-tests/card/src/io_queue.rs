@@ -1,53 +1,111 @@
-//! I/O queue workers: one thread per I/O submission queue, woken by that
-//! queue's doorbell eventfd, so queues are served concurrently (as the
-//! engines of a real card would). A worker executes its queue's commands in
-//! order, posts each completion on the queue's completion queue (shared, as
-//! several SQs may complete on one CQ) and raises the CQ's vector.
+//! I/O queue engines: one thread per I/O submission queue, woken by that
+//! queue's doorbell eventfd. An engine fetches its queue's commands into the
+//! card's QoS scheduler (`qos`), shared by all engines, then runs whatever
+//! the scheduler says is next, whichever queue it came from: floors first,
+//! ceilings respected, spare capacity by weight. A command completes on its
+//! own queue's completion queue (shared and locked, as several SQs may use
+//! one CQ) and raises that CQ's vector. Per-namespace counters are kept here.
 
+use std::collections::HashMap;
 use std::os::fd::AsFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use dia_abi::card::{self as abi, CompletionEntry};
+use dia_abi::card::{self as abi, CompletionEntry, NamespaceStats, SubmissionEntry};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::board::Board;
 use crate::nvm;
 use crate::pool::Pool;
+use crate::qos::{Next, Scheduler};
 use crate::queue::{CompletionQueue, SubmissionQueue};
 
-/// A completion queue shared by the workers of the SQs that use it.
+/// A completion queue shared by the engines of the SQs that use it.
 pub(crate) type SharedCq = Arc<Mutex<CompletionQueue>>;
 
-/// Completions posted before the vector is raised while more commands wait.
-const IRQ_BATCH: u32 = 8;
+/// Commands run before the engine looks at its own doorbell again.
+const RUN_BATCH: usize = 32;
 
-/// What workers share with the controller.
+/// A fetched command waiting for its turn.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    sqe: SubmissionEntry,
+    qid: u16,
+    sq_head: u16,
+    cqid: u16,
+    cq: SharedCq,
+    fetched: Instant,
+    /// Commands of this SQ fetched and not yet completed.
+    inflight: Arc<AtomicUsize>,
+}
+
+/// What engines share with the controller.
 #[derive(Debug)]
 pub(crate) struct IoContext {
     pub(crate) board: Arc<Board>,
     pub(crate) pool: Option<Arc<Pool>>,
-    /// Set by a worker that found the driver broke the queue protocol; the
+    /// Set by an engine that found the driver broke the queue protocol; the
     /// controller turns it into a fatal status.
     pub(crate) fatal: Mutex<Option<String>>,
+    /// The QoS scheduler; its classes are namespace ids (0: no namespace).
+    pub(crate) sched: Mutex<Scheduler<Pending>>,
+    /// Per-namespace counters.
+    pub(crate) stats: Mutex<HashMap<u32, NamespaceStats>>,
+    /// Time zero of the scheduler's clock.
+    pub(crate) epoch: Instant,
 }
 
 impl IoContext {
+    /// A context for a firmware run.
+    pub(crate) fn new(board: Arc<Board>, pool: Option<Arc<Pool>>) -> Self {
+        Self {
+            board,
+            pool,
+            fatal: Mutex::new(None),
+            sched: Mutex::new(Scheduler::default()),
+            stats: Mutex::new(HashMap::new()),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Seconds on the scheduler's clock.
+    pub(crate) fn now(&self) -> f64 {
+        self.epoch.elapsed().as_secs_f64()
+    }
+
     fn report_fatal(&self, why: String) {
         let mut f = self.fatal.lock().unwrap_or_else(PoisonError::into_inner);
         f.get_or_insert(why);
     }
+
+    fn sched(&self) -> std::sync::MutexGuard<'_, Scheduler<Pending>> {
+        self.sched.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A namespace's counters (zero if it had no I/O).
+    pub(crate) fn stats_of(&self, nsid: u32) -> NamespaceStats {
+        self.stats
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&nsid)
+            .copied()
+            .unwrap_or_default()
+    }
 }
 
-/// A running worker; dropping it stops and joins the thread.
+/// A running engine; dropping it stops the thread and waits until none of
+/// its queue's commands is queued or running anywhere.
 #[derive(Debug)]
 pub(crate) struct IoWorker {
     /// The completion queue its commands complete on.
     pub(crate) cqid: u16,
+    qid: u16,
+    ctx: Arc<IoContext>,
     stop: Arc<AtomicBool>,
+    inflight: Arc<AtomicUsize>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -61,13 +119,25 @@ impl IoWorker {
     ) -> std::io::Result<Self> {
         let cqid = sq.cqid;
         let stop = Arc::new(AtomicBool::new(false));
+        let inflight = Arc::new(AtomicUsize::new(0));
+        let engine = Engine {
+            ctx: ctx.clone(),
+            qid,
+            sq,
+            cqid,
+            cq,
+            inflight: inflight.clone(),
+        };
         let s = stop.clone();
         let thread = std::thread::Builder::new()
             .name(format!("sq{qid}"))
-            .spawn(move || serve(&ctx, qid, sq, cqid, &cq, &s))?;
+            .spawn(move || engine.serve(&s))?;
         Ok(Self {
             cqid,
+            qid,
+            ctx,
             stop,
+            inflight,
             thread: Some(thread),
         })
     }
@@ -79,121 +149,254 @@ impl Drop for IoWorker {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        // Commands of this queue still waiting are dropped (the queue is
+        // going away); ones another engine runs right now finish first.
+        let qid = self.qid;
+        let dropped = self.ctx.sched().remove_where(|p| p.qid == qid);
+        self.inflight.fetch_sub(dropped.len(), Ordering::AcqRel);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.inflight.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_micros(100));
+        }
     }
 }
 
-fn serve(
-    ctx: &IoContext,
+struct Engine {
+    ctx: Arc<IoContext>,
     qid: u16,
-    mut sq: SubmissionQueue,
+    sq: SubmissionQueue,
     cqid: u16,
-    cq: &SharedCq,
-    stop: &AtomicBool,
-) {
-    let board = &ctx.board;
-    let Some(doorbell) = board.doorbells.get(usize::from(qid)) else {
-        ctx.report_fatal(format!("SQ {qid} has no doorbell"));
-        return;
-    };
-    doorbell.drain();
-    while !stop.load(Ordering::Relaxed) {
-        let mut fds = [PollFd::new(doorbell.as_fd(), PollFlags::POLLIN)];
-        let timeout = PollTimeout::try_from(abi::CARD_POLL_MS as i32).unwrap_or(PollTimeout::ZERO);
-        let _ = poll(&mut fds, timeout);
-        doorbell.drain();
-        if let Err(why) = drain_queue(ctx, qid, &mut sq, cqid, cq, stop) {
-            ctx.report_fatal(why);
+    cq: SharedCq,
+    inflight: Arc<AtomicUsize>,
+}
+
+impl Engine {
+    fn serve(mut self, stop: &AtomicBool) {
+        let board = self.ctx.board.clone();
+        let Some(doorbell) = board.doorbells.get(usize::from(self.qid)) else {
+            self.ctx
+                .report_fatal(format!("SQ {} has no doorbell", self.qid));
             return;
+        };
+        doorbell.drain();
+        let mut wait: Option<f64> = None;
+        while !stop.load(Ordering::Relaxed) {
+            let max_ms = f64::from(abi::CARD_POLL_MS);
+            let ms = wait.map_or(max_ms, |w| (w * 1000.0).clamp(0.0, max_ms));
+            if ms < 2.0 && wait.is_some() {
+                // Short waits for a ceiling: sleep precisely.
+                std::thread::sleep(Duration::from_secs_f64(ms / 1000.0));
+            } else {
+                let mut fds = [PollFd::new(doorbell.as_fd(), PollFlags::POLLIN)];
+                let timeout = PollTimeout::try_from(ms.ceil() as i32).unwrap_or(PollTimeout::ZERO);
+                let _ = poll(&mut fds, timeout);
+            }
+            doorbell.drain();
+            while !stop.load(Ordering::Relaxed) {
+                if let Err(why) = self.fetch() {
+                    self.ctx.report_fatal(why);
+                    return;
+                }
+                match self.run(stop) {
+                    Ok(Some(w)) => {
+                        wait = w;
+                        break;
+                    }
+                    Ok(None) => continue, // Ran a full batch: look for more.
+                    Err(why) => {
+                        self.ctx.report_fatal(why);
+                        return;
+                    }
+                }
+            }
         }
+    }
+
+    /// Moves every command up to the rung tail into the scheduler.
+    fn fetch(&mut self) -> Result<(), String> {
+        let ctx = &self.ctx;
+        let board = &ctx.board;
+        let tail = board.bar.read32(abi::sq_tail_doorbell(self.qid));
+        if !self.sq.valid_tail(tail) {
+            return Err(format!(
+                "SQ {} tail doorbell {tail} beyond the queue",
+                self.qid
+            ));
+        }
+        let now = ctx.now();
+        let mut fetched = Vec::new();
+        // Checked just above: fits the queue size (u16).
+        while self.sq.pending(tail as u16) {
+            let sqe = self
+                .sq
+                .pop(&board.mem)
+                .map_err(|e| format!("SQ {}: {e}", self.qid))?;
+            fetched.push(sqe);
+        }
+        if fetched.is_empty() {
+            return Ok(());
+        }
+        let mut sched = ctx.sched();
+        for sqe in fetched {
+            let (class, bytes) = classify(ctx.pool.as_deref(), &sqe);
+            self.inflight.fetch_add(1, Ordering::AcqRel);
+            let p = Pending {
+                sqe,
+                qid: self.qid,
+                sq_head: self.sq.head(),
+                cqid: self.cqid,
+                cq: self.cq.clone(),
+                fetched: Instant::now(),
+                inflight: self.inflight.clone(),
+            };
+            sched.push(class, bytes, p, now);
+        }
+        Ok(())
+    }
+
+    /// Runs what the scheduler releases. `Ok(Some(wait))`: nothing more to
+    /// run now (`wait`: seconds until a throttled command may run);
+    /// `Ok(None)`: a batch ran and more may be ready.
+    fn run(&mut self, stop: &AtomicBool) -> Result<Option<Option<f64>>, String> {
+        let ctx = &self.ctx;
+        let mut raised: Vec<u16> = Vec::new();
+        let mut ran = 0;
+        let outcome = loop {
+            if stop.load(Ordering::Relaxed) || ran == RUN_BATCH {
+                break None;
+            }
+            let now = ctx.now();
+            let next = ctx.sched().next(now);
+            match next {
+                Next::Run(class, p) => {
+                    ran += 1;
+                    let throttled = ctx.sched().has_ceiling(class);
+                    if let Some(v) = complete(ctx, class, p, throttled, stop)? {
+                        if !raised.contains(&v) {
+                            raised.push(v);
+                        }
+                    }
+                }
+                Next::WaitUntil(t) => break Some(Some((t - now).max(0.0))),
+                Next::Idle => break Some(None),
+            }
+        };
+        for v in raised {
+            ctx.board.irq.raise(v);
+        }
+        Ok(outcome)
     }
 }
 
-/// Executes everything up to the tail the driver rang.
-fn drain_queue(
-    ctx: &IoContext,
-    qid: u16,
-    sq: &mut SubmissionQueue,
-    cqid: u16,
-    cq: &SharedCq,
-    stop: &AtomicBool,
-) -> Result<(), String> {
-    let board = &ctx.board;
-    let mut unsignalled = 0u32;
-    let mut vector = None;
-    let raise = |vector: &mut Option<u16>, n: &mut u32| {
-        if let Some(v) = vector.take() {
-            board.irq.raise(v);
-        }
-        *n = 0;
+/// The scheduling class and size of a command.
+fn classify(pool: Option<&Pool>, sqe: &SubmissionEntry) -> (u32, u64) {
+    let class = if sqe.nsid == u32::MAX { 0 } else { sqe.nsid };
+    let bytes = match (sqe.opcode, pool) {
+        (abi::IO_READ | abi::IO_WRITE, Some(pool)) => pool
+            .io_lba_shift(sqe.nsid)
+            .map(|s| (u64::from(sqe.cdw12 & 0xffff) + 1) << s)
+            .unwrap_or(0),
+        _ => 0,
     };
-    loop {
-        if stop.load(Ordering::Relaxed) {
-            return Ok(());
+    (class, bytes)
+}
+
+/// Executes a command and posts its completion; returns the vector to
+/// raise, if any.
+fn complete(
+    ctx: &IoContext,
+    class: u32,
+    p: Pending,
+    throttled: bool,
+    stop: &AtomicBool,
+) -> Result<Option<u16>, String> {
+    let board = &ctx.board;
+    let started = Instant::now();
+    let status = nvm::execute(ctx.pool.as_deref(), &board.mem, &p.sqe);
+    if status != abi::STATUS_SUCCESS {
+        debug!(
+            qid = p.qid,
+            opcode = p.sqe.opcode,
+            cid = p.sqe.cid,
+            nsid = p.sqe.nsid,
+            "status {status:#x}"
+        );
+    }
+    record(ctx, class, &p, status, started, throttled);
+    let cqe = CompletionEntry {
+        result: 0,
+        rsvd: 0,
+        sq_head: p.sq_head,
+        sq_id: p.qid,
+        cid: p.sqe.cid,
+        status: 0,
+    };
+    // The driver may not have consumed earlier completions yet: wait.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut cq = loop {
+        let cq = p.cq.lock().unwrap_or_else(PoisonError::into_inner);
+        let head = board.bar.read32(abi::cq_head_doorbell(p.cqid));
+        if !cq.valid_head(head) {
+            p.inflight.fetch_sub(1, Ordering::AcqRel);
+            return Err(format!(
+                "CQ {} head doorbell {head} beyond the queue",
+                p.cqid
+            ));
         }
-        let tail = board.bar.read32(abi::sq_tail_doorbell(qid));
-        if !sq.valid_tail(tail) {
-            return Err(format!("SQ {qid} tail doorbell {tail} beyond the queue"));
-        }
-        // Checked just above: fits the queue size (u16).
-        if !sq.pending(tail as u16) {
-            raise(&mut vector, &mut unsignalled);
-            return Ok(());
-        }
-        {
-            let cq = cq.lock().unwrap_or_else(PoisonError::into_inner);
-            let head = board.bar.read32(abi::cq_head_doorbell(cqid));
-            if !cq.valid_head(head) {
-                return Err(format!("CQ {cqid} head doorbell {head} beyond the queue"));
-            }
-            if cq.is_full(head) {
-                drop(cq);
-                debug!("CQ {cqid} full; SQ {qid} waits");
-                raise(&mut vector, &mut unsignalled);
-                std::thread::sleep(Duration::from_micros(200));
-                continue;
-            }
-        }
-        let sqe = sq.pop(&board.mem).map_err(|e| format!("SQ {qid}: {e}"))?;
-        let status = nvm::execute(ctx.pool.as_deref(), &board.mem, &sqe);
-        if status != abi::STATUS_SUCCESS {
-            debug!(
-                qid,
-                opcode = sqe.opcode,
-                cid = sqe.cid,
-                nsid = sqe.nsid,
-                "status {status:#x}"
-            );
-        }
-        let cqe = CompletionEntry {
-            result: 0,
-            rsvd: 0,
-            sq_head: sq.head(),
-            sq_id: qid,
-            cid: sqe.cid,
-            status: 0,
-        };
-        // Another SQ sharing the CQ may have filled it meanwhile: wait.
-        let mut cq = loop {
-            let cq = cq.lock().unwrap_or_else(PoisonError::into_inner);
-            if !cq.is_full(board.bar.read32(abi::cq_head_doorbell(cqid))) {
-                break cq;
-            }
-            drop(cq);
-            if stop.load(Ordering::Relaxed) {
-                return Ok(());
-            }
-            raise(&mut vector, &mut unsignalled);
-            std::thread::sleep(Duration::from_micros(200));
-        };
-        cq.post(&board.mem, cqe, status)
-            .map_err(|e| format!("CQ {cqid}: {e}"))?;
-        if cq.interrupts {
-            vector = Some(cq.vector);
-            unsignalled += 1;
+        if !cq.is_full(head) {
+            break cq;
         }
         drop(cq);
-        if unsignalled >= IRQ_BATCH {
-            raise(&mut vector, &mut unsignalled);
+        board
+            .irq
+            .raise(p.cq.lock().unwrap_or_else(PoisonError::into_inner).vector);
+        if stop.load(Ordering::Relaxed) || Instant::now() > deadline {
+            warn!(cqid = p.cqid, "CQ stays full; completion dropped");
+            p.inflight.fetch_sub(1, Ordering::AcqRel);
+            return Ok(None);
         }
+        std::thread::sleep(Duration::from_micros(200));
+    };
+    let posted = cq.post(&board.mem, cqe, status);
+    let vector = cq.interrupts.then_some(cq.vector);
+    drop(cq);
+    p.inflight.fetch_sub(1, Ordering::AcqRel);
+    posted.map_err(|e| format!("CQ {}: {e}", p.cqid))?;
+    Ok(vector)
+}
+
+fn record(
+    ctx: &IoContext,
+    class: u32,
+    p: &Pending,
+    status: u16,
+    started: Instant,
+    throttled: bool,
+) {
+    let mut all = ctx.stats.lock().unwrap_or_else(PoisonError::into_inner);
+    let s = all.entry(class).or_default();
+    let (_, bytes) = classify(ctx.pool.as_deref(), &p.sqe);
+    match p.sqe.opcode {
+        abi::IO_READ => {
+            s.reads += 1;
+            s.read_bytes += bytes;
+        }
+        abi::IO_WRITE => {
+            s.writes += 1;
+            s.write_bytes += bytes;
+        }
+        _ => s.other += 1,
     }
+    if status != abi::STATUS_SUCCESS {
+        s.errors += 1;
+    }
+    let queued = started.duration_since(p.fetched);
+    // Waiting behind a ceiling (beyond ordinary queueing) counts as throttled.
+    if throttled && queued > Duration::from_micros(200) {
+        s.throttled += 1;
+        s.throttled_ns += queued.as_nanos() as u64;
+    }
+    let us = p.fetched.elapsed().as_micros().max(1) as u64;
+    let bucket = (64 - us.leading_zeros() as usize).min(abi::LATENCY_BUCKETS - 1);
+    s.latency_us_log2[bucket] += 1;
 }

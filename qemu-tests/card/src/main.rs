@@ -78,6 +78,14 @@ struct Args {
     /// the firmware; for tests).
     #[arg(long)]
     control: Option<PathBuf>,
+    /// Storage QoS capacity the card admits floors against, I/Os per
+    /// second (default: what `qemu-tests/run bench` measured for 4k random
+    /// I/O on a 2-core TCG appliance, rounded down).
+    #[arg(long, default_value_t = 25_000)]
+    qos_capacity_iops: u64,
+    /// Storage QoS capacity in bytes per second, e.g. `2G`.
+    #[arg(long, default_value = "2G", value_parser = parse_size)]
+    qos_capacity_bps: u64,
     /// Inject a fault for tests: `exit-on-admin=OPCODE:N` (die on the N-th
     /// admin command with OPCODE, before completing it) or `never-ready`
     /// (firmware never reports running).
@@ -134,6 +142,8 @@ fn main() -> Result<()> {
         vectors: args.vectors,
         max_queue_entries: args.max_queue_entries,
         fault: args.fault,
+        qos_capacity_iops: args.qos_capacity_iops,
+        qos_capacity_bps: args.qos_capacity_bps,
     };
     let board = Arc::new(Board {
         bar: Bar::new(bar_mem)?,

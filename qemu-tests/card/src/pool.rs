@@ -46,11 +46,13 @@ pub const MAX_NAMESPACE_BYTES: u64 = 1 << 50;
 const LABEL_BYTES: u64 = 4096;
 const LABEL_MAGIC: &[u8; 8] = b"DIAPOOL1";
 const META_MAGIC: &[u8; 8] = b"DIAMETA1";
-const FORMAT_VERSION: u32 = 1;
+const FORMAT_VERSION: u32 = 2;
 /// magic, generation, payload length, payload CRC32.
 const META_HEADER: usize = 8 + 8 + 4 + 4;
-/// nsid, lba_shift, attached, pad, size_blocks, label, map length.
-const NS_RECORD: usize = 4 + 1 + 1 + 2 + 8 + abi::LABEL_LEN + 4;
+/// nsid, lba_shift, attached, pad, size_blocks, label, QoS, map length.
+const NS_RECORD: usize = 4 + 1 + 1 + 2 + 8 + abi::LABEL_LEN + QOS_RECORD + 4;
+/// min/max IOPS, min/max bytes/s, weight, burst.
+const QOS_RECORD: usize = 4 * 8 + 4 + 4;
 
 /// Why a pool operation failed. Each maps to one card status.
 #[derive(Debug, Error)]
@@ -163,6 +165,8 @@ pub struct Namespace {
     pub attached: bool,
     /// The owner's label.
     pub label: [u8; abi::LABEL_LEN],
+    /// Service level.
+    pub qos: abi::QosSettings,
     /// Logical chunk -> physical chunk, for allocated chunks only.
     map: HashMap<u32, u32>,
 }
@@ -360,6 +364,12 @@ fn encode_meta(namespaces: &BTreeMap<u32, Namespace>) -> Vec<u8> {
         b.extend_from_slice(&0u16.to_le_bytes());
         b.extend_from_slice(&ns.size_blocks.to_le_bytes());
         b.extend_from_slice(&ns.label);
+        let q = &ns.qos;
+        for v in [q.min_iops, q.max_iops, q.min_bps, q.max_bps] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        b.extend_from_slice(&q.weight.to_le_bytes());
+        b.extend_from_slice(&q.burst_ms.to_le_bytes());
         b.extend_from_slice(&(ns.map.len() as u32).to_le_bytes());
         let mut map: Vec<(u32, u32)> = ns.map.iter().map(|(&l, &p)| (l, p)).collect();
         map.sort_unstable();
@@ -386,6 +396,14 @@ fn decode_meta(b: &[u8], total_chunks: u32) -> Result<BTreeMap<u32, Namespace>, 
         let _pad = r.u16();
         let size_blocks = r.u64();
         let label = r.take::<{ abi::LABEL_LEN }>();
+        let qos = abi::QosSettings {
+            min_iops: r.u64(),
+            max_iops: r.u64(),
+            min_bps: r.u64(),
+            max_bps: r.u64(),
+            weight: r.u32(),
+            burst_ms: r.u32(),
+        };
         let n = r.u32();
         if nsid == 0 || nsid > MAX_NAMESPACES || out.contains_key(&nsid) {
             return Err(format!("bad namespace id {nsid}"));
@@ -422,6 +440,7 @@ fn decode_meta(b: &[u8], total_chunks: u32) -> Result<BTreeMap<u32, Namespace>, 
                 lba_shift,
                 attached,
                 label,
+                qos,
                 map,
             },
         );
@@ -802,6 +821,7 @@ impl Pool {
                     lba_shift,
                     attached: false,
                     label,
+                    qos: abi::QosSettings::default(),
                     map: HashMap::new(),
                 },
             );
@@ -852,6 +872,29 @@ impl Pool {
             st.dirty = true;
         }
         self.flush()
+    }
+
+    /// Sets a namespace's service level and commits.
+    pub fn set_qos(&self, nsid: u32, qos: abi::QosSettings) -> Result<(), StorageError> {
+        {
+            let mut st = self.write_state();
+            let ns = st
+                .namespaces
+                .get_mut(&nsid)
+                .ok_or(StorageError::NoNamespace(nsid))?;
+            ns.qos = qos;
+            st.dirty = true;
+        }
+        self.flush()
+    }
+
+    /// Every namespace's service level.
+    pub fn all_qos(&self) -> Vec<(u32, abi::QosSettings)> {
+        self.read_state()
+            .namespaces
+            .iter()
+            .map(|(&id, ns)| (id, ns.qos))
+            .collect()
     }
 
     /// log2 of the block size of an attached namespace.

@@ -54,6 +54,24 @@ impl Default for QosParams {
     }
 }
 
+impl QosParams {
+    /// The scheduler's view of the card interface's settings.
+    pub fn from_settings(q: &dia_abi::card::QosSettings) -> Self {
+        Self {
+            min_iops: q.min_iops as f64,
+            min_bps: q.min_bps as f64,
+            max_iops: q.max_iops as f64,
+            max_bps: q.max_bps as f64,
+            weight: f64::from(q.weight.max(1)),
+            burst_s: if q.burst_ms == 0 {
+                0.05
+            } else {
+                f64::from(q.burst_ms) / 1000.0
+            },
+        }
+    }
+}
+
 /// Why parameters are refused.
 #[derive(Debug, Clone, PartialEq)]
 pub enum QosError {
@@ -285,6 +303,30 @@ impl<T> Scheduler<T> {
             r,
             p: pt,
         });
+    }
+
+    /// Removes (and returns) every queued command `drop_it` selects.
+    pub fn remove_where(&mut self, mut drop_it: impl FnMut(&T) -> bool) -> Vec<T> {
+        let mut out = Vec::new();
+        for c in self.classes.values_mut() {
+            let mut keep = VecDeque::with_capacity(c.queue.len());
+            for q in c.queue.drain(..) {
+                if drop_it(&q.item) {
+                    out.push(q.item);
+                } else {
+                    keep.push_back(q);
+                }
+            }
+            c.queue = keep;
+        }
+        out
+    }
+
+    /// Whether `class` has a ceiling.
+    pub fn has_ceiling(&self, class: u32) -> bool {
+        self.classes
+            .get(&class)
+            .is_some_and(|c| c.iops.is_some() || c.bps.is_some())
     }
 
     /// Commands queued.

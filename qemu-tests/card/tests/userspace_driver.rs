@@ -62,6 +62,8 @@ impl TestDriver {
             vectors: VECTORS,
             max_queue_entries: 64,
             fault: None,
+            qos_capacity_iops: 10_000,
+            qos_capacity_bps: 1 << 30,
         };
         let mut fw = Firmware::new(board, cfg, pool);
         fw.start().unwrap();
@@ -844,6 +846,126 @@ fn flushed_data_survives_a_firmware_crash() {
     let mut back = vec![0u8; 8192];
     d.mem.read(RBUF, &mut back).unwrap();
     assert!(back == data, "flushed data lost across the crash");
+    drop(d);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn set_qos(d: &mut TestDriver, nsid: u32, q: abi::QosSettings) -> CompletionEntry {
+    // SAFETY: QosSettings is repr(C) plain data of 40 bytes.
+    let bytes: [u8; 40] = unsafe { std::mem::transmute(q) };
+    d.mem.write(BUF, &bytes).unwrap();
+    d.submit(SubmissionEntry {
+        opcode: abi::ADMIN_SET_QOS,
+        nsid,
+        prp1: BUF,
+        ..Default::default()
+    })
+}
+
+#[test]
+fn qos_is_validated_admitted_and_counted() {
+    let dir = pool_dir("qos");
+    let mut d = TestDriver::start_with(Some(pool_spec(&dir)));
+    assert!(d.enable(AQA));
+    assert_eq!(d.identify(BUF, 0).status_code(), 0);
+    let id = d.read_identify(BUF);
+    assert_ne!(id.capabilities & abi::CARD_CAP_QOS, 0);
+    assert_eq!(id.qos_capacity_iops, 10_000);
+    let a = create_ns(&mut d, 1024, 12, "a").result;
+    let b = create_ns(&mut d, 1024, 12, "b").result;
+    let gold = abi::QosSettings {
+        min_iops: 6000,
+        max_iops: 8000,
+        ..Default::default()
+    };
+    assert_eq!(set_qos(&mut d, a, gold).status_code(), 0);
+    // b's floor would make 6000 + 5000 > 10000: refused, by 1000 IOPS.
+    let cqe = set_qos(
+        &mut d,
+        b,
+        abi::QosSettings {
+            min_iops: 5000,
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        (cqe.status_code(), cqe.result),
+        (abi::STATUS_QOS_ADMISSION, 1000)
+    );
+    let bad = abi::QosSettings {
+        min_iops: 10,
+        max_iops: 5,
+        ..Default::default()
+    };
+    assert_eq!(
+        set_qos(&mut d, b, bad).status_code(),
+        abi::STATUS_INVALID_FIELD
+    );
+    assert_eq!(
+        set_qos(&mut d, 77, gold).status_code(),
+        abi::STATUS_INVALID_NAMESPACE
+    );
+    // Changing a's own floor is admitted against the others only.
+    assert_eq!(
+        set_qos(
+            &mut d,
+            a,
+            abi::QosSettings {
+                min_iops: 9000,
+                max_iops: 9500,
+                ..gold
+            }
+        )
+        .status_code(),
+        0
+    );
+
+    // Counters: two writes and a read of 4 KiB.
+    assert_eq!(
+        ns_admin(&mut d, abi::ADMIN_NS_ATTACHMENT, a, abi::NS_ATTACH),
+        0
+    );
+    let mut q = IoQ::create(&mut d, 1);
+    for slba in [0, 1] {
+        assert_eq!(q.run(&d, rw(abi::IO_WRITE, a, slba, 1, WBUF, 0)), 0);
+    }
+    assert_eq!(q.run(&d, rw(abi::IO_READ, a, 0, 1, RBUF, 0)), 0);
+    let cqe = d.submit(SubmissionEntry {
+        opcode: abi::ADMIN_GET_LOG_PAGE,
+        nsid: a,
+        prp1: BUF,
+        cdw10: u32::from(abi::LOG_NS_STATS)
+            | ((std::mem::size_of::<abi::NamespaceStats>() / 4 - 1) as u32) << 16,
+        ..Default::default()
+    });
+    assert_eq!(cqe.status_code(), 0);
+    let mut raw = vec![0u8; std::mem::size_of::<abi::NamespaceStats>()];
+    d.mem.read(BUF, &mut raw).unwrap();
+    // SAFETY: NamespaceStats is repr(C) plain data; raw has its size.
+    let st: abi::NamespaceStats = unsafe { std::ptr::read_unaligned(raw.as_ptr().cast()) };
+    assert_eq!(
+        (st.reads, st.writes, st.read_bytes, st.write_bytes),
+        (1, 2, 4096, 8192)
+    );
+    assert_eq!(st.latency_us_log2.iter().sum::<u64>(), 3);
+
+    // The settings survive a firmware restart (stored with the namespace).
+    d.fw.kill().unwrap();
+    d.fw.start().unwrap();
+    assert!(d.enable(AQA));
+    let cqe = set_qos(
+        &mut d,
+        b,
+        abi::QosSettings {
+            min_iops: 1001,
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        (cqe.status_code(), cqe.result),
+        (abi::STATUS_QOS_ADMISSION, 1),
+        "a's 9000 floor was kept"
+    );
     drop(d);
     let _ = std::fs::remove_dir_all(&dir);
 }
