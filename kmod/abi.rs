@@ -50,3 +50,5 @@ unsafe impl AsBytes for ioctl::DiaNsQos {}
 unsafe impl FromBytes for ioctl::DiaNsStats {}
 // SAFETY: as above.
 unsafe impl AsBytes for ioctl::DiaNsStats {}
+// SAFETY: as above.
+unsafe impl FromBytes for card::NamespaceStats {}

@@ -7,7 +7,9 @@ use kernel::prelude::*;
 use kernel::sync::ArcBorrow;
 use kernel::uaccess::UserSlice;
 
-use crate::abi::ioctl::{self, DiaIdentity, DiaNsCreate, DiaNsId, DiaNsInfo, DiaNsList, DiaPoolInfo};
+use crate::abi::ioctl::{
+    self, DiaIdentity, DiaNsCreate, DiaNsId, DiaNsInfo, DiaNsList, DiaNsQos, DiaNsStats, DiaPoolInfo,
+};
 use crate::card::Card;
 use crate::glue::miscdev::MiscDevice;
 
@@ -70,6 +72,25 @@ impl MiscDevice for Card {
             ioctl::DIA_IOC_POOL_INFO => {
                 let pool: DiaPoolInfo = this.with_controller(|c| c.pool_info())?;
                 write_out(arg, &pool)
+            }
+            ioctl::DIA_IOC_NS_SET_QOS => {
+                let size = core::mem::size_of::<DiaNsQos>();
+                let mut req: DiaNsQos = UserSlice::new(arg, size).reader().read()?;
+                let done = this.with_controller(|c| c.ns_set_qos(&mut req));
+                if req.excess_iops != 0 {
+                    // The caller learns by how much the floors were over.
+                    write_out(arg, &req)?;
+                }
+                done.map(|()| 0)
+            }
+            ioctl::DIA_IOC_NS_STATS => {
+                let size = core::mem::size_of::<DiaNsStats>();
+                let mut req: DiaNsStats = UserSlice::new(arg, size).reader().read()?;
+                if req.reserved != 0 {
+                    return Err(EINVAL);
+                }
+                req.stats = this.with_controller(|c| c.ns_stats(req.nsid))?;
+                write_out(arg, &req)
             }
             _ => Err(ENOTTY),
         }

@@ -149,6 +149,9 @@ pub(crate) struct Controller {
     hw: Arc<Hardware>,
     ring: RingState,
     next_cid: u16,
+    /// Result dword of the last admin command the card failed (some
+    /// statuses carry detail there, e.g. Set QoS's excess).
+    last_error_result: u32,
     cap: u64,
     enabled: bool,
     failed: bool,
@@ -210,6 +213,7 @@ impl Controller {
             hw,
             ring: RingState::new(ADMIN_QUEUE_DEPTH).ok_or(EINVAL)?,
             next_cid: 0,
+            last_error_result: 0,
             enabled: false,
             failed: false,
             index,
@@ -503,6 +507,7 @@ impl Controller {
                         sqe.nsid,
                         cqe.status_code()
                     );
+                    self.last_error_result = cqe.result;
                     return Err(status_errno(cqe.status_code()));
                 }
                 return Ok(cqe);
@@ -554,7 +559,10 @@ impl Controller {
             serial: b.read(offset_of!(IdentifyController, serial))?,
             model: b.read(offset_of!(IdentifyController, model))?,
             firmware: b.read(offset_of!(IdentifyController, firmware))?,
-            reserved: [0; 44],
+            reserved0: [0; 4],
+            qos_capacity_iops: b.read(offset_of!(IdentifyController, qos_capacity_iops))?,
+            qos_capacity_bps: b.read(offset_of!(IdentifyController, qos_capacity_bps))?,
+            reserved: [0; 24],
         })
     }
 
@@ -588,6 +596,11 @@ impl Drop for Controller {
     }
 }
 
+/// `EDQUOT`: the card cannot guarantee the floors asked for.
+pub(crate) fn edquot() -> kernel::error::Error {
+    kernel::error::Error::from_errno(-(kernel::bindings::EDQUOT as i32))
+}
+
 /// The errno for a card status, so callers see what went wrong.
 fn status_errno(status: u16) -> kernel::error::Error {
     use kernel::error::code::{EBUSY, EEXIST, ENOENT, ENOSPC};
@@ -600,6 +613,7 @@ fn status_errno(status: u16) -> kernel::error::Error {
         | regs::STATUS_CAPACITY_EXCEEDED => ENOSPC,
         regs::STATUS_INVALID_FORMAT | regs::STATUS_INVALID_FIELD | regs::STATUS_NS_NOT_ATTACHED => EINVAL,
         regs::STATUS_INVALID_OPCODE => kernel::error::Error::from_errno(-(kernel::bindings::EOPNOTSUPP as i32)),
+        regs::STATUS_QOS_ADMISSION => edquot(),
         _ => EIO,
     }
 }

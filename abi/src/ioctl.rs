@@ -68,9 +68,16 @@ pub struct DiaIdentity {
     /// Firmware revision, ASCII, space padded.
     pub firmware: [u8; 8],
     /// Reserved, zero.
-    pub reserved: [u8; 44],
+    pub reserved0: [u8; 4],
+    /// Storage QoS capacity floors are admitted against, I/Os per second.
+    pub qos_capacity_iops: u64,
+    /// Storage QoS capacity, bytes per second.
+    pub qos_capacity_bps: u64,
+    /// Reserved, zero.
+    pub reserved: [u8; 24],
 }
 const _: () = assert!(core::mem::size_of::<DiaIdentity>() == 160);
+const _: () = assert!(core::mem::offset_of!(DiaIdentity, qos_capacity_iops) == 120);
 
 impl Default for DiaIdentity {
     fn default() -> Self {
@@ -90,7 +97,10 @@ impl Default for DiaIdentity {
             pool_bytes: 0,
             msix_vectors: 0,
             io_queues: 0,
-            reserved: [0; 44],
+            reserved0: [0; 4],
+            qos_capacity_iops: 0,
+            qos_capacity_bps: 0,
+            reserved: [0; 24],
         }
     }
 }
@@ -281,7 +291,6 @@ pub struct DiaNsStats {
 }
 const _: () =
     assert!(core::mem::size_of::<DiaNsStats>() == 8 + 64 + 8 * super::card::LATENCY_BUCKETS);
-
 
 /// `DIA_IOC_NS_SET_QOS`: set a namespace's floors, ceilings and weight
 /// (`EDQUOT` when the card cannot guarantee the floors, `EINVAL` for a floor

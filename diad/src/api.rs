@@ -10,8 +10,11 @@ use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use dia::api::{Attachment, Container, CreateContainer, CreateVolume, Volume, VolumeList};
-use dia::{Identity, Pool};
+use dia::api::{
+    Attachment, Container, CreateContainer, CreateVolume, SetTier, Tier, TierSpec, Volume,
+    VolumeList,
+};
+use dia::{Identity, Pool, Stats};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tracing::{info, warn};
@@ -62,6 +65,10 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/v1/volumes/{name}", get(show_volume).delete(delete_volume))
         .route("/v1/volumes/{name}/attach", post(attach_volume))
         .route("/v1/volumes/{name}/detach", post(detach_volume))
+        .route("/v1/volumes/{name}/tier", post(set_volume_tier))
+        .route("/v1/volumes/{name}/stats", get(volume_stats))
+        .route("/v1/tiers", get(list_tiers).post(create_tier))
+        .route("/v1/tiers/{name}", axum::routing::delete(delete_tier))
         .route(
             "/v1/containers",
             get(list_containers).post(create_container),
@@ -139,6 +146,45 @@ async fn detach_volume(
     UrlPath(name): UrlPath<String>,
 ) -> Result<Json<Volume>, ApiError> {
     with_manager(app, move |m| m.detach(&name)).await.map(Json)
+}
+
+async fn set_volume_tier(
+    State(app): State<Arc<AppState>>,
+    UrlPath(name): UrlPath<String>,
+    req: Result<Json<SetTier>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Volume>, ApiError> {
+    let req = body(req)?;
+    with_manager(app, move |m| m.set_tier(&name, &req.tier))
+        .await
+        .map(Json)
+}
+
+async fn volume_stats(
+    State(app): State<Arc<AppState>>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Json<Stats>, ApiError> {
+    with_manager(app, move |m| m.stats(&name)).await.map(Json)
+}
+
+async fn list_tiers(State(app): State<Arc<AppState>>) -> Result<Json<Vec<Tier>>, ApiError> {
+    with_manager(app, |m| Ok(m.tiers())).await.map(Json)
+}
+
+async fn create_tier(
+    State(app): State<Arc<AppState>>,
+    req: Result<Json<TierSpec>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<Tier>), ApiError> {
+    let req = body(req)?;
+    let t = with_manager(app, move |m| m.create_tier(req)).await?;
+    Ok((StatusCode::CREATED, Json(t)))
+}
+
+async fn delete_tier(
+    State(app): State<Arc<AppState>>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    with_manager(app, move |m| m.delete_tier(&name)).await?;
+    Ok(Json(json!({ "deleted": true })))
 }
 
 async fn list_containers(
@@ -253,6 +299,12 @@ mod tests {
         fn pool(&self) -> Result<Pool, dia::Error> {
             Err(nope())
         }
+        fn set_qos(&self, _: u32, _: &dia::Qos) -> Result<(), dia::Error> {
+            Err(nope())
+        }
+        fn stats(&self, _: u32) -> Result<Stats, dia::Error> {
+            Err(nope())
+        }
         fn identify(&self) -> Result<Identity, dia::Error> {
             if self.fail {
                 return Err(dia::Error::Timeout {
@@ -274,6 +326,8 @@ mod tests {
                 max_namespaces: 0,
                 max_ports: 0,
                 pool_bytes: 0,
+                qos_capacity_iops: 0,
+                qos_capacity_bps: 0,
             })
         }
     }

@@ -2,7 +2,7 @@
 //! tested on the host; the real implementation is libdia's `Card` on
 //! `/dev/dia`.
 
-use dia::{Identity, Namespace, Pool};
+use dia::{Identity, Namespace, Pool, Qos, Stats};
 
 /// What the daemon needs from a card.
 pub trait CardDevice: Send + Sync + 'static {
@@ -27,6 +27,10 @@ pub trait CardDevice: Send + Sync + 'static {
     fn namespaces(&self) -> Result<Vec<Namespace>, dia::Error>;
     /// The flash pool.
     fn pool(&self) -> Result<Pool, dia::Error>;
+    /// Sets a namespace's service level.
+    fn set_qos(&self, nsid: u32, qos: &Qos) -> Result<(), dia::Error>;
+    /// A namespace's counters.
+    fn stats(&self, nsid: u32) -> Result<Stats, dia::Error>;
 }
 
 impl CardDevice for dia::Card {
@@ -58,5 +62,11 @@ impl CardDevice for dia::Card {
     }
     fn pool(&self) -> Result<Pool, dia::Error> {
         dia::Card::pool(self)
+    }
+    fn set_qos(&self, nsid: u32, qos: &Qos) -> Result<(), dia::Error> {
+        dia::Card::set_qos(self, nsid, qos)
+    }
+    fn stats(&self, nsid: u32) -> Result<Stats, dia::Error> {
+        dia::Card::stats(self, nsid)
     }
 }

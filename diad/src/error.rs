@@ -62,6 +62,7 @@ impl From<dia::Error> for ApiError {
             dia::Error::CardError { .. }
             | dia::Error::Gone { .. }
             | dia::Error::NoDevice { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            dia::Error::OverCapacity { .. } => StatusCode::CONFLICT,
             dia::Error::Ioctl { errno, .. } => match *errno {
                 Errno::ENOSPC => StatusCode::INSUFFICIENT_STORAGE,
                 Errno::EBUSY | Errno::EEXIST => StatusCode::CONFLICT,

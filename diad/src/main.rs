@@ -7,6 +7,7 @@ mod card;
 mod containers;
 mod error;
 mod state;
+mod tiers;
 mod volumes;
 
 use std::path::PathBuf;

@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use dia::api::Attachment;
+use dia::api::{builtin_tiers, Attachment, TierSpec, DEFAULT_TIER};
 use serde::{Deserialize, Serialize};
 
 /// Default location of the state file.
@@ -27,6 +27,9 @@ pub struct DesiredState {
     /// Containers diad started.
     #[serde(default)]
     pub containers: Vec<ContainerState>,
+    /// Performance tiers (the built-in ones included).
+    #[serde(default)]
+    pub tiers: Vec<TierSpec>,
 }
 
 impl Default for DesiredState {
@@ -35,8 +38,25 @@ impl Default for DesiredState {
             version: STATE_VERSION,
             volumes: Vec::new(),
             containers: Vec::new(),
+            tiers: builtin_tiers(),
         }
     }
+}
+
+impl DesiredState {
+    /// Adds built-in tiers the file lacks (older files, new built-ins).
+    fn with_builtin_tiers(mut self) -> Self {
+        for t in builtin_tiers() {
+            if !self.tiers.iter().any(|x| x.name == t.name) {
+                self.tiers.push(t);
+            }
+        }
+        self
+    }
+}
+
+fn default_tier() -> String {
+    DEFAULT_TIER.into()
 }
 
 /// A volume the operator created.
@@ -51,6 +71,9 @@ pub struct VolumeState {
     pub size_bytes: u64,
     /// Logical block size.
     pub block_size: u32,
+    /// Performance tier.
+    #[serde(default = "default_tier")]
+    pub tier: String,
     /// Where it is attached.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attachment: Option<Attachment>,
@@ -80,7 +103,7 @@ pub fn load_or_create(path: &Path) -> Result<DesiredState> {
                     STATE_VERSION
                 );
             }
-            Ok(state)
+            Ok(state.with_builtin_tiers())
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let state = DesiredState::default();
@@ -126,6 +149,7 @@ mod tests {
             nsid: 2,
             size_bytes: 1 << 30,
             block_size: 4096,
+            tier: "gold".into(),
             attachment: Some(Attachment {
                 container: "c1".into(),
                 fs: Some("ext4".into()),

@@ -28,10 +28,10 @@ pub const FILESYSTEMS: [&str; 1] = ["ext4"];
 
 /// The volume and container logic.
 pub struct Manager {
-    card: Arc<dyn CardDevice>,
-    host: Arc<dyn Host>,
-    state: DesiredState,
-    path: PathBuf,
+    pub(crate) card: Arc<dyn CardDevice>,
+    pub(crate) host: Arc<dyn Host>,
+    pub(crate) state: DesiredState,
+    pub(crate) path: PathBuf,
 }
 
 fn errno(e: &dia::Error) -> Option<Errno> {
@@ -59,12 +59,12 @@ impl Manager {
         &self.card
     }
 
-    fn save(&self) -> Result<(), ApiError> {
+    pub(crate) fn save(&self) -> Result<(), ApiError> {
         state::save(&self.path, &self.state)
             .map_err(|e| ApiError::internal(format!("saving the state: {e:#}")))
     }
 
-    fn volume_index(&self, name: &str) -> Result<usize, ApiError> {
+    pub(crate) fn volume_index(&self, name: &str) -> Result<usize, ApiError> {
         self.state
             .volumes
             .iter()
@@ -82,7 +82,7 @@ impl Manager {
             })
     }
 
-    fn namespace_of(&self, v: &VolumeState) -> Result<Option<Namespace>, dia::Error> {
+    pub(crate) fn namespace_of(&self, v: &VolumeState) -> Result<Option<Namespace>, dia::Error> {
         match self.card.namespace(v.nsid) {
             // The nsid may have been reused by another owner.
             Ok(ns) if ns.label == v.name => Ok(Some(ns)),
@@ -107,6 +107,7 @@ impl Manager {
             device,
             status: status.into(),
             attachment: v.attachment.clone(),
+            tier: v.tier.clone(),
         }
     }
 
@@ -188,16 +189,27 @@ impl Manager {
                 req.size_bytes, req.block_size
             )));
         }
+        let tier_name = req
+            .tier
+            .clone()
+            .unwrap_or_else(|| dia::api::DEFAULT_TIER.into());
+        let tier = self.tier(&tier_name)?.clone();
+        self.admit(&req.name, &tier)?;
         let shift = req.block_size.trailing_zeros();
         let nsid = self
             .card
             .create_namespace(req.size_bytes, shift, &req.name)
             .map_err(|e| ApiError::card("creating the namespace", e))?;
+        if let Err(e) = self.apply_tier(nsid, &tier) {
+            let _ = self.card.delete_namespace(nsid);
+            return Err(e);
+        }
         self.state.volumes.push(VolumeState {
             name: req.name.clone(),
             nsid,
             size_bytes: req.size_bytes,
             block_size: req.block_size,
+            tier: tier_name,
             attachment: None,
         });
         if let Err(e) = self.save() {
@@ -547,6 +559,17 @@ impl Manager {
                     v.name, v.nsid
                 )),
                 Some(ns) => {
+                    let applied = self
+                        .state
+                        .tiers
+                        .iter()
+                        .find(|t| t.name == v.tier)
+                        .map(|t| self.apply_tier(v.nsid, t));
+                    match applied {
+                        Some(Ok(())) => {}
+                        Some(Err(e)) => report.push(format!("volume '{}': tier '{}' not applied: {}", v.name, v.tier, e.message)),
+                        None => report.push(format!("volume '{}': its tier '{}' does not exist", v.name, v.tier)),
+                    }
                     if v.attachment.is_some() && !ns.attached {
                         match self.card.attach_namespace(v.nsid) {
                             Ok(()) => report.push(format!("volume '{}': namespace {} attached again", v.name, v.nsid)),
@@ -607,6 +630,7 @@ mod tests {
     struct MemCard {
         ns: Mutex<Vec<Namespace>>,
         capacity: u64,
+        qos: Mutex<HashMap<u32, dia::Qos>>,
     }
 
     fn err(errno: Errno) -> dia::Error {
@@ -618,6 +642,30 @@ mod tests {
 
     impl CardDevice for MemCard {
         fn identify(&self) -> Result<Identity, dia::Error> {
+            Ok(Identity {
+                model: "mem".into(),
+                serial: "M".into(),
+                firmware: "0".into(),
+                interface_version: "1.0".into(),
+                abi_version: 3,
+                vendor_id: 0,
+                capabilities: vec![],
+                max_io_queues: 0,
+                io_queues: 0,
+                max_queue_entries: 0,
+                msix_vectors: 0,
+                max_namespaces: 128,
+                max_ports: 0,
+                pool_bytes: 0,
+                qos_capacity_iops: 10_000,
+                qos_capacity_bps: 1 << 30,
+            })
+        }
+        fn set_qos(&self, nsid: u32, q: &dia::Qos) -> Result<(), dia::Error> {
+            self.qos.lock().unwrap().insert(nsid, *q);
+            Ok(())
+        }
+        fn stats(&self, _nsid: u32) -> Result<dia::Stats, dia::Error> {
             Err(err(Errno::ENOTSUP))
         }
         fn create_namespace(&self, size: u64, shift: u32, label: &str) -> Result<u32, dia::Error> {
@@ -739,6 +787,7 @@ mod tests {
             name: name.into(),
             size_bytes: size,
             block_size: 4096,
+            tier: None,
         }
     }
 
@@ -904,5 +953,96 @@ mod tests {
         assert_eq!(lost.status, "missing");
         assert_eq!(list.orphans.len(), 1);
         assert_eq!(card.namespaces().unwrap().len(), 2, "nothing recreated");
+    }
+
+    #[test]
+    fn tiers_are_checked_admitted_and_applied() {
+        let (_dir, mut m, card, _) = manager(LogHost::default());
+        let names: Vec<String> = m.tiers().into_iter().map(|t| t.spec.name).collect();
+        assert_eq!(names, ["best-effort", "silver", "gold"]);
+        let spec = |name: &str, min_iops, max_iops| dia::api::TierSpec {
+            name: name.into(),
+            min_iops,
+            max_iops,
+            min_bps: 0,
+            max_bps: 0,
+            weight: 1,
+        };
+        let e = m.create_tier(spec("odd", 6000, 5000)).unwrap_err();
+        assert!(
+            e.message.contains("min-iops 6000 is above max-iops 5000"),
+            "{}",
+            e.message
+        );
+        let e = m
+            .create_tier(dia::api::TierSpec {
+                weight: 0,
+                ..spec("w", 0, 0)
+            })
+            .unwrap_err();
+        assert!(e.message.contains("allowed: 1 to 1000"), "{}", e.message);
+        m.create_tier(spec("plat", 4000, 8000)).unwrap();
+        assert_eq!(m.create_tier(spec("plat", 1, 2)).unwrap_err().status, 409);
+        // Capacity 10000: two plat volumes fit, a third is 2000 over.
+        for n in ["a", "b"] {
+            m.create(&CreateVolume {
+                tier: Some("plat".into()),
+                ..vol(n, 1 << 20)
+            })
+            .unwrap();
+        }
+        assert_eq!(card.qos.lock().unwrap()[&1].min_iops, 4000);
+        let e = m
+            .create(&CreateVolume {
+                tier: Some("plat".into()),
+                ..vol("c", 1 << 20)
+            })
+            .unwrap_err();
+        assert_eq!(e.status, 409);
+        assert!(
+            e.message.contains(
+                "the card guarantees 10000 IOPS and other volumes hold 8000: 2000 IOPS over"
+            ),
+            "{}",
+            e.message
+        );
+        assert!(
+            card.namespaces().unwrap().len() == 2,
+            "nothing created on refusal"
+        );
+        let e = m
+            .create(&CreateVolume {
+                tier: Some("nope".into()),
+                ..vol("c", 1 << 20)
+            })
+            .unwrap_err();
+        assert!(
+            e.message.contains("tiers: best-effort, silver, gold, plat"),
+            "{}",
+            e.message
+        );
+        // Moving a volume re-admits it without counting itself.
+        m.create(&vol("c", 1 << 20)).unwrap();
+        let v = m.set_tier("a", "gold").unwrap();
+        assert_eq!(v.tier, "gold");
+        assert_eq!(card.qos.lock().unwrap()[&1].max_iops, 5000);
+        // 2000 + 4000 + 4000 fills the card exactly; silver's 500 is over.
+        m.set_tier("c", "plat").unwrap();
+        let e = m
+            .create(&CreateVolume {
+                tier: Some("silver".into()),
+                ..vol("d", 1 << 20)
+            })
+            .unwrap_err();
+        assert!(e.message.contains("500 IOPS over"), "{}", e.message);
+        assert_eq!(m.delete_tier("plat").unwrap_err().status, 409);
+        assert!(m
+            .delete_tier("gold")
+            .unwrap_err()
+            .message
+            .contains("built in"));
+        m.set_tier("b", "silver").unwrap();
+        m.set_tier("c", "silver").unwrap();
+        m.delete_tier("plat").unwrap();
     }
 }

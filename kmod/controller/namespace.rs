@@ -11,8 +11,10 @@ use kernel::str::CString;
 use kernel::sync::Arc;
 
 use super::{Controller, NsDisk};
-use crate::abi::card::{self as regs, IdentifyNamespace, NamespaceCreate, PoolStatus, SubmissionEntry};
-use crate::abi::ioctl::{DiaNsInfo, DiaNsList, DiaPoolInfo, DIA_NS_LIST_MAX};
+use crate::abi::card::{
+    self as regs, IdentifyNamespace, NamespaceCreate, NamespaceStats, PoolStatus, QosSettings, SubmissionEntry,
+};
+use crate::abi::ioctl::{DiaNsInfo, DiaNsList, DiaNsQos, DiaPoolInfo, DIA_NS_LIST_MAX};
 use crate::glue::blk::Disk;
 use crate::io::{disk_params, NsData};
 
@@ -256,6 +258,57 @@ impl Controller {
             chunk_bytes: b.read(offset_of!(PoolStatus, chunk_bytes))?,
             reserved: 0,
         })
+    }
+
+    /// Sets a namespace's QoS. On `EDQUOT` (floors over the card's
+    /// capacity) `req.excess_iops` says by how many I/Os per second.
+    pub(crate) fn ns_set_qos(&mut self, req: &mut DiaNsQos) -> Result {
+        if req.nsid == 0 || req.nsid == u32::MAX || req.excess_iops != 0 {
+            return Err(EINVAL);
+        }
+        if (req.max_iops != 0 && req.min_iops > req.max_iops) || (req.max_bps != 0 && req.min_bps > req.max_bps) {
+            return Err(EINVAL);
+        }
+        let q = QosSettings {
+            min_iops: req.min_iops,
+            max_iops: req.max_iops,
+            min_bps: req.min_bps,
+            max_bps: req.max_bps,
+            weight: req.weight,
+            burst_ms: req.burst_ms,
+        };
+        self.buf.zero();
+        self.buf.write(0, &q)?;
+        let done = self.admin_command(SubmissionEntry {
+            opcode: regs::ADMIN_SET_QOS,
+            nsid: req.nsid,
+            prp1: self.buf.dma_handle(),
+            ..SubmissionEntry::default()
+        });
+        if let Err(e) = done {
+            if e == super::edquot() {
+                req.excess_iops = self.last_error_result;
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// A namespace's counters.
+    pub(crate) fn ns_stats(&mut self, nsid: u32) -> Result<NamespaceStats> {
+        if nsid == 0 || nsid == u32::MAX {
+            return Err(EINVAL);
+        }
+        self.buf.zero();
+        let dwords = (core::mem::size_of::<NamespaceStats>() / 4) as u32;
+        self.admin_command(SubmissionEntry {
+            opcode: regs::ADMIN_GET_LOG_PAGE,
+            nsid,
+            prp1: self.buf.dma_handle(),
+            cdw10: u32::from(regs::LOG_NS_STATS) | (dwords - 1) << 16,
+            ..SubmissionEntry::default()
+        })?;
+        self.buf.read(0)
     }
 
     /// Adds block devices for namespaces the card already has attached

@@ -17,6 +17,9 @@ pub struct CreateVolume {
     /// Logical block size: 512, 1024, 2048 or 4096.
     #[serde(default = "default_block_size")]
     pub block_size: u32,
+    /// Performance tier (default: best-effort).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
 }
 
 fn default_block_size() -> u32 {
@@ -60,6 +63,77 @@ pub struct Volume {
     pub status: String,
     /// The container it is attached to.
     pub attachment: Option<Attachment>,
+    /// Its performance tier.
+    #[serde(default)]
+    pub tier: String,
+}
+
+/// The tier every volume gets unless told otherwise.
+pub const DEFAULT_TIER: &str = "best-effort";
+
+/// A performance tier: a storage floor and ceiling every volume of the tier
+/// gets for itself (0: none), and its weight in sharing spare capacity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierSpec {
+    /// Name (same rules as volume names).
+    pub name: String,
+    /// Guaranteed I/Os per second per volume.
+    #[serde(default)]
+    pub min_iops: u64,
+    /// Most I/Os per second per volume.
+    #[serde(default)]
+    pub max_iops: u64,
+    /// Guaranteed bytes per second per volume.
+    #[serde(default)]
+    pub min_bps: u64,
+    /// Most bytes per second per volume.
+    #[serde(default)]
+    pub max_bps: u64,
+    /// Share of spare capacity, 1..=1000.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// `GET /v1/tiers` entries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tier {
+    /// The tier's definition.
+    #[serde(flatten)]
+    pub spec: TierSpec,
+    /// Built in (cannot be deleted).
+    pub builtin: bool,
+    /// Volumes of this tier.
+    pub volumes: Vec<String>,
+}
+
+/// `POST /v1/volumes/{name}/tier`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetTier {
+    /// The new tier.
+    pub tier: String,
+}
+
+/// The tiers a new appliance has.
+pub fn builtin_tiers() -> Vec<TierSpec> {
+    let t = |name: &str, min_iops, max_iops, min_mb: u64, max_mb: u64, weight| TierSpec {
+        name: name.into(),
+        min_iops,
+        max_iops,
+        min_bps: min_mb << 20,
+        max_bps: max_mb << 20,
+        weight,
+    };
+    vec![
+        t(DEFAULT_TIER, 0, 0, 0, 0, 1),
+        t("silver", 500, 2000, 10, 40, 2),
+        t("gold", 2000, 5000, 20, 80, 4),
+    ]
 }
 
 /// `GET /v1/volumes`.

@@ -55,6 +55,12 @@ pub enum Error {
         /// Its number.
         number: u32,
     },
+    /// The card cannot guarantee the QoS floors asked for.
+    #[error("the card cannot guarantee these floors: they exceed its capacity by {excess_iops} I/Os per second (EDQUOT)")]
+    OverCapacity {
+        /// I/Os per second over capacity (0: only bandwidth is over).
+        excess_iops: u32,
+    },
     /// Any other errno.
     #[error("{request} failed: {errno}")]
     Ioctl {
@@ -96,6 +102,7 @@ impl Error {
             Error::Gone { .. } => Some(Errno::ENODEV),
             Error::Unsupported { .. } => Some(Errno::ENOTTY),
             Error::Ioctl { errno, .. } => Some(*errno),
+            Error::OverCapacity { .. } => Some(Errno::EDQUOT),
         }
     }
 

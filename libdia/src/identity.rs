@@ -36,6 +36,12 @@ pub struct Identity {
     pub max_ports: u32,
     /// Flash pool capacity in bytes.
     pub pool_bytes: u64,
+    /// Storage QoS capacity floors are admitted against, I/Os per second.
+    #[serde(default)]
+    pub qos_capacity_iops: u64,
+    /// Storage QoS capacity, bytes per second.
+    #[serde(default)]
+    pub qos_capacity_bps: u64,
 }
 
 fn ascii(field: &[u8]) -> String {
@@ -74,6 +80,8 @@ impl From<&DiaIdentity> for Identity {
             max_namespaces: raw.max_namespaces,
             max_ports: raw.max_ports,
             pool_bytes: raw.pool_bytes,
+            qos_capacity_iops: raw.qos_capacity_iops,
+            qos_capacity_bps: raw.qos_capacity_bps,
         }
     }
 }

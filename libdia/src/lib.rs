@@ -17,7 +17,7 @@ use dia_abi::ioctl::*;
 
 pub use error::Error;
 pub use identity::Identity;
-pub use namespace::{Namespace, Pool};
+pub use namespace::{Namespace, Pool, Qos, Stats};
 
 /// Where the first card's control node lives.
 pub const DEFAULT_DEVICE: &str = "/dev/dia";
@@ -32,6 +32,8 @@ mod sys {
     nix::ioctl_readwrite_bad!(ns_info, DIA_IOC_NS_INFO, DiaNsInfo);
     nix::ioctl_read_bad!(ns_list, DIA_IOC_NS_LIST, DiaNsList);
     nix::ioctl_read_bad!(pool_info, DIA_IOC_POOL_INFO, DiaPoolInfo);
+    nix::ioctl_readwrite_bad!(ns_set_qos, DIA_IOC_NS_SET_QOS, DiaNsQos);
+    nix::ioctl_readwrite_bad!(ns_stats, DIA_IOC_NS_STATS, DiaNsStats);
 }
 
 /// An open card control node.
@@ -162,5 +164,40 @@ impl Card {
         unsafe { sys::pool_info(self.file.as_raw_fd(), &mut raw) }
             .map_err(|e| Error::ioctl("DIA_IOC_POOL_INFO", DIA_IOC_POOL_INFO, e))?;
         Ok(Pool::from(&raw))
+    }
+
+    /// Sets a namespace's service level. When the card cannot guarantee the
+    /// floors the error is [`Error::OverCapacity`] with the excess.
+    pub fn set_qos(&self, nsid: u32, q: &Qos) -> Result<(), Error> {
+        let mut raw = DiaNsQos {
+            nsid,
+            excess_iops: 0,
+            min_iops: q.min_iops,
+            max_iops: q.max_iops,
+            min_bps: q.min_bps,
+            max_bps: q.max_bps,
+            weight: q.weight,
+            burst_ms: q.burst_ms,
+        };
+        // SAFETY: `raw` is a valid DiaNsQos, the type the request encodes.
+        match unsafe { sys::ns_set_qos(self.file.as_raw_fd(), &mut raw) } {
+            Ok(_) => Ok(()),
+            Err(nix::errno::Errno::EDQUOT) => Err(Error::OverCapacity {
+                excess_iops: raw.excess_iops,
+            }),
+            Err(e) => Err(Error::ioctl("DIA_IOC_NS_SET_QOS", DIA_IOC_NS_SET_QOS, e)),
+        }
+    }
+
+    /// A namespace's counters.
+    pub fn stats(&self, nsid: u32) -> Result<Stats, Error> {
+        let mut raw = DiaNsStats {
+            nsid,
+            ..DiaNsStats::default()
+        };
+        // SAFETY: `raw` is a valid DiaNsStats, the type the request encodes.
+        unsafe { sys::ns_stats(self.file.as_raw_fd(), &mut raw) }
+            .map_err(|e| Error::ioctl("DIA_IOC_NS_STATS", DIA_IOC_NS_STATS, e))?;
+        Ok(Stats::from(&raw.stats))
     }
 }

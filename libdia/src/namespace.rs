@@ -1,6 +1,7 @@
 //! Namespaces (the card's thin volumes) and the flash pool as typed,
 //! serialisable values, from the raw structs of the ioctl ABI.
 
+use dia_abi::card::{NamespaceStats, LATENCY_BUCKETS};
 use dia_abi::ioctl::{DiaNsInfo, DiaPoolInfo};
 use serde::{Deserialize, Serialize};
 
@@ -71,9 +72,98 @@ impl From<&DiaPoolInfo> for Pool {
     }
 }
 
+/// A namespace's service level, as the card enforces it (0: none).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Qos {
+    /// Guaranteed I/Os per second.
+    pub min_iops: u64,
+    /// Most I/Os per second.
+    pub max_iops: u64,
+    /// Guaranteed bytes per second.
+    pub min_bps: u64,
+    /// Most bytes per second.
+    pub max_bps: u64,
+    /// Share of spare capacity, 1..=1000 (0 means 1).
+    pub weight: u32,
+    /// Ceiling burst in milliseconds (0: the card's default, 50 ms).
+    pub burst_ms: u32,
+}
+
+/// A namespace's counters since the card started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Reads completed.
+    pub reads: u64,
+    /// Writes completed.
+    pub writes: u64,
+    /// Bytes read.
+    pub read_bytes: u64,
+    /// Bytes written.
+    pub write_bytes: u64,
+    /// Other commands (flush, discard, write zeroes).
+    pub other: u64,
+    /// Failed commands.
+    pub errors: u64,
+    /// Commands that waited for a ceiling.
+    pub throttled: u64,
+    /// Time commands waited for a ceiling, nanoseconds.
+    pub throttled_ns: u64,
+    /// Latency histogram: `latency_us_log2[i]` I/Os took less than 2^i µs.
+    pub latency_us_log2: Vec<u64>,
+}
+
+impl Stats {
+    /// The latency (µs, an upper bound) below which `q` (0..1) of I/Os fell.
+    pub fn latency_percentile_us(&self, q: f64) -> Option<u64> {
+        let total: u64 = self.latency_us_log2.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let want = (total as f64 * q).ceil() as u64;
+        let mut seen = 0;
+        for (i, n) in self.latency_us_log2.iter().enumerate() {
+            seen += n;
+            if seen >= want {
+                return Some(1u64 << i.min(63));
+            }
+        }
+        None
+    }
+}
+
+impl From<&NamespaceStats> for Stats {
+    fn from(r: &NamespaceStats) -> Self {
+        Self {
+            reads: r.reads,
+            writes: r.writes,
+            read_bytes: r.read_bytes,
+            write_bytes: r.write_bytes,
+            other: r.other,
+            errors: r.errors,
+            throttled: r.throttled,
+            throttled_ns: r.throttled_ns,
+            latency_us_log2: r.latency_us_log2[..LATENCY_BUCKETS].to_vec(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percentiles_come_from_the_histogram() {
+        let mut raw = NamespaceStats::default();
+        raw.latency_us_log2[7] = 90; // < 128 µs
+        raw.latency_us_log2[10] = 10; // < 1024 µs
+        let s = Stats::from(&raw);
+        assert_eq!(s.latency_percentile_us(0.5), Some(128));
+        assert_eq!(s.latency_percentile_us(0.99), Some(1024));
+        assert_eq!(
+            Stats::from(&NamespaceStats::default()).latency_percentile_us(0.5),
+            None
+        );
+    }
 
     #[test]
     fn raw_info_converts() {

@@ -52,6 +52,14 @@ fn render(id: &Identity, format: Format) -> Result<String> {
             ("Namespaces (max)", id.max_namespaces.to_string()),
             ("Ports (max)", id.max_ports.to_string()),
             ("Pool bytes", id.pool_bytes.to_string()),
+            (
+                "QoS capacity",
+                format!(
+                    "{} IOPS, {}/s",
+                    id.qos_capacity_iops,
+                    dia::api::format_size(id.qos_capacity_bps)
+                ),
+            ),
         ]),
     })
 }
@@ -76,6 +84,8 @@ mod tests {
             max_namespaces: 0,
             max_ports: 0,
             pool_bytes: 0,
+            qos_capacity_iops: 25_000,
+            qos_capacity_bps: 2 << 30,
         }
     }
 

@@ -8,6 +8,7 @@ mod client;
 mod container;
 mod output;
 mod pool;
+mod tier;
 mod volume;
 
 use std::path::PathBuf;
@@ -51,6 +52,9 @@ enum Command {
     /// The card's flash pool.
     #[command(subcommand)]
     Pool(pool::PoolCommand),
+    /// Performance tiers: storage floors, ceilings and weights.
+    #[command(subcommand)]
+    Tier(tier::TierCommand),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +65,7 @@ fn main() -> ExitCode {
         Command::Volume(cmd) => volume::run(&client, cli.output, cmd),
         Command::Container(cmd) => container::run(&client, cli.output, cmd),
         Command::Pool(cmd) => pool::run(&client, cli.output, cmd),
+        Command::Tier(cmd) => tier::run(&client, cli.output, cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,7 +2,8 @@
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use dia::api::{format_size, parse_size, Attachment, CreateVolume, Volume, VolumeList};
+use dia::api::{format_size, parse_size, Attachment, CreateVolume, SetTier, Volume, VolumeList};
+use dia::Stats;
 
 use crate::client::Client;
 use crate::output::{self, Format};
@@ -35,6 +36,18 @@ pub enum VolumeCommand {
         /// Volume name.
         name: String,
     },
+    /// Move a volume to another performance tier (applies to its next I/O).
+    SetTier {
+        /// Volume name.
+        name: String,
+        /// Tier name (see `diaconfig tier list`).
+        tier: String,
+    },
+    /// The card's counters for a volume: I/Os, bytes, latency, throttling.
+    Stats {
+        /// Volume name.
+        name: String,
+    },
 }
 
 /// `volume create`.
@@ -48,6 +61,9 @@ pub struct CreateArgs {
     /// Logical block size in bytes.
     #[arg(long, default_value_t = 4096, value_parser = parse_block_size)]
     pub block_size: u32,
+    /// Performance tier (see `diaconfig tier list`); default best-effort.
+    #[arg(long)]
+    pub tier: Option<String>,
 }
 
 fn parse_block_size(s: &str) -> Result<u32, String> {
@@ -83,6 +99,7 @@ pub fn run(client: &Client, format: Format, cmd: VolumeCommand) -> Result<()> {
                     name: a.name,
                     size_bytes: a.size,
                     block_size: a.block_size,
+                    tier: a.tier,
                 },
             )?;
             println!("{}", render_one(&v, format)?);
@@ -113,6 +130,14 @@ pub fn run(client: &Client, format: Format, cmd: VolumeCommand) -> Result<()> {
                 },
             )?;
             println!("{}", render_one(&v, format)?);
+        }
+        VolumeCommand::SetTier { name, tier } => {
+            let v: Volume = client.post(&format!("/v1/volumes/{name}/tier"), &SetTier { tier })?;
+            println!("{}", render_one(&v, format)?);
+        }
+        VolumeCommand::Stats { name } => {
+            let s: Stats = client.get(&format!("/v1/volumes/{name}/stats"))?;
+            println!("{}", render_stats(&s, format)?);
         }
         VolumeCommand::Detach { name } => {
             let v: Volume = client.post(
@@ -156,10 +181,36 @@ fn render_one(v: &Volume, format: Format) -> Result<String> {
             ("Used", used(v)),
             ("Block size", v.block_size.to_string()),
             ("Namespace", v.nsid.to_string()),
+            ("Tier", v.tier.clone()),
             ("Device", v.device.clone().unwrap_or_else(|| "-".into())),
             ("Attached to", attachment(v)),
         ]),
     })
+}
+
+fn render_stats(s: &Stats, format: Format) -> Result<String> {
+    if format == Format::Json {
+        return output::json(s);
+    }
+    let pct = |q| {
+        s.latency_percentile_us(q)
+            .map_or("-".into(), |us| format!("< {us} µs"))
+    };
+    Ok(output::key_values(&[
+        ("Reads", s.reads.to_string()),
+        ("Writes", s.writes.to_string()),
+        ("Read", format_size(s.read_bytes)),
+        ("Written", format_size(s.write_bytes)),
+        ("Other commands", s.other.to_string()),
+        ("Errors", s.errors.to_string()),
+        ("Latency p50", pct(0.5)),
+        ("Latency p99", pct(0.99)),
+        ("Throttled I/Os", s.throttled.to_string()),
+        (
+            "Time throttled",
+            format!("{:.3} s", s.throttled_ns as f64 / 1e9),
+        ),
+    ]))
 }
 
 fn render_list(list: &VolumeList, format: Format) -> Result<String> {
@@ -167,7 +218,15 @@ fn render_list(list: &VolumeList, format: Format) -> Result<String> {
         return output::json(list);
     }
     let mut out = output::table(
-        &["Name", "Size", "Used", "Status", "Device", "Attached to"],
+        &[
+            "Name",
+            "Size",
+            "Used",
+            "Tier",
+            "Status",
+            "Device",
+            "Attached to",
+        ],
         list.volumes
             .iter()
             .map(|v| {
@@ -175,6 +234,7 @@ fn render_list(list: &VolumeList, format: Format) -> Result<String> {
                     v.name.clone(),
                     format_size(v.size_bytes),
                     used(v),
+                    v.tier.clone(),
                     v.status.clone(),
                     v.device.clone().unwrap_or_else(|| "-".into()),
                     attachment(v),
@@ -220,6 +280,7 @@ mod tests {
                 fs: Some("ext4".into()),
                 mount: Some("/data".into()),
             }),
+            tier: "gold".into(),
         }
     }
 

@@ -1,0 +1,128 @@
+//! `diaconfig tier ...`: performance tiers (storage floor, ceiling and
+//! weight per volume).
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use dia::api::{format_size, parse_size, Tier, TierSpec};
+
+use crate::client::Client;
+use crate::output::{self, Format};
+
+/// Tier subcommands.
+#[derive(Subcommand, Debug)]
+pub enum TierCommand {
+    /// Define a tier (every volume in it gets these numbers for itself).
+    Create(CreateArgs),
+    /// List tiers and the volumes in each.
+    List,
+    /// Delete a tier (refused while volumes use it; built-in tiers stay).
+    Delete {
+        /// Tier name.
+        name: String,
+    },
+}
+
+/// `tier create`.
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    /// Tier name.
+    pub name: String,
+    /// Guaranteed I/Os per second.
+    #[arg(long, default_value_t = 0)]
+    pub min_iops: u64,
+    /// Most I/Os per second (0: no ceiling).
+    #[arg(long, default_value_t = 0)]
+    pub max_iops: u64,
+    /// Guaranteed bandwidth per second, e.g. 20M.
+    #[arg(long, value_parser = parse_size, default_value = "0")]
+    pub min_bw: u64,
+    /// Most bandwidth per second, e.g. 80M (0: no ceiling).
+    #[arg(long, value_parser = parse_size, default_value = "0")]
+    pub max_bw: u64,
+    /// Share of spare capacity against other tiers (1 to 1000).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub weight: u32,
+}
+
+/// Runs a tier subcommand.
+pub fn run(client: &Client, format: Format, cmd: TierCommand) -> Result<()> {
+    match cmd {
+        TierCommand::Create(a) => {
+            let t: Tier = client.post(
+                "/v1/tiers",
+                &TierSpec {
+                    name: a.name,
+                    min_iops: a.min_iops,
+                    max_iops: a.max_iops,
+                    min_bps: a.min_bw,
+                    max_bps: a.max_bw,
+                    weight: a.weight,
+                },
+            )?;
+            println!("{}", render(&[t], format)?);
+        }
+        TierCommand::List => {
+            let ts: Vec<Tier> = client.get("/v1/tiers")?;
+            println!("{}", render(&ts, format)?);
+        }
+        TierCommand::Delete { name } => {
+            client.delete(&format!("/v1/tiers/{name}"))?;
+            if format == Format::Json {
+                println!("{}", output::json(&serde_json::json!({ "deleted": name }))?);
+            } else {
+                println!("tier {name} deleted");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn num(v: u64) -> String {
+    if v == 0 {
+        "-".into()
+    } else {
+        v.to_string()
+    }
+}
+
+fn bw(v: u64) -> String {
+    if v == 0 {
+        "-".into()
+    } else {
+        format!("{}/s", format_size(v))
+    }
+}
+
+fn render(ts: &[Tier], format: Format) -> Result<String> {
+    Ok(match format {
+        Format::Json if ts.len() == 1 => output::json(&ts[0])?,
+        Format::Json => output::json(&ts)?,
+        Format::Table => output::table(
+            &[
+                "Tier", "Min IOPS", "Max IOPS", "Min BW", "Max BW", "Weight", "Volumes",
+            ],
+            ts.iter()
+                .map(|t| {
+                    let s = &t.spec;
+                    vec![
+                        if t.builtin {
+                            format!("{} (built-in)", s.name)
+                        } else {
+                            s.name.clone()
+                        },
+                        num(s.min_iops),
+                        num(s.max_iops),
+                        bw(s.min_bps),
+                        bw(s.max_bps),
+                        s.weight.to_string(),
+                        if t.volumes.is_empty() {
+                            "-".into()
+                        } else {
+                            t.volumes.join(", ")
+                        },
+                    ]
+                })
+                .collect(),
+        ),
+    })
+}
