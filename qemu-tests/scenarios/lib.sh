@@ -74,3 +74,27 @@ expect_fail() {
     grep -q -- "$pattern" /tmp/out || { cat /tmp/out; fail "'$*' did not say '$pattern'"; }
     log "ok: $* -> exit $rc: $(head -c 200 /tmp/out)"
 }
+
+# ios_of VOLUME: reads + writes the card completed for a volume.
+ios_of() {
+    diaconfig -o json volume stats "$1" | awk '
+        $1 == "\"reads\":" || $1 == "\"writes\":" { gsub(/[^0-9]/, "", $2); n += $2 }
+        END { print n + 0 }'
+}
+
+# now_ms: milliseconds since boot.
+now_ms() { awk '{ printf "%d\n", $1 * 1000 }' /proc/uptime; }
+
+# iops_of VOLUME SECONDS: the volume's I/O rate measured by the card's
+# counters over SECONDS.
+iops_of() {
+    a=$(ios_of "$1"); t0=$(now_ms)
+    sleep "$2"
+    b=$(ios_of "$1"); t1=$(now_ms)
+    echo $(( (b - a) * 1000 / (t1 - t0) ))
+}
+
+# within_pct VALUE TARGET PCT: VALUE is within PCT % of TARGET.
+within_pct() {
+    [ $(( $1 * 100 )) -ge $(( $2 * (100 - $3) )) ] && [ $(( $1 * 100 )) -le $(( $2 * (100 + $3) )) ]
+}

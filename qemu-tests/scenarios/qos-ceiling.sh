@@ -1,0 +1,39 @@
+# timeout: 400
+# A tier's ceiling holds within 5 % while fio pushes harder, and moving the
+# volume to another tier at run time takes effect within a second. Rates
+# are the card's own counters over a measured window.
+. /scenarios/lib.sh
+load_dia
+start_diad
+diaconfig tier create capped --max-iops 1000
+diaconfig tier create roomy --max-iops 3000
+diaconfig tier list
+diaconfig volume create v --size 256M --tier capped
+diaconfig container create c
+diaconfig volume attach v --container c
+dev=$(diaconfig -o json volume show v | awk -F'"' '$2 == "device" { print $4 }')
+[ -b "$dev" ] || fail "no device for the volume ($dev)"
+dd if=/dev/zero of="$dev" bs=1M count=64 oflag=direct 2>/dev/null
+fio --name=push --filename="$dev" --rw=randread --bs=4k --iodepth=32 --ioengine=libaio --direct=1 \
+    --size=64M --time_based --runtime=30 > /tmp/fio.txt 2>&1 &
+fio_pid=$!
+sleep 3
+r=$(iops_of v 4)
+log "capped at 1000: measured $r IOPS"
+within_pct "$r" 1000 5 || fail "ceiling 1000 IOPS not held: $r"
+diaconfig volume set-tier v roomy
+sleep 1
+r=$(iops_of v 4)
+log "after set-tier roomy (3000): measured $r IOPS"
+within_pct "$r" 3000 5 || fail "new ceiling 3000 not in effect within a second: $r"
+diaconfig volume stats v | tee /tmp/stats
+expect_contains /tmp/stats "Throttled I/Os"
+thr=$(diaconfig -o json volume stats v | awk '$1 == "\"throttled\":" { gsub(/[^0-9]/, "", $2); print $2 }')
+[ "$thr" -gt 0 ] || fail "no throttled I/Os counted"
+kill "$fio_pid" 2>/dev/null || true
+wait "$fio_pid" 2>/dev/null || true
+expect_fail 1 "in use by v" diaconfig tier delete roomy
+expect_fail 1 "built in" diaconfig tier delete gold
+expect_fail 2 "1..=1000\|1 to 1000\|not in" diaconfig tier create w --weight 0
+expect_fail 1 "above max-iops" diaconfig tier create odd --min-iops 10 --max-iops 5
+dmesg_clean
