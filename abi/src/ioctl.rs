@@ -261,20 +261,11 @@ pub const DIA_IOC_POOL_INFO: u32 = ioc(IOC_READ, 0x16, core::mem::size_of::<DiaP
 pub struct DiaNsQos {
     /// In: namespace id.
     pub nsid: u32,
-    /// Out: on `EDQUOT`, the I/Os per second the floors exceed the card by.
+    /// Out: on `EDQUOT`, the I/Os per second the floors exceed the card by
+    /// (in: zero).
     pub excess_iops: u32,
-    /// In: the service level (`super::card::QosSettings` layout).
-    pub min_iops: u64,
-    /// In: see `QosSettings`.
-    pub max_iops: u64,
-    /// In: see `QosSettings`.
-    pub min_bps: u64,
-    /// In: see `QosSettings`.
-    pub max_bps: u64,
-    /// In: see `QosSettings`.
-    pub weight: u32,
-    /// In: see `QosSettings`.
-    pub burst_ms: u32,
+    /// In: the service level, as the card takes it.
+    pub qos: super::card::QosSettings,
 }
 const _: () = assert!(core::mem::size_of::<DiaNsQos>() == 48);
 

@@ -333,20 +333,7 @@ mod tests {
     }
 
     async fn get(socket: &Path, path: &str) -> (u16, String) {
-        let mut s = tokio::net::UnixStream::connect(socket).await.unwrap();
-        s.write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: diad\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).await.unwrap();
-        let status = out[9..12].parse().unwrap();
-        let body = out
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        (status, body)
+        send(socket, "GET", path, "").await
     }
 
     async fn start(fail: bool) -> (tempfile::TempDir, PathBuf) {

@@ -266,17 +266,10 @@ impl Controller {
         if req.nsid == 0 || req.nsid == u32::MAX || req.excess_iops != 0 {
             return Err(EINVAL);
         }
-        if (req.max_iops != 0 && req.min_iops > req.max_iops) || (req.max_bps != 0 && req.min_bps > req.max_bps) {
+        let q: QosSettings = req.qos;
+        if (q.max_iops != 0 && q.min_iops > q.max_iops) || (q.max_bps != 0 && q.min_bps > q.max_bps) {
             return Err(EINVAL);
         }
-        let q = QosSettings {
-            min_iops: req.min_iops,
-            max_iops: req.max_iops,
-            min_bps: req.min_bps,
-            max_bps: req.max_bps,
-            weight: req.weight,
-            burst_ms: req.burst_ms,
-        };
         self.buf.zero();
         self.buf.write(0, &q)?;
         let done = self.admin_command(SubmissionEntry {

@@ -172,12 +172,14 @@ impl Card {
         let mut raw = DiaNsQos {
             nsid,
             excess_iops: 0,
-            min_iops: q.min_iops,
-            max_iops: q.max_iops,
-            min_bps: q.min_bps,
-            max_bps: q.max_bps,
-            weight: q.weight,
-            burst_ms: q.burst_ms,
+            qos: dia_abi::card::QosSettings {
+                min_iops: q.min_iops,
+                max_iops: q.max_iops,
+                min_bps: q.min_bps,
+                max_bps: q.max_bps,
+                weight: q.weight,
+                burst_ms: q.burst_ms,
+            },
         };
         // SAFETY: `raw` is a valid DiaNsQos, the type the request encodes.
         match unsafe { sys::ns_set_qos(self.file.as_raw_fd(), &mut raw) } {

@@ -3,7 +3,9 @@
 //! same-size raw file on the same host disk. The guest side is
 //! `qemu-tests/bench/storage.sh`; this side provisions the peers' backing
 //! files, parses fio's JSON and prints IOPS, bandwidth, p99 latency and the
-//! ratios dia/nvme and dia/virtio-blk as a Markdown table.
+//! ratios dia/nvme and dia/virtio-blk as a Markdown table. A second boot
+//! runs `qemu-tests/bench/qos.sh` (noisy neighbours with QoS off and on,
+//! ceiling accuracy), whose Markdown rows are collected as they come.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -166,6 +168,36 @@ pub fn run(paths: &Paths, artefacts: &Artefacts) -> Result<String> {
     }
     println!("{md}");
     let report = paths.out.join("bench-storage.md");
+    std::fs::write(&report, &md)?;
+    eprintln!("    report saved to {}", report.display());
+    let qos = run_qos(paths, artefacts)?;
+    Ok(format!("{md}\n{qos}"))
+}
+
+/// The QoS benchmark: one boot, Markdown rows printed by the guest.
+fn run_qos(paths: &Paths, artefacts: &Artefacts) -> Result<String> {
+    let mut s = scenario::parse(&paths.qemu_tests("bench/qos.sh"))?;
+    s.name = "bench-qos".into();
+    eprintln!("==> benchmark: storage QoS, noisy neighbours with QoS off and on (one boot, about 3 minutes)");
+    let outcome = qemu::run_scenario(paths, artefacts, &s)?;
+    let console = paths.out.join("runs").join(&s.name).join("console.log");
+    if let Outcome::Failed { reason, .. } = outcome {
+        bail!(
+            "QoS benchmark failed: {reason} (console: {})",
+            console.display()
+        );
+    }
+    let text = std::fs::read_to_string(&console)?;
+    let md: String = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("@@MD"))
+        .map(|l| format!("{}\n", l.trim_start()))
+        .collect();
+    if md.is_empty() {
+        bail!("no @@MD results in {}", console.display());
+    }
+    println!("{md}");
+    let report = paths.out.join("bench-qos.md");
     std::fs::write(&report, &md)?;
     eprintln!("    report saved to {}", report.display());
     Ok(md)

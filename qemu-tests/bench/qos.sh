@@ -1,0 +1,57 @@
+# timeout: 900
+# QoS benchmark, run by `qemu-tests/run bench` (not a test): the noisy-
+# neighbour case with the protected volume first in best-effort (no floor:
+# QoS off for it) then in a tier with a 3000 IOPS floor (QoS on), two
+# best-effort neighbours at full load both times; then the accuracy of
+# three ceilings. Prints Markdown rows as @@MD lines.
+. /scenarios/lib.sh
+load_dia
+start_diad
+runtime=${BENCH_RUNTIME:-8}
+diaconfig tier create floor3k --min-iops 3000
+for c in 500 2000 5000; do diaconfig tier create cap$c --max-iops $c; done
+diaconfig container create c
+for v in g n1 n2; do
+    diaconfig volume create $v --size 256M
+    diaconfig volume attach $v --container c
+done
+dev() { diaconfig -o json volume show "$1" | awk -F'"' '$2 == "device" { print $4 }'; }
+for v in g n1 n2; do dd if=/dev/zero of="$(dev $v)" bs=1M count=64 oflag=direct 2>/dev/null; done
+# fio_stat FILE: "IOPS P99_US" of the first job's reads in fio's JSON.
+fio_stat() {
+    awk -F: '
+        /"iops"/ && iops == "" { v = $2; gsub(/[^0-9.]/, "", v); iops = v }
+        /"99.000000"/ && p99 == "" { v = $2; gsub(/[^0-9.]/, "", v); p99 = v }
+        END { printf "%d %d\n", iops, p99 / 1000 }' "$1"
+}
+noisy() { # noisy LABEL
+    for v in n1 n2; do
+        fio --name=noisy-$v --filename="$(dev $v)" --rw=randread --bs=4k --iodepth=64 --ioengine=libaio \
+            --direct=1 --size=64M --time_based --runtime=$((runtime + 4)) --output-format=json > /tmp/$v.json &
+    done
+    sleep 1
+    fio --name=g --filename="$(dev g)" --rw=randread --bs=4k --iodepth=16 --ioengine=libaio --direct=1 \
+        --size=64M --time_based --runtime=$runtime --ramp_time=1 --output-format=json > /tmp/g.json
+    wait
+    label=$1
+    set -- $(fio_stat /tmp/g.json) $(fio_stat /tmp/n1.json) $(fio_stat /tmp/n2.json)
+    echo "@@MD | $label | $1 | $2 | $3 | $4 | $5 | $6 |"
+}
+echo "@@MD | protected volume | its IOPS | its p99 µs | neighbour 1 IOPS | neighbour 1 p99 µs | neighbour 2 IOPS | neighbour 2 p99 µs |"
+echo "@@MD |---|---:|---:|---:|---:|---:|---:|"
+noisy "best-effort (QoS off)"
+diaconfig volume set-tier g floor3k
+noisy "floor 3000 IOPS (QoS on)"
+echo "@@MD"
+echo "@@MD | tier ceiling (IOPS) | measured IOPS | error |"
+echo "@@MD |---:|---:|---:|"
+for c in 500 2000 5000; do
+    diaconfig volume set-tier g cap$c
+    fio --name=push --filename="$(dev g)" --rw=randread --bs=4k --iodepth=32 --ioengine=libaio --direct=1 \
+        --size=64M --time_based --runtime=$((runtime + 2)) > /dev/null 2>&1 &
+    sleep 2
+    r=$(iops_of g "$runtime")
+    wait
+    err=$(( (r - c) * 1000 / c ))
+    echo "@@MD | $c | $r | $(( err / 10 )).$(( (err < 0 ? -err : err) % 10 )) % |"
+done
