@@ -18,7 +18,7 @@ pub fn qos_of(t: &TierSpec) -> Qos {
         min_bps: t.min_bps,
         max_bps: t.max_bps,
         weight: t.weight,
-        burst_ms: 0,
+        burst_ms: t.burst_ms,
     }
 }
 
@@ -28,6 +28,12 @@ fn check_spec(t: &TierSpec) -> Result<(), ApiError> {
         return Err(ApiError::bad_request(format!(
             "weight {} is out of range (allowed: 1 to 1000)",
             t.weight
+        )));
+    }
+    if t.burst_ms > 10_000 {
+        return Err(ApiError::bad_request(format!(
+            "burst {} ms is out of range (allowed: 0 to 10000)",
+            t.burst_ms
         )));
     }
     if t.max_iops != 0 && t.min_iops > t.max_iops {

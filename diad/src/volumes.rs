@@ -967,6 +967,7 @@ mod tests {
             min_bps: 0,
             max_bps: 0,
             weight: 1,
+            burst_ms: 0,
         };
         let e = m.create_tier(spec("odd", 6000, 5000)).unwrap_err();
         assert!(

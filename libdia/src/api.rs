@@ -93,6 +93,10 @@ pub struct TierSpec {
     /// Share of spare capacity, 1..=1000.
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// Burst the ceilings allow, in milliseconds at the ceiling rate
+    /// (0: the card's default, 50 ms).
+    #[serde(default)]
+    pub burst_ms: u32,
 }
 
 fn default_weight() -> u32 {
@@ -128,6 +132,7 @@ pub fn builtin_tiers() -> Vec<TierSpec> {
         min_bps: min_mb << 20,
         max_bps: max_mb << 20,
         weight,
+        burst_ms: 0,
     };
     vec![
         t(DEFAULT_TIER, 0, 0, 0, 0, 1),

@@ -42,6 +42,9 @@ pub struct CreateArgs {
     /// Share of spare capacity against other tiers (1 to 1000).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub weight: u32,
+    /// Burst the ceilings allow, in milliseconds at the ceiling rate (0: 50 ms).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    pub burst_ms: u32,
 }
 
 /// Runs a tier subcommand.
@@ -57,6 +60,7 @@ pub fn run(client: &Client, format: Format, cmd: TierCommand) -> Result<()> {
                     min_bps: a.min_bw,
                     max_bps: a.max_bw,
                     weight: a.weight,
+                    burst_ms: a.burst_ms,
                 },
             )?;
             println!("{}", render(&[t], format)?);
