@@ -25,14 +25,17 @@ fio_stat() {
         END { printf "%d %d\n", iops, p99 / 1000 }' "$1"
 }
 noisy() { # noisy LABEL
+    pids=""
     for v in n1 n2; do
         fio --name=noisy-$v --filename="$(dev $v)" --rw=randread --bs=4k --iodepth=64 --ioengine=libaio \
             --direct=1 --size=64M --time_based --runtime=$((runtime + 4)) --output-format=json > /tmp/$v.json &
+        pids="$pids $!"
     done
     sleep 1
     fio --name=g --filename="$(dev g)" --rw=randread --bs=4k --iodepth=16 --ioengine=libaio --direct=1 \
         --size=64M --time_based --runtime=$runtime --ramp_time=1 --output-format=json > /tmp/g.json
-    wait
+    # Not a bare `wait`: diad runs in the background of this shell too.
+    for p in $pids; do wait "$p"; done
     label=$1
     set -- $(fio_stat /tmp/g.json) $(fio_stat /tmp/n1.json) $(fio_stat /tmp/n2.json)
     echo "@@MD | $label | $1 | $2 | $3 | $4 | $5 | $6 |"
@@ -49,9 +52,10 @@ for c in 500 2000 5000; do
     diaconfig volume set-tier g cap$c
     fio --name=push --filename="$(dev g)" --rw=randread --bs=4k --iodepth=32 --ioengine=libaio --direct=1 \
         --size=64M --time_based --runtime=$((runtime + 2)) > /dev/null 2>&1 &
+    push=$!
     sleep 2
     r=$(iops_of g "$runtime")
-    wait
+    wait "$push"
     err=$(( (r - c) * 1000 / c ))
     echo "@@MD | $c | $r | $(( err / 10 )).$(( (err < 0 ? -err : err) % 10 )) % |"
 done

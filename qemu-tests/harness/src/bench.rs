@@ -66,8 +66,15 @@ fn preallocate(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Runs the benchmark; prints and returns the Markdown report.
+/// Runs both benchmarks; prints and returns the Markdown reports.
 pub fn run(paths: &Paths, artefacts: &Artefacts) -> Result<String> {
+    let storage = run_storage(paths, artefacts)?;
+    let qos = run_qos(paths, artefacts)?;
+    Ok(format!("{storage}\n{qos}"))
+}
+
+/// The storage benchmark; prints and returns its Markdown table.
+pub fn run_storage(paths: &Paths, artefacts: &Artefacts) -> Result<String> {
     let dir = paths.out.join("bench-disks");
     std::fs::create_dir_all(&dir)?;
     let nvme = dir.join("nvme.img");
@@ -170,12 +177,11 @@ pub fn run(paths: &Paths, artefacts: &Artefacts) -> Result<String> {
     let report = paths.out.join("bench-storage.md");
     std::fs::write(&report, &md)?;
     eprintln!("    report saved to {}", report.display());
-    let qos = run_qos(paths, artefacts)?;
-    Ok(format!("{md}\n{qos}"))
+    Ok(md)
 }
 
 /// The QoS benchmark: one boot, Markdown rows printed by the guest.
-fn run_qos(paths: &Paths, artefacts: &Artefacts) -> Result<String> {
+pub fn run_qos(paths: &Paths, artefacts: &Artefacts) -> Result<String> {
     let mut s = scenario::parse(&paths.qemu_tests("bench/qos.sh"))?;
     s.name = "bench-qos".into();
     eprintln!("==> benchmark: storage QoS, noisy neighbours with QoS off and on (one boot, about 3 minutes)");

@@ -40,8 +40,13 @@ enum Command {
         /// Only scenarios whose name contains this text.
         filter: Option<String>,
     },
-    /// Storage benchmark: dia vs QEMU nvme vs virtio-blk in one boot (not a test).
-    Bench,
+    /// Benchmarks (not tests): storage (dia vs QEMU nvme vs virtio-blk in
+    /// one boot) and QoS (noisy neighbours with QoS off and on).
+    Bench {
+        /// Only this one.
+        #[arg(value_parser = ["storage", "qos"])]
+        which: Option<String>,
+    },
     /// Boot one appliance with the card, load the driver and start diad:
     /// a shell on the console when interactive, a short demo otherwise.
     Boot {
@@ -89,9 +94,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
-        Command::Bench => {
+        Command::Bench { which } => {
             let artefacts = build::all(&paths)?;
-            bench::run(&paths, &artefacts)?;
+            match which.as_deref() {
+                Some("storage") => bench::run_storage(&paths, &artefacts).map(drop)?,
+                Some(_) => bench::run_qos(&paths, &artefacts).map(drop)?,
+                None => bench::run(&paths, &artefacts).map(drop)?,
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Boot { demo } => {
