@@ -8,14 +8,17 @@ use kernel::sync::ArcBorrow;
 use kernel::uaccess::UserSlice;
 
 use crate::abi::ioctl::{
-    self, DiaIdentity, DiaNsCreate, DiaNsId, DiaNsInfo, DiaNsList, DiaNsQos, DiaNsStats, DiaPoolInfo,
+    self, DiaIdentity, DiaNsCreate, DiaNsId, DiaNsInfo, DiaNsList, DiaNsQos, DiaNsStats,
+    DiaPoolInfo,
 };
 use crate::card::Card;
 use crate::glue::miscdev::MiscDevice;
 
 /// Reads a namespace id argument; reserved flags must be zero.
 fn ns_id(arg: usize) -> Result<u32> {
-    let id: DiaNsId = UserSlice::new(arg, core::mem::size_of::<DiaNsId>()).reader().read()?;
+    let id: DiaNsId = UserSlice::new(arg, core::mem::size_of::<DiaNsId>())
+        .reader()
+        .read()?;
     if id.flags != 0 {
         return Err(EINVAL);
     }
@@ -23,7 +26,9 @@ fn ns_id(arg: usize) -> Result<u32> {
 }
 
 fn write_out<T: kernel::types::AsBytes>(arg: usize, value: &T) -> Result<isize> {
-    UserSlice::new(arg, core::mem::size_of::<T>()).writer().write(value)?;
+    UserSlice::new(arg, core::mem::size_of::<T>())
+        .writer()
+        .write(value)?;
     Ok(0)
 }
 
@@ -40,7 +45,8 @@ impl MiscDevice for Card {
                 if req.nsid != 0 {
                     return Err(EINVAL);
                 }
-                req.nsid = this.with_controller(|c| c.ns_create(req.size_bytes, req.lba_shift, &req.label))?;
+                req.nsid = this
+                    .with_controller(|c| c.ns_create(req.size_bytes, req.lba_shift, &req.label))?;
                 write_out(arg, &req)
             }
             ioctl::DIA_IOC_NS_DELETE => {

@@ -11,12 +11,12 @@ use kernel::sync::Arc;
 
 use crate::abi::card::{self as regs, CompletionEntry, IdentifyController, SubmissionEntry};
 use crate::abi::ioctl::{DiaIdentity, DIA_ABI_VERSION};
+use crate::glue::blk::{Disk, TagSet};
 use crate::glue::completion::Completion;
 use crate::glue::dma::CoherentAllocation;
 use crate::glue::io::Bar;
 use crate::glue::irq::{self, Handler};
 use crate::glue::pci::{Device, Enabled, IrqVectors, Regions};
-use crate::glue::blk::{Disk, TagSet};
 use crate::glue::time::{self, ETIMEDOUT};
 use crate::io::{IoIrq, IoPath, IoQueue, IO_QUEUE_ENTRIES, IO_TIMEOUT_MS};
 use crate::ring::RingState;
@@ -100,7 +100,10 @@ impl Hardware {
             return Err(ENODEV);
         }
         let running = time::poll_until(FIRMWARE_READY_TIMEOUT_MS, 10, || {
-            matches!(bar2.read32(regs::REG_FW_STATUS), Ok(regs::FW_STATUS_RUNNING))
+            matches!(
+                bar2.read32(regs::REG_FW_STATUS),
+                Ok(regs::FW_STATUS_RUNNING)
+            )
         });
         if !running {
             pr_err!(
@@ -191,13 +194,8 @@ impl Controller {
             },
             GFP_KERNEL,
         )?;
-        let admin_irq = irq::Registration::new(
-            dev,
-            &vectors,
-            0,
-            kernel::c_str!("dia-admin"),
-            admin.clone(),
-        )?;
+        let admin_irq =
+            irq::Registration::new(dev, &vectors, 0, kernel::c_str!("dia-admin"), admin.clone())?;
         let depth = usize::from(ADMIN_QUEUE_DEPTH);
         let mut ctrl = Self {
             disks: KVec::new(),
@@ -252,9 +250,11 @@ impl Controller {
         let Ok(first) = bar2.read64(regs::REG_HEARTBEAT) else {
             return false;
         };
-        time::poll_until(2 * regs::HEARTBEAT_MS + 50, 10, || {
-            matches!(bar2.read64(regs::REG_HEARTBEAT), Ok(now) if now != first)
-        })
+        time::poll_until(
+            2 * regs::HEARTBEAT_MS + 50,
+            10,
+            || matches!(bar2.read64(regs::REG_HEARTBEAT), Ok(now) if now != first),
+        )
     }
 
     fn ring_doorbell(&self, vector: u16) -> Result {
@@ -268,9 +268,11 @@ impl Controller {
 
     fn wait_csts(&self, mask: u32, want: u32) -> Result {
         let bar2 = &self.hw.bar2;
-        let ok = time::poll_until(self.ready_timeout_ms(), 2, || {
-            matches!(bar2.read32(regs::REG_CSTS), Ok(v) if v & mask == want)
-        });
+        let ok = time::poll_until(
+            self.ready_timeout_ms(),
+            2,
+            || matches!(bar2.read32(regs::REG_CSTS), Ok(v) if v & mask == want),
+        );
         if ok {
             Ok(())
         } else {
@@ -293,7 +295,10 @@ impl Controller {
     fn enable(&mut self) -> Result {
         if self.hw.bar2.read32(regs::REG_CSTS)? & regs::CSTS_RDY != 0 {
             self.disable().inspect_err(|_| {
-                pr_err!("{}: card does not leave the ready state; reset failed\n", self.name());
+                pr_err!(
+                    "{}: card does not leave the ready state; reset failed\n",
+                    self.name()
+                );
             })?;
         }
         self.asq.zero();
@@ -330,13 +335,19 @@ impl Controller {
 
     /// Resets a controller that timed out or reported a fatal status.
     fn recover(&mut self) -> Result {
-        pr_warn!("{}: resetting the card after an earlier failure\n", self.name());
+        pr_warn!(
+            "{}: resetting the card after an earlier failure\n",
+            self.name()
+        );
         if self.hw.bar2.read32(regs::REG_FW_STATUS)? != regs::FW_STATUS_RUNNING {
             pr_err!("{}: card firmware is not running\n", self.name());
             return Err(EIO);
         }
         if !self.heartbeat_alive() {
-            pr_err!("{}: card firmware heartbeat stopped; the card is dead\n", self.name());
+            pr_err!(
+                "{}: card firmware heartbeat stopped; the card is dead\n",
+                self.name()
+            );
             return Err(EIO);
         }
         if let Some(io) = &self.io {
@@ -354,19 +365,26 @@ impl Controller {
 
     fn reset_and_restart(&mut self) -> Result {
         if let Err(e) = self.disable() {
-            pr_err!("{}: card does not answer a reset; it may have died\n", self.name());
+            pr_err!(
+                "{}: card does not answer a reset; it may have died\n",
+                self.name()
+            );
             return Err(e);
         }
         self.enable()?;
         // Cleared before the queues are recreated (their admin commands must
         // not trigger another reset); I/O stays quiesced until we return.
         if let Some(io) = &self.io {
-            io.path.failed.store(false, core::sync::atomic::Ordering::Relaxed);
+            io.path
+                .failed
+                .store(false, core::sync::atomic::Ordering::Relaxed);
         }
         if let Err(e) = self.create_io_queues() {
             self.failed = true;
             if let Some(io) = &self.io {
-                io.path.failed.store(true, core::sync::atomic::Ordering::Relaxed);
+                io.path
+                    .failed
+                    .store(true, core::sync::atomic::Ordering::Relaxed);
             }
             return Err(e);
         }
@@ -381,7 +399,10 @@ impl Controller {
             .min(u32::from(regs::cap_max_io_queues(self.cap)))
             .min(time::online_cpus());
         if n == 0 {
-            pr_warn!("{}: no MSI-X vector left for I/O queues; storage disabled\n", self.name());
+            pr_warn!(
+                "{}: no MSI-X vector left for I/O queues; storage disabled\n",
+                self.name()
+            );
             return Ok(());
         }
         let mut queues = KVec::new();
@@ -395,7 +416,13 @@ impl Controller {
         }
         let path = Arc::new(IoPath::new(self.hw.clone(), list), GFP_KERNEL)?;
         let set = Arc::new(
-            TagSet::new(dev, n, u32::from(IO_QUEUE_ENTRIES) - 1, IO_TIMEOUT_MS, path.clone())?,
+            TagSet::new(
+                dev,
+                n,
+                u32::from(IO_QUEUE_ENTRIES) - 1,
+                IO_TIMEOUT_MS,
+                path.clone(),
+            )?,
             GFP_KERNEL,
         )?;
         for q in queues.iter() {
@@ -408,12 +435,23 @@ impl Controller {
                 },
                 GFP_KERNEL,
             )?;
-            let reg = irq::Registration::new(dev, &self.vectors, u32::from(q.qid), kernel::c_str!("dia-io"), handler)?;
+            let reg = irq::Registration::new(
+                dev,
+                &self.vectors,
+                u32::from(q.qid),
+                kernel::c_str!("dia-io"),
+                handler,
+            )?;
             self.io_irqs.push(reg, GFP_KERNEL)?;
         }
         self.io = Some(IoState { set, path });
         self.create_io_queues()?;
-        pr_info!("{}: {} I/O queue pairs of {} entries\n", self.name(), n, IO_QUEUE_ENTRIES);
+        pr_info!(
+            "{}: {} I/O queue pairs of {} entries\n",
+            self.name(),
+            n,
+            IO_QUEUE_ENTRIES
+        );
         Ok(())
     }
 
@@ -451,22 +489,27 @@ impl Controller {
 
     /// Number of I/O queue pairs in use.
     pub(crate) fn io_queues(&self) -> u32 {
-        self.io.as_ref().map_or(0, |io| io.path.queues().len() as u32)
+        self.io
+            .as_ref()
+            .map_or(0, |io| io.path.queues().len() as u32)
     }
 
     /// Takes the next completion off the admin CQ, if the card posted one.
     fn next_admin_completion(&mut self) -> Result<Option<CompletionEntry>> {
         let (head, phase) = self.ring.cq_expect();
-        let cqe: CompletionEntry = self.acq.read(usize::from(head) * regs::CQE_SIZE)?;
-        if cqe.phase() != phase {
+        let Some(cqe) = crate::io::read_completion(&self.acq, head, phase)? else {
             return Ok(None);
-        }
+        };
         self.ring.cq_advance();
         self.hw
             .bar2
             .write32(regs::cq_head_doorbell(0), u32::from(self.ring.cq_head()))?;
         if !self.ring.set_sq_head(cqe.sq_head) {
-            pr_warn!("{}: card reported SQ head {} out of range\n", self.name(), cqe.sq_head);
+            pr_warn!(
+                "{}: card reported SQ head {} out of range\n",
+                self.name(),
+                cqe.sq_head
+            );
         }
         Ok(Some(cqe))
     }
@@ -572,9 +615,9 @@ impl Controller {
             return;
         }
         if !self.failed {
-            let shn = self.write_cc(regs::CC_EN | regs::CC_SHN_NORMAL).and_then(|()| {
-                self.wait_csts(regs::CSTS_SHST_COMPLETE, regs::CSTS_SHST_COMPLETE)
-            });
+            let shn = self
+                .write_cc(regs::CC_EN | regs::CC_SHN_NORMAL)
+                .and_then(|()| self.wait_csts(regs::CSTS_SHST_COMPLETE, regs::CSTS_SHST_COMPLETE));
             if shn.is_err() {
                 pr_warn!("{}: card did not confirm shutdown\n", self.name());
             }
@@ -611,8 +654,12 @@ fn status_errno(status: u16) -> kernel::error::Error {
         regs::STATUS_NS_ID_UNAVAILABLE
         | regs::STATUS_NS_INSUFFICIENT_CAPACITY
         | regs::STATUS_CAPACITY_EXCEEDED => ENOSPC,
-        regs::STATUS_INVALID_FORMAT | regs::STATUS_INVALID_FIELD | regs::STATUS_NS_NOT_ATTACHED => EINVAL,
-        regs::STATUS_INVALID_OPCODE => kernel::error::Error::from_errno(-(kernel::bindings::EOPNOTSUPP as i32)),
+        regs::STATUS_INVALID_FORMAT | regs::STATUS_INVALID_FIELD | regs::STATUS_NS_NOT_ATTACHED => {
+            EINVAL
+        }
+        regs::STATUS_INVALID_OPCODE => {
+            kernel::error::Error::from_errno(-(kernel::bindings::EOPNOTSUPP as i32))
+        }
         regs::STATUS_QOS_ADMISSION => edquot(),
         _ => EIO,
     }

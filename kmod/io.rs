@@ -13,7 +13,7 @@ use kernel::sync::{Arc, SpinLock};
 use crate::abi::card::{self as regs, CompletionEntry, DsmRange, SubmissionEntry};
 use crate::controller::Hardware;
 use crate::glue::blk::{self, Op, Operations, Request, Status, TagSet, MAX_SEGMENTS};
-use crate::glue::dma::CoherentAllocation;
+use crate::glue::dma::{self, CoherentAllocation};
 use crate::glue::irq::Handler;
 use crate::glue::pci::Device;
 
@@ -106,7 +106,10 @@ impl IoPath {
 
     fn ring(&self, q: &IoQueue, tail: u16) {
         // Doorbell offsets are inside BAR2 (qid <= card vectors, checked at setup).
-        let _ = self.hw.bar2.write32(regs::sq_tail_doorbell(q.qid), u32::from(tail));
+        let _ = self
+            .hw
+            .bar2
+            .write32(regs::sq_tail_doorbell(q.qid), u32::from(tail));
         let _ = self.hw.ring_doorbell(q.qid);
     }
 
@@ -172,7 +175,11 @@ impl IoPath {
                     rq.unmap();
                     Status::Busy
                 })?;
-                sqe.opcode = if rq.op() == Op::Read { regs::IO_READ } else { regs::IO_WRITE };
+                sqe.opcode = if rq.op() == Op::Read {
+                    regs::IO_READ
+                } else {
+                    regs::IO_WRITE
+                };
                 sqe.prp1 = prp1;
                 sqe.prp2 = prp2;
                 sqe.cdw10 = slba as u32;
@@ -253,8 +260,10 @@ impl Operations for IoPath {
 
     fn commit_rqs(&self, hctx: u32) {
         if let Some(q) = self.queues.get(hctx as usize) {
-            let tail = *q.sq_tail.lock();
-            self.ring(q, tail);
+            // Ring under the lock, as `submit` does: rung outside it, an
+            // older tail could overwrite a newer one another CPU just rang.
+            let tail = q.sq_tail.lock();
+            self.ring(q, *tail);
         }
     }
 
@@ -278,6 +287,28 @@ impl Operations for IoPath {
     }
 }
 
+/// Reads the completion in `slot` of `cq` if the card has posted it (its
+/// phase tag is `phase`). The status word, which the card writes last, is
+/// read first and the rest only after a read barrier: read field by field in
+/// any other order, a new phase could pair with the previous lap's command
+/// identifier and complete the wrong request.
+pub(crate) fn read_completion(
+    cq: &CoherentAllocation,
+    slot: u16,
+    phase: bool,
+) -> Result<Option<CompletionEntry>> {
+    let at = usize::from(slot) * regs::CQE_SIZE;
+    let status: u16 = cq.read(at + regs::CQE_STATUS_OFFSET)?;
+    if (status & 1 != 0) != phase {
+        return Ok(None);
+    }
+    dma::read_barrier();
+    let mut cqe: CompletionEntry = cq.read(at)?;
+    // The status word of this lap, as checked (the re-read is the same).
+    cqe.status = status;
+    Ok(Some(cqe))
+}
+
 /// Interrupt handler of one I/O queue.
 pub(crate) struct IoIrq {
     pub(crate) queue: Arc<IoQueue>,
@@ -293,10 +324,7 @@ impl Handler for IoIrq {
         let mut head = q.cq_head.load(Ordering::Relaxed);
         let mut phase = q.cq_phase.load(Ordering::Relaxed);
         let mut seen = false;
-        while let Ok(cqe) = q.cq.read::<CompletionEntry>(usize::from(head) * regs::CQE_SIZE) {
-            if cqe.phase() != phase {
-                break;
-            }
+        while let Ok(Some(cqe)) = read_completion(&q.cq, head, phase) {
             seen = true;
             head += 1;
             if head == IO_QUEUE_ENTRIES {
@@ -305,7 +333,9 @@ impl Handler for IoIrq {
             }
             match self.set.request(u32::from(q.qid) - 1, u32::from(cqe.cid)) {
                 Some(rq) => {
-                    rq.data().status.store(u32::from(cqe.status_code()), Ordering::Relaxed);
+                    rq.data()
+                        .status
+                        .store(u32::from(cqe.status_code()), Ordering::Relaxed);
                     rq.complete();
                 }
                 None => {
@@ -317,16 +347,28 @@ impl Handler for IoIrq {
             // INVARIANT: only this handler moves the CQ head.
             q.cq_head.store(head, Ordering::Relaxed);
             q.cq_phase.store(phase, Ordering::Relaxed);
-            let _ = self.hw.bar2.write32(regs::cq_head_doorbell(q.qid), u32::from(head));
+            let _ = self
+                .hw
+                .bar2
+                .write32(regs::cq_head_doorbell(q.qid), u32::from(head));
         }
         true
     }
 }
 
 /// Disk limits of a namespace.
-pub(crate) fn disk_params(lba_shift: u8, size_blocks: u64, max_transfer_bytes: u32, vwc: bool) -> blk::DiskParams {
+pub(crate) fn disk_params(
+    lba_shift: u8,
+    size_blocks: u64,
+    max_transfer_bytes: u32,
+    vwc: bool,
+) -> blk::DiskParams {
     let max_pages = MAX_SEGMENTS as u32;
-    let card_max = if max_transfer_bytes == 0 { u32::MAX } else { max_transfer_bytes };
+    let card_max = if max_transfer_bytes == 0 {
+        u32::MAX
+    } else {
+        max_transfer_bytes
+    };
     let max_bytes = (max_pages * PAGE as u32).min(card_max);
     blk::DiskParams {
         lba_size: 1 << lba_shift,

@@ -174,6 +174,12 @@ pub const SQE_SIZE: usize = 64;
 pub const CQE_SIZE: usize = 16;
 const _: () = assert!(core::mem::size_of::<SubmissionEntry>() == SQE_SIZE);
 const _: () = assert!(core::mem::size_of::<CompletionEntry>() == CQE_SIZE);
+/// Byte offset of `status` (with the phase tag) in a completion entry. The
+/// card writes this word last, after the rest of the entry; a driver reads
+/// it first and reads the rest only after a read barrier, or it may pair a
+/// new phase with a stale command identifier.
+pub const CQE_STATUS_OFFSET: usize = 14;
+const _: () = assert!(core::mem::offset_of!(CompletionEntry, status) == CQE_STATUS_OFFSET);
 
 impl CompletionEntry {
     /// The phase tag.

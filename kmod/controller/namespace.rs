@@ -12,7 +12,8 @@ use kernel::sync::Arc;
 
 use super::{Controller, NsDisk};
 use crate::abi::card::{
-    self as regs, IdentifyNamespace, NamespaceCreate, NamespaceStats, PoolStatus, QosSettings, SubmissionEntry,
+    self as regs, IdentifyNamespace, NamespaceCreate, NamespaceStats, PoolStatus, QosSettings,
+    SubmissionEntry,
 };
 use crate::abi::ioctl::{DiaNsInfo, DiaNsList, DiaNsQos, DiaPoolInfo, DIA_NS_LIST_MAX};
 use crate::glue::blk::Disk;
@@ -48,7 +49,12 @@ impl Controller {
         let lbaf0: u32 = b.read(offset_of!(IdentifyNamespace, lbaf0))?;
         let lba_shift = (lbaf0 >> 16) as u8;
         if !(regs::LBA_SHIFT_MIN..=regs::LBA_SHIFT_MAX).contains(&lba_shift) {
-            pr_err!("{}: namespace {} reports block shift {}\n", self.name(), nsid, lba_shift);
+            pr_err!(
+                "{}: namespace {} reports block shift {}\n",
+                self.name(),
+                nsid,
+                lba_shift
+            );
             return Err(EIO);
         }
         Ok(NsFacts {
@@ -63,7 +69,11 @@ impl Controller {
     /// Namespace ids (all allocated ones, or only attached ones).
     fn namespace_ids(&mut self, attached_only: bool, out: &mut KVec<u32>) -> Result {
         self.buf.zero();
-        let cns = if attached_only { regs::CNS_ACTIVE_NS_LIST } else { regs::CNS_ALLOCATED_NS_LIST };
+        let cns = if attached_only {
+            regs::CNS_ACTIVE_NS_LIST
+        } else {
+            regs::CNS_ALLOCATED_NS_LIST
+        };
         self.admin_command(SubmissionEntry {
             opcode: regs::ADMIN_IDENTIFY,
             nsid: 0,
@@ -82,7 +92,12 @@ impl Controller {
     }
 
     /// Creates a thin namespace; returns its id.
-    pub(crate) fn ns_create(&mut self, size_bytes: u64, lba_shift: u32, label: &[u8; regs::LABEL_LEN]) -> Result<u32> {
+    pub(crate) fn ns_create(
+        &mut self,
+        size_bytes: u64,
+        lba_shift: u32,
+        label: &[u8; regs::LABEL_LEN],
+    ) -> Result<u32> {
         let shift = u8::try_from(lba_shift).map_err(|_| EINVAL)?;
         if !(regs::LBA_SHIFT_MIN..=regs::LBA_SHIFT_MAX).contains(&shift)
             || size_bytes == 0
@@ -104,7 +119,12 @@ impl Controller {
             cdw10: regs::NS_MGMT_CREATE,
             ..SubmissionEntry::default()
         })?;
-        pr_info!("{}: namespace {} created ({} bytes)\n", self.name(), cqe.result, size_bytes);
+        pr_info!(
+            "{}: namespace {} created ({} bytes)\n",
+            self.name(),
+            cqe.result,
+            size_bytes
+        );
         Ok(cqe.result)
     }
 
@@ -138,7 +158,12 @@ impl Controller {
             },
             GFP_KERNEL,
         )?;
-        let params = disk_params(facts.lba_shift, facts.size_blocks, self.max_transfer, self.vwc);
+        let params = disk_params(
+            facts.lba_shift,
+            facts.size_blocks,
+            self.max_transfer,
+            self.vwc,
+        );
         let disk = Disk::new(&set, &name, &params, data)?;
         pr_info!(
             "{}: /dev/{} is namespace {} ({} blocks of {} bytes)\n",
@@ -267,7 +292,8 @@ impl Controller {
             return Err(EINVAL);
         }
         let q: QosSettings = req.qos;
-        if (q.max_iops != 0 && q.min_iops > q.max_iops) || (q.max_bps != 0 && q.min_bps > q.max_bps) {
+        if (q.max_iops != 0 && q.min_iops > q.max_iops) || (q.max_bps != 0 && q.min_bps > q.max_bps)
+        {
             return Err(EINVAL);
         }
         self.buf.zero();
@@ -318,7 +344,12 @@ impl Controller {
         for nsid in ids.iter() {
             if self.disk(*nsid).is_none() {
                 if let Err(e) = self.add_disk(*nsid) {
-                    pr_warn!("{}: namespace {}: no block device ({:?})\n", self.name(), nsid, e);
+                    pr_warn!(
+                        "{}: namespace {}: no block device ({:?})\n",
+                        self.name(),
+                        nsid,
+                        e
+                    );
                 }
             }
         }

@@ -140,7 +140,11 @@ impl Request<'_> {
     }
 
     /// DMA-maps the data; fills `addrs`/`lens` and returns the segment count.
-    pub(crate) fn map(&self, addrs: &mut [u64; MAX_SEGMENTS], lens: &mut [u32; MAX_SEGMENTS]) -> Result<usize> {
+    pub(crate) fn map(
+        &self,
+        addrs: &mut [u64; MAX_SEGMENTS],
+        lens: &mut [u32; MAX_SEGMENTS],
+    ) -> Result<usize> {
         // SAFETY: `raw` is live; the arrays hold MAX_SEGMENTS entries.
         let n = unsafe {
             ffi::dia_shim_rq_map(
@@ -226,7 +230,13 @@ impl<T: Operations> TagSet<T> {
     };
 
     /// Creates a tag set of `queues` hardware queues of `depth` tags each.
-    pub(crate) fn new(dev: Device, queues: u32, depth: u32, timeout_ms: u32, ops: Arc<T>) -> Result<Self> {
+    pub(crate) fn new(
+        dev: Device,
+        queues: u32,
+        depth: u32,
+        timeout_ms: u32,
+        ops: Arc<T>,
+    ) -> Result<Self> {
         let ops = Arc::into_raw(ops);
         let mut err = 0;
         // SAFETY: `dev` is valid; `ops` owns a reference released only in
@@ -328,7 +338,12 @@ unsafe impl<T: Operations> Sync for Disk<T> {}
 
 impl<T: Operations> Disk<T> {
     /// Allocates and adds a disk on `set`.
-    pub(crate) fn new(set: &TagSet<T>, name: &CStr, p: &DiskParams, data: Arc<T::Disk>) -> Result<Self> {
+    pub(crate) fn new(
+        set: &TagSet<T>,
+        name: &CStr,
+        p: &DiskParams,
+        data: Arc<T::Disk>,
+    ) -> Result<Self> {
         let params = ffi::dia_shim_disk_params {
             lba_size: p.lba_size,
             capacity_sectors: p.capacity_sectors,
@@ -405,7 +420,10 @@ unsafe extern "C" fn queue_rq_callback<T: Operations>(
 /// # Safety
 ///
 /// Called by the shim with the tag set's `set_data`.
-unsafe extern "C" fn commit_rqs_callback<T: Operations>(set_data: *mut core::ffi::c_void, hctx: core::ffi::c_uint) {
+unsafe extern "C" fn commit_rqs_callback<T: Operations>(
+    set_data: *mut core::ffi::c_void,
+    hctx: core::ffi::c_uint,
+) {
     // SAFETY: as in `queue_rq_callback`.
     let ops = unsafe { ArcBorrow::<T>::from_raw(set_data.cast::<T>().cast_const()) };
     ops.commit_rqs(hctx);
@@ -414,7 +432,10 @@ unsafe extern "C" fn commit_rqs_callback<T: Operations>(set_data: *mut core::ffi
 /// # Safety
 ///
 /// Called by the shim with the tag set's `set_data` and a live request.
-unsafe extern "C" fn complete_callback<T: Operations>(set_data: *mut core::ffi::c_void, rq: *mut ffi::request) {
+unsafe extern "C" fn complete_callback<T: Operations>(
+    set_data: *mut core::ffi::c_void,
+    rq: *mut ffi::request,
+) {
     // SAFETY: as in `queue_rq_callback`.
     let ops = unsafe { ArcBorrow::<T>::from_raw(set_data.cast::<T>().cast_const()) };
     if let Some(raw) = NonNull::new(rq) {
@@ -429,7 +450,10 @@ unsafe extern "C" fn complete_callback<T: Operations>(set_data: *mut core::ffi::
 /// # Safety
 ///
 /// Called by the shim with the tag set's `set_data` and a live request.
-unsafe extern "C" fn timeout_callback<T: Operations>(set_data: *mut core::ffi::c_void, rq: *mut ffi::request) -> core::ffi::c_int {
+unsafe extern "C" fn timeout_callback<T: Operations>(
+    set_data: *mut core::ffi::c_void,
+    rq: *mut ffi::request,
+) -> core::ffi::c_int {
     // SAFETY: as in `queue_rq_callback`.
     let ops = unsafe { ArcBorrow::<T>::from_raw(set_data.cast::<T>().cast_const()) };
     let Some(raw) = NonNull::new(rq) else {

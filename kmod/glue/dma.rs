@@ -67,6 +67,10 @@ impl CoherentAllocation {
     }
 
     /// Reads a `T` at byte `offset` (volatile: the card may write concurrently).
+    ///
+    /// The copy is done field by field in no promised order: for an entry
+    /// the card fills while the CPU may look at it, read the field the card
+    /// writes last first, then [`read_barrier`], then the rest.
     pub(crate) fn read<T: FromBytes>(&self, offset: usize) -> Result<T> {
         let p = self.at::<T>(offset)?;
         // SAFETY: `p` is aligned and in bounds; any bit pattern is a valid `T`.
@@ -96,7 +100,19 @@ impl Drop for CoherentAllocation {
         let len = self.size as core::ffi::c_ulong;
         // SAFETY: frees exactly the allocation made in `new` (type invariant).
         unsafe {
-            ffi::dia_shim_dma_free(self.dev.as_raw(), len, self.cpu.as_ptr().cast(), self.handle)
+            ffi::dia_shim_dma_free(
+                self.dev.as_raw(),
+                len,
+                self.cpu.as_ptr().cast(),
+                self.handle,
+            )
         }
     }
+}
+
+/// Orders reads of DMA memory (`dma_rmb`): reads after it see at least what
+/// the device wrote before whatever the reads before it saw.
+pub(crate) fn read_barrier() {
+    // SAFETY: a barrier; no arguments, no state.
+    unsafe { ffi::dia_shim_dma_rmb() };
 }

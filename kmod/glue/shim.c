@@ -158,6 +158,11 @@ void *dia_shim_dma_alloc(struct pci_dev *pdev, unsigned long size,
 	return cpu;
 }
 
+void dia_shim_dma_rmb(void)
+{
+	dma_rmb();
+}
+
 void dia_shim_dma_free(struct pci_dev *pdev, unsigned long size, void *cpu,
 		       unsigned long long dma_handle)
 {

@@ -61,6 +61,8 @@ void *dia_shim_dma_alloc(struct pci_dev *pdev, unsigned long size,
 			 unsigned long long *dma_handle);
 void dia_shim_dma_free(struct pci_dev *pdev, unsigned long size, void *cpu,
 		       unsigned long long dma_handle);
+/* dma_rmb(): reads after it see what the device wrote before the one before. */
+void dia_shim_dma_rmb(void);
 
 /* Misc character device: open/release/ioctl run in process context. */
 typedef int (*dia_shim_open_fn)(void *misc_data, void **file_data);

@@ -19,10 +19,12 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive sudo_ apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-if ! rustup component list --installed 2>/dev/null | grep -q '^rust-src'; then
-    step "rustup component add rust-src"
-    rustup component add rust-src
-fi
+for c in rust-src rustfmt clippy; do
+    if ! rustup component list --installed 2>/dev/null | grep -q "^$c"; then
+        step "rustup component add $c"
+        rustup component add "$c"
+    fi
+done
 if ! rustup target list --installed 2>/dev/null | grep -q '^x86_64-unknown-linux-musl$'; then
     step "rustup target add x86_64-unknown-linux-musl"
     rustup target add x86_64-unknown-linux-musl

@@ -45,6 +45,10 @@ pub struct CardConfig {
     pub qos_capacity_iops: u64,
     /// Storage QoS capacity: bytes per second.
     pub qos_capacity_bps: u64,
+    /// Modelled media throughput, I/Os per second (0: as fast as the host).
+    pub media_iops: u64,
+    /// Modelled media throughput, bytes per second (0: as fast as the host).
+    pub media_bps: u64,
 }
 
 impl CardConfig {
@@ -117,6 +121,10 @@ impl Controller {
         };
         bar.write32(abi::REG_FW_STATUS, status);
         let io = Arc::new(IoContext::new(board.clone(), pool));
+        io.sched
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .set_media(cfg.media_iops as f64, cfg.media_bps as f64, io.now());
         // Namespaces keep their service level across firmware restarts.
         if let Some(pool) = &io.pool {
             let now = io.now();

@@ -153,6 +153,14 @@ impl Drop for IoWorker {
         // going away); ones another engine runs right now finish first.
         let qid = self.qid;
         let dropped = self.ctx.sched().remove_where(|p| p.qid == qid);
+        if let Some(oldest) = dropped.iter().map(|p| p.fetched.elapsed()).max() {
+            warn!(
+                qid,
+                commands = dropped.len(),
+                oldest_ms = oldest.as_millis() as u64,
+                "queue deleted with commands still waiting in the scheduler; dropped"
+            );
+        }
         self.inflight.fetch_sub(dropped.len(), Ordering::AcqRel);
         let deadline = Instant::now() + Duration::from_secs(5);
         while self.inflight.load(Ordering::Acquire) > 0 && Instant::now() < deadline {

@@ -79,13 +79,24 @@ struct Args {
     #[arg(long)]
     control: Option<PathBuf>,
     /// Storage QoS capacity the card admits floors against, I/Os per
-    /// second (default: what `qemu-tests/run bench` measured for 4k random
-    /// I/O on a 2-core TCG appliance, rounded down).
-    #[arg(long, default_value_t = 25_000)]
-    qos_capacity_iops: u64,
-    /// Storage QoS capacity in bytes per second, e.g. `2G`.
-    #[arg(long, default_value = "2G", value_parser = parse_size)]
-    qos_capacity_bps: u64,
+    /// second (default: `--media-iops` if set, else what `qemu-tests/run
+    /// bench` measured for 4k random I/O on a 2-core TCG appliance, rounded
+    /// down: 25000).
+    #[arg(long)]
+    qos_capacity_iops: Option<u64>,
+    /// Storage QoS capacity in bytes per second, e.g. `2G` (default:
+    /// `--media-bps` if set, else 2G).
+    #[arg(long, value_parser = parse_size)]
+    qos_capacity_bps: Option<u64>,
+    /// Model the flash's throughput: the card serves at most this many
+    /// I/Os per second in total (default: as fast as the host can). With
+    /// it the card, not the guest's CPUs, is the bottleneck, as on real
+    /// hardware, and floors have something to take from the neighbours.
+    #[arg(long, default_value_t = 0)]
+    media_iops: u64,
+    /// Model the flash's throughput in bytes per second, e.g. `400M`.
+    #[arg(long, default_value = "0", value_parser = parse_size)]
+    media_bps: u64,
     /// Inject a fault for tests: `exit-on-admin=OPCODE:N` (die on the N-th
     /// admin command with OPCODE, before completing it) or `never-ready`
     /// (firmware never reports running).
@@ -142,8 +153,18 @@ fn main() -> Result<()> {
         vectors: args.vectors,
         max_queue_entries: args.max_queue_entries,
         fault: args.fault,
-        qos_capacity_iops: args.qos_capacity_iops,
-        qos_capacity_bps: args.qos_capacity_bps,
+        qos_capacity_iops: args.qos_capacity_iops.unwrap_or(if args.media_iops > 0 {
+            args.media_iops
+        } else {
+            25_000
+        }),
+        qos_capacity_bps: args.qos_capacity_bps.unwrap_or(if args.media_bps > 0 {
+            args.media_bps
+        } else {
+            2 << 30
+        }),
+        media_iops: args.media_iops,
+        media_bps: args.media_bps,
     };
     let board = Arc::new(Board {
         bar: Bar::new(bar_mem)?,

@@ -119,7 +119,10 @@ impl CompletionQueue {
         mem.write_obj(addr, &cqe)?;
         fence(Ordering::Release);
         let status_word = abi::make_status(status, self.phase);
-        mem.write(addr + 14, &status_word.to_le_bytes())?;
+        mem.write(
+            addr + abi::CQE_STATUS_OFFSET as u64,
+            &status_word.to_le_bytes(),
+        )?;
         self.tail = (self.tail + 1) % self.size;
         if self.tail == 0 {
             self.phase = !self.phase;

@@ -64,6 +64,8 @@ impl TestDriver {
             fault: None,
             qos_capacity_iops: 10_000,
             qos_capacity_bps: 1 << 30,
+            media_iops: 0,
+            media_bps: 0,
         };
         let mut fw = Firmware::new(board, cfg, pool);
         fw.start().unwrap();

@@ -74,9 +74,17 @@ pub fn kernel(paths: &Paths) -> Result<PathBuf> {
 }
 
 /// `dia.ko`, built out of tree against `ktree` with clippy as the compiler
-/// driver (the kernel build turns warnings into errors).
+/// driver (the kernel build turns warnings into errors), after checking that
+/// the module's sources are formatted with the kernel's rustfmt settings.
 pub fn module(paths: &Paths, ktree: &Path) -> Result<PathBuf> {
-    let step = Step::start("dia.ko (kmod/, Rust-for-Linux, clippy)");
+    let step = Step::start("dia.ko (kmod/, Rust-for-Linux, rustfmt, clippy)");
+    run(
+        Command::new("rustfmt")
+            .args(["--check", "--edition", "2021", "--config-path"])
+            .arg(ktree.join(".rustfmt.toml"))
+            .arg(paths.repo.join("kmod/dia_main.rs")),
+        "rustfmt --check of kmod/ (fix with the same command without --check)",
+    )?;
     run(
         Command::new("make")
             .arg("-C")
