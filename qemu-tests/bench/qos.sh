@@ -29,16 +29,14 @@ fio_stat() {
         /"99.000000"/ && p99 == "" { v = $2; gsub(/[^0-9.]/, "", v); p99 = v }
         END { printf "%d %d\n", iops, p99 / 1000 }' "$1"
 }
-noisy() { # noisy LABEL
+noisy() { # noisy LABEL: all three at once, measured over the same window
     pids=""
-    for v in n1 n2; do
-        fio --name=noisy-$v --filename="$(dev $v)" --rw=randread --bs=4k --iodepth=64 --ioengine=libaio \
-            --direct=1 --size=64M --time_based --runtime=$((runtime + 4)) --output-format=json > /tmp/$v.json &
+    for v in n1 n2 g; do
+        fio --name=$v --filename="$(dev $v)" --rw=randread --bs=4k --iodepth=64 --ioengine=libaio \
+            --direct=1 --size=64M --time_based --runtime=$runtime --ramp_time=1 --output-format=json \
+            > /tmp/$v.json &
         pids="$pids $!"
     done
-    sleep 1
-    fio --name=g --filename="$(dev g)" --rw=randread --bs=4k --iodepth=64 --ioengine=libaio --direct=1 \
-        --size=64M --time_based --runtime=$runtime --ramp_time=1 --output-format=json > /tmp/g.json
     # Not a bare `wait`: diad runs in the background of this shell too.
     for p in $pids; do wait "$p"; done
     label=$1
