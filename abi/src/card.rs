@@ -12,7 +12,7 @@ pub const PCI_DEVICE_ID: u16 = 0x1110;
 /// Signature at [`REG_MAGIC`]: ASCII `DIACARD1`, read as a little-endian u64.
 pub const CARD_MAGIC: u64 = u64::from_le_bytes(*b"DIACARD1");
 /// Interface version: major in bits 31:16, minor in bits 15:0.
-pub const INTERFACE_VERSION: u32 = 1 << 16;
+pub const INTERFACE_VERSION: u32 = 1 << 16 | INTERFACE_MINOR_NETWORK;
 /// Major version a driver must match exactly.
 pub const fn version_major(vs: u32) -> u16 {
     (vs >> 16) as u16
@@ -583,3 +583,198 @@ pub struct NamespaceStats {
     pub latency_us_log2: [u64; LATENCY_BUCKETS],
 }
 const _: () = assert!(core::mem::size_of::<NamespaceStats>() == 64 + 8 * LATENCY_BUCKETS);
+
+// ---------------------------------------------------------------------------
+// Network ports (interface 1.1, capability bit 1): virtual ports with their
+// own MAC, descriptor rings in host RAM and MSI-X vector, an embedded switch
+// that forwards only within a VLAN, an uplink that carries tagged frames
+// off the card, and per-port egress rate limits. See docs/card-interface.md.
+// ---------------------------------------------------------------------------
+
+/// Interface minor version that added network ports.
+pub const INTERFACE_MINOR_NETWORK: u32 = 1;
+
+/// Create Port (dia vendor admin command): CDW10 = the port id wanted
+/// (1..=`max_ports`; 0: the lowest free one; a driver recreating its ports
+/// after a reset asks for the ids they had, so their MACs stay the same);
+/// PRP1 points at [`PortCreate`] (4 KiB page), into which the card writes
+/// the port's MAC back. Result DW0: the port id. A port's MAC depends only
+/// on the card's serial number and the port id.
+pub const ADMIN_CREATE_PORT: u8 = 0xc4;
+/// Delete Port: CDW10 = port id. The card stops using the port's rings
+/// before it completes the command.
+pub const ADMIN_DELETE_PORT: u8 = 0xc5;
+/// Set Port: CDW10 = port id; PRP1 points at [`PortConfig`]; applies to the
+/// next frame.
+pub const ADMIN_SET_PORT: u8 = 0xc6;
+/// Vendor log page (dia): [`PortStats`] of the port in CDW11 bits 15:0
+/// (SQE.nsid is unused and must be 0).
+pub const LOG_PORT_STATS: u8 = 0xc2;
+/// dia: no such port (command specific).
+pub const STATUS_INVALID_PORT: u16 = 0x1c2;
+/// dia: every port id is in use (command specific).
+pub const STATUS_PORT_LIMIT: u16 = 0x1c3;
+
+/// Largest MTU (IP packet bytes, without the 14-byte Ethernet header and
+/// 4-byte VLAN tag) a port carries.
+pub const PORT_MTU_MAX: u16 = 9000;
+/// Smallest MTU a port accepts.
+pub const PORT_MTU_MIN: u16 = 68;
+/// Largest Ethernet frame a port carries (MTU max + header, no FCS): a
+/// receive buffer of this size holds any frame.
+pub const PORT_FRAME_MAX: u32 = PORT_MTU_MAX as u32 + 14;
+/// VLAN ids a port may be on (802.1Q; 0 and 4095 are reserved).
+pub const VLAN_MIN: u16 = 1;
+/// Highest VLAN id.
+pub const VLAN_MAX: u16 = 4094;
+/// Largest ring, in descriptors (a power of two, 4 KiB of descriptors).
+pub const PORT_RING_MAX: u16 = 256;
+
+/// A port's service level: egress (frames the host sends on the port) is
+/// shaped by token buckets on bytes and packets. Zero: no limit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortLimits {
+    /// Most bits per second (Ethernet frame bytes x 8, no preamble/FCS).
+    pub max_bps: u64,
+    /// Most packets per second.
+    pub max_pps: u64,
+    /// Burst in milliseconds of the limit (0: 10 ms; at most 10000).
+    pub burst_ms: u32,
+    /// Reserved, zero.
+    pub reserved: u32,
+}
+const _: () = assert!(core::mem::size_of::<PortLimits>() == 24);
+
+/// What the driver can change on a live port (Set Port).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortConfig {
+    /// VLAN id, [`VLAN_MIN`]..=[`VLAN_MAX`].
+    pub vlan: u16,
+    /// MTU, [`PORT_MTU_MIN`]..=[`PORT_MTU_MAX`]; larger frames are dropped
+    /// (counted) in both directions.
+    pub mtu: u16,
+    /// Reserved, zero.
+    pub reserved: u32,
+    /// Egress limits.
+    pub limits: PortLimits,
+}
+const _: () = assert!(core::mem::size_of::<PortConfig>() == 32);
+
+/// Create Port data (PRP1). Rings are physically contiguous arrays of 16-byte
+/// descriptors ([`TxDescriptor`], [`RxDescriptor`]) the driver allocated.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortCreate {
+    /// Initial configuration.
+    pub config: PortConfig,
+    /// Guest-physical address of the transmit ring (4 KiB aligned).
+    pub tx_ring: u64,
+    /// Guest-physical address of the receive ring (4 KiB aligned).
+    pub rx_ring: u64,
+    /// Transmit ring entries, a power of two, 2..=[`PORT_RING_MAX`].
+    pub tx_entries: u16,
+    /// Receive ring entries, a power of two, 2..=[`PORT_RING_MAX`].
+    pub rx_entries: u16,
+    /// MSI-X vector (and doorbell vector) of the port: not 0 and not one an
+    /// I/O completion queue uses; the card raises it, the driver rings it.
+    pub vector: u16,
+    /// Reserved, zero.
+    pub reserved: u16,
+    /// Out (written back to the same page by the card): the port's MAC.
+    pub mac: [u8; 6],
+    /// Reserved, zero.
+    pub reserved2: [u8; 2],
+}
+const _: () = assert!(core::mem::size_of::<PortCreate>() == 64);
+
+/// Port registers: a block of [`PORT_REG_STRIDE`] bytes per port in BAR2.
+pub const PORT_REG_BASE: usize = 0x8000;
+/// Bytes per port register block.
+pub const PORT_REG_STRIDE: usize = 64;
+/// Offset of port `port`'s register block.
+pub const fn port_regs(port: u16) -> usize {
+    PORT_REG_BASE + port as usize * PORT_REG_STRIDE
+}
+/// Driver writes: index of the next TX descriptor it will fill (descriptors
+/// from the card's TX head up to here are ready to send).
+pub const PORT_TX_TAIL: usize = 0x00;
+/// Card writes: index of the next TX descriptor it will send; everything
+/// before it is sent and may be reused.
+pub const PORT_TX_HEAD: usize = 0x04;
+/// Driver writes: index after the last RX buffer it posted.
+pub const PORT_RX_TAIL: usize = 0x08;
+/// Card writes: index of the next RX descriptor it will fill.
+pub const PORT_RX_HEAD: usize = 0x0c;
+/// Card writes: bit 0 link up.
+pub const PORT_LINK: usize = 0x10;
+/// Driver writes: bit 0 set masks the port's interrupt (NAPI polling); the
+/// card raises the vector only while it is clear. After clearing it the
+/// driver must look at its rings once more.
+pub const PORT_IRQ_MASK: usize = 0x14;
+
+/// Transmit descriptor: one buffer of a frame. A frame is one or more
+/// consecutive descriptors, the last with [`TX_EOP`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TxDescriptor {
+    /// Guest-physical address of the bytes.
+    pub addr: u64,
+    /// Bytes in this buffer (1..=65535).
+    pub len: u16,
+    /// `TX_*` flags.
+    pub flags: u16,
+    /// Reserved, zero.
+    pub reserved: u32,
+}
+/// Last buffer of a frame.
+pub const TX_EOP: u16 = 1 << 0;
+
+/// Receive descriptor: the driver posts an empty buffer (`addr`, `len` =
+/// its size, `status` = 0); the card fills it with one whole frame, writes
+/// `len` = frame bytes, then `status` (written last; read it first).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RxDescriptor {
+    /// Guest-physical address of the buffer.
+    pub addr: u64,
+    /// In: buffer size; out: frame length.
+    pub len: u16,
+    /// Reserved, zero.
+    pub reserved: u16,
+    /// Out: `RX_DONE` once filled.
+    pub status: u32,
+}
+/// The card filled this descriptor.
+pub const RX_DONE: u32 = 1 << 0;
+/// Byte offset of `status` in an RX descriptor.
+pub const RX_STATUS_OFFSET: usize = 12;
+/// Size of a ring descriptor.
+pub const PORT_DESC_SIZE: usize = 16;
+const _: () = assert!(core::mem::size_of::<TxDescriptor>() == PORT_DESC_SIZE);
+const _: () = assert!(core::mem::size_of::<RxDescriptor>() == PORT_DESC_SIZE);
+const _: () = assert!(core::mem::offset_of!(RxDescriptor, status) == RX_STATUS_OFFSET);
+
+/// Per-port counters since the port was created (log page [`LOG_PORT_STATS`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortStats {
+    /// Frames the host sent on the port.
+    pub tx_packets: u64,
+    /// Bytes of those frames.
+    pub tx_bytes: u64,
+    /// Frames delivered to the host on the port.
+    pub rx_packets: u64,
+    /// Bytes of those frames.
+    pub rx_bytes: u64,
+    /// Sent frames dropped (malformed, over the MTU, no destination).
+    pub tx_dropped: u64,
+    /// Frames for the port dropped (no RX buffer posted, over the MTU).
+    pub rx_dropped: u64,
+    /// Time the port's egress waited for its limits, nanoseconds.
+    pub throttled_ns: u64,
+    /// Reserved, zero.
+    pub reserved: u64,
+}
+const _: () = assert!(core::mem::size_of::<PortStats>() == 64);

@@ -6,7 +6,7 @@
 /// ioctl "type" byte of every dia request.
 pub const DIA_IOC_MAGIC: u8 = b'D';
 /// Version of this ABI; reported in [`DiaIdentity::abi_version`].
-pub const DIA_ABI_VERSION: u32 = 3;
+pub const DIA_ABI_VERSION: u32 = 4;
 
 const IOC_NRBITS: u32 = 8;
 const IOC_TYPEBITS: u32 = 8;
@@ -294,3 +294,125 @@ pub const DIA_IOC_NS_STATS: u32 = ioc(
     0x18,
     core::mem::size_of::<DiaNsStats>(),
 );
+
+// ---------------------------------------------------------------------------
+// Network ports (ABI 4).
+// ---------------------------------------------------------------------------
+
+/// Longest network interface name (Linux's IFNAMSIZ), NUL padded.
+pub const DIA_IFNAME_LEN: usize = 16;
+/// Most ports one [`DiaPortList`] reports.
+pub const DIA_PORT_LIST_MAX: usize = 256;
+
+/// Argument of `DIA_IOC_PORT_CREATE`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DiaPortCreate {
+    /// In: VLAN, MTU and limits (`super::card::PortConfig`).
+    pub config: super::card::PortConfig,
+    /// Out: the card's port id.
+    pub port: u32,
+    /// Out: the MAC the card gave the port.
+    pub mac: [u8; 6],
+    /// Reserved, zero.
+    pub reserved: [u8; 2],
+    /// Out: the net device, `dia<card>p<port>`, in the initial network
+    /// namespace, down.
+    pub ifname: [u8; DIA_IFNAME_LEN],
+}
+const _: () = assert!(core::mem::size_of::<DiaPortCreate>() == 64);
+
+/// Argument of `DIA_IOC_PORT_DELETE`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DiaPortId {
+    /// In: port id.
+    pub port: u32,
+    /// In: reserved, zero.
+    pub flags: u32,
+}
+const _: () = assert!(core::mem::size_of::<DiaPortId>() == 8);
+
+/// Argument of `DIA_IOC_PORT_SET`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DiaPortSet {
+    /// In: port id.
+    pub port: u32,
+    /// In: reserved, zero.
+    pub flags: u32,
+    /// In: the new VLAN, MTU (also set on the net device) and limits.
+    pub config: super::card::PortConfig,
+}
+const _: () = assert!(core::mem::size_of::<DiaPortSet>() == 40);
+
+/// Argument of `DIA_IOC_PORT_INFO`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DiaPortInfo {
+    /// In: port id.
+    pub port: u32,
+    /// Out: bit 0 link up (as the card reports it).
+    pub link: u32,
+    /// Out: the net device's name when the port was created (it may have
+    /// been renamed and moved to another network namespace since).
+    pub ifname: [u8; DIA_IFNAME_LEN],
+    /// Out: the net device's ifindex in its namespace.
+    pub ifindex: u32,
+    /// Reserved, zero.
+    pub reserved: u32,
+    /// Out: the MAC.
+    pub mac: [u8; 6],
+    /// Reserved, zero.
+    pub reserved2: [u8; 2],
+    /// Out: the current configuration.
+    pub config: super::card::PortConfig,
+    /// Out: the card's counters.
+    pub stats: super::card::PortStats,
+}
+const _: () = assert!(core::mem::size_of::<DiaPortInfo>() == 136);
+
+/// Argument of `DIA_IOC_PORT_LIST`: every port on the card.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DiaPortList {
+    /// Out: entries of `ports` used.
+    pub count: u32,
+    /// Reserved, zero.
+    pub reserved: u32,
+    /// Out: port ids.
+    pub ports: [u32; DIA_PORT_LIST_MAX],
+}
+const _: () = assert!(core::mem::size_of::<DiaPortList>() == 8 + 4 * DIA_PORT_LIST_MAX);
+
+impl Default for DiaPortList {
+    fn default() -> Self {
+        Self {
+            count: 0,
+            reserved: 0,
+            ports: [0; DIA_PORT_LIST_MAX],
+        }
+    }
+}
+
+/// `DIA_IOC_PORT_CREATE`: create a port and its net device (`EINVAL`: bad
+/// VLAN/MTU/limits; `ENOSPC`: every port id or vector in use; `ENODEV`:
+/// the card has no network capability).
+pub const DIA_IOC_PORT_CREATE: u32 = ioc(
+    IOC_READ | IOC_WRITE,
+    0x20,
+    core::mem::size_of::<DiaPortCreate>(),
+);
+/// `DIA_IOC_PORT_DELETE`: unregister the net device (wherever it is) and
+/// delete the port.
+pub const DIA_IOC_PORT_DELETE: u32 = ioc(IOC_WRITE, 0x21, core::mem::size_of::<DiaPortId>());
+/// `DIA_IOC_PORT_SET`: change a live port's VLAN, MTU and limits.
+pub const DIA_IOC_PORT_SET: u32 = ioc(IOC_WRITE, 0x22, core::mem::size_of::<DiaPortSet>());
+/// `DIA_IOC_PORT_INFO`: one port, with its counters.
+pub const DIA_IOC_PORT_INFO: u32 = ioc(
+    IOC_READ | IOC_WRITE,
+    0x23,
+    core::mem::size_of::<DiaPortInfo>(),
+);
+/// `DIA_IOC_PORT_LIST`: every port id.
+pub const DIA_IOC_PORT_LIST: u32 = ioc(IOC_READ, 0x24, core::mem::size_of::<DiaPortList>());

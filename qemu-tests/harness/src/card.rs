@@ -10,8 +10,9 @@ use anyhow::{bail, Context, Result};
 
 /// Serial number the harness gives every card (scenarios check it).
 pub const TEST_SERIAL: &str = "DIA-TEST-0001";
-/// Doorbell/interrupt vectors: admin + up to 8 I/O queues.
-pub const VECTORS: u32 = 9;
+/// Doorbell/interrupt vectors: admin, up to 8 I/O queues and up to 23
+/// network ports.
+pub const VECTORS: u32 = 32;
 /// Size of each run's flash pool (a sparse file in the run directory),
 /// unless the scenario's `card-args` give `--pool-size`.
 pub const POOL_SIZE: &str = "2G";
