@@ -11,8 +11,8 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use dia::api::{
-    Attachment, Container, CreateContainer, CreateVolume, SetTier, Tier, TierSpec, Volume,
-    VolumeList,
+    AttachPort, Attachment, Container, CreateContainer, CreateNetwork, CreateVolume, Network,
+    PortStatsView, PortView, SetTier, Tier, TierSpec, Volume, VolumeList,
 };
 use dia::{Identity, Pool, Stats};
 use serde::Deserialize;
@@ -77,6 +77,15 @@ pub fn router(app: Arc<AppState>) -> Router {
             "/v1/containers/{name}",
             axum::routing::delete(delete_container),
         )
+        .route("/v1/networks", get(list_networks).post(create_network))
+        .route(
+            "/v1/networks/{name}",
+            get(show_network).delete(delete_network),
+        )
+        .route("/v1/ports", get(list_ports).post(attach_port))
+        .route("/v1/ports/{name}", get(show_port).delete(detach_port))
+        .route("/v1/ports/{name}/stats", get(port_stats))
+        .route("/v1/ports/{name}/tier", post(set_port_tier))
         .with_state(app)
 }
 
@@ -210,6 +219,82 @@ async fn delete_container(
     Ok(Json(json!({ "deleted": true })))
 }
 
+async fn list_networks(State(app): State<Arc<AppState>>) -> Result<Json<Vec<Network>>, ApiError> {
+    with_manager(app, |m| Ok(m.networks())).await.map(Json)
+}
+
+async fn create_network(
+    State(app): State<Arc<AppState>>,
+    req: Result<Json<CreateNetwork>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<Network>), ApiError> {
+    let req = body(req)?;
+    let n = with_manager(app, move |m| m.create_network(&req)).await?;
+    Ok((StatusCode::CREATED, Json(n)))
+}
+
+async fn show_network(
+    State(app): State<Arc<AppState>>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Json<Network>, ApiError> {
+    with_manager(app, move |m| m.network(&name)).await.map(Json)
+}
+
+async fn delete_network(
+    State(app): State<Arc<AppState>>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    with_manager(app, move |m| m.delete_network(&name)).await?;
+    Ok(Json(json!({ "deleted": true })))
+}
+
+async fn list_ports(State(app): State<Arc<AppState>>) -> Result<Json<Vec<PortView>>, ApiError> {
+    with_manager(app, |m| Ok(m.ports())).await.map(Json)
+}
+
+async fn attach_port(
+    State(app): State<Arc<AppState>>,
+    req: Result<Json<AttachPort>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<PortView>), ApiError> {
+    let req = body(req)?;
+    let p = with_manager(app, move |m| m.attach_port(&req)).await?;
+    Ok((StatusCode::CREATED, Json(p)))
+}
+
+async fn show_port(
+    State(app): State<Arc<AppState>>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Json<PortView>, ApiError> {
+    with_manager(app, move |m| m.port(&name)).await.map(Json)
+}
+
+async fn detach_port(
+    State(app): State<Arc<AppState>>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    with_manager(app, move |m| m.detach_port(&name)).await?;
+    Ok(Json(json!({ "deleted": true })))
+}
+
+async fn port_stats(
+    State(app): State<Arc<AppState>>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Json<PortStatsView>, ApiError> {
+    with_manager(app, move |m| m.port_stats(&name))
+        .await
+        .map(Json)
+}
+
+async fn set_port_tier(
+    State(app): State<Arc<AppState>>,
+    UrlPath(name): UrlPath<String>,
+    req: Result<Json<SetTier>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<PortView>, ApiError> {
+    let req = body(req)?;
+    with_manager(app, move |m| m.set_port_tier(&name, &req.tier))
+        .await
+        .map(Json)
+}
+
 async fn health() -> Json<Value> {
     Json(json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
 }
@@ -303,6 +388,21 @@ mod tests {
             Err(nope())
         }
         fn stats(&self, _: u32) -> Result<Stats, dia::Error> {
+            Err(nope())
+        }
+        fn create_port(&self, _: dia::PortSettings) -> Result<dia::NewPort, dia::Error> {
+            Err(nope())
+        }
+        fn delete_port(&self, _: u32) -> Result<(), dia::Error> {
+            Err(nope())
+        }
+        fn set_port(&self, _: u32, _: dia::PortSettings) -> Result<(), dia::Error> {
+            Err(nope())
+        }
+        fn port(&self, _: u32) -> Result<dia::Port, dia::Error> {
+            Err(nope())
+        }
+        fn ports(&self) -> Result<Vec<dia::Port>, dia::Error> {
             Err(nope())
         }
         fn identify(&self) -> Result<Identity, dia::Error> {

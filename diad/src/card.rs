@@ -2,7 +2,7 @@
 //! tested on the host; the real implementation is libdia's `Card` on
 //! `/dev/dia`.
 
-use dia::{Identity, Namespace, Pool, Qos, Stats};
+use dia::{Identity, Namespace, NewPort, Pool, Port, PortSettings, Qos, Stats};
 
 /// What the daemon needs from a card.
 pub trait CardDevice: Send + Sync + 'static {
@@ -31,6 +31,16 @@ pub trait CardDevice: Send + Sync + 'static {
     fn set_qos(&self, nsid: u32, qos: &Qos) -> Result<(), dia::Error>;
     /// A namespace's counters.
     fn stats(&self, nsid: u32) -> Result<Stats, dia::Error>;
+    /// Creates a port and its net device.
+    fn create_port(&self, settings: PortSettings) -> Result<NewPort, dia::Error>;
+    /// Deletes a port and its net device.
+    fn delete_port(&self, port: u32) -> Result<(), dia::Error>;
+    /// Changes a port's VLAN, MTU and limits.
+    fn set_port(&self, port: u32, settings: PortSettings) -> Result<(), dia::Error>;
+    /// One port with its counters.
+    fn port(&self, port: u32) -> Result<Port, dia::Error>;
+    /// Every port.
+    fn ports(&self) -> Result<Vec<Port>, dia::Error>;
 }
 
 impl CardDevice for dia::Card {
@@ -68,5 +78,20 @@ impl CardDevice for dia::Card {
     }
     fn stats(&self, nsid: u32) -> Result<Stats, dia::Error> {
         dia::Card::stats(self, nsid)
+    }
+    fn create_port(&self, settings: PortSettings) -> Result<NewPort, dia::Error> {
+        dia::Card::create_port(self, settings)
+    }
+    fn delete_port(&self, port: u32) -> Result<(), dia::Error> {
+        dia::Card::delete_port(self, port)
+    }
+    fn set_port(&self, port: u32, settings: PortSettings) -> Result<(), dia::Error> {
+        dia::Card::set_port(self, port, settings)
+    }
+    fn port(&self, port: u32) -> Result<Port, dia::Error> {
+        dia::Card::port(self, port)
+    }
+    fn ports(&self) -> Result<Vec<Port>, dia::Error> {
+        dia::Card::ports(self)
     }
 }

@@ -48,6 +48,19 @@ pub enum NsOp {
         /// Mount point.
         target: String,
     },
+    /// In the network namespace: rename `link` to `name`, give it
+    /// `address` (CIDR), bring it and `lo` up, route by default via
+    /// `gateway`.
+    NetUp {
+        /// The net device as it arrived (`dia0p1`).
+        link: String,
+        /// Its name in the container (`eth0`).
+        name: String,
+        /// `10.10.0.10/24`.
+        address: String,
+        /// `10.10.0.1`.
+        gateway: String,
+    },
 }
 
 impl NsOp {
@@ -75,6 +88,18 @@ impl NsOp {
                 ]
             }
             NsOp::Umount { target } => vec!["umount".into(), target.clone()],
+            NsOp::NetUp {
+                link,
+                name,
+                address,
+                gateway,
+            } => vec![
+                "net-up".into(),
+                link.clone(),
+                name.clone(),
+                address.clone(),
+                gateway.clone(),
+            ],
         }
     }
 
@@ -98,6 +123,12 @@ impl NsOp {
             ["umount", target] => NsOp::Umount {
                 target: target.to_string(),
             },
+            ["net-up", link, name, address, gateway] => NsOp::NetUp {
+                link: link.to_string(),
+                name: name.to_string(),
+                address: address.to_string(),
+                gateway: gateway.to_string(),
+            },
             _ => bail!("unknown ns-exec operation {a:?}"),
         })
     }
@@ -112,8 +143,12 @@ pub trait Host: Send + Sync + 'static {
     fn container_alive(&self, pid: u32, name: Option<&str>) -> bool;
     /// Stops a container.
     fn stop_container(&self, pid: u32) -> Result<()>;
-    /// Runs `op` in the mount namespace of `pid`.
+    /// Runs `op` in the namespaces of `pid` (mount, or network for
+    /// network operations).
     fn in_container(&self, pid: u32, op: &NsOp) -> Result<()>;
+    /// Moves net device `ifname` from diad's network namespace into
+    /// `pid`'s.
+    fn move_link(&self, ifname: &str, pid: u32) -> Result<()>;
     /// Device numbers of a block device (`/dev/dia0n1`).
     fn device_numbers(&self, device: &str) -> Result<(u64, u64)>;
     /// Makes an ext4 filesystem on `device` unless it has one; refuses a
@@ -208,6 +243,10 @@ impl Host for SystemHost {
             );
         }
         Ok(())
+    }
+
+    fn move_link(&self, ifname: &str, pid: u32) -> Result<()> {
+        crate::netconf::move_link(ifname, pid)
     }
 
     fn device_numbers(&self, device: &str) -> Result<(u64, u64)> {
@@ -306,6 +345,19 @@ pub fn container_init(name: &str) -> Result<()> {
 /// `diad ns-exec --pid PID OP...`: runs one operation in PID's mount
 /// namespace. Must run single-threaded.
 pub fn ns_exec(pid: u32, op: &NsOp) -> Result<()> {
+    if let NsOp::NetUp {
+        link,
+        name,
+        address,
+        gateway,
+    } = op
+    {
+        let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))
+            .with_context(|| format!("container process {pid} not found"))?;
+        setns(&ns, CloneFlags::CLONE_NEWNET)
+            .context("joining the container's network namespace")?;
+        return crate::netconf::net_up(link, name, address, gateway);
+    }
     let ns = std::fs::File::open(format!("/proc/{pid}/ns/mnt"))
         .with_context(|| format!("container process {pid} not found"))?;
     setns(&ns, CloneFlags::CLONE_NEWNS).context("joining the container's mount namespace")?;
@@ -348,6 +400,7 @@ pub fn ns_exec(pid: u32, op: &NsOp) -> Result<()> {
             )
             .with_context(|| format!("mounting {device} on {target} in the container"))?;
         }
+        NsOp::NetUp { .. } => bail!("network operations are done in the network namespace"),
         NsOp::Umount { target } => match umount2(target.as_str(), MntFlags::empty()) {
             Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
             Err(nix::errno::Errno::EBUSY) => {

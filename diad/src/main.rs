@@ -6,6 +6,8 @@ mod api;
 mod card;
 mod containers;
 mod error;
+mod netconf;
+mod networks;
 mod state;
 mod tiers;
 mod volumes;

@@ -30,6 +30,12 @@ pub struct DesiredState {
     /// Performance tiers (the built-in ones included).
     #[serde(default)]
     pub tiers: Vec<TierSpec>,
+    /// Container networks.
+    #[serde(default)]
+    pub networks: Vec<NetworkState>,
+    /// Ports given to containers (each holds its address lease).
+    #[serde(default)]
+    pub ports: Vec<PortState>,
 }
 
 impl Default for DesiredState {
@@ -39,6 +45,8 @@ impl Default for DesiredState {
             volumes: Vec::new(),
             containers: Vec::new(),
             tiers: builtin_tiers(),
+            networks: Vec::new(),
+            ports: Vec::new(),
         }
     }
 }
@@ -87,6 +95,54 @@ pub struct ContainerState {
     pub name: String,
     /// Its init process.
     pub pid: u32,
+}
+
+/// A network the operator created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkState {
+    /// Name.
+    pub name: String,
+    /// VLAN id.
+    pub vlan: u16,
+    /// Subnet, `10.10.0.0/24`.
+    pub subnet: String,
+    /// Gateway.
+    pub gateway: String,
+    /// First address handed out.
+    pub range_start: String,
+    /// Last address handed out.
+    pub range_end: String,
+    /// MTU of its ports.
+    pub mtu: u16,
+}
+
+/// A port diad gave a container; its address is the lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortState {
+    /// Container.
+    pub container: String,
+    /// Interface name inside it.
+    pub ifname: String,
+    /// Network.
+    pub network: String,
+    /// The card's port id.
+    pub port: u32,
+    /// MAC.
+    pub mac: String,
+    /// Leased address.
+    pub ip: String,
+    /// Tier.
+    #[serde(default = "default_tier")]
+    pub tier: String,
+}
+
+impl PortState {
+    /// `container:ifname`.
+    pub fn name(&self) -> String {
+        format!("{}:{}", self.container, self.ifname)
+    }
 }
 
 /// Reads the state file, or creates it (and its directory) with defaults.

@@ -42,6 +42,12 @@ fn check_spec(t: &TierSpec) -> Result<(), ApiError> {
             t.min_iops, t.max_iops
         )));
     }
+    if t.net_burst_ms > 10_000 {
+        return Err(ApiError::bad_request(format!(
+            "network burst {} ms is out of range (allowed: 0 to 10000)",
+            t.net_burst_ms
+        )));
+    }
     if t.max_bps != 0 && t.min_bps > t.max_bps {
         return Err(ApiError::bad_request(format!(
             "min-bw {} is above max-bw {}",
@@ -68,6 +74,13 @@ impl Manager {
                     .iter()
                     .filter(|v| v.tier == t.name)
                     .map(|v| v.name.clone())
+                    .collect(),
+                ports: self
+                    .state
+                    .ports
+                    .iter()
+                    .filter(|p| p.tier == t.name)
+                    .map(crate::state::PortState::name)
                     .collect(),
             })
             .collect()
@@ -114,12 +127,19 @@ impl Manager {
                 "tier '{name}' is built in and cannot be deleted"
             )));
         }
-        let users: Vec<&str> = self
+        let users: Vec<String> = self
             .state
             .volumes
             .iter()
             .filter(|v| v.tier == name)
-            .map(|v| v.name.as_str())
+            .map(|v| v.name.clone())
+            .chain(
+                self.state
+                    .ports
+                    .iter()
+                    .filter(|p| p.tier == name)
+                    .map(|p| format!("port {}", p.name())),
+            )
             .collect();
         if !users.is_empty() {
             return Err(ApiError::conflict(format!(

@@ -251,7 +251,7 @@ impl Manager {
 
     /// `(pid, registered name)` of a container id: a diad container's
     /// name, or `pid:N` for any process's namespaces.
-    fn resolve(&self, id: &str) -> Result<(u32, Option<String>), ApiError> {
+    pub(crate) fn resolve(&self, id: &str) -> Result<(u32, Option<String>), ApiError> {
         if let Some(n) = id.strip_prefix("pid:") {
             let pid: u32 = n.parse().map_err(|_| {
                 ApiError::bad_request(format!("container '{id}': pid:N needs a number"))
@@ -477,6 +477,13 @@ impl Manager {
                     .filter(|v| v.attachment.as_ref().is_some_and(|a| a.container == c.name))
                     .map(|v| v.name.clone())
                     .collect(),
+                ports: self
+                    .state
+                    .ports
+                    .iter()
+                    .filter(|p| p.container == c.name)
+                    .map(crate::state::PortState::name)
+                    .collect(),
             })
             .collect()
     }
@@ -527,6 +534,8 @@ impl Manager {
                 attached.join(", ")
             )));
         }
+        // Its ports go with it (their addresses are released).
+        self.detach_ports_of(name)?;
         let c = self.state.containers.remove(i);
         if self.host.container_alive(c.pid, Some(&c.name)) {
             self.host.stop_container(c.pid)?;
@@ -610,6 +619,7 @@ impl Manager {
                 ));
             }
         }
+        self.reconcile_ports(&mut report);
         for r in &report {
             warn!("{r}");
         }
@@ -618,7 +628,7 @@ impl Manager {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Mutex;
 
     use dia::{Identity, Pool};
@@ -627,10 +637,11 @@ mod tests {
 
     /// An in-memory card for the volume logic (the real one runs in QEMU).
     #[derive(Default)]
-    struct MemCard {
+    pub(crate) struct MemCard {
         ns: Mutex<Vec<Namespace>>,
         capacity: u64,
         qos: Mutex<HashMap<u32, dia::Qos>>,
+        pub(crate) ports: Mutex<Vec<dia::Port>>,
     }
 
     fn err(errno: Errno) -> dia::Error {
@@ -732,13 +743,64 @@ mod tests {
         fn pool(&self) -> Result<Pool, dia::Error> {
             Err(err(Errno::ENOTSUP))
         }
+        fn create_port(&self, s: dia::PortSettings) -> Result<dia::NewPort, dia::Error> {
+            let mut ports = self.ports.lock().unwrap();
+            let port = (1..).find(|i| !ports.iter().any(|p| p.port == *i)).unwrap();
+            let ifname = format!("dia0p{port}");
+            ports.push(dia::Port {
+                port,
+                mac: format!("02:d1:00:00:00:{port:02x}"),
+                ifname: ifname.clone(),
+                ifindex: 10 + port,
+                link_up: true,
+                settings: s,
+                counters: Default::default(),
+            });
+            Ok(dia::NewPort {
+                port,
+                mac: format!("02:d1:00:00:00:{port:02x}"),
+                ifname,
+            })
+        }
+        fn delete_port(&self, port: u32) -> Result<(), dia::Error> {
+            let mut ports = self.ports.lock().unwrap();
+            let i = ports
+                .iter()
+                .position(|p| p.port == port)
+                .ok_or(err(Errno::ENOENT))?;
+            ports.remove(i);
+            Ok(())
+        }
+        fn set_port(&self, port: u32, s: dia::PortSettings) -> Result<(), dia::Error> {
+            let mut ports = self.ports.lock().unwrap();
+            let p = ports
+                .iter_mut()
+                .find(|p| p.port == port)
+                .ok_or(err(Errno::ENOENT))?;
+            p.settings = s;
+            Ok(())
+        }
+        fn port(&self, port: u32) -> Result<dia::Port, dia::Error> {
+            self.ports
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|p| p.port == port)
+                .cloned()
+                .ok_or(err(Errno::ENOENT))
+        }
+        fn ports(&self) -> Result<Vec<dia::Port>, dia::Error> {
+            Ok(self.ports.lock().unwrap().clone())
+        }
     }
 
     /// Records what would be done in containers.
     #[derive(Default)]
-    struct LogHost {
-        ops: Mutex<Vec<(u32, NsOp)>>,
-        fail_mount: bool,
+    pub(crate) struct LogHost {
+        pub(crate) ops: Mutex<Vec<(u32, NsOp)>>,
+        pub(crate) fail_mount: bool,
+        pub(crate) fail_net: bool,
+        pub(crate) moved: Mutex<Vec<(String, u32)>>,
     }
 
     impl Host for LogHost {
@@ -751,9 +813,16 @@ mod tests {
         fn stop_container(&self, _pid: u32) -> anyhow::Result<()> {
             Ok(())
         }
+        fn move_link(&self, ifname: &str, pid: u32) -> anyhow::Result<()> {
+            self.moved.lock().unwrap().push((ifname.into(), pid));
+            Ok(())
+        }
         fn in_container(&self, pid: u32, op: &NsOp) -> anyhow::Result<()> {
             if self.fail_mount && matches!(op, NsOp::Mount { .. }) {
                 anyhow::bail!("mount failed");
+            }
+            if self.fail_net && matches!(op, NsOp::NetUp { .. }) {
+                anyhow::bail!("netlink failed");
             }
             self.ops.lock().unwrap().push((pid, op.clone()));
             Ok(())
@@ -766,7 +835,9 @@ mod tests {
         }
     }
 
-    fn manager(host: LogHost) -> (tempfile::TempDir, Manager, Arc<MemCard>, Arc<LogHost>) {
+    pub(crate) fn manager(
+        host: LogHost,
+    ) -> (tempfile::TempDir, Manager, Arc<MemCard>, Arc<LogHost>) {
         let dir = tempfile::tempdir().unwrap();
         let card = Arc::new(MemCard {
             capacity: 100 << 30,
@@ -968,6 +1039,9 @@ mod tests {
             max_bps: 0,
             weight: 1,
             burst_ms: 0,
+            net_max_bps: 0,
+            net_max_pps: 0,
+            net_burst_ms: 0,
         };
         let e = m.create_tier(spec("odd", 6000, 5000)).unwrap_err();
         assert!(

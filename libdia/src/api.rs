@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::Namespace;
 
+pub use crate::network::*;
+
 /// `POST /v1/volumes`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -97,6 +99,15 @@ pub struct TierSpec {
     /// (0: the card's default, 50 ms).
     #[serde(default)]
     pub burst_ms: u32,
+    /// Most bits per second a port of the tier sends (0: no limit).
+    #[serde(default)]
+    pub net_max_bps: u64,
+    /// Most packets per second a port of the tier sends (0: no limit).
+    #[serde(default)]
+    pub net_max_pps: u64,
+    /// Burst of the network limits, milliseconds (0: the card's, 10 ms).
+    #[serde(default)]
+    pub net_burst_ms: u32,
 }
 
 fn default_weight() -> u32 {
@@ -113,6 +124,9 @@ pub struct Tier {
     pub builtin: bool,
     /// Volumes of this tier.
     pub volumes: Vec<String>,
+    /// Ports of this tier (`container:ifname`).
+    #[serde(default)]
+    pub ports: Vec<String>,
 }
 
 /// `POST /v1/volumes/{name}/tier`.
@@ -125,19 +139,24 @@ pub struct SetTier {
 
 /// The tiers a new appliance has.
 pub fn builtin_tiers() -> Vec<TierSpec> {
-    let t = |name: &str, min_iops, max_iops, min_mb: u64, max_mb: u64, weight| TierSpec {
-        name: name.into(),
-        min_iops,
-        max_iops,
-        min_bps: min_mb << 20,
-        max_bps: max_mb << 20,
-        weight,
-        burst_ms: 0,
+    let t = |name: &str, min_iops, max_iops, min_mb: u64, max_mb: u64, weight, net_mbit: u64| {
+        TierSpec {
+            name: name.into(),
+            min_iops,
+            max_iops,
+            min_bps: min_mb << 20,
+            max_bps: max_mb << 20,
+            weight,
+            burst_ms: 0,
+            net_max_bps: net_mbit * 1_000_000,
+            net_max_pps: 0,
+            net_burst_ms: 0,
+        }
     };
     vec![
-        t(DEFAULT_TIER, 0, 0, 0, 0, 1),
-        t("silver", 500, 2000, 10, 40, 2),
-        t("gold", 2000, 5000, 20, 80, 4),
+        t(DEFAULT_TIER, 0, 0, 0, 0, 1, 0),
+        t("silver", 500, 2000, 10, 40, 2, 500),
+        t("gold", 2000, 5000, 20, 80, 4, 2000),
     ]
 }
 
@@ -170,6 +189,9 @@ pub struct Container {
     pub status: String,
     /// Volumes attached to it.
     pub volumes: Vec<String>,
+    /// Its network ports (`container:ifname`).
+    #[serde(default)]
+    pub ports: Vec<String>,
 }
 
 /// Largest volume: 1 PiB (the card's namespace limit).

@@ -8,6 +8,8 @@ pub mod api;
 mod error;
 mod identity;
 mod namespace;
+pub mod network;
+mod port;
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
@@ -18,6 +20,7 @@ use dia_abi::ioctl::*;
 pub use error::Error;
 pub use identity::Identity;
 pub use namespace::{Namespace, Pool, Qos, Stats};
+pub use port::{format_mac, NetLimits, NewPort, Port, PortCounters, PortSettings};
 
 /// Where the first card's control node lives.
 pub const DEFAULT_DEVICE: &str = "/dev/dia";
@@ -34,6 +37,11 @@ mod sys {
     nix::ioctl_read_bad!(pool_info, DIA_IOC_POOL_INFO, DiaPoolInfo);
     nix::ioctl_readwrite_bad!(ns_set_qos, DIA_IOC_NS_SET_QOS, DiaNsQos);
     nix::ioctl_readwrite_bad!(ns_stats, DIA_IOC_NS_STATS, DiaNsStats);
+    nix::ioctl_readwrite_bad!(port_create, DIA_IOC_PORT_CREATE, DiaPortCreate);
+    nix::ioctl_write_ptr_bad!(port_delete, DIA_IOC_PORT_DELETE, DiaPortId);
+    nix::ioctl_write_ptr_bad!(port_set, DIA_IOC_PORT_SET, DiaPortSet);
+    nix::ioctl_readwrite_bad!(port_info, DIA_IOC_PORT_INFO, DiaPortInfo);
+    nix::ioctl_read_bad!(port_list, DIA_IOC_PORT_LIST, DiaPortList);
 }
 
 /// An open card control node.
@@ -201,5 +209,74 @@ impl Card {
         unsafe { sys::ns_stats(self.file.as_raw_fd(), &mut raw) }
             .map_err(|e| Error::ioctl("DIA_IOC_NS_STATS", DIA_IOC_NS_STATS, e))?;
         Ok(Stats::from(&raw.stats))
+    }
+
+    /// Creates a port on `settings.vlan` with its net device (down, in the
+    /// initial network namespace).
+    pub fn create_port(&self, settings: PortSettings) -> Result<NewPort, Error> {
+        let mut raw = DiaPortCreate {
+            config: settings.into(),
+            ..DiaPortCreate::default()
+        };
+        // SAFETY: `raw` is a valid DiaPortCreate, the type the request encodes.
+        unsafe { sys::port_create(self.file.as_raw_fd(), &mut raw) }
+            .map_err(|e| Error::ioctl("DIA_IOC_PORT_CREATE", DIA_IOC_PORT_CREATE, e))?;
+        Ok(NewPort {
+            port: raw.port,
+            mac: format_mac(&raw.mac),
+            ifname: port::nul_str(&raw.ifname),
+        })
+    }
+
+    /// Deletes a port and its net device, wherever the device is.
+    pub fn delete_port(&self, port: u32) -> Result<(), Error> {
+        let raw = DiaPortId { port, flags: 0 };
+        // SAFETY: `raw` is a valid DiaPortId, the type the request encodes.
+        unsafe { sys::port_delete(self.file.as_raw_fd(), &raw) }
+            .map_err(|e| Error::ioctl("DIA_IOC_PORT_DELETE", DIA_IOC_PORT_DELETE, e))?;
+        Ok(())
+    }
+
+    /// Changes a live port's VLAN, MTU and limits.
+    pub fn set_port(&self, port: u32, settings: PortSettings) -> Result<(), Error> {
+        let raw = DiaPortSet {
+            port,
+            flags: 0,
+            config: settings.into(),
+        };
+        // SAFETY: `raw` is a valid DiaPortSet, the type the request encodes.
+        unsafe { sys::port_set(self.file.as_raw_fd(), &raw) }
+            .map_err(|e| Error::ioctl("DIA_IOC_PORT_SET", DIA_IOC_PORT_SET, e))?;
+        Ok(())
+    }
+
+    /// One port, with its counters.
+    pub fn port(&self, port: u32) -> Result<Port, Error> {
+        let mut raw = DiaPortInfo {
+            port,
+            ..DiaPortInfo::default()
+        };
+        // SAFETY: `raw` is a valid DiaPortInfo, the type the request encodes.
+        unsafe { sys::port_info(self.file.as_raw_fd(), &mut raw) }
+            .map_err(|e| Error::ioctl("DIA_IOC_PORT_INFO", DIA_IOC_PORT_INFO, e))?;
+        Ok(Port::from(&raw))
+    }
+
+    /// Every port on the card.
+    pub fn ports(&self) -> Result<Vec<Port>, Error> {
+        let mut raw = Box::<DiaPortList>::default();
+        // SAFETY: `raw` is a valid DiaPortList, the type the request encodes.
+        unsafe { sys::port_list(self.file.as_raw_fd(), &mut *raw) }
+            .map_err(|e| Error::ioctl("DIA_IOC_PORT_LIST", DIA_IOC_PORT_LIST, e))?;
+        let n = (raw.count as usize).min(DIA_PORT_LIST_MAX);
+        let mut out = Vec::with_capacity(n);
+        for &id in &raw.ports[..n] {
+            match self.port(id) {
+                Ok(p) => out.push(p),
+                Err(e) if e.errno() == Some(nix::errno::Errno::ENOENT) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
     }
 }

@@ -17,7 +17,12 @@ const GUEST_TARGET: &str = "x86_64-unknown-linux-musl";
 /// Guest binaries built from this workspace.
 const GUEST_BINS: &[&str] = &["diad", "diaconfig", "dia-guest-check"];
 /// Host (Debian) programs the scenarios use, copied with their shared libraries.
-const HOST_TOOLS: &[&str] = &["/usr/bin/fio", "/usr/sbin/mkfs.ext4", "/usr/sbin/e2fsck"];
+const HOST_TOOLS: &[&str] = &[
+    "/usr/bin/fio",
+    "/usr/sbin/mkfs.ext4",
+    "/usr/sbin/e2fsck",
+    "/usr/bin/iperf3",
+];
 
 /// Everything a boot needs.
 pub struct Artefacts {
