@@ -18,7 +18,8 @@ pub enum ContainerCommand {
     },
     /// List containers.
     List,
-    /// Stop a container (refused while volumes are attached).
+    /// Stop a container (refused while volumes are attached; its ports are
+    /// detached and their addresses released).
     Delete {
         /// Container name.
         name: String,
@@ -53,7 +54,7 @@ fn render(cs: &[Container], format: Format) -> Result<String> {
         Format::Json if cs.len() == 1 => output::json(&cs[0])?,
         Format::Json => output::json(&cs)?,
         Format::Table => output::table(
-            &["Name", "PID", "Status", "Volumes"],
+            &["Name", "PID", "Status", "Volumes", "Ports"],
             cs.iter()
                 .map(|c| {
                     vec![
@@ -64,6 +65,11 @@ fn render(cs: &[Container], format: Format) -> Result<String> {
                             "-".into()
                         } else {
                             c.volumes.join(", ")
+                        },
+                        if c.ports.is_empty() {
+                            "-".into()
+                        } else {
+                            c.ports.join(", ")
                         },
                     ]
                 })

@@ -6,8 +6,10 @@
 mod card;
 mod client;
 mod container;
+mod network;
 mod output;
 mod pool;
+mod port;
 mod tier;
 mod volume;
 
@@ -52,9 +54,15 @@ enum Command {
     /// The card's flash pool.
     #[command(subcommand)]
     Pool(pool::PoolCommand),
-    /// Performance tiers: storage floors, ceilings and weights.
+    /// Performance tiers: storage floors, ceilings and weights, network limits.
     #[command(subcommand)]
     Tier(tier::TierCommand),
+    /// Container networks: a VLAN with a subnet and address range.
+    #[command(subcommand)]
+    Network(network::NetworkCommand),
+    /// Network ports of containers.
+    #[command(subcommand)]
+    Port(port::PortCommand),
 }
 
 fn main() -> ExitCode {
@@ -66,6 +74,8 @@ fn main() -> ExitCode {
         Command::Container(cmd) => container::run(&client, cli.output, cmd),
         Command::Pool(cmd) => pool::run(&client, cli.output, cmd),
         Command::Tier(cmd) => tier::run(&client, cli.output, cmd),
+        Command::Network(cmd) => network::run(&client, cli.output, cmd),
+        Command::Port(cmd) => port::run(&client, cli.output, cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -143,6 +153,37 @@ mod tests {
         ])
         .unwrap_err();
         assert!(e.to_string().contains("--mount"), "{e}");
+    }
+
+    #[test]
+    fn network_and_port_arguments_are_checked() {
+        let e = Cli::try_parse_from([
+            "diaconfig",
+            "network",
+            "create",
+            "blue",
+            "--vlan",
+            "5000",
+            "--subnet",
+            "10.0.0.0/24",
+            "--gateway",
+            "10.0.0.1",
+        ])
+        .unwrap_err();
+        assert!(e.to_string().contains("1..=4094"), "{e}");
+        assert_eq!(e.exit_code(), 2);
+        let e = Cli::try_parse_from(["diaconfig", "tier", "create", "t", "--net-max-bw", "100Q"])
+            .unwrap_err();
+        assert!(e.to_string().contains("allowed: K, M, G"), "{e}");
+        let cli = Cli::try_parse_from(["diaconfig", "tier", "create", "t", "--net-max-bw", "100M"])
+            .unwrap();
+        match cli.command {
+            Command::Tier(tier::TierCommand::Create(a)) => assert_eq!(a.net_max_bw, 100_000_000),
+            other => panic!("{other:?}"),
+        }
+        let e =
+            Cli::try_parse_from(["diaconfig", "port", "attach", "--network", "blue"]).unwrap_err();
+        assert!(e.to_string().contains("--container"), "{e}");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use dia::api::{format_size, parse_size, Tier, TierSpec};
+use dia::api::{format_rate, format_size, parse_rate, parse_size, Tier, TierSpec};
 
 use crate::client::Client;
 use crate::output::{self, Format};
@@ -15,7 +15,7 @@ pub enum TierCommand {
     Create(CreateArgs),
     /// List tiers and the volumes in each.
     List,
-    /// Delete a tier (refused while volumes use it; built-in tiers stay).
+    /// Delete a tier (refused while volumes or ports use it; built-in tiers stay).
     Delete {
         /// Tier name.
         name: String,
@@ -45,6 +45,15 @@ pub struct CreateArgs {
     /// Burst the ceilings allow, in milliseconds at the ceiling rate (0: 50 ms).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=10_000))]
     pub burst_ms: u32,
+    /// Most bits per second a port sends, e.g. 100M = 100 Mbit/s (0: no limit).
+    #[arg(long, value_parser = parse_rate, default_value = "0")]
+    pub net_max_bw: u64,
+    /// Most packets per second a port sends (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    pub net_max_pps: u64,
+    /// Burst of the network limits, milliseconds (0: 10 ms).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    pub net_burst_ms: u32,
 }
 
 /// Runs a tier subcommand.
@@ -61,6 +70,9 @@ pub fn run(client: &Client, format: Format, cmd: TierCommand) -> Result<()> {
                     max_bps: a.max_bw,
                     weight: a.weight,
                     burst_ms: a.burst_ms,
+                    net_max_bps: a.net_max_bw,
+                    net_max_pps: a.net_max_pps,
+                    net_burst_ms: a.net_burst_ms,
                 },
             )?;
             println!("{}", render(&[t], format)?);
@@ -103,7 +115,8 @@ fn render(ts: &[Tier], format: Format) -> Result<String> {
         Format::Json => output::json(&ts)?,
         Format::Table => output::table(
             &[
-                "Tier", "Min IOPS", "Max IOPS", "Min BW", "Max BW", "Weight", "Volumes",
+                "Tier", "Min IOPS", "Max IOPS", "Min BW", "Max BW", "Weight", "Net max", "Volumes",
+                "Ports",
             ],
             ts.iter()
                 .map(|t| {
@@ -119,10 +132,20 @@ fn render(ts: &[Tier], format: Format) -> Result<String> {
                         bw(s.min_bps),
                         bw(s.max_bps),
                         s.weight.to_string(),
+                        if s.net_max_bps == 0 {
+                            "-".into()
+                        } else {
+                            format_rate(s.net_max_bps)
+                        },
                         if t.volumes.is_empty() {
                             "-".into()
                         } else {
                             t.volumes.join(", ")
+                        },
+                        if t.ports.is_empty() {
+                            "-".into()
+                        } else {
+                            t.ports.join(", ")
                         },
                     ]
                 })
