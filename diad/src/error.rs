@@ -33,6 +33,20 @@ impl ApiError {
             message: message.into(),
         }
     }
+    /// 404 for `name` of kind `what` ("volume"), listing the `known` ones
+    /// (or `none` when there are none, followed by `hint`).
+    pub fn unknown<S: AsRef<str>>(what: &str, name: &str, known: &[S], hint: &str) -> Self {
+        let list = if known.is_empty() {
+            format!("none{hint}")
+        } else {
+            known
+                .iter()
+                .map(AsRef::as_ref)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        Self::not_found(format!("no {what} '{name}' ({what}s: {list})"))
+    }
     /// 409: refused in the current state.
     pub fn conflict(message: impl Into<String>) -> Self {
         Self {

@@ -115,14 +115,12 @@ impl Manager {
                     .iter()
                     .map(|n| n.name.as_str())
                     .collect();
-                ApiError::not_found(format!(
-                    "no network '{name}' (networks: {})",
-                    if known.is_empty() {
-                        "none; create one with `diaconfig network create`".to_string()
-                    } else {
-                        known.join(", ")
-                    }
-                ))
+                ApiError::unknown(
+                    "network",
+                    name,
+                    &known,
+                    "; create one with `diaconfig network create`",
+                )
             })
     }
 
@@ -259,14 +257,7 @@ impl Manager {
             .position(|p| p.container == c && p.ifname == i)
             .ok_or_else(|| {
                 let known: Vec<String> = self.state.ports.iter().map(PortState::name).collect();
-                ApiError::not_found(format!(
-                    "no port '{c}:{i}' (ports: {})",
-                    if known.is_empty() {
-                        "none".to_string()
-                    } else {
-                        known.join(", ")
-                    }
-                ))
+                ApiError::unknown("port", &format!("{c}:{i}"), &known, "")
             })
     }
 

@@ -71,14 +71,7 @@ impl Manager {
             .position(|v| v.name == name)
             .ok_or_else(|| {
                 let known: Vec<&str> = self.state.volumes.iter().map(|v| v.name.as_str()).collect();
-                ApiError::not_found(format!(
-                    "no volume '{name}' (volumes: {})",
-                    if known.is_empty() {
-                        "none".to_string()
-                    } else {
-                        known.join(", ")
-                    }
-                ))
+                ApiError::unknown("volume", name, &known, "")
             })
     }
 
