@@ -725,11 +725,23 @@ pub struct TxDescriptor {
     pub len: u16,
     /// `TX_*` flags.
     pub flags: u16,
-    /// Reserved, zero.
-    pub reserved: u32,
+    /// With [`TX_CSUM`] (first descriptor of a frame only): where the
+    /// checksummed region starts, in bytes from the start of the frame.
+    pub csum_start: u16,
+    /// With [`TX_CSUM`]: where the 16-bit checksum goes, in bytes from
+    /// `csum_start`.
+    pub csum_offset: u16,
 }
 /// Last buffer of a frame.
 pub const TX_EOP: u16 = 1 << 0;
+/// Checksum offload (first descriptor of a frame): the card computes the
+/// Internet checksum (ones' complement sum) of the frame's bytes from
+/// `csum_start` to the end of the frame, with the checksum field as the
+/// driver left it (seeded with the pseudo-header sum, as Linux's
+/// `CHECKSUM_PARTIAL`), and stores its complement at `csum_start +
+/// csum_offset` before the frame leaves the port. A region that does not
+/// fit the frame drops the frame (counted in `tx_dropped`).
+pub const TX_CSUM: u16 = 1 << 1;
 
 /// Receive descriptor: the driver posts an empty buffer (`addr`, `len` =
 /// its size, `status` = 0); the card fills it with one whole frame, writes
