@@ -5,7 +5,7 @@
 //! doorbell and executes whatever is pending; `run` calls it whenever the
 //! admin doorbell fires and at least every `CARD_POLL_MS`. Whatever the
 //! guest writes, the controller answers with a status or a fatal controller
-//! status, never a crash.
+//! status, never a crash. Network port commands are in `ports`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::AsFd;
@@ -24,11 +24,14 @@ use crate::board::Board;
 use crate::fault::{Fault, FAULT_EXIT_CODE};
 use crate::guest_memory::{pod_bytes, pod_from_bytes};
 use crate::io_queue::{IoContext, IoWorker};
+use crate::net::{NetEngine, Uplink};
 use crate::nvm::MAX_TRANSFER_BYTES;
 use crate::pool::{Pool, CHUNK_BYTES, MAX_NAMESPACES};
 use crate::prp::prp_segments;
 use crate::qos::QosParams;
 use crate::queue::{check_placement, CompletionQueue, SubmissionQueue};
+
+mod ports;
 
 /// Static facts about the card.
 #[derive(Debug, Clone)]
@@ -49,6 +52,12 @@ pub struct CardConfig {
     pub media_iops: u64,
     /// Modelled media throughput, bytes per second (0: as fast as the host).
     pub media_bps: u64,
+    /// Most network ports (ids 1..=max_ports), at most `net::MAX_PORTS`.
+    pub max_ports: u16,
+    /// UDP address the uplink listens on (none: no uplink).
+    pub uplink_bind: Option<std::net::SocketAddr>,
+    /// Other cards' uplink addresses: frames for the uplink go to each.
+    pub uplink_peers: Vec<std::net::SocketAddr>,
 }
 
 impl CardConfig {
@@ -77,6 +86,8 @@ struct Queues {
     admin_cq: CompletionQueue,
     /// I/O completion queues.
     cqs: BTreeMap<u16, crate::io_queue::SharedCq>,
+    /// The network engine and its ports (dropping it deletes them).
+    net: NetEngine,
 }
 
 /// Outcome of one command: status and result dword.
@@ -94,6 +105,8 @@ pub struct Controller {
     heartbeat_at: Instant,
     /// I/Os per second a refused Set QoS was over capacity by.
     admission_excess: u32,
+    /// The uplink socket, bound for this firmware run.
+    uplink: Option<Arc<Uplink>>,
 }
 
 impl Controller {
@@ -135,6 +148,22 @@ impl Controller {
                 }
             }
         }
+        // A firmware start has no ports yet.
+        for id in 1..=crate::net::MAX_PORTS {
+            bar.write32(abi::port_regs(id) + abi::PORT_LINK, 0);
+        }
+        let uplink =
+            cfg.uplink_bind
+                .and_then(|addr| match Uplink::bind(addr, cfg.uplink_peers.clone()) {
+                    Ok(u) => {
+                        info!(%addr, peers = ?cfg.uplink_peers, "uplink bound");
+                        Some(Arc::new(u))
+                    }
+                    Err(e) => {
+                        error!(%addr, "cannot bind the uplink, running without: {e}");
+                        None
+                    }
+                });
         Self {
             state: State::Disabled,
             board,
@@ -143,6 +172,7 @@ impl Controller {
             admin_seen: HashMap::new(),
             heartbeat_at: Instant::now(),
             admission_excess: 0,
+            uplink,
         }
     }
 
@@ -256,11 +286,16 @@ impl Controller {
                 "admin queues ASQ {asq:#x} / ACQ {acq:#x} not aligned or outside guest memory"
             ));
         }
+        let net = match NetEngine::start(self.board.clone(), self.uplink.clone()) {
+            Ok(net) => net,
+            Err(e) => return self.fatal(&format!("cannot start the network engine: {e}")),
+        };
         self.state = State::Running(Box::new(Queues {
             workers: BTreeMap::new(),
             admin_sq: SubmissionQueue::new(0, asq, sqn),
             admin_cq: CompletionQueue::new(acq, cqn, abi::DOORBELL_VECTOR_ADMIN, true),
             cqs: BTreeMap::new(),
+            net,
         }));
         self.bar().write32(abi::REG_CSTS, abi::CSTS_RDY);
         info!(
@@ -361,6 +396,9 @@ impl Controller {
             abi::ADMIN_NS_MANAGEMENT => self.ns_management(sqe),
             abi::ADMIN_NS_ATTACHMENT => self.ns_attachment(sqe),
             abi::ADMIN_SET_QOS => self.set_qos(sqe),
+            abi::ADMIN_CREATE_PORT => self.create_port(sqe),
+            abi::ADMIN_DELETE_PORT => self.delete_port(sqe),
+            abi::ADMIN_SET_PORT => self.set_port(sqe),
             other => {
                 warn!("unknown admin opcode {other:#04x}");
                 Err(abi::STATUS_INVALID_OPCODE)
@@ -386,6 +424,9 @@ impl Controller {
                     interface_version: abi::INTERFACE_VERSION,
                     max_io_queues: self.cfg.max_io_queues(),
                     max_queue_entries: self.cfg.max_queue_entries,
+                    // A card always has the network function.
+                    capabilities: abi::CARD_CAP_NETWORK,
+                    max_ports: u32::from(self.max_ports()),
                     ..IdentifyController::default()
                 };
                 if let Some(pool) = self.pool() {
@@ -441,6 +482,12 @@ impl Controller {
     fn get_log_page(&mut self, sqe: &SubmissionEntry) -> Result<u32, u16> {
         let log = (sqe.cdw10 & 0xff) as u8;
         let bytes = ((sqe.cdw10 >> 16) as usize + 1) * 4;
+        if log == abi::LOG_PORT_STATS {
+            let stats = self.port_stats(sqe)?;
+            let mut page = pod_bytes(&stats).to_vec();
+            page.resize(bytes, 0);
+            return self.write_prp(sqe, &page);
+        }
         if log == abi::LOG_NS_STATS {
             let pool = self.pool().ok_or(abi::STATUS_INVALID_FIELD)?;
             if pool.namespace(sqe.nsid).is_none() {
@@ -611,7 +658,7 @@ impl Controller {
         let (qid, entries) = self.queue_args(sqe)?;
         let vector = (sqe.cdw11 >> 16) as u16;
         let interrupts = sqe.cdw11 & 2 != 0;
-        if vector >= self.cfg.vectors {
+        if vector >= self.cfg.vectors || self.vector_used_by_port(vector) {
             return Err(abi::STATUS_INVALID_VECTOR);
         }
         if !check_placement(&self.board.mem, sqe.prp1, entries, abi::CQE_SIZE) {

@@ -190,6 +190,16 @@ unsafe impl Pod for dia_abi::card::DsmRange {}
 unsafe impl Pod for dia_abi::card::QosSettings {}
 // SAFETY: as above.
 unsafe impl Pod for dia_abi::card::NamespaceStats {}
+// SAFETY: as above.
+unsafe impl Pod for dia_abi::card::PortCreate {}
+// SAFETY: as above.
+unsafe impl Pod for dia_abi::card::PortConfig {}
+// SAFETY: as above.
+unsafe impl Pod for dia_abi::card::PortStats {}
+// SAFETY: as above.
+unsafe impl Pod for dia_abi::card::TxDescriptor {}
+// SAFETY: as above.
+unsafe impl Pod for dia_abi::card::RxDescriptor {}
 
 /// The bytes of a plain-data value.
 pub(crate) fn pod_bytes<T: Pod>(v: &T) -> &[u8] {

@@ -4,7 +4,8 @@
 //! commands (`controller`), the I/O queue workers (`io_queue`) and the I/O
 //! commands they execute (`nvm`) on the flash pool (`pool`), a firmware
 //! that can be killed and restarted (`firmware`), the storage QoS scheduler
-//! (`qos`, not yet in the I/O path), fault injection (`fault`)
+//! (`qos`, not yet in the I/O path), the network function (`net`: ports,
+//! embedded switch, uplink, rate limits), fault injection (`fault`)
 //! and the ivshmem server QEMU connects to (`ivshmem`). The `dia-card` binary wires
 //! them together; tests drive the controller directly as a userspace driver.
 
@@ -17,6 +18,7 @@ mod firmware;
 mod guest_memory;
 mod io_queue;
 mod ivshmem;
+mod net;
 mod nvm;
 mod pool;
 mod prp;
@@ -31,4 +33,5 @@ pub use fault::{Fault, FaultError};
 pub use firmware::{serve_control, Firmware};
 pub use guest_memory::{GuestMemory, MemoryError, SharedMemory};
 pub use ivshmem::Server;
+pub use net::MAX_PORTS;
 pub use pool::{Pool, PoolSpec, CHUNK_BYTES, MAX_NAMESPACES};

@@ -1,7 +1,8 @@
 //! `dia-card`: the emulated dia card. It is the ivshmem server QEMU's
 //! `ivshmem-doorbell` device connects to, lays out the card's registers in
 //! BAR2 (shared memory), maps the guest's RAM for DMA, opens its flash pool
-//! and runs the firmware until killed. With `--control` the firmware can be
+//! and runs the firmware until killed. `--uplink-bind`/`--uplink-peer`
+//! link its embedded switch to other cards over UDP. With `--control` the firmware can be
 //! crashed and restarted on request (for tests) while QEMU stays connected.
 
 use std::path::PathBuf;
@@ -97,6 +98,26 @@ struct Args {
     /// Model the flash's throughput in bytes per second, e.g. `400M`.
     #[arg(long, default_value = "0", value_parser = parse_size)]
     media_bps: u64,
+    /// Most network ports the card offers (ids 1..=N; each port also needs
+    /// a vector of its own, see `--vectors`).
+    #[arg(long, default_value_t = dia_card::MAX_PORTS,
+          value_parser = clap::value_parser!(u16).range(1..=i64::from(dia_card::MAX_PORTS)))]
+    max_ports: u16,
+    /// UDP address (ADDR:PORT) the card's uplink listens on and sends from:
+    /// frames switched to the uplink leave the card 802.1Q-tagged, one per
+    /// datagram. Without it the card has no uplink (ports talk only to
+    /// ports of the same card).
+    #[arg(long, value_name = "ADDR:PORT")]
+    uplink_bind: Option<std::net::SocketAddr>,
+    /// Another card's `--uplink-bind` address; repeat for several. Frames
+    /// for the uplink go to every peer, and only datagrams from peers are
+    /// accepted.
+    #[arg(
+        long = "uplink-peer",
+        value_name = "ADDR:PORT",
+        requires = "uplink_bind"
+    )]
+    uplink_peers: Vec<std::net::SocketAddr>,
     /// Inject a fault for tests: `exit-on-admin=OPCODE:N` (die on the N-th
     /// admin command with OPCODE, before completing it) or `never-ready`
     /// (firmware never reports running).
@@ -165,6 +186,9 @@ fn main() -> Result<()> {
         }),
         media_iops: args.media_iops,
         media_bps: args.media_bps,
+        max_ports: args.max_ports,
+        uplink_bind: args.uplink_bind,
+        uplink_peers: args.uplink_peers,
     };
     let board = Arc::new(Board {
         bar: Bar::new(bar_mem)?,

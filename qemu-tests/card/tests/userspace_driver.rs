@@ -45,10 +45,19 @@ impl TestDriver {
     }
 
     fn start_with(pool: Option<PoolSpec>) -> Self {
+        Self::start_full(pool, VECTORS, None, Vec::new())
+    }
+
+    fn start_full(
+        pool: Option<PoolSpec>,
+        vectors: u16,
+        uplink_bind: Option<std::net::SocketAddr>,
+        uplink_peers: Vec<std::net::SocketAddr>,
+    ) -> Self {
         let bar_mem = SharedMemory::anonymous("bar", 1 << 20).unwrap();
         let ram = SharedMemory::anonymous("ram", RAM).unwrap();
-        let doorbells: Vec<EventFd> = (0..VECTORS).map(|_| EventFd::new().unwrap()).collect();
-        let irqs: Vec<EventFd> = (0..VECTORS).map(|_| EventFd::new().unwrap()).collect();
+        let doorbells: Vec<EventFd> = (0..vectors).map(|_| EventFd::new().unwrap()).collect();
+        let irqs: Vec<EventFd> = (0..vectors).map(|_| EventFd::new().unwrap()).collect();
         let bar = Bar::new(view(&bar_mem)).unwrap();
         let mem = GuestMemory::new(view(&ram));
         let board = Arc::new(Board {
@@ -59,13 +68,16 @@ impl TestDriver {
         });
         let cfg = CardConfig {
             serial: "TEST-SERIAL-7".into(),
-            vectors: VECTORS,
+            vectors,
             max_queue_entries: 64,
             fault: None,
             qos_capacity_iops: 10_000,
             qos_capacity_bps: 1 << 30,
             media_iops: 0,
             media_bps: 0,
+            max_ports: dia_card::MAX_PORTS,
+            uplink_bind,
+            uplink_peers,
         };
         let mut fw = Firmware::new(board, cfg, pool);
         fw.start().unwrap();
