@@ -50,7 +50,8 @@ within() {
 }
 
 # host_request CMD: ask the harness on the host to act (card-kill, card-start,
-# card-status) and print its one-line answer; fails if the answer is an error.
+# card-status, barrier NAME) and print its one-line answer; fails if the
+# answer is an error.
 host_request() {
     echo "$1" > /dev/ttyS1
     read -r answer < /dev/ttyS1
@@ -98,3 +99,9 @@ iops_of() {
 within_pct() {
     [ $(( $1 * 100 )) -ge $(( $2 * (100 - $3) )) ] && [ $(( $1 * 100 )) -le $(( $2 * (100 + $3) )) ]
 }
+
+# barrier NAME: wait until every appliance of the scenario (`# appliances: N`)
+# has reached `barrier NAME` (at once on a single appliance); fails after the
+# harness's timeout (120 s) with how many arrived. NAME may be used again for
+# a later round.
+barrier() { host_request "barrier $1"; }

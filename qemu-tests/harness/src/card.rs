@@ -2,13 +2,15 @@
 //! ivshmem server QEMU connects to), killed when the run ends.
 
 use std::fs::File;
+use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-/// Serial number the harness gives every card (scenarios check it).
+/// Serial number the harness gives the card of a single-appliance run and
+/// node 0 of a multi-appliance one (scenarios check it).
 pub const TEST_SERIAL: &str = "DIA-TEST-0001";
 /// Doorbell/interrupt vectors: admin, up to 8 I/O queues and up to 23
 /// network ports.
@@ -31,13 +33,15 @@ pub struct Card {
 }
 
 impl Card {
-    /// Starts the card for a guest of `ram_mib` MiB, with extra arguments
-    /// (fault injection) from the scenario.
+    /// Starts the card for a guest of `ram_mib` MiB with serial number
+    /// `serial` and extra arguments (fault injection from the scenario,
+    /// uplink flags).
     pub fn start(
         binary: &Path,
         dir: &Path,
         name: &str,
         ram_mib: u64,
+        serial: &str,
         extra: &[String],
     ) -> Result<Self> {
         let socket = dir.join("card.sock");
@@ -63,7 +67,7 @@ impl Card {
             .arg("--vectors")
             .arg(VECTORS.to_string())
             .arg("--serial")
-            .arg(TEST_SERIAL)
+            .arg(serial)
             .args(&pool_args)
             .arg("--control")
             .arg(&control)
@@ -115,11 +119,86 @@ impl Card {
     }
 }
 
+/// The serial number of node `node` (0-based): `DIA-TEST-0001`, `-0002`, ...
+pub fn test_serial(node: usize) -> String {
+    format!("DIA-TEST-{:04}", node + 1)
+}
+
+/// Whether this card binary has an uplink (`--uplink-bind`, `--uplink-peer`).
+pub fn supports_uplink(binary: &Path) -> Result<bool> {
+    let out = Command::new(binary)
+        .arg("--help")
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {} --help", binary.display()))?;
+    Ok(String::from_utf8_lossy(&out.stdout).contains("--uplink-bind"))
+}
+
+/// `n` UDP ports on 127.0.0.1 that were free a moment ago (all bound at
+/// once so they differ, then released for the cards to bind).
+pub fn free_udp_ports(n: usize) -> Result<Vec<u16>> {
+    let sockets = (0..n)
+        .map(|_| UdpSocket::bind("127.0.0.1:0").context("binding a UDP port on 127.0.0.1"))
+        .collect::<Result<Vec<_>>>()?;
+    sockets
+        .iter()
+        .map(|s| Ok(s.local_addr().context("UDP socket address")?.port()))
+        .collect()
+}
+
+/// The uplink flags of node `node` when the nodes' cards bind `ports`:
+/// its own port to bind, every other node's as a peer.
+pub fn uplink_args(ports: &[u16], node: usize) -> Vec<String> {
+    let mut args = vec!["--uplink-bind".into(), format!("127.0.0.1:{}", ports[node])];
+    for (i, p) in ports.iter().enumerate() {
+        if i != node {
+            args.extend(["--uplink-peer".into(), format!("127.0.0.1:{p}")]);
+        }
+    }
+    args
+}
+
 impl Drop for Card {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.guest_ram);
         let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_serials() {
+        assert_eq!(test_serial(0), TEST_SERIAL);
+        assert_eq!(test_serial(1), "DIA-TEST-0002");
+    }
+
+    #[test]
+    fn two_nodes_peer_with_each_other() {
+        let ports = free_udp_ports(2).unwrap_or_default();
+        assert_eq!(ports.len(), 2);
+        assert_ne!(ports[0], ports[1]);
+        assert_eq!(
+            uplink_args(&[4000, 4001], 0),
+            [
+                "--uplink-bind",
+                "127.0.0.1:4000",
+                "--uplink-peer",
+                "127.0.0.1:4001"
+            ]
+        );
+        assert_eq!(
+            uplink_args(&[4000, 4001], 1),
+            [
+                "--uplink-bind",
+                "127.0.0.1:4001",
+                "--uplink-peer",
+                "127.0.0.1:4000"
+            ]
+        );
     }
 }

@@ -6,6 +6,7 @@
 mod bench;
 mod build;
 mod card;
+mod host_channel;
 mod paths;
 mod progress;
 mod qemu;

@@ -1,17 +1,20 @@
 //! QEMU: the appliance's command line (TCG, guest RAM in a shared file the
 //! card maps for DMA, the card as an `ivshmem-doorbell` PCI function), and
-//! running one scenario with a time limit while the console is saved.
+//! running one scenario with a time limit while the console is saved: on
+//! one appliance, or on several (`# appliances: N`), each with its own card
+//! and QEMU, the cards linked by their UDP uplinks.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::sync::{mpsc, Arc};
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
 use crate::build::Artefacts;
 use crate::card::{self, Card};
+use crate::host_channel::{self, Barrier};
 use crate::paths::Paths;
 use crate::progress::Step;
 use crate::scenario::Scenario;
@@ -19,21 +22,27 @@ use crate::scenario::Scenario;
 /// Guest RAM; stays below the 32-bit PCI hole so guest-physical == file offset.
 pub const GUEST_RAM_MIB: u64 = 1024;
 
+/// Where one node's logs are.
+pub struct NodeLogs {
+    /// Saved guest console.
+    pub console: PathBuf,
+    /// Saved card log.
+    pub card_log: PathBuf,
+}
+
 /// How a scenario ended.
 pub enum Outcome {
-    /// The guest reported PASS.
+    /// The guest reported PASS (every node did).
     Passed {
         /// Wall time, boot included.
         seconds: f64,
     },
-    /// The guest reported FAIL, timed out, or QEMU died.
+    /// A guest reported FAIL, timed out, or a QEMU died.
     Failed {
         /// What went wrong.
         reason: String,
-        /// Saved guest console.
-        console: PathBuf,
-        /// Saved card log.
-        card_log: PathBuf,
+        /// Each node's logs (one for a single-appliance scenario).
+        nodes: Vec<NodeLogs>,
     },
 }
 
@@ -63,59 +72,119 @@ fn base_command(artefacts: &Artefacts, card: &Card, append: &str, extra: &[Strin
     cmd
 }
 
-/// Boots a fresh appliance for `scenario` and waits for its verdict.
+/// Boots fresh appliances for `scenario` (one, or `# appliances: N`) and
+/// waits for the verdict.
 ///
 /// A guest kernel that crashes while booting, before the scenario started
 /// (before `dia.ko` is even loaded), is booted again, at most twice: QEMU's
 /// multi-threaded TCG occasionally trips the kernel's boot-time code
-/// patching (an `int3` oops in an unrelated function). Any failure after the
-/// scenario started counts.
+/// patching (an `int3` oops in an unrelated function). With several nodes,
+/// all of them boot again when one of them crashed so. Any failure after
+/// the scenario started counts.
 pub fn run_scenario(paths: &Paths, artefacts: &Artefacts, scenario: &Scenario) -> Result<Outcome> {
     const ATTEMPTS: u32 = 3;
     let start_marker = format!("@@DIA-START {}", scenario.name);
-    let mut crashed_consoles = Vec::new();
+    // (directory of the crashed node's console, its text), per attempt.
+    let mut crashed_consoles: Vec<(PathBuf, String)> = Vec::new();
     let mut attempt = 1;
     let outcome = loop {
         let outcome = run_once(paths, artefacts, scenario)?;
-        let Outcome::Failed { console, .. } = &outcome else {
+        let Outcome::Failed { nodes, .. } = &outcome else {
             break outcome;
         };
-        let text = std::fs::read_to_string(console).unwrap_or_default();
-        let boot_crash = !text.contains(&start_marker)
-            && (text.contains("Oops:") || text.contains("Kernel panic"));
-        if !boot_crash || attempt == ATTEMPTS {
+        let mut crashed = Vec::new();
+        for node in nodes {
+            let text = std::fs::read_to_string(&node.console).unwrap_or_default();
+            if !text.contains(&start_marker)
+                && (text.contains("Oops:") || text.contains("Kernel panic"))
+            {
+                let dir = node.console.parent().map(PathBuf::from).unwrap_or_default();
+                crashed.push((dir, text));
+            }
+        }
+        if crashed.is_empty() || attempt == ATTEMPTS {
             break outcome;
         }
         eprintln!("    guest kernel crashed while booting, before the scenario started (TCG flake): booting again");
-        crashed_consoles.push(text);
+        crashed_consoles.extend(crashed);
         attempt += 1;
     };
     // Keep the crashed boots' consoles beside the final run's.
-    let dir = paths.out.join("runs").join(&scenario.name);
-    for (i, text) in crashed_consoles.iter().enumerate() {
+    for (i, (dir, text)) in crashed_consoles.iter().enumerate() {
         std::fs::write(dir.join(format!("console-boot-crash-{}.log", i + 1)), text)?;
     }
     Ok(outcome)
 }
 
-fn run_once(paths: &Paths, artefacts: &Artefacts, scenario: &Scenario) -> Result<Outcome> {
-    let dir = paths.out.join("runs").join(&scenario.name);
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir)?;
+/// What the threads watching the nodes report to the run's loop.
+enum Event {
+    /// A console line (or a QEMU stderr line, or a host-channel log line) of a node.
+    Line(usize, String),
+    /// A node's QEMU closed its console (it exited).
+    ConsoleClosed(usize),
+}
+
+/// One booted node: its card and its QEMU.
+struct Node {
+    card: Arc<Card>,
+    qemu: Child,
+    console: std::fs::File,
+    console_path: PathBuf,
+    /// What the node reported: `Some(true)` passed, `Some(false)` failed.
+    verdict: Option<bool>,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.qemu.kill();
+        let _ = self.qemu.wait();
     }
-    std::fs::create_dir_all(&dir)?;
+}
+
+/// Where a node starts: its directory, its place among `count`, its uplink flags.
+struct NodeSpec<'a> {
+    dir: PathBuf,
+    index: usize,
+    count: usize,
+    uplink: &'a [String],
+}
+
+/// Boots one node and starts the threads that feed its console into `tx`.
+fn start_node(
+    artefacts: &Artefacts,
+    scenario: &Scenario,
+    spec: &NodeSpec<'_>,
+    barrier: &Arc<Barrier>,
+    tx: &mpsc::Sender<Event>,
+) -> Result<Node> {
+    let (dir, index, count) = (spec.dir.as_path(), spec.index, spec.count);
+    std::fs::create_dir_all(dir)?;
     let console_path = dir.join("console.log");
+    let (card_name, serial) = if count == 1 {
+        (scenario.name.clone(), card::TEST_SERIAL.to_string())
+    } else {
+        (
+            format!("{}-node{index}", scenario.name),
+            card::test_serial(index),
+        )
+    };
+    let mut card_args = scenario.card_args.clone();
+    card_args.extend(spec.uplink.iter().cloned());
     let card = Card::start(
         &artefacts.card,
-        &dir,
-        &scenario.name,
+        dir,
+        &card_name,
         GUEST_RAM_MIB,
-        &scenario.card_args,
+        &serial,
+        &card_args,
     )?;
-    let append = format!(
+    let mut append = format!(
         "console=ttyS0 quiet panic=-1 dia.scenario={}",
         scenario.name
     );
+    if count > 1 {
+        append.push_str(&format!(" dia.node={index} dia.nodes={count}"));
+    }
     let ctl = dir.join("host-channel.sock");
     let mut child = base_command(artefacts, &card, &append, &scenario.qemu_args)
         .args(["-serial", "stdio"])
@@ -130,55 +199,174 @@ fn run_once(paths: &Paths, artefacts: &Artefacts, scenario: &Scenario) -> Result
         .stderr(Stdio::piped())
         .spawn()
         .context("starting qemu-system-x86_64")?;
-
-    let (tx, rx) = mpsc::channel::<String>();
     let stdout = child.stdout.take().context("qemu stdout")?;
     let stderr = child.stderr.take().context("qemu stderr")?;
-    let tx2 = tx.clone();
     let card = Arc::new(card);
-    serve_host_channel(ctl, card.clone(), tx.clone());
+    let log = Mutex::new(tx.clone());
+    host_channel::serve(ctl, card.clone(), barrier.clone(), move |line| {
+        if let Ok(tx) = log.lock() {
+            let _ = tx.send(Event::Line(index, line));
+        }
+    });
+    let tx1 = tx.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
+            if tx1.send(Event::Line(index, line)).is_err() {
+                return;
             }
         }
+        let _ = tx1.send(Event::ConsoleClosed(index));
     });
+    let tx2 = tx.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx2.send(format!("[qemu] {line}")).is_err() {
+            if tx2
+                .send(Event::Line(index, format!("[qemu] {line}")))
+                .is_err()
+            {
                 break;
             }
         }
     });
+    Ok(Node {
+        card,
+        qemu: child,
+        console: std::fs::File::create(&console_path)?,
+        console_path,
+        verdict: None,
+    })
+}
 
-    let mut console = std::fs::File::create(&console_path)?;
+/// The uplink flags for each of `count` nodes: none for a single node; for
+/// several, each card binds a free loopback UDP port and has every other
+/// card's as a peer. A card without an uplink yet gets none (with a note).
+fn uplinks(artefacts: &Artefacts, count: usize) -> Result<Vec<Vec<String>>> {
+    if count == 1 {
+        return Ok(vec![Vec::new()]);
+    }
+    if !card::supports_uplink(&artefacts.card)? {
+        eprintln!("    note: this dia-card has no --uplink-bind yet: the nodes boot without a link between their cards");
+        return Ok(vec![Vec::new(); count]);
+    }
+    let ports = card::free_udp_ports(count)?;
+    Ok((0..count).map(|i| card::uplink_args(&ports, i)).collect())
+}
+
+fn run_once(paths: &Paths, artefacts: &Artefacts, scenario: &Scenario) -> Result<Outcome> {
+    let dir = paths.out.join("runs").join(&scenario.name);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    std::fs::create_dir_all(&dir)?;
+    let count = scenario.appliances;
+    let several = count > 1;
+    let uplinks = uplinks(artefacts, count)?;
+    let barrier = Arc::new(Barrier::new(count));
+    let (tx, rx) = mpsc::channel::<Event>();
+    let mut nodes = Vec::with_capacity(count);
+    for (index, uplink) in uplinks.iter().enumerate() {
+        // A single node keeps the run directory itself; several get nodeN/.
+        let spec = NodeSpec {
+            dir: if several {
+                dir.join(format!("node{index}"))
+            } else {
+                dir.clone()
+            },
+            index,
+            count,
+            uplink,
+        };
+        nodes.push(start_node(artefacts, scenario, &spec, &barrier, &tx)?);
+    }
+    drop(tx);
+
     let start = Instant::now();
     let deadline = start + scenario.timeout;
     let verbose = std::env::var_os("DIA_VERBOSE").is_some();
     let pass = format!("@@DIA-RESULT {} PASS", scenario.name);
     let fail = format!("@@DIA-RESULT {} FAIL", scenario.name);
+    let who = |i: usize| {
+        if several {
+            format!("node{i}: ")
+        } else {
+            String::new()
+        }
+    };
     let verdict = loop {
+        if nodes.iter().all(|n| n.verdict == Some(true)) {
+            break Ok(());
+        }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            break Err(format!("timed out after {} s", scenario.timeout.as_secs()));
+            let waiting: Vec<String> = (0..count)
+                .filter(|&i| nodes[i].verdict.is_none())
+                .map(|i| format!("node{i}"))
+                .collect();
+            let also = if several {
+                format!(" (no verdict from {})", waiting.join(", "))
+            } else {
+                String::new()
+            };
+            break Err(format!(
+                "timed out after {} s{also}",
+                scenario.timeout.as_secs()
+            ));
         }
         match rx.recv_timeout(left.min(Duration::from_millis(500))) {
-            Ok(line) => {
-                writeln!(console, "{line}")?;
+            Ok(Event::Line(i, line)) => {
+                writeln!(nodes[i].console, "{line}")?;
                 if verbose {
-                    eprintln!("    | {line}");
+                    let tag = if several {
+                        format!("n{i}")
+                    } else {
+                        String::new()
+                    };
+                    eprintln!("    {tag}| {line}");
                 }
                 if line.contains(&pass) {
-                    break Ok(());
+                    nodes[i].verdict = Some(true);
                 }
                 if line.contains(&fail) {
-                    break Err(line.trim().to_string());
+                    nodes[i].verdict = Some(false);
+                    break Err(format!("{}{}", who(i), line.trim()));
+                }
+            }
+            Ok(Event::ConsoleClosed(i)) => {
+                if nodes[i].verdict.is_none() {
+                    // The console closes as QEMU exits; give it a moment to be reaped.
+                    let off = Instant::now() + Duration::from_secs(5);
+                    let status = loop {
+                        match nodes[i].qemu.try_wait()? {
+                            Some(status) => break Some(status),
+                            None if Instant::now() < off => {
+                                std::thread::sleep(Duration::from_millis(50))
+                            }
+                            None => break None,
+                        }
+                    };
+                    break Err(match status {
+                        Some(status) => {
+                            format!("{}QEMU exited ({status}) without a verdict", who(i))
+                        }
+                        None => format!("{}QEMU closed its console without a verdict", who(i)),
+                    });
                 }
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                if let Some(status) = child.try_wait()? {
-                    break Err(format!("QEMU exited ({status}) without a verdict"));
+                let mut exited = None;
+                for (i, n) in nodes.iter_mut().enumerate() {
+                    if n.verdict.is_none() {
+                        if let Some(status) = n.qemu.try_wait()? {
+                            exited = Some(format!(
+                                "{}QEMU exited ({status}) without a verdict",
+                                who(i)
+                            ));
+                            break;
+                        }
+                    }
+                }
+                if let Some(reason) = exited {
+                    break Err(reason);
                 }
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
@@ -186,31 +374,53 @@ fn run_once(paths: &Paths, artefacts: &Artefacts, scenario: &Scenario) -> Result
             }
         }
     };
-    // Give the guest a moment to power off, then make sure QEMU is gone.
+    // No node waits at a barrier any longer.
+    barrier.abort();
+    // Give the guests a moment to power off, then make sure every QEMU is
+    // gone (a node that has not finished when another failed is killed).
     let off_deadline = Instant::now() + Duration::from_secs(10);
-    while child.try_wait()?.is_none() && Instant::now() < off_deadline {
-        while let Ok(line) = rx.try_recv() {
-            writeln!(console, "{line}")?;
+    loop {
+        let mut running = false;
+        for n in nodes.iter_mut() {
+            running |= n.qemu.try_wait()?.is_none();
+        }
+        if !running || Instant::now() >= off_deadline {
+            break;
+        }
+        while let Ok(ev) = rx.try_recv() {
+            if let Event::Line(i, line) = ev {
+                writeln!(nodes[i].console, "{line}")?;
+            }
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let _ = child.kill();
-    let _ = child.wait();
-    while let Ok(line) = rx.try_recv() {
-        writeln!(console, "{line}")?;
+    for n in nodes.iter_mut() {
+        let _ = n.qemu.kill();
+        let _ = n.qemu.wait();
     }
-    let card_log = card.log.clone();
-    // The host-channel thread may still hold a reference; the card process
-    // is killed when the last one goes (at the latest when that thread ends).
-    drop(card);
+    while let Ok(ev) = rx.try_recv() {
+        if let Event::Line(i, line) = ev {
+            writeln!(nodes[i].console, "{line}")?;
+        }
+    }
+    let logs: Vec<NodeLogs> = nodes
+        .iter()
+        .map(|n| NodeLogs {
+            console: n.console_path.clone(),
+            card_log: n.card.log.clone(),
+        })
+        .collect();
+    // The host-channel threads may still hold a reference to a card; its
+    // process is killed when the last one goes (at the latest when that
+    // thread ends, as its QEMU is gone).
+    drop(nodes);
     Ok(match verdict {
         Ok(()) => Outcome::Passed {
             seconds: start.elapsed().as_secs_f64(),
         },
         Err(reason) => Outcome::Failed {
             reason,
-            console: console_path,
-            card_log,
+            nodes: logs,
         },
     })
 }
@@ -219,7 +429,14 @@ fn run_once(paths: &Paths, artefacts: &Artefacts, scenario: &Scenario) -> Result
 pub fn boot_appliance(paths: &Paths, artefacts: &Artefacts, interactive: bool) -> Result<()> {
     let dir = paths.out.join("runs/boot");
     std::fs::create_dir_all(&dir)?;
-    let card = Card::start(&artefacts.card, &dir, "boot", GUEST_RAM_MIB, &[])?;
+    let card = Card::start(
+        &artefacts.card,
+        &dir,
+        "boot",
+        GUEST_RAM_MIB,
+        card::TEST_SERIAL,
+        &[],
+    )?;
     let mode = if interactive { "shell" } else { "demo" };
     let append = format!("console=ttyS0 quiet panic=-1 dia.mode={mode}");
     let step = Step::start(format!(
@@ -241,44 +458,4 @@ pub fn boot_appliance(paths: &Paths, artefacts: &Artefacts, interactive: bool) -
         anyhow::bail!("QEMU exited with {status}");
     }
     Ok(())
-}
-
-/// Serves the guest's requests to the host on its second serial port
-/// (`/dev/ttyS1` in the guest): one line per request, one line per answer.
-/// Requests: `card-kill` (the card's firmware dies), `card-start` (a new
-/// firmware starts on the same pool), `card-status`. Requests and answers
-/// are logged into the console stream.
-fn serve_host_channel(path: PathBuf, card: Arc<Card>, log: mpsc::Sender<String>) {
-    std::thread::spawn(move || {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let stream = loop {
-            match std::os::unix::net::UnixStream::connect(&path) {
-                Ok(s) => break s,
-                Err(_) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(50))
-                }
-                Err(_) => return,
-            }
-        };
-        let Ok(mut writer) = stream.try_clone() else {
-            return;
-        };
-        for line in BufReader::new(stream).lines().map_while(Result::ok) {
-            let request = line.trim().to_string();
-            if request.is_empty() {
-                continue;
-            }
-            let answer = match request.as_str() {
-                "card-kill" => card.control("kill"),
-                "card-start" => card.control("start"),
-                "card-status" => card.control("status"),
-                other => Ok(format!("error: unknown host request '{other}'")),
-            }
-            .unwrap_or_else(|e| format!("error: {e:#}"));
-            let _ = log.send(format!("[host] {request} -> {answer}"));
-            if writeln!(writer, "{answer}").is_err() {
-                break;
-            }
-        }
-    });
 }

@@ -1,7 +1,9 @@
 //! Scenarios: shell scripts in `qemu-tests/scenarios/` run inside a fresh
 //! appliance each. Header comments configure the run:
 //! `# card-args: ...` (extra card flags, e.g. fault injection),
-//! `# qemu-args: ...` (extra QEMU devices), `# timeout: SECONDS`.
+//! `# qemu-args: ...` (extra QEMU devices), `# timeout: SECONDS`,
+//! `# appliances: N` (N appliances, each with its own card and QEMU, their
+//! cards linked by their uplinks; default 1).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -14,6 +16,8 @@ use crate::qemu::{self, Outcome};
 
 /// Default time a scenario may take, boot included (TCG is slow).
 const DEFAULT_TIMEOUT_S: u64 = 300;
+/// Most appliances one scenario may boot (the host has 2 cores).
+const MAX_APPLIANCES: usize = 4;
 
 /// One scenario script.
 pub struct Scenario {
@@ -27,6 +31,8 @@ pub struct Scenario {
     pub qemu_args: Vec<String>,
     /// Time limit.
     pub timeout: Duration,
+    /// Appliances (nodes) to boot for it, each with its own card and QEMU.
+    pub appliances: usize,
 }
 
 /// All scenarios, sorted by name (`lib.sh` is the shared library, not a scenario).
@@ -56,6 +62,7 @@ pub fn parse(path: &Path) -> Result<Scenario> {
         card_args: Vec::new(),
         qemu_args: Vec::new(),
         timeout: Duration::from_secs(DEFAULT_TIMEOUT_S),
+        appliances: 1,
     };
     for line in text.lines().take_while(|l| l.starts_with('#')) {
         let body = line.trim_start_matches('#').trim();
@@ -69,6 +76,15 @@ pub fn parse(path: &Path) -> Result<Scenario> {
                     .parse()
                     .with_context(|| format!("{}: bad timeout", path.display()))?,
             );
+        } else if let Some(v) = body.strip_prefix("appliances:") {
+            s.appliances = v
+                .trim()
+                .parse()
+                .ok()
+                .filter(|n| (1..=MAX_APPLIANCES).contains(n))
+                .with_context(|| {
+                    format!("{}: bad appliances (1 to {MAX_APPLIANCES})", path.display())
+                })?;
         } else if s.summary.is_empty() {
             s.summary = body.to_string();
         }
@@ -97,24 +113,71 @@ pub fn run_all(
                 passed += 1;
                 println!("PASS {} ({seconds:.1}s)", s.name);
             }
-            Outcome::Failed {
-                reason,
-                console,
-                card_log,
-            } => {
+            Outcome::Failed { reason, nodes } => {
                 failed += 1;
                 println!("FAIL {}: {reason}", s.name);
-                println!("     guest console: {}", console.display());
-                println!("     card log:      {}", card_log.display());
-                // Show the end of the console so CI logs explain the failure.
-                if let Ok(text) = std::fs::read_to_string(console) {
+                let several = nodes.len() > 1;
+                for (i, node) in nodes.iter().enumerate() {
+                    let who = if several {
+                        format!("node{i} ")
+                    } else {
+                        String::new()
+                    };
+                    println!("     {who}guest console: {}", node.console.display());
+                    println!("     {who}card log:      {}", node.card_log.display());
+                }
+                // Show the end of each console so CI logs explain the failure.
+                for (i, node) in nodes.iter().enumerate() {
+                    let Ok(text) = std::fs::read_to_string(&node.console) else {
+                        continue;
+                    };
                     let lines: Vec<&str> = text.lines().collect();
+                    let who = if several {
+                        format!("node{i}")
+                    } else {
+                        String::new()
+                    };
+                    if several {
+                        println!("     ---- node{i}: {}", node.console.display());
+                    }
                     for l in &lines[lines.len().saturating_sub(40)..] {
-                        println!("     | {l}");
+                        println!("     {who}| {l}");
                     }
                 }
             }
         }
     }
     Ok((passed, failed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_text(name: &str, text: &str) -> Result<Scenario> {
+        let dir = std::env::temp_dir().join(format!("dia-harness-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join(format!("{name}.sh"));
+        std::fs::write(&path, text)?;
+        let s = parse(&path);
+        let _ = std::fs::remove_file(&path);
+        s
+    }
+
+    #[test]
+    fn header_lines() -> Result<()> {
+        let s = parse_text(
+            "two",
+            "# appliances: 2\n# timeout: 600\n# Two nodes boot.\n. /scenarios/lib.sh\n# appliances: 3\n",
+        )?;
+        assert_eq!(s.name, "two");
+        assert_eq!(s.appliances, 2);
+        assert_eq!(s.timeout, Duration::from_secs(600));
+        assert_eq!(s.summary, "Two nodes boot.");
+        let s = parse_text("one", "# One node.\n")?;
+        assert_eq!(s.appliances, 1);
+        assert!(parse_text("bad", "# appliances: 0\n").is_err());
+        assert!(parse_text("bad", "# appliances: many\n").is_err());
+        Ok(())
+    }
 }
