@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use dia_abi::card::{self as abi, PortStats};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use super::port::{Port, Scratch, Tx, ETH_HLEN};
 use super::switch::{Dest, Switch};
@@ -291,9 +291,6 @@ impl Drop for NetEngine {
         let ids: Vec<u16> = st.ports.keys().copied().collect();
         for id in ids {
             st.remove(&self.board, id);
-        }
-        if !st.ports.is_empty() {
-            debug!("ports left after stop");
         }
     }
 }
