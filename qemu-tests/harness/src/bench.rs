@@ -5,7 +5,10 @@
 //! files, parses fio's JSON and prints IOPS, bandwidth, p99 latency and the
 //! ratios dia/nvme and dia/virtio-blk as a Markdown table. A second boot
 //! runs `qemu-tests/bench/qos.sh` (noisy neighbours with QoS off and on,
-//! ceiling accuracy), whose Markdown rows are collected as they come.
+//! ceiling accuracy), whose Markdown rows are collected as they come. A
+//! third runs `qemu-tests/bench/net.sh`: TCP throughput and ping latency
+//! between two network namespaces over dia's ports and over a virtio-net
+//! pair, as a table with the ratio dia/virtio-net.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -66,11 +69,12 @@ fn preallocate(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Runs both benchmarks; prints and returns the Markdown reports.
+/// Runs every benchmark; prints and returns the Markdown reports.
 pub fn run(paths: &Paths, artefacts: &Artefacts) -> Result<String> {
     let storage = run_storage(paths, artefacts)?;
     let qos = run_qos(paths, artefacts)?;
-    Ok(format!("{storage}\n{qos}"))
+    let net = run_net(paths, artefacts)?;
+    Ok(format!("{storage}\n{qos}\n{net}"))
 }
 
 /// The storage benchmark; prints and returns its Markdown table.
@@ -207,4 +211,261 @@ pub fn run_qos(paths: &Paths, artefacts: &Artefacts) -> Result<String> {
     std::fs::write(&report, &md)?;
     eprintln!("    report saved to {}", report.display());
     Ok(md)
+}
+
+/// The network benchmark's setups, as the guest names them, and the columns
+/// they get.
+const NET_SETUPS: [&str; 2] = ["dia", "virtio-net"];
+
+/// One network setup's results; `None` where it has none.
+#[derive(Debug, Default, Clone)]
+struct NetResult {
+    /// TCP Mbit/s from A to B.
+    a_to_b: Option<f64>,
+    /// TCP Mbit/s from B to A.
+    b_to_a: Option<f64>,
+    /// Average ping round trip, ms.
+    rtt_ms: Option<f64>,
+    /// Why the setup has no (or only part of its) results.
+    error: Option<String>,
+}
+
+/// Mbit/s received in one iperf3 `-J` run, or its error.
+fn iperf_mbit(json: &str) -> Result<f64, String> {
+    let v: Value = serde_json::from_str(json).map_err(|e| format!("iperf3 JSON: {e}"))?;
+    if let Some(e) = v.get("error").and_then(Value::as_str) {
+        return Err(format!("iperf3: {e}"));
+    }
+    v.pointer("/end/sum_received/bits_per_second")
+        .and_then(Value::as_f64)
+        .map(|b| b / 1e6)
+        .ok_or_else(|| "iperf3 JSON has no end.sum_received".into())
+}
+
+/// The average of busybox ping's `round-trip min/avg/max = a/b/c ms`.
+fn ping_avg_ms(line: &str) -> Option<f64> {
+    let (_, nums) = line.split_once('=')?;
+    nums.trim()
+        .trim_end_matches("ms")
+        .trim()
+        .split('/')
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Collects the guest's `@@NET` / `@@NETJSON` lines per setup.
+fn net_results(console: &str) -> BTreeMap<String, NetResult> {
+    let mut out: BTreeMap<String, NetResult> = BTreeMap::new();
+    for line in console.lines() {
+        let (json, rest) = if let Some(r) = line.strip_prefix("@@NETJSON ") {
+            (true, r)
+        } else if let Some(r) = line.strip_prefix("@@NET ") {
+            (false, r)
+        } else {
+            continue;
+        };
+        let mut parts = rest.splitn(3, ' ');
+        let (Some(setup), Some(key)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let value = parts.next().unwrap_or("").trim();
+        let r = out.entry(setup.to_string()).or_default();
+        let mut note = |e: String| {
+            r.error.get_or_insert(e);
+        };
+        match (json, key) {
+            (true, "a-to-b" | "b-to-a") => match iperf_mbit(value) {
+                Ok(m) if key == "a-to-b" => r.a_to_b = Some(m),
+                Ok(m) => r.b_to_a = Some(m),
+                Err(e) => note(format!("{key}: {e}")),
+            },
+            (false, "ping") => match ping_avg_ms(value) {
+                Some(ms) => r.rtt_ms = Some(ms),
+                None => note(format!("ping summary not understood: '{value}'")),
+            },
+            (false, "error") => note(value.to_string()),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Picks one measurement out of a setup's results.
+type Pick = fn(&NetResult) -> Option<f64>;
+
+/// The network benchmark's Markdown table (and a line per setup that has
+/// no or only partial results), from the guest's console.
+fn net_table(console: &str) -> Result<String> {
+    let results = net_results(console);
+    let get = |s: &str| results.get(s).cloned().unwrap_or_default();
+    let (dia, peer) = (get(NET_SETUPS[0]), get(NET_SETUPS[1]));
+    let mut md = String::new();
+    writeln!(md, "| measurement | dia | virtio-net | dia/virtio-net |")?;
+    writeln!(md, "|---|---:|---:|---:|")?;
+    let rows: [(&str, Pick, usize); 3] = [
+        ("TCP a→b (Mbit/s)", |r| r.a_to_b, 0),
+        ("TCP b→a (Mbit/s)", |r| r.b_to_a, 0),
+        ("ping avg rtt (ms)", |r| r.rtt_ms, 3),
+    ];
+    for (label, pick, decimals) in rows {
+        let cell = |x: Option<f64>| x.map_or("n/a".to_string(), |v| format!("{v:.decimals$}"));
+        let ratio = match (pick(&dia), pick(&peer)) {
+            (Some(d), Some(p)) if p > 0.0 => format!("{:.2}x", d / p),
+            _ => "n/a".into(),
+        };
+        writeln!(
+            md,
+            "| {label} | {} | {} | {ratio} |",
+            cell(pick(&dia)),
+            cell(pick(&peer))
+        )?;
+    }
+    for (name, r) in [(NET_SETUPS[0], &dia), (NET_SETUPS[1], &peer)] {
+        let complete = r.a_to_b.is_some() && r.b_to_a.is_some() && r.rtt_ms.is_some();
+        match &r.error {
+            Some(e) => writeln!(md, "\n{name}: n/a: {e}")?,
+            None if !complete => writeln!(md, "\n{name}: n/a: no results in the console")?,
+            None => {}
+        }
+    }
+    Ok(md)
+}
+
+/// The network benchmark: one boot with dia's ports and a virtio-net pair.
+///
+/// The peer is two `virtio-net-pci` NICs on one QEMU hub (`-netdev
+/// hubport`): what one sends, QEMU hands to the other, in the host process
+/// that emulates them, as the card's switch does between two of its ports.
+/// (A socket or tap backend would add the host kernel's network stack,
+/// which dia's local path does not cross; a bridge in the guest would not
+/// leave the guest at all.) With no vnet-header backend, QEMU offers the
+/// guest no checksum or segmentation offload on these NICs. A setup that
+/// fails is reported as n/a with its error; the bench fails only when the
+/// console has no results at all.
+pub fn run_net(paths: &Paths, artefacts: &Artefacts) -> Result<String> {
+    let mut s = scenario::parse(&paths.qemu_tests("bench/net.sh"))?;
+    s.name = "bench-net".into();
+    for i in 0..2 {
+        s.qemu_args.extend([
+            "-netdev".to_string(),
+            format!("hubport,id=peer{i},hubid=0"),
+            "-device".to_string(),
+            format!(
+                "virtio-net-pci,netdev=peer{i},mac=52:54:00:78:00:0{}",
+                i + 1
+            ),
+        ]);
+    }
+    eprintln!("==> benchmark: network, dia ports vs virtio-net (one boot, about 5 minutes)");
+    let outcome = qemu::run_scenario(paths, artefacts, &s)?;
+    let console = paths.out.join("runs").join(&s.name).join("console.log");
+    let text = std::fs::read_to_string(&console).unwrap_or_default();
+    if !text.contains("@@NET") {
+        let why = match outcome {
+            Outcome::Failed { reason, .. } => reason,
+            Outcome::Passed { .. } => "the guest printed no @@NET lines".into(),
+        };
+        bail!(
+            "network benchmark failed: {why} (console: {})",
+            console.display()
+        );
+    }
+    let mut md = net_table(&text)?;
+    if let Outcome::Failed { reason, .. } = outcome {
+        writeln!(
+            md,
+            "\nthe run did not finish: {reason} (console: {})",
+            console.display()
+        )?;
+    }
+    println!("{md}");
+    let report = paths.out.join("bench-net.md");
+    std::fs::write(&report, &md)?;
+    eprintln!("    report saved to {}", report.display());
+    Ok(md)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn iperf_json(bps: f64) -> String {
+        format!(
+            r#"{{"start": {{}}, "end": {{"sum_sent": {{"bits_per_second": {}}}, "sum_received": {{"bits_per_second": {bps}}}}}}}"#,
+            bps + 1.0
+        )
+    }
+
+    #[test]
+    fn ping_summary() {
+        assert_eq!(
+            ping_avg_ms("round-trip min/avg/max = 0.076/0.103/0.195 ms"),
+            Some(0.103)
+        );
+        assert_eq!(ping_avg_ms("round-trip"), None);
+    }
+
+    #[test]
+    fn table_with_both_setups() -> Result<()> {
+        let console = format!(
+            "noise\n@@NET virtio-net ping round-trip min/avg/max = 0.1/0.500/0.9 ms\n\
+             @@NETJSON virtio-net a-to-b {}\n@@NETJSON virtio-net b-to-a {}\n\
+             @@NET dia ping round-trip min/avg/max = 0.1/0.250/0.9 ms\n\
+             @@NETJSON dia a-to-b {}\n@@NETJSON dia b-to-a {}\n",
+            iperf_json(2e9),
+            iperf_json(1e9),
+            iperf_json(1e9),
+            iperf_json(1.5e9),
+        );
+        let md = net_table(&console)?;
+        assert!(
+            md.contains("| TCP a→b (Mbit/s) | 1000 | 2000 | 0.50x |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| TCP b→a (Mbit/s) | 1500 | 1000 | 1.50x |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| ping avg rtt (ms) | 0.250 | 0.500 | 0.50x |"),
+            "{md}"
+        );
+        assert!(!md.contains("n/a"), "{md}");
+        Ok(())
+    }
+
+    #[test]
+    fn a_failed_setup_is_na_with_its_error() -> Result<()> {
+        let console = format!(
+            "@@NET virtio-net ping round-trip min/avg/max = 0.1/0.500/0.9 ms\n\
+             @@NETJSON virtio-net a-to-b {}\n@@NETJSON virtio-net b-to-a {}\n\
+             @@NETJSON dia a-to-b {{\"start\": {{}}, \"error\": \"unable to connect to server\"}}\n\
+             @@NET dia error iperf3 a-to-b exited 1\n",
+            iperf_json(2e9),
+            iperf_json(1e9),
+        );
+        let md = net_table(&console)?;
+        assert!(
+            md.contains("| TCP a→b (Mbit/s) | n/a | 2000 | n/a |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| ping avg rtt (ms) | n/a | 0.500 | n/a |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("dia: n/a: a-to-b: iperf3: unable to connect to server"),
+            "{md}"
+        );
+        assert!(!md.contains("virtio-net: n/a"), "{md}");
+        // A setup that printed nothing at all.
+        let md = net_table("@@NET virtio-net error expected two virtio-net NICs\n")?;
+        assert!(
+            md.contains("virtio-net: n/a: expected two virtio-net NICs"),
+            "{md}"
+        );
+        assert!(md.contains("dia: n/a: no results in the console"), "{md}");
+        Ok(())
+    }
 }

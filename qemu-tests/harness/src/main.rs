@@ -42,10 +42,11 @@ enum Command {
         filter: Option<String>,
     },
     /// Benchmarks (not tests): storage (dia vs QEMU nvme vs virtio-blk in
-    /// one boot) and QoS (noisy neighbours with QoS off and on).
+    /// one boot), QoS (noisy neighbours with QoS off and on) and net (dia
+    /// ports vs a virtio-net pair: TCP throughput, ping latency).
     Bench {
         /// Only this one.
-        #[arg(value_parser = ["storage", "qos"])]
+        #[arg(value_parser = ["storage", "qos", "net"])]
         which: Option<String>,
     },
     /// Boot one appliance with the card, load the driver and start diad:
@@ -99,7 +100,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let artefacts = build::all(&paths)?;
             match which.as_deref() {
                 Some("storage") => bench::run_storage(&paths, &artefacts).map(drop)?,
-                Some(_) => bench::run_qos(&paths, &artefacts).map(drop)?,
+                Some("qos") => bench::run_qos(&paths, &artefacts).map(drop)?,
+                Some(_) => bench::run_net(&paths, &artefacts).map(drop)?,
                 None => bench::run(&paths, &artefacts).map(drop)?,
             }
             Ok(ExitCode::SUCCESS)
