@@ -52,3 +52,31 @@ unsafe impl FromBytes for ioctl::DiaNsStats {}
 unsafe impl AsBytes for ioctl::DiaNsStats {}
 // SAFETY: as above.
 unsafe impl FromBytes for card::NamespaceStats {}
+// SAFETY: as above.
+unsafe impl AsBytes for card::PortConfig {}
+// SAFETY: as above.
+unsafe impl AsBytes for card::PortCreate {}
+// SAFETY: as above.
+unsafe impl FromBytes for card::PortStats {}
+// SAFETY: as above.
+unsafe impl AsBytes for card::PortStats {}
+// SAFETY: as above.
+unsafe impl AsBytes for card::TxDescriptor {}
+// SAFETY: as above.
+unsafe impl AsBytes for card::RxDescriptor {}
+// SAFETY: as above.
+unsafe impl FromBytes for card::RxDescriptor {}
+// SAFETY: as above.
+unsafe impl FromBytes for ioctl::DiaPortCreate {}
+// SAFETY: as above.
+unsafe impl AsBytes for ioctl::DiaPortCreate {}
+// SAFETY: as above.
+unsafe impl FromBytes for ioctl::DiaPortId {}
+// SAFETY: as above.
+unsafe impl FromBytes for ioctl::DiaPortSet {}
+// SAFETY: as above.
+unsafe impl FromBytes for ioctl::DiaPortInfo {}
+// SAFETY: as above.
+unsafe impl AsBytes for ioctl::DiaPortInfo {}
+// SAFETY: as above.
+unsafe impl AsBytes for ioctl::DiaPortList {}

@@ -4,14 +4,16 @@
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
-use kernel::error::code::ENODEV;
+use kernel::error::code::{ENODEV, ENOENT};
 use kernel::prelude::*;
 use kernel::str::CString;
 use kernel::sync::{Arc, Mutex};
 
-use crate::abi::ioctl::DiaIdentity;
+use crate::abi::card::PortConfig;
+use crate::abi::ioctl::{DiaIdentity, DIA_IFNAME_LEN};
 use crate::controller::{ascii, Controller, Hardware};
-use crate::glue::{miscdev, pci};
+use crate::glue::{miscdev, net, pci};
+use crate::port::PortPath;
 
 /// Next card index (`/dev/dia` for card 0, `/dev/dia1` for card 1, ...).
 static NEXT_INDEX: AtomicU32 = AtomicU32::new(0);
@@ -24,6 +26,24 @@ pub(crate) struct Card {
     /// The controller; `None` once the card was removed.
     #[pin]
     ctrl: Mutex<Option<Controller>>,
+    /// Registered net devices of the ports. Kept apart from the controller:
+    /// registering and unregistering take the RTNL, which is never taken
+    /// while the controller is locked (lock order: RTNL, then controller).
+    #[pin]
+    netdevs: Mutex<KVec<Option<NetSlot>>>,
+}
+
+/// A port's registered net device.
+struct NetSlot {
+    port: u16,
+    _reg: net::Registration<PortPath>,
+}
+
+/// A port just created, as `DIA_IOC_PORT_CREATE` reports it.
+pub(crate) struct CreatedPort {
+    pub(crate) port: u16,
+    pub(crate) mac: [u8; 6],
+    pub(crate) ifname: [u8; DIA_IFNAME_LEN],
 }
 
 impl Card {
@@ -40,6 +60,69 @@ impl Card {
     /// Asks the card for its identity.
     pub(crate) fn identify(&self) -> Result<DiaIdentity> {
         self.with_controller(|c| c.identify())
+    }
+
+    /// Creates a port on the card and registers its net device (in the
+    /// initial network namespace, down).
+    pub(crate) fn create_port(&self, config: &PortConfig) -> Result<CreatedPort> {
+        let new = self.with_controller(|c| c.port_create(config))?;
+        let id = new.id;
+        let undo = |e| {
+            let _ = self.with_controller(|c| c.port_delete(u32::from(id)));
+            e
+        };
+        let reg =
+            net::Registration::register(new.path.nd.clone(), new.path.clone()).map_err(undo)?;
+        let slot = NetSlot {
+            port: id,
+            _reg: reg,
+        };
+        let mut list = self.netdevs.lock();
+        match list.iter_mut().find(|s| s.is_none()) {
+            Some(free) => *free = Some(slot),
+            None => {
+                if let Err(e) = list.push(Some(slot), GFP_KERNEL) {
+                    drop(list);
+                    return Err(undo(e.into()));
+                }
+            }
+        }
+        Ok(CreatedPort {
+            port: id,
+            mac: new.mac,
+            ifname: new.ifname,
+        })
+    }
+
+    /// Unregisters a port's net device (wherever it is), then deletes the
+    /// port on the card.
+    pub(crate) fn delete_port(&self, port: u32) -> Result {
+        {
+            let mut list = self.netdevs.lock();
+            let slot = list
+                .iter_mut()
+                .find(|s| s.as_ref().is_some_and(|s| u32::from(s.port) == port))
+                .ok_or(ENOENT)?;
+            // Unregistering takes the RTNL; the controller is not locked.
+            drop(slot.take());
+        }
+        self.with_controller(|c| c.port_delete(port))
+    }
+
+    /// Changes a port's VLAN, MTU and limits (the net device's MTU too).
+    pub(crate) fn set_port(&self, port: u32, config: &PortConfig) -> Result {
+        let nd = self.with_controller(|c| c.port_set(port, config))?;
+        nd.set_mtu(config.mtu)
+    }
+
+    /// Unregisters every port's net device (before the card goes away).
+    /// Nothing holding the RTNL takes `netdevs`, so unregistering under it
+    /// is fine; only the controller lock must not be held.
+    fn unregister_ports(&self) {
+        let mut list = self.netdevs.lock();
+        for s in list.iter_mut() {
+            drop(s.take());
+        }
     }
 }
 
@@ -86,6 +169,7 @@ impl pci::Driver for CardDriver {
             pin_init!(Card {
                 index,
                 ctrl <- kernel::new_mutex!(Some(ctrl), "dia:card"),
+                netdevs <- kernel::new_mutex!(KVec::new(), "dia:netdevs"),
             }),
             GFP_KERNEL,
         )?;
@@ -108,6 +192,8 @@ impl pci::Driver for CardDriver {
     fn remove(dev: pci::Device, mut data: KBox<BoundCard>) {
         // No new opens from here on; open files keep `card` alive.
         drop(data.misc.take());
+        // Net devices go before the controller (they use its rings).
+        data.card.unregister_ports();
         // Waits for an ioctl in flight, then stops and frees the hardware.
         let ctrl = data.card.ctrl.lock().take();
         drop(ctrl);

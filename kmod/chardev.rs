@@ -9,7 +9,7 @@ use kernel::uaccess::UserSlice;
 
 use crate::abi::ioctl::{
     self, DiaIdentity, DiaNsCreate, DiaNsId, DiaNsInfo, DiaNsList, DiaNsQos, DiaNsStats,
-    DiaPoolInfo,
+    DiaPoolInfo, DiaPortCreate, DiaPortId, DiaPortInfo, DiaPortList, DiaPortSet,
 };
 use crate::card::Card;
 use crate::glue::miscdev::MiscDevice;
@@ -97,6 +97,56 @@ impl MiscDevice for Card {
                 }
                 req.stats = this.with_controller(|c| c.ns_stats(req.nsid))?;
                 write_out(arg, &req)
+            }
+            ioctl::DIA_IOC_PORT_CREATE => {
+                let size = core::mem::size_of::<DiaPortCreate>();
+                let mut req: DiaPortCreate = UserSlice::new(arg, size).reader().read()?;
+                // Out fields must come in zeroed: a caller that fills them
+                // misunderstands the call.
+                if req.port != 0
+                    || req.mac != [0; 6]
+                    || req.reserved != [0; 2]
+                    || req.ifname[0] != 0
+                {
+                    return Err(EINVAL);
+                }
+                let created = this.create_port(&req.config)?;
+                req.port = u32::from(created.port);
+                req.mac = created.mac;
+                req.ifname = created.ifname;
+                write_out(arg, &req)
+            }
+            ioctl::DIA_IOC_PORT_DELETE => {
+                let id: DiaPortId = UserSlice::new(arg, core::mem::size_of::<DiaPortId>())
+                    .reader()
+                    .read()?;
+                if id.flags != 0 {
+                    return Err(EINVAL);
+                }
+                this.delete_port(id.port)?;
+                Ok(0)
+            }
+            ioctl::DIA_IOC_PORT_SET => {
+                let req: DiaPortSet = UserSlice::new(arg, core::mem::size_of::<DiaPortSet>())
+                    .reader()
+                    .read()?;
+                if req.flags != 0 {
+                    return Err(EINVAL);
+                }
+                this.set_port(req.port, &req.config)?;
+                Ok(0)
+            }
+            ioctl::DIA_IOC_PORT_INFO => {
+                let size = core::mem::size_of::<DiaPortInfo>();
+                let req: DiaPortInfo = UserSlice::new(arg, size).reader().read()?;
+                let info = this.with_controller(|c| c.port_info(req.port))?;
+                write_out(arg, &info)
+            }
+            ioctl::DIA_IOC_PORT_LIST => {
+                let mut list = KBox::new(DiaPortList::default(), GFP_KERNEL)?;
+                let n = this.with_controller(|c| Ok(c.port_ids(&mut list.ports)))?;
+                list.count = n as u32;
+                write_out(arg, &*list)
             }
             _ => Err(ENOTTY),
         }

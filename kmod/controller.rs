@@ -23,6 +23,7 @@ use crate::ring::RingState;
 use kernel::str::CString;
 
 mod namespace;
+mod ports;
 
 /// ivshmem BAR0 register: this guest's peer id.
 const IVSHMEM_IVPOSITION: usize = 8;
@@ -141,6 +142,9 @@ pub(crate) struct Controller {
     // function last (`drop` removes disks and stops the card first).
     /// Slots of attached namespaces' disks (`None`: free slot).
     disks: KVec<Option<NsDisk>>,
+    /// Slots of network ports (`None`: free slot); before `vectors`, as
+    /// each holds an interrupt.
+    ports: KVec<Option<ports::PortEntry>>,
     io_irqs: KVec<irq::Registration<IoIrq>>,
     io: Option<IoState>,
     _admin_irq: irq::Registration<AdminIrq>,
@@ -164,6 +168,10 @@ pub(crate) struct Controller {
     vwc: bool,
     /// From Identify: largest transfer (0: no limit).
     max_transfer: u32,
+    /// From Identify: the card has network ports.
+    network: bool,
+    /// From Identify: most ports.
+    max_ports: u32,
 }
 
 /// The I/O side once set up.
@@ -186,7 +194,8 @@ impl Controller {
         let dev = hw.dev;
         dev.set_dma_mask(64)?;
         let card_vectors = hw.bar2.read32(regs::REG_VECTORS)?.max(1);
-        let want = card_vectors.min(1 + time::online_cpus());
+        // Every vector the card has: admin, one per I/O queue, one per port.
+        let want = card_vectors;
         let vectors = dev.alloc_msix(1, want)?;
         let admin = Arc::new(
             AdminIrq {
@@ -199,6 +208,7 @@ impl Controller {
         let depth = usize::from(ADMIN_QUEUE_DEPTH);
         let mut ctrl = Self {
             disks: KVec::new(),
+            ports: KVec::new(),
             io_irqs: KVec::new(),
             io: None,
             _admin_irq: admin_irq,
@@ -217,6 +227,8 @@ impl Controller {
             index,
             vwc: false,
             max_transfer: 0,
+            network: false,
+            max_ports: 0,
         };
         // From here on `drop` disables the controller on any error.
         ctrl.enable()?;
@@ -387,6 +399,14 @@ impl Controller {
                     .store(true, core::sync::atomic::Ordering::Relaxed);
             }
             return Err(e);
+        }
+        // The reset deleted the ports on the card; their net devices stay.
+        if let Err(e) = self.recreate_ports() {
+            pr_err!(
+                "{}: ports not recreated after the reset ({:?})\n",
+                self.name(),
+                e
+            );
         }
         Ok(())
     }
@@ -585,6 +605,11 @@ impl Controller {
         let b = &self.buf;
         self.vwc = b.read::<u8>(offset_of!(IdentifyController, vwc))? & 1 != 0;
         self.max_transfer = b.read(offset_of!(IdentifyController, max_transfer_bytes))?;
+        let caps: u64 = b.read(offset_of!(IdentifyController, capabilities))?;
+        self.network = caps & regs::CARD_CAP_NETWORK != 0;
+        self.max_ports = b
+            .read::<u32>(offset_of!(IdentifyController, max_ports))?
+            .min(crate::abi::ioctl::DIA_PORT_LIST_MAX as u32);
         let b = &self.buf;
         Ok(DiaIdentity {
             abi_version: DIA_ABI_VERSION,

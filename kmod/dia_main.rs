@@ -2,8 +2,9 @@
 //!
 //! The card is both the storage and the network controller for the
 //! containers on a host. This module binds it over PCI, brings up its
-//! NVMe-shaped admin queue with MSI-X, and exposes `/dev/dia` for
-//! configuration. See `docs/architecture.md` for how the pieces fit.
+//! NVMe-shaped admin queue with MSI-X, presents each attached namespace
+//! as a block device and each port as a net device, and exposes `/dev/dia`
+//! for configuration. See `docs/architecture.md` for how the pieces fit.
 
 use kernel::prelude::*;
 
@@ -13,6 +14,8 @@ mod chardev;
 mod controller;
 mod glue;
 mod io;
+mod port;
+mod port_ring;
 mod ring;
 
 module! {

@@ -13,6 +13,7 @@ pub(crate) mod dma;
 pub(crate) mod io;
 pub(crate) mod irq;
 pub(crate) mod miscdev;
+pub(crate) mod net;
 pub(crate) mod pci;
 pub(crate) mod time;
 

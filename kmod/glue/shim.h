@@ -178,6 +178,94 @@ void dia_shim_rq_unmap(struct request *rq);
 void dia_shim_rq_complete(struct request *rq);
 void dia_shim_rq_end(struct request *rq, int status);
 
+/*
+ * Network ports: one net_device per card port, with a NAPI context, in the
+ * shape of a real NIC driver (SG + HW checksum offload; TX maps the skb's
+ * pages for the card, RX copies out of the port's DMA buffers). Callbacks
+ * get the `data` given at registration.
+ */
+struct dia_shim_netdev;
+struct sk_buff;
+
+struct dia_shim_net_stats {
+	unsigned long long rx_packets;
+	unsigned long long tx_packets;
+	unsigned long long rx_bytes;
+	unsigned long long tx_bytes;
+	unsigned long long rx_dropped;
+	unsigned long long tx_dropped;
+};
+
+/* ndo_start_xmit results. */
+#define DIA_TX_OK 0
+#define DIA_TX_BUSY 1 /* the skb was not taken; the stack retries it */
+
+struct dia_shim_net_ops {
+	int (*open)(void *data);
+	void (*stop)(void *data);
+	/* BH disabled. On DIA_TX_OK the driver owns the skb, else the stack keeps it. */
+	int (*xmit)(void *data, struct sk_buff *skb);
+	/* NAPI poll (softirq): returns the RX work done, at most budget. */
+	int (*poll)(void *data, int budget);
+	void (*stats)(void *data, struct dia_shim_net_stats *out);
+};
+
+/* Allocates an Ethernet device (not registered) named `name`, with MTU `mtu`
+ * (also the largest allowed) and a NAPI context. */
+struct dia_shim_netdev *dia_shim_netdev_new(struct pci_dev *pdev, const char *name,
+					    unsigned int mtu, int *err);
+/* Sets the MAC (6 bytes) of a device that is not registered yet. */
+void dia_shim_netdev_set_mac(struct dia_shim_netdev *nd, const unsigned char *mac);
+/* Frees a device that is not registered (any more). */
+void dia_shim_netdev_free(struct dia_shim_netdev *nd);
+/* Sets the callbacks and registers the device (takes the RTNL). */
+int dia_shim_netdev_register(struct dia_shim_netdev *nd, void *data,
+			     const struct dia_shim_net_ops *ops);
+/* Unregisters (takes the RTNL; closes it first, wherever it is). */
+void dia_shim_netdev_unregister(struct dia_shim_netdev *nd);
+int dia_shim_netdev_ifindex(struct dia_shim_netdev *nd);
+/* Sets the largest and the current MTU (takes the RTNL). */
+int dia_shim_netdev_set_mtu(struct dia_shim_netdev *nd, unsigned int mtu);
+void dia_shim_netif_carrier(struct dia_shim_netdev *nd, int on);
+void dia_shim_netif_stop_queue(struct dia_shim_netdev *nd);
+void dia_shim_netif_wake_queue(struct dia_shim_netdev *nd);
+int dia_shim_netif_queue_stopped(struct dia_shim_netdev *nd);
+void dia_shim_napi_enable(struct dia_shim_netdev *nd);
+void dia_shim_napi_disable(struct dia_shim_netdev *nd);
+void dia_shim_napi_schedule(struct dia_shim_netdev *nd);
+/* Returns 1 if NAPI is done (interrupts may be re-enabled). */
+int dia_shim_napi_complete_done(struct dia_shim_netdev *nd, int done);
+/* Copies a received frame into a new skb and hands it to GRO. */
+int dia_shim_net_rx(struct dia_shim_netdev *nd, const void *frame, unsigned int len);
+/* Whether more packets follow this one in the current xmit batch. */
+int dia_shim_xmit_more(void);
+
+/* skbs (from xmit). */
+unsigned int dia_shim_skb_len(struct sk_buff *skb);
+/* Returns 1 and the checksum start/offset if the stack left the checksum to the card. */
+int dia_shim_skb_csum(struct sk_buff *skb, unsigned short *start, unsigned short *offset);
+/*
+ * DMA-maps the skb for the card: the linear part then each page fragment,
+ * at most `max` buffers (`pages[i]` = 1 for a fragment). Returns the count,
+ * -ENOSPC if more than `max` are needed, or another negative errno; on error
+ * nothing stays mapped.
+ */
+int dia_shim_skb_map(struct dia_shim_netdev *nd, struct sk_buff *skb,
+		     unsigned long long *addrs, unsigned int *lens, unsigned char *pages,
+		     unsigned int max);
+void dia_shim_skb_unmap(struct dia_shim_netdev *nd, unsigned long long addr,
+			unsigned int len, int page);
+/* Frees a sent skb (napi_consume_skb; budget 0 outside NAPI). */
+void dia_shim_skb_consume(struct sk_buff *skb, int budget);
+/* Frees an skb that was dropped. */
+void dia_shim_skb_drop(struct sk_buff *skb);
+/* Largest number of buffers one skb needs (MAX_SKB_FRAGS + 1). */
+unsigned int dia_shim_skb_max_bufs(void);
+
+/* Bottom halves, for process-context code that shares a lock with NAPI. */
+void dia_shim_local_bh_disable(void);
+void dia_shim_local_bh_enable(void);
+
 /* Time. */
 void dia_shim_msleep(unsigned int ms);
 unsigned long long dia_shim_ktime_ms(void);

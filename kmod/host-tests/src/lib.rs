@@ -1,10 +1,80 @@
 //! Compiles the kernel module's `core`-only files on the host so `cargo test`
 //! covers them without a guest: the queue ring bookkeeping (`kmod/ring.rs`)
-//! is included verbatim, exactly as the module builds it.
+//! and the port rings' (`kmod/port_ring.rs`) are included verbatim, exactly
+//! as the module builds them.
 
 #[allow(dead_code)]
 #[path = "../../ring.rs"]
 mod ring;
+
+#[allow(dead_code)]
+#[path = "../../port_ring.rs"]
+mod port_ring;
+
+#[cfg(test)]
+mod port_ring_tests {
+    use proptest::prelude::*;
+
+    use super::port_ring::{rx_tail, TxRing};
+
+    #[test]
+    fn sizes_must_be_powers_of_two() {
+        assert!(TxRing::new(0).is_none());
+        assert!(TxRing::new(1).is_none());
+        assert!(TxRing::new(6).is_none());
+        assert!(TxRing::new(256).is_some());
+    }
+
+    #[test]
+    fn keeps_one_descriptor_free() {
+        let mut r = TxRing::new(4).unwrap();
+        assert_eq!((r.push(), r.push(), r.push()), (Some(0), Some(1), Some(2)));
+        assert_eq!(r.push(), None);
+        assert_eq!(r.free(), 0);
+        assert_eq!(r.done_until(2), Some(2));
+        assert_eq!(r.pop_clean(), Some(0));
+        assert_eq!(r.pop_clean(), Some(1));
+        assert_eq!(r.push(), Some(3));
+        assert_eq!(r.push(), Some(0), "wraps");
+        assert_eq!(r.tail(), 1);
+    }
+
+    #[test]
+    fn a_head_beyond_the_tail_is_ignored() {
+        let mut r = TxRing::new(8).unwrap();
+        r.push();
+        r.push();
+        assert_eq!(r.done_until(3), None, "the card cannot have sent more than it has");
+        assert_eq!(r.done_until(8), None, "outside the ring");
+        assert_eq!(r.done_until(u32::MAX), None);
+        assert_eq!(r.done_until(0), Some(0));
+        assert_eq!(r.done_until(2), Some(2));
+    }
+
+    #[test]
+    fn rx_tail_leaves_the_previous_descriptor_unposted() {
+        assert_eq!(rx_tail(0, 64), 63);
+        assert_eq!(rx_tail(5, 64), 4);
+    }
+
+    proptest! {
+        /// Any sequence of pushes and reclaims keeps in_flight + free = size - 1
+        /// and hands descriptors back in the order they went out.
+        #[test]
+        fn accounting_holds(ops in proptest::collection::vec(0u8..3, 0..400)) {
+            let mut r = TxRing::new(16).unwrap();
+            let mut out = std::collections::VecDeque::new();
+            for op in ops {
+                match op {
+                    0 | 1 => if let Some(i) = r.push() { out.push_back(i) },
+                    _ => prop_assert_eq!(r.pop_clean(), out.pop_front()),
+                }
+                prop_assert_eq!(r.in_flight() + r.free(), 15);
+                prop_assert_eq!(usize::from(r.in_flight()), out.len());
+            }
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

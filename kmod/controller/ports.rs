@@ -1,0 +1,314 @@
+//! Network ports on the controller: Create/Delete/Set Port and the port
+//! stats log page, the vector each port interrupts on, and recreating the
+//! ports after a card reset (same ids, so MACs stay). The net device of a
+//! port is registered by the caller outside the controller lock (see
+//! `card.rs`): the RTNL is never taken while the controller is locked.
+
+use core::mem::offset_of;
+
+use kernel::error::code::{EINVAL, ENODEV, ENOENT, ENOSPC};
+use kernel::prelude::*;
+use kernel::str::CString;
+use kernel::sync::Arc;
+
+use super::Controller;
+use crate::abi::card::{self as regs, PortConfig, PortCreate, PortStats, SubmissionEntry};
+use crate::abi::ioctl::{DiaPortInfo, DIA_IFNAME_LEN};
+use crate::glue::irq;
+use crate::glue::net::NetDev;
+use crate::port::{PortIrq, PortPath, RX_ENTRIES, TX_ENTRIES};
+
+/// A port the controller has created on the card.
+pub(crate) struct PortEntry {
+    // Field order is drop order: the interrupt goes before the rings.
+    _irq: irq::Registration<PortIrq>,
+    pub(crate) path: Arc<PortPath>,
+    config: PortConfig,
+    mac: [u8; 6],
+    ifname: [u8; DIA_IFNAME_LEN],
+}
+
+/// What the caller needs to register a new port's net device.
+pub(crate) struct NewPort {
+    pub(crate) id: u16,
+    pub(crate) mac: [u8; 6],
+    pub(crate) ifname: [u8; DIA_IFNAME_LEN],
+    pub(crate) path: Arc<PortPath>,
+}
+
+/// Checks a configuration before the card sees it.
+fn check_config(c: &PortConfig) -> Result {
+    let l = &c.limits;
+    if !(regs::VLAN_MIN..=regs::VLAN_MAX).contains(&c.vlan)
+        || !(regs::PORT_MTU_MIN..=regs::PORT_MTU_MAX).contains(&c.mtu)
+        || c.reserved != 0
+        || l.burst_ms > 10_000
+        || l.reserved != 0
+    {
+        return Err(EINVAL);
+    }
+    Ok(())
+}
+
+impl Controller {
+    fn port(&self, id: u32) -> Result<&PortEntry> {
+        self.ports
+            .iter()
+            .flatten()
+            .find(|p| u32::from(p.path.id) == id)
+            .ok_or(ENOENT)
+    }
+
+    /// The lowest MSI-X vector no I/O queue and no port uses.
+    fn free_port_vector(&self) -> Option<u16> {
+        let first = self.io_queues() + 1;
+        (first..self.vectors.count())
+            .filter_map(|v| u16::try_from(v).ok())
+            .find(|v| !self.ports.iter().flatten().any(|p| p.path.vector == *v))
+    }
+
+    /// Create Port on the card for `path`'s rings; returns (id, MAC).
+    fn create_port_on_card(
+        &mut self,
+        want: u16,
+        config: &PortConfig,
+        path: &PortPath,
+    ) -> Result<(u16, [u8; 6])> {
+        let create = PortCreate {
+            config: *config,
+            tx_ring: path.tx_ring_dma(),
+            rx_ring: path.rx_ring_dma(),
+            tx_entries: TX_ENTRIES,
+            rx_entries: RX_ENTRIES,
+            vector: path.vector,
+            ..PortCreate::default()
+        };
+        self.buf.zero();
+        self.buf.write(0, &create)?;
+        let cqe = self.admin_command(SubmissionEntry {
+            opcode: regs::ADMIN_CREATE_PORT,
+            prp1: self.buf.dma_handle(),
+            cdw10: u32::from(want),
+            ..SubmissionEntry::default()
+        })?;
+        let id = u16::try_from(cqe.result).map_err(|_| EIO)?;
+        let mac: [u8; 6] = self.buf.read(offset_of!(PortCreate, mac))?;
+        Ok((id, mac))
+    }
+
+    /// Creates a port: rings, interrupt and (unregistered) net device, then
+    /// the port on the card. The caller registers the net device.
+    ///
+    /// The driver owns every port of the card (a reset or reload deletes
+    /// them all), so it picks the lowest free id itself: the device name
+    /// (`dia<card>p<port>`) is then known before the card is asked.
+    pub(crate) fn port_create(&mut self, config: &PortConfig) -> Result<NewPort> {
+        check_config(config)?;
+        if !self.network {
+            return Err(ENODEV);
+        }
+        let vector = self.free_port_vector().ok_or(ENOSPC)?;
+        let id = (1..=self.max_ports)
+            .filter_map(|i| u16::try_from(i).ok())
+            .find(|i| !self.ports.iter().flatten().any(|p| p.path.id == *i))
+            .ok_or(ENOSPC)?;
+        let dev = self.hw.dev;
+        let name = CString::try_from_fmt(kernel::fmt!("dia{}p{}", self.index, id))?;
+        let nd = NetDev::new(dev, &name, config.mtu)?;
+        let path = PortPath::new(dev, self.hw.clone(), nd.clone(), id, vector)?;
+        let (got, mac) = self.create_port_on_card(id, config, &path)?;
+        if got != id {
+            pr_err!(
+                "{}: asked for port {}, the card made {}\n",
+                self.name(),
+                id,
+                got
+            );
+            // Best effort: the card's port is not ours to keep.
+            let _ = self.admin_command(SubmissionEntry {
+                opcode: regs::ADMIN_DELETE_PORT,
+                cdw10: u32::from(got),
+                ..SubmissionEntry::default()
+            });
+            return Err(EIO);
+        }
+        nd.set_mac(&mac);
+        path.start_on_card();
+        let handler = Arc::new(PortIrq { path: path.clone() }, GFP_KERNEL)?;
+        let irq = match irq::Registration::new(
+            dev,
+            &self.vectors,
+            u32::from(vector),
+            kernel::c_str!("dia-port"),
+            handler,
+        ) {
+            Ok(irq) => irq,
+            Err(e) => {
+                let _ = self.port_delete_on_card(u32::from(id));
+                return Err(e);
+            }
+        };
+        let ifname = ifname_bytes(&name);
+        let entry = PortEntry {
+            _irq: irq,
+            path: path.clone(),
+            config: *config,
+            mac,
+            ifname,
+        };
+        match self.ports.iter_mut().find(|s| s.is_none()) {
+            Some(slot) => *slot = Some(entry),
+            None => self.ports.push(Some(entry), GFP_KERNEL)?,
+        }
+        pr_info!(
+            "{}: port {} ({}) created: VLAN {}, MTU {}, vector {}, MAC {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}\n",
+            self.name(),
+            id,
+            &*name,
+            config.vlan,
+            config.mtu,
+            vector,
+            mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]
+        );
+        Ok(NewPort {
+            id,
+            mac,
+            ifname,
+            path,
+        })
+    }
+
+    fn port_delete_on_card(&mut self, id: u32) -> Result {
+        self.admin_command(SubmissionEntry {
+            opcode: regs::ADMIN_DELETE_PORT,
+            cdw10: id,
+            ..SubmissionEntry::default()
+        })
+        .map(drop)
+    }
+
+    /// Deletes port `id` on the card and frees its rings.
+    pub(crate) fn port_delete(&mut self, id: u32) -> Result {
+        let i = self
+            .ports
+            .iter()
+            .position(|p| p.as_ref().is_some_and(|p| u32::from(p.path.id) == id))
+            .ok_or(ENOENT)?;
+        if let Err(e) = self.port_delete_on_card(id) {
+            pr_warn!(
+                "{}: port {}: the card did not confirm Delete Port ({:?}); freeing it anyway\n",
+                self.name(),
+                id,
+                e
+            );
+        }
+        // Frees the interrupt, then the rings (the card no longer uses them).
+        drop(self.ports.get_mut(i).and_then(Option::take));
+        pr_info!("{}: port {} deleted\n", self.name(), id);
+        Ok(())
+    }
+
+    /// Changes a live port's VLAN, MTU and limits; returns its net device
+    /// (whose MTU the caller sets outside the controller lock).
+    pub(crate) fn port_set(&mut self, id: u32, config: &PortConfig) -> Result<Arc<NetDev>> {
+        check_config(config)?;
+        let nd = self.port(id)?.path.nd.clone();
+        self.buf.zero();
+        self.buf.write(0, config)?;
+        self.admin_command(SubmissionEntry {
+            opcode: regs::ADMIN_SET_PORT,
+            prp1: self.buf.dma_handle(),
+            cdw10: id,
+            ..SubmissionEntry::default()
+        })?;
+        if let Some(p) = self
+            .ports
+            .iter_mut()
+            .flatten()
+            .find(|p| u32::from(p.path.id) == id)
+        {
+            p.config = *config;
+        }
+        Ok(nd)
+    }
+
+    /// One port, with the card's counters.
+    pub(crate) fn port_info(&mut self, id: u32) -> Result<DiaPortInfo> {
+        let (config, mac, ifname, ifindex, link) = {
+            let p = self.port(id)?;
+            (
+                p.config,
+                p.mac,
+                p.ifname,
+                p.path.nd.ifindex(),
+                p.path.link_up(),
+            )
+        };
+        self.buf.zero();
+        let dwords = (core::mem::size_of::<PortStats>() / 4) as u32;
+        self.admin_command(SubmissionEntry {
+            opcode: regs::ADMIN_GET_LOG_PAGE,
+            prp1: self.buf.dma_handle(),
+            cdw10: u32::from(regs::LOG_PORT_STATS) | (dwords - 1) << 16,
+            cdw11: id & 0xffff,
+            ..SubmissionEntry::default()
+        })?;
+        let stats: PortStats = self.buf.read(0)?;
+        Ok(DiaPortInfo {
+            port: id,
+            link: u32::from(link),
+            ifname,
+            ifindex,
+            reserved: 0,
+            mac,
+            reserved2: [0; 2],
+            config,
+            stats,
+        })
+    }
+
+    /// Ids of every port.
+    pub(crate) fn port_ids(&self, out: &mut [u32]) -> usize {
+        let mut n = 0;
+        for (slot, p) in out.iter_mut().zip(self.ports.iter().flatten()) {
+            *slot = u32::from(p.path.id);
+            n += 1;
+        }
+        n
+    }
+
+    /// After a card reset: every port again, with the same id and rings.
+    pub(crate) fn recreate_ports(&mut self) -> Result {
+        let mut list = KVec::new();
+        for p in self.ports.iter().flatten() {
+            list.push((p.path.clone(), p.config), GFP_KERNEL)?;
+        }
+        for (path, config) in list.iter() {
+            path.reset_rings();
+            let (id, _) = self.create_port_on_card(path.id, config, path)?;
+            if id != path.id {
+                pr_err!(
+                    "{}: port {} came back as port {}\n",
+                    self.name(),
+                    path.id,
+                    id
+                );
+                return Err(EIO);
+            }
+            path.start_on_card();
+        }
+        Ok(())
+    }
+}
+
+/// NUL-padded copy of a device name.
+pub(crate) fn ifname_bytes(name: &kernel::str::CStr) -> [u8; DIA_IFNAME_LEN] {
+    let mut out = [0u8; DIA_IFNAME_LEN];
+    for (o, b) in out
+        .iter_mut()
+        .zip(name.as_bytes().iter().take(DIA_IFNAME_LEN - 1))
+    {
+        *o = *b;
+    }
+    out
+}

@@ -1,0 +1,436 @@
+//! A card port's data path: the net device callbacks, the NAPI poll and the
+//! port's interrupt. Transmit maps the skb's own buffers for the card (one
+//! descriptor per buffer, checksum left to the card); receive copies each
+//! frame out of the port's DMA buffer into a fresh skb and posts the buffer
+//! again. Ring ownership follows `docs/card-interface.md` ("Network ports").
+
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use kernel::prelude::*;
+use kernel::sync::{Arc, SpinLock};
+
+use crate::abi::card::{self as regs, RxDescriptor, TxDescriptor};
+use crate::controller::Hardware;
+use crate::glue::dma::{self, CoherentAllocation};
+use crate::glue::irq::Handler;
+use crate::glue::net::{self, NetDev, NetOps, NetStats, SkBuff, TxBuf};
+use crate::glue::pci::Device;
+use crate::port_ring::{rx_tail, TxRing};
+
+/// Transmit descriptors per port.
+pub(crate) const TX_ENTRIES: u16 = 256;
+/// Receive descriptors (and buffers) per port.
+pub(crate) const RX_ENTRIES: u16 = 64;
+/// Size of one receive buffer: any frame up to the largest MTU fits.
+pub(crate) const RX_BUF_BYTES: usize = 9216;
+const _: () = assert!(RX_BUF_BYTES >= regs::PORT_FRAME_MAX as usize);
+const _: () = assert!(TX_ENTRIES <= regs::PORT_RING_MAX && RX_ENTRIES <= regs::PORT_RING_MAX);
+
+/// Transmit ring state, guarded by the TX lock (taken by `xmit` and by the
+/// NAPI poll, both with bottom halves disabled).
+///
+/// # Invariants
+///
+/// For each descriptor `i` the card holds (see [`TxRing`]), `bufs[i]` is the
+/// live mapping it points at and `skbs[i]` holds the frame's skb on its last
+/// descriptor.
+struct TxState {
+    ring: TxRing,
+    bufs: KVec<TxBuf>,
+    skbs: KVec<Option<SkBuff>>,
+}
+
+/// Counters of the driver's side (the card keeps its own, see `PortStats`).
+#[derive(Default)]
+struct Counters {
+    rx_packets: AtomicU64,
+    rx_bytes: AtomicU64,
+    tx_packets: AtomicU64,
+    tx_bytes: AtomicU64,
+    rx_dropped: AtomicU64,
+    tx_dropped: AtomicU64,
+}
+
+fn bump(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+/// One port's rings, buffers and net device.
+#[pin_data(PinnedDrop)]
+pub(crate) struct PortPath {
+    /// Card port id.
+    pub(crate) id: u16,
+    /// MSI-X (and doorbell) vector.
+    pub(crate) vector: u16,
+    hw: Arc<Hardware>,
+    pub(crate) nd: Arc<NetDev>,
+    tx_ring: CoherentAllocation,
+    rx_ring: CoherentAllocation,
+    rx_bufs: KVec<CoherentAllocation>,
+    #[pin]
+    tx: SpinLock<TxState>,
+    /// Next RX descriptor to look at; only the NAPI poll and a reset (with
+    /// NAPI off) move it.
+    #[pin]
+    rx_next: SpinLock<u16>,
+    counters: Counters,
+    /// Whether the interface is up (NAPI enabled).
+    open: AtomicBool,
+}
+
+impl PortPath {
+    /// Allocates the rings and buffers of port `id` on `vector`, with its
+    /// net device `nd`, and posts every receive buffer but one (a full ring
+    /// would look empty to the card).
+    pub(crate) fn new(
+        dev: Device,
+        hw: Arc<Hardware>,
+        nd: Arc<NetDev>,
+        id: u16,
+        vector: u16,
+    ) -> Result<Arc<Self>> {
+        let tx_ring = CoherentAllocation::new(dev, usize::from(TX_ENTRIES) * regs::PORT_DESC_SIZE)?;
+        let rx_ring = CoherentAllocation::new(dev, usize::from(RX_ENTRIES) * regs::PORT_DESC_SIZE)?;
+        let mut rx_bufs = KVec::with_capacity(usize::from(RX_ENTRIES), GFP_KERNEL)?;
+        for _ in 0..RX_ENTRIES {
+            rx_bufs.push(CoherentAllocation::new(dev, RX_BUF_BYTES)?, GFP_KERNEL)?;
+        }
+        let mut bufs = KVec::with_capacity(usize::from(TX_ENTRIES), GFP_KERNEL)?;
+        let mut skbs = KVec::with_capacity(usize::from(TX_ENTRIES), GFP_KERNEL)?;
+        for _ in 0..TX_ENTRIES {
+            bufs.push(TxBuf::default(), GFP_KERNEL)?;
+            skbs.push(None, GFP_KERNEL)?;
+        }
+        let ring = TxRing::new(TX_ENTRIES).ok_or(EINVAL)?;
+        let path = Arc::pin_init(
+            pin_init!(PortPath {
+                id,
+                vector,
+                hw,
+                nd,
+                tx_ring,
+                rx_ring,
+                rx_bufs,
+                tx <- kernel::new_spinlock!(TxState { ring, bufs, skbs }, "dia:port-tx"),
+                rx_next <- kernel::new_spinlock!(0, "dia:port-rx"),
+                counters: Counters::default(),
+                open: AtomicBool::new(false),
+            }),
+            GFP_KERNEL,
+        )?;
+        for i in 0..RX_ENTRIES {
+            path.post_rx(i)?;
+        }
+        Ok(path)
+    }
+
+    /// Bus address of the TX ring.
+    pub(crate) fn tx_ring_dma(&self) -> u64 {
+        self.tx_ring.dma_handle()
+    }
+
+    /// Bus address of the RX ring.
+    pub(crate) fn rx_ring_dma(&self) -> u64 {
+        self.rx_ring.dma_handle()
+    }
+
+    fn reg(&self, r: usize) -> usize {
+        regs::port_regs(self.id) + r
+    }
+
+    fn write_reg(&self, r: usize, v: u32) {
+        // Port register offsets are inside BAR2 (ids are bounded by the card).
+        let _ = self.hw.bar2.write32(self.reg(r), v);
+    }
+
+    fn read_reg(&self, r: usize) -> u32 {
+        self.hw.bar2.read32(self.reg(r)).unwrap_or(0)
+    }
+
+    /// Gives RX descriptor `i` (and its buffer) to the card.
+    fn post_rx(&self, i: u16) -> Result {
+        let buf = self.rx_bufs.get(usize::from(i)).ok_or(EINVAL)?;
+        let d = RxDescriptor {
+            addr: buf.dma_handle(),
+            len: RX_BUF_BYTES as u16,
+            reserved: 0,
+            status: 0,
+        };
+        self.rx_ring
+            .write(usize::from(i) * regs::PORT_DESC_SIZE, &d)
+    }
+
+    /// Tells the card, after a Create Port, which RX buffers are posted and
+    /// whether the port may interrupt.
+    pub(crate) fn start_on_card(&self) {
+        let next = *self.rx_next.lock();
+        self.write_reg(regs::PORT_RX_TAIL, u32::from(rx_tail(next, RX_ENTRIES)));
+        let masked = !self.open.load(Ordering::Relaxed);
+        self.write_reg(regs::PORT_IRQ_MASK, u32::from(masked));
+    }
+
+    /// Forgets every ring position after the card lost the port (a reset):
+    /// frames in flight are dropped, every RX buffer is posted again. The
+    /// caller recreates the port on the card next.
+    pub(crate) fn reset_rings(&self) {
+        net::with_bh_disabled(|| {
+            let mut tx = self.tx.lock();
+            let n = tx.ring.in_flight();
+            self.drop_tx(&mut tx, 0);
+            bump(&self.counters.tx_dropped, u64::from(n));
+            tx.ring.reset();
+            let mut next = self.rx_next.lock();
+            *next = 0;
+            for i in 0..RX_ENTRIES {
+                let _ = self.post_rx(i);
+            }
+        });
+    }
+
+    /// Unmaps and frees whatever the card still held.
+    fn drop_tx(&self, tx: &mut TxState, budget: i32) {
+        while let Some(i) = tx.ring.pop_clean() {
+            self.release_tx_slot(tx, i, budget);
+        }
+    }
+
+    fn release_tx_slot(&self, tx: &mut TxState, i: u16, budget: i32) {
+        let i = usize::from(i);
+        if let Some(buf) = tx.bufs.get(i) {
+            self.nd.unmap(buf);
+        }
+        if let Some(skb) = tx.skbs.get_mut(i).and_then(Option::take) {
+            skb.consume(budget);
+        }
+    }
+
+    /// Reclaims what the card sent (NAPI); wakes a stopped queue.
+    fn reclaim_tx(&self, budget: i32) -> bool {
+        let head = self.read_reg(regs::PORT_TX_HEAD);
+        let mut tx = self.tx.lock();
+        // Only descriptors the card holds can come back.
+        let Some(done) = tx.ring.done_until(head) else {
+            return false;
+        };
+        for _ in 0..done {
+            if let Some(i) = tx.ring.pop_clean() {
+                self.release_tx_slot(&mut tx, i, budget);
+            }
+        }
+        if done > 0 && self.nd.queue_stopped() && usize::from(tx.ring.free()) >= net::max_bufs() {
+            self.nd.wake_queue();
+        }
+        done > 0
+    }
+
+    /// Receives up to `budget` frames (NAPI).
+    fn receive(&self, budget: i32) -> i32 {
+        let mut next = self.rx_next.lock();
+        let mut done = 0;
+        while done < budget {
+            let at = usize::from(*next) * regs::PORT_DESC_SIZE;
+            let Ok(status) = self.rx_ring.read::<u32>(at + regs::RX_STATUS_OFFSET) else {
+                break;
+            };
+            if status & regs::RX_DONE == 0 {
+                break;
+            }
+            dma::read_barrier();
+            let len = self
+                .rx_ring
+                .read::<RxDescriptor>(at)
+                .map_or(0, |d| usize::from(d.len));
+            let i = usize::from(*next);
+            match self.rx_bufs.get(i) {
+                Some(buf) if (14..=RX_BUF_BYTES).contains(&len) => {
+                    if self.nd.receive_dma(buf, len).is_ok() {
+                        bump(&self.counters.rx_packets, 1);
+                        bump(&self.counters.rx_bytes, len as u64);
+                    } else {
+                        bump(&self.counters.rx_dropped, 1);
+                    }
+                }
+                _ => bump(&self.counters.rx_dropped, 1),
+            }
+            let _ = self.post_rx(*next);
+            *next = (*next + 1) % RX_ENTRIES;
+            // The descriptor just emptied is posted again as the one the
+            // card may not use yet.
+            self.write_reg(regs::PORT_RX_TAIL, u32::from(rx_tail(*next, RX_ENTRIES)));
+            done += 1;
+        }
+        done
+    }
+
+    /// Whether the card left work since the last poll.
+    fn work_pending(&self) -> bool {
+        let next = *self.rx_next.lock();
+        let at = usize::from(next) * regs::PORT_DESC_SIZE + regs::RX_STATUS_OFFSET;
+        let rx = self
+            .rx_ring
+            .read::<u32>(at)
+            .is_ok_and(|s| s & regs::RX_DONE != 0);
+        let tx = {
+            let tx = self.tx.lock();
+            tx.ring
+                .done_until(self.read_reg(regs::PORT_TX_HEAD))
+                .is_some_and(|n| n > 0)
+        };
+        rx || tx
+    }
+
+    /// Publishes the TX tail and rings the port's doorbell. The descriptor
+    /// writes reach memory before the register write (writel orders after
+    /// normal stores).
+    fn kick_tx(&self, tx: &TxState) {
+        self.write_reg(regs::PORT_TX_TAIL, u32::from(tx.ring.tail()));
+        let _ = self.hw.ring_doorbell(self.vector);
+    }
+
+    fn update_link(&self) {
+        let up = self.read_reg(regs::PORT_LINK) & 1 != 0;
+        self.nd.set_carrier(up);
+    }
+
+    /// Whether the card reports the link up.
+    pub(crate) fn link_up(&self) -> bool {
+        self.read_reg(regs::PORT_LINK) & 1 != 0
+    }
+}
+
+#[pinned_drop]
+impl PinnedDrop for PortPath {
+    fn drop(self: Pin<&mut Self>) {
+        // The card no longer has the port (deleted or reset): free what it held.
+        let mut tx = self.tx.lock();
+        self.drop_tx(&mut tx, 0);
+    }
+}
+
+impl NetOps for PortPath {
+    fn open(&self) -> Result {
+        self.open.store(true, Ordering::Relaxed);
+        self.nd.napi_enable();
+        self.update_link();
+        self.write_reg(regs::PORT_IRQ_MASK, 0);
+        self.nd.wake_queue();
+        self.nd.napi_schedule();
+        Ok(())
+    }
+
+    fn stop(&self) {
+        self.nd.stop_queue();
+        self.write_reg(regs::PORT_IRQ_MASK, 1);
+        self.nd.napi_disable();
+        self.open.store(false, Ordering::Relaxed);
+        self.nd.set_carrier(false);
+    }
+
+    fn xmit(&self, skb: SkBuff) -> core::result::Result<(), SkBuff> {
+        let mut bufs = [TxBuf::default(); 32];
+        let n = match skb.map(&self.nd, &mut bufs) {
+            Ok(n) if n > 0 => n,
+            _ => {
+                bump(&self.counters.tx_dropped, 1);
+                return Ok(());
+            }
+        };
+        let len = skb.len();
+        let csum = skb.checksum_offload();
+        let mut tx = self.tx.lock();
+        if usize::from(tx.ring.free()) < n {
+            for b in &bufs[..n] {
+                self.nd.unmap(b);
+            }
+            self.nd.stop_queue();
+            // Frames batched before this one (`xmit_more`) must not wait.
+            self.kick_tx(&tx);
+            return Err(skb);
+        }
+        let mut last = tx.ring.tail();
+        for (k, b) in bufs[..n].iter().enumerate() {
+            // Room for all `n` was checked above.
+            let Some(i) = tx.ring.push() else { break };
+            let mut d = TxDescriptor {
+                addr: b.addr,
+                len: b.len as u16,
+                flags: 0,
+                csum_start: 0,
+                csum_offset: 0,
+            };
+            if k == 0 {
+                if let Some((start, offset)) = csum {
+                    d.flags |= regs::TX_CSUM;
+                    d.csum_start = start;
+                    d.csum_offset = offset;
+                }
+            }
+            if k + 1 == n {
+                d.flags |= regs::TX_EOP;
+            }
+            let _ = self
+                .tx_ring
+                .write(usize::from(i) * regs::PORT_DESC_SIZE, &d);
+            if let Some(slot) = tx.bufs.get_mut(usize::from(i)) {
+                *slot = *b;
+            }
+            last = i;
+        }
+        if let Some(slot) = tx.skbs.get_mut(usize::from(last)) {
+            *slot = Some(skb);
+        }
+        bump(&self.counters.tx_packets, 1);
+        bump(&self.counters.tx_bytes, u64::from(len));
+        let full = usize::from(tx.ring.free()) < net::max_bufs();
+        if full {
+            self.nd.stop_queue();
+        }
+        if full || !net::xmit_more() {
+            self.kick_tx(&tx);
+        }
+        Ok(())
+    }
+
+    fn poll(&self, budget: i32) -> i32 {
+        self.reclaim_tx(budget);
+        let done = self.receive(budget);
+        if done < budget && self.nd.napi_complete_done(done) {
+            self.update_link();
+            self.write_reg(regs::PORT_IRQ_MASK, 0);
+            // Anything the card did while masked raised no interrupt.
+            if self.work_pending() {
+                self.nd.napi_schedule();
+            }
+        }
+        done
+    }
+
+    fn stats(&self) -> NetStats {
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        NetStats {
+            rx_packets: get(&c.rx_packets),
+            tx_packets: get(&c.tx_packets),
+            rx_bytes: get(&c.rx_bytes),
+            tx_bytes: get(&c.tx_bytes),
+            rx_dropped: get(&c.rx_dropped),
+            tx_dropped: get(&c.tx_dropped),
+        }
+    }
+}
+
+/// The port's interrupt: mask it and let NAPI do the work.
+pub(crate) struct PortIrq {
+    pub(crate) path: Arc<PortPath>,
+}
+
+impl Handler for PortIrq {
+    fn handle(&self) -> bool {
+        let p = &self.path;
+        if p.open.load(Ordering::Relaxed) {
+            p.write_reg(regs::PORT_IRQ_MASK, 1);
+            p.nd.napi_schedule();
+        }
+        true
+    }
+}
