@@ -86,26 +86,27 @@ virtio_half() {
 dia_half() {
     load_dia
     start_diad
-    diaconfig network create bench --vlan 10 --subnet 10.77.0.0/24 --range 10.77.0.10-10.77.0.20
-    diaconfig container create a
-    diaconfig container create b
-    diaconfig port attach --container a --network bench --ip 10.77.0.10
-    diaconfig port attach --container b --network bench --ip 10.77.0.11
+    t=60
+    timeout $t diaconfig network create bench --vlan 10 --subnet 10.77.0.0/24 --range 10.77.0.10-10.77.0.20
+    timeout $t diaconfig container create a
+    timeout $t diaconfig container create b
+    timeout $t diaconfig port attach --container a --network bench --ip 10.77.0.10
+    timeout $t diaconfig port attach --container b --network bench --ip 10.77.0.11
     pa=$(container_pid a); pb=$(container_pid b)
     [ -n "$pa" ] && [ -n "$pb" ] || fail "no pids for containers a and b"
     ns "$pa" ip addr show
     measure dia "$pa" "$pb" 10.77.0.11
 }
 
-# half SETUP FUNC: run FUNC in a subshell (set -e applies inside); when it
-# fails, say why as "@@NET SETUP error ..." and go on.
+# half SETUP FUNC: run FUNC in a subshell (set -e applies inside), its
+# output streamed to the console; when it fails, say why as
+# "@@NET SETUP error ..." and go on.
 half() {
     log "== $1"
     set +e
-    (set -e; "$2") > /tmp/half.log 2>&1
-    rc=$?
+    { (set -e; "$2"); echo $? > /tmp/half.rc; } 2>&1 | tee /tmp/half.log
     set -e
-    cat /tmp/half.log
+    rc=$(cat /tmp/half.rc)
     if [ "$rc" != 0 ]; then
         why=$(sed -n 's/^\[scenario\] FAIL: //p' /tmp/half.log | tail -1)
         [ -n "$why" ] || why="$(grep -v '^@@' /tmp/half.log | tail -1) (exit $rc)"
