@@ -44,7 +44,11 @@ mod port_ring_tests {
         let mut r = TxRing::new(8).unwrap();
         r.push();
         r.push();
-        assert_eq!(r.done_until(3), None, "the card cannot have sent more than it has");
+        assert_eq!(
+            r.done_until(3),
+            None,
+            "the card cannot have sent more than it has"
+        );
         assert_eq!(r.done_until(8), None, "outside the ring");
         assert_eq!(r.done_until(u32::MAX), None);
         assert_eq!(r.done_until(0), Some(0));

@@ -6,10 +6,13 @@
 use std::ffi::CString;
 use std::process::ExitCode;
 
+use dia_abi::card::{PortConfig, PortLimits};
 use dia_abi::ioctl::{
-    ioc, DiaIdentity, DiaNsCreate, DiaNsId, DiaNsInfo, DiaNsList, DiaPoolInfo, DIA_IOC_IDENTIFY,
-    DIA_IOC_NS_ATTACH, DIA_IOC_NS_CREATE, DIA_IOC_NS_DELETE, DIA_IOC_NS_DETACH, DIA_IOC_NS_INFO,
-    DIA_IOC_NS_LIST, DIA_IOC_POOL_INFO, IOC_READ, IOC_WRITE,
+    ioc, DiaIdentity, DiaNsCreate, DiaNsId, DiaNsInfo, DiaNsList, DiaPoolInfo, DiaPortCreate,
+    DiaPortId, DiaPortInfo, DiaPortList, DiaPortSet, DIA_IOC_IDENTIFY, DIA_IOC_NS_ATTACH,
+    DIA_IOC_NS_CREATE, DIA_IOC_NS_DELETE, DIA_IOC_NS_DETACH, DIA_IOC_NS_INFO, DIA_IOC_NS_LIST,
+    DIA_IOC_POOL_INFO, DIA_IOC_PORT_CREATE, DIA_IOC_PORT_DELETE, DIA_IOC_PORT_INFO,
+    DIA_IOC_PORT_LIST, DIA_IOC_PORT_SET, IOC_READ, IOC_WRITE,
 };
 
 const DEVICE: &str = "/dev/dia";
@@ -17,7 +20,9 @@ const USAGE: &str =
     "usage: dia-guest-check identify | ioctl-errors | ioctl-fuzz [--iterations N] [--seed S]
        | ns-create BYTES [LABEL] [--lba-shift S] | ns-delete N | ns-attach N | ns-detach N
        | ns-info N | ns-list | pool
-  ns-* commands print the result, or the errno name (ENOENT, EBUSY, ...) and exit 1";
+       | port-create VLAN MTU [MAX_BPS] | port-set N VLAN MTU [MAX_BPS] | port-delete N
+       | port-info N | port-list
+  ns-* and port-* commands print the result, or the errno name (ENOENT, EBUSY, ...) and exit 1";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -26,6 +31,7 @@ fn main() -> ExitCode {
         Some("ioctl-errors") => ioctl_errors(),
         Some("ioctl-fuzz") => ioctl_fuzz(&args[1..]),
         Some(cmd) if cmd.starts_with("ns-") || cmd == "pool" => namespace(cmd, &args[1..]),
+        Some(cmd) if cmd.starts_with("port-") => port(cmd, &args[1..]),
         _ => Err(USAGE.into()),
     };
     match result {
@@ -367,6 +373,102 @@ fn namespace(cmd: &str, args: &[String]) -> Result<(), String> {
                 "total={} used={} namespaces={} max={} chunk={}",
                 p.total_bytes, p.used_bytes, p.namespaces, p.max_namespaces, p.chunk_bytes
             );
+        }
+        _ => return Err(USAGE.into()),
+    }
+    Ok(())
+}
+
+/// A port configuration from `VLAN MTU [MAX_BPS]` arguments (not range
+/// checked: bad values are what the driver must refuse).
+fn port_config(args: &[String]) -> Result<PortConfig, String> {
+    Ok(PortConfig {
+        vlan: parse_num(args.first(), "VLAN")? as u16,
+        mtu: parse_num(args.get(1), "MTU")? as u16,
+        reserved: 0,
+        limits: PortLimits {
+            max_bps: args
+                .get(2)
+                .map_or(Ok(0), |a| parse_num(Some(a), "MAX_BPS"))?,
+            ..PortLimits::default()
+        },
+    })
+}
+
+/// Raw port ioctls, so scenarios can test the driver below libdia/diad.
+fn port(cmd: &str, args: &[String]) -> Result<(), String> {
+    let dev = Dev::open()?;
+    let fail = |e: i32| format!("{cmd}: {}", errno_name(e));
+    match cmd {
+        "port-create" => {
+            let mut req = DiaPortCreate {
+                config: port_config(args)?,
+                ..DiaPortCreate::default()
+            };
+            dev.ioctl(DIA_IOC_PORT_CREATE, std::ptr::addr_of_mut!(req) as usize)
+                .map_err(fail)?;
+            let m = req.mac;
+            println!(
+                "port={} ifname={} mac={:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+                req.port,
+                ascii(&req.ifname),
+                m[0],
+                m[1],
+                m[2],
+                m[3],
+                m[4],
+                m[5]
+            );
+        }
+        "port-set" => {
+            let mut req = DiaPortSet {
+                port: parse_num(args.first(), "N")? as u32,
+                flags: 0,
+                config: port_config(&args[1.min(args.len())..])?,
+            };
+            dev.ioctl(DIA_IOC_PORT_SET, std::ptr::addr_of_mut!(req) as usize)
+                .map_err(fail)?;
+            println!("ok");
+        }
+        "port-delete" => {
+            let mut id = DiaPortId {
+                port: parse_num(args.first(), "N")? as u32,
+                flags: 0,
+            };
+            dev.ioctl(DIA_IOC_PORT_DELETE, std::ptr::addr_of_mut!(id) as usize)
+                .map_err(fail)?;
+            println!("ok");
+        }
+        "port-info" => {
+            let mut info = DiaPortInfo {
+                port: parse_num(args.first(), "N")? as u32,
+                ..DiaPortInfo::default()
+            };
+            dev.ioctl(DIA_IOC_PORT_INFO, std::ptr::addr_of_mut!(info) as usize)
+                .map_err(fail)?;
+            let (c, st) = (info.config, info.stats);
+            println!(
+                "port={} ifname={} ifindex={} link={} vlan={} mtu={} max_bps={} tx_packets={} rx_packets={} tx_dropped={} rx_dropped={}",
+                info.port,
+                ascii(&info.ifname),
+                info.ifindex,
+                info.link,
+                c.vlan,
+                c.mtu,
+                c.limits.max_bps,
+                st.tx_packets,
+                st.rx_packets,
+                st.tx_dropped,
+                st.rx_dropped
+            );
+        }
+        "port-list" => {
+            let mut list = Box::new(DiaPortList::default());
+            dev.ioctl(DIA_IOC_PORT_LIST, std::ptr::addr_of_mut!(*list) as usize)
+                .map_err(fail)?;
+            let n = (list.count as usize).min(list.ports.len());
+            let ids: Vec<String> = list.ports[..n].iter().map(u32::to_string).collect();
+            println!("{}", ids.join(" "));
         }
         _ => return Err(USAGE.into()),
     }
