@@ -14,6 +14,9 @@ load_dia() {
 
 # start_diad: start the daemon in the background and wait for its socket.
 start_diad() {
+    # A socket left behind must not pass for the new diad's: it binds only
+    # after loading and reconciling the state.
+    rm -f /run/dia/diad.sock
     diad --log info >/var/log/diad.log 2>&1 &
     echo $! >/run/diad.pid
     for _ in $(seq 1 100); do [ -S /run/dia/diad.sock ] && return 0; sleep 0.1; done
@@ -21,9 +24,22 @@ start_diad() {
     fail "diad did not create /run/dia/diad.sock"
 }
 
+# alive PID: the process runs (an exited child this shell has not reaped
+# yet is a zombie, state Z, and counts as gone).
+alive() {
+    [ -r "/proc/$1/stat" ] || return 1
+    [ "$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null)" != Z ]
+}
+
+# stop_diad: SIGTERM, then wait (at most 20 s) until the process is gone.
 stop_diad() {
-    [ -f /run/diad.pid ] && kill "$(cat /run/diad.pid)" 2>/dev/null || true
-    for _ in $(seq 1 50); do [ -S /run/dia/diad.sock ] || break; sleep 0.1; done
+    pid=$(cat /run/diad.pid 2>/dev/null || true)
+    if [ -n "$pid" ]; then
+        kill "$pid" 2>/dev/null || true
+                for _ in $(seq 1 200); do alive "$pid" || break; sleep 0.1; done
+        alive "$pid" && fail "diad (pid $pid) did not exit within 20 s of SIGTERM"
+        wait "$pid" 2>/dev/null || true
+    fi
     rm -f /run/diad.pid
 }
 
@@ -50,8 +66,7 @@ within() {
 }
 
 # host_request CMD: ask the harness on the host to act (card-kill, card-start,
-# card-status, barrier NAME) and print its one-line answer; fails if the
-# answer is an error.
+# card-status) and print its one-line answer; fails if the answer is an error.
 host_request() {
     echo "$1" > /dev/ttyS1
     read -r answer < /dev/ttyS1
@@ -103,5 +118,15 @@ within_pct() {
 # barrier NAME: wait until every appliance of the scenario (`# appliances: N`)
 # has reached `barrier NAME` (at once on a single appliance); fails after the
 # harness's timeout (120 s) with how many arrived. NAME may be used again for
-# a later round.
-barrier() { host_request "barrier $1"; }
+# a later round. Unlike host_request it keeps /dev/ttyS1 open from before the
+# request until the answer: an answer that comes while no one has the port
+# open is lost, and the last node's arrival answers the others at once.
+barrier() {
+    exec 3<>/dev/ttyS1
+    echo "barrier $1" >&3
+    answer=""
+    read -r answer <&3 || true
+    exec 3>&-
+    log "barrier $1 -> ${answer:-no answer}"
+    case "$answer" in ok) return 0 ;; *) return 1 ;; esac
+}
