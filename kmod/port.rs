@@ -15,7 +15,7 @@ use crate::glue::dma::{self, CoherentAllocation};
 use crate::glue::irq::Handler;
 use crate::glue::net::{self, NetDev, NetOps, NetStats, SkBuff, TxBuf};
 use crate::glue::pci::Device;
-use crate::port_ring::{rx_tail, TxRing};
+use crate::port_ring::{rx_next, rx_tail, TxRing};
 
 /// Transmit descriptors per port.
 pub(crate) const TX_ENTRIES: u16 = 256;
@@ -253,7 +253,7 @@ impl PortPath {
                 _ => bump(&self.counters.rx_dropped, 1),
             }
             let _ = self.post_rx(*next);
-            *next = (*next + 1) % RX_ENTRIES;
+            *next = rx_next(*next, RX_ENTRIES);
             // The descriptor just emptied is posted again as the one the
             // card may not use yet.
             self.write_reg(regs::PORT_RX_TAIL, u32::from(rx_tail(*next, RX_ENTRIES)));
@@ -328,18 +328,20 @@ impl NetOps for PortPath {
 
     fn xmit(&self, skb: SkBuff) -> core::result::Result<(), SkBuff> {
         let mut bufs = [TxBuf::default(); 32];
-        let n = match skb.map(&self.nd, &mut bufs) {
-            Ok(n) if n > 0 => n,
-            _ => {
-                bump(&self.counters.tx_dropped, 1);
-                return Ok(());
-            }
+        let mapped = match skb.map(&self.nd, &mut bufs) {
+            Ok(n) => bufs.get(..n).unwrap_or(&[]),
+            Err(_) => &[],
         };
+        let n = mapped.len();
+        if n == 0 {
+            bump(&self.counters.tx_dropped, 1);
+            return Ok(());
+        }
         let len = skb.len();
         let csum = skb.checksum_offload();
         let mut tx = self.tx.lock();
         if usize::from(tx.ring.free()) < n {
-            for b in &bufs[..n] {
+            for b in mapped {
                 self.nd.unmap(b);
             }
             self.nd.stop_queue();
@@ -348,7 +350,7 @@ impl NetOps for PortPath {
             return Err(skb);
         }
         let mut last = tx.ring.tail();
-        for (k, b) in bufs[..n].iter().enumerate() {
+        for (k, b) in mapped.iter().enumerate() {
             // Room for all `n` was checked above.
             let Some(i) = tx.ring.push() else { break };
             let mut d = TxDescriptor {

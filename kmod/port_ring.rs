@@ -37,14 +37,19 @@ impl TxRing {
         self.tail
     }
 
+    fn mask(&self) -> u16 {
+        self.size.wrapping_sub(1)
+    }
+
     /// Descriptors the card holds.
     pub(crate) fn in_flight(&self) -> u16 {
-        (self.tail + self.size - self.clean) % self.size
+        // Power-of-two size: masking is the modulo, with no panic path.
+        self.tail.wrapping_sub(self.clean) & self.mask()
     }
 
     /// Descriptors the driver may fill.
     pub(crate) fn free(&self) -> u16 {
-        self.size - 1 - self.in_flight()
+        self.mask().wrapping_sub(self.in_flight())
     }
 
     /// Takes the descriptor at the tail for the card; `None` when full.
@@ -54,7 +59,7 @@ impl TxRing {
         }
         let i = self.tail;
         // INVARIANT: stays < size; in flight grows by one, at most size - 1.
-        self.tail = (i + 1) % self.size;
+        self.tail = i.wrapping_add(1) & self.mask();
         Some(i)
     }
 
@@ -62,7 +67,7 @@ impl TxRing {
     /// (`None`: a head outside what it holds, ignored).
     pub(crate) fn done_until(&self, head: u32) -> Option<u16> {
         let head = u16::try_from(head).ok().filter(|h| *h < self.size)?;
-        let done = (head + self.size - self.clean) % self.size;
+        let done = head.wrapping_sub(self.clean) & self.mask();
         (done <= self.in_flight()).then_some(done)
     }
 
@@ -73,7 +78,7 @@ impl TxRing {
         }
         let i = self.clean;
         // INVARIANT: stays < size and never passes the tail.
-        self.clean = (i + 1) % self.size;
+        self.clean = i.wrapping_add(1) & self.mask();
         Some(i)
     }
 
@@ -85,7 +90,13 @@ impl TxRing {
 }
 
 /// The RX tail register value when the driver looks at descriptor `next`
-/// next: every descriptor but the one before it is posted.
+/// next: every descriptor but the one before it is posted. `size` is a power
+/// of two.
 pub(crate) fn rx_tail(next: u16, size: u16) -> u16 {
-    (next + size - 1) % size
+    next.wrapping_sub(1) & size.wrapping_sub(1)
+}
+
+/// The RX descriptor after `i` in a ring of `size` (a power of two).
+pub(crate) fn rx_next(i: u16, size: u16) -> u16 {
+    i.wrapping_add(1) & size.wrapping_sub(1)
 }
