@@ -87,7 +87,7 @@ dia_half() {
     load_dia
     start_diad
     t=60
-    timeout $t diaconfig network create bench --vlan 10 --subnet 10.77.0.0/24 --range 10.77.0.10-10.77.0.20
+    timeout $t diaconfig network create bench --vlan 10 --subnet 10.77.0.0/24 --gateway 10.77.0.1 --range 10.77.0.10-10.77.0.20
     timeout $t diaconfig container create a
     timeout $t diaconfig container create b
     timeout $t diaconfig port attach --container a --network bench --ip 10.77.0.10
@@ -96,6 +96,9 @@ dia_half() {
     [ -n "$pa" ] && [ -n "$pb" ] || fail "no pids for containers a and b"
     ns "$pa" ip addr show
     measure dia "$pa" "$pb" 10.77.0.11
+    # The card's own counters: the frames went through it.
+    timeout $t diaconfig port stats a || true
+    timeout $t diaconfig port stats b || true
 }
 
 # half SETUP FUNC: run FUNC in a subshell (set -e applies inside), its
@@ -109,7 +112,10 @@ half() {
     rc=$(cat /tmp/half.rc)
     if [ "$rc" != 0 ]; then
         why=$(sed -n 's/^\[scenario\] FAIL: //p' /tmp/half.log | tail -1)
-        [ -n "$why" ] || why="$(grep -v '^@@' /tmp/half.log | tail -1) (exit $rc)"
+        # Else a command's own error line (diaconfig: "error: ..."), else the last line.
+        [ -n "$why" ] || why=$(grep -i '^error' /tmp/half.log | tail -1)
+        [ -n "$why" ] || why=$(grep -v '^@@' /tmp/half.log | tail -1)
+        [ -n "$why" ] && why="$why (exit $rc)"
         echo "@@NET $1 error $why"
     fi
 }
