@@ -24,6 +24,7 @@ mod pool;
 mod prp;
 pub mod qos;
 mod queue;
+mod token_bucket;
 
 pub use bar::Bar;
 pub use board::Board;

@@ -30,6 +30,8 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use crate::token_bucket::Bucket;
+
 /// How long a class with a floor may leave its queue empty without losing
 /// the reservation of that time (dmClock's anticipation): a closed-loop
 /// client (a guest at a fixed queue depth) always has a short gap between a
@@ -134,42 +136,6 @@ impl QosParams {
     }
 }
 
-/// A token bucket: `rate` tokens per second, at most `depth` stored.
-#[derive(Debug, Clone)]
-struct Bucket {
-    rate: f64,
-    depth: f64,
-    tokens: f64,
-    at: f64,
-}
-
-impl Bucket {
-    fn new(rate: f64, depth: f64, now: f64) -> Self {
-        Self {
-            rate,
-            depth,
-            tokens: depth,
-            at: now,
-        }
-    }
-
-    fn refill(&mut self, now: f64) {
-        if now > self.at {
-            self.tokens = (self.tokens + (now - self.at) * self.rate).min(self.depth);
-            self.at = now;
-        }
-    }
-
-    /// When `need` tokens will be there (now if they are).
-    fn ready_at(&self, need: f64) -> f64 {
-        if self.tokens >= need {
-            self.at
-        } else {
-            self.at + (need - self.tokens) / self.rate
-        }
-    }
-}
-
 #[derive(Debug)]
 struct Queued<T> {
     item: T,
@@ -227,17 +193,17 @@ impl<T> Class<T> {
         if let Some(b) = &mut self.bps {
             b.refill(now);
             // A command larger than the bucket waits for a full bucket.
-            t = t.max(b.ready_at(bytes.min(b.depth)));
+            t = t.max(b.ready_at(bytes.min(b.depth())));
         }
         Some(t)
     }
 
     fn charge(&mut self, bytes: u64) {
         if let Some(b) = &mut self.iops {
-            b.tokens -= 1.0;
+            b.take(1.0);
         }
         if let Some(b) = &mut self.bps {
-            b.tokens -= (bytes as f64).min(b.depth);
+            b.take((bytes as f64).min(b.depth()));
         }
     }
 }
@@ -448,10 +414,10 @@ impl<T> Scheduler<T> {
         };
         c.charge(q.bytes);
         if let Some(b) = &mut self.media_iops {
-            b.tokens -= 1.0;
+            b.take(1.0);
         }
         if let Some(b) = &mut self.media_bps {
-            b.tokens -= q.bytes as f64;
+            b.take(q.bytes as f64);
         }
         if weight_phase {
             self.vtime = self.vtime.max(q.p);

@@ -5,52 +5,10 @@
 
 use dia_abi::card::PortLimits;
 
+use crate::token_bucket::Bucket;
+
 /// Burst when the limits ask for 0 ms.
 const DEFAULT_BURST_S: f64 = 0.010;
-/// Rounding slack when comparing tokens.
-const EPSILON: f64 = 1e-6;
-
-/// One token bucket: `rate` tokens per second, at most `depth`.
-#[derive(Debug, Clone)]
-pub(crate) struct Bucket {
-    rate: f64,
-    depth: f64,
-    tokens: f64,
-    at: f64,
-}
-
-impl Bucket {
-    /// A full bucket.
-    pub(crate) fn new(rate: f64, depth: f64, now: f64) -> Self {
-        Self {
-            rate,
-            depth,
-            tokens: depth,
-            at: now,
-        }
-    }
-
-    fn refill(&mut self, now: f64) {
-        if now > self.at {
-            self.tokens = (self.tokens + (now - self.at) * self.rate).min(self.depth);
-            self.at = now;
-        }
-    }
-
-    fn has(&self, need: f64) -> bool {
-        self.tokens + EPSILON >= need
-    }
-
-    /// When `need` tokens will be there (after a refill at `at`).
-    fn ready_at(&self, need: f64) -> f64 {
-        if self.has(need) {
-            self.at
-        } else {
-            self.at + (need - self.tokens) / self.rate
-        }
-    }
-}
-
 /// A port's egress limits with their throttled-time account.
 #[derive(Debug, Clone)]
 pub(crate) struct Shaper {
@@ -103,10 +61,10 @@ impl Shaper {
             return Err(ready);
         }
         if let Some(b) = &mut self.bytes {
-            b.tokens = (b.tokens - need).max(0.0);
+            b.take(need);
         }
         if let Some(p) = &mut self.packets {
-            p.tokens = (p.tokens - 1.0).max(0.0);
+            p.take(1.0);
         }
         if let Some(since) = self.waiting_since.take() {
             self.throttled_s += (now - since).max(0.0);
