@@ -68,8 +68,13 @@ within() {
 # host_request CMD: ask the harness on the host to act (card-kill, card-start,
 # card-status) and print its one-line answer; fails if the answer is an error.
 host_request() {
-    echo "$1" > /dev/ttyS1
-    read -r answer < /dev/ttyS1
+    # One open of the port for the request and its answer: closed between
+    # them, an answer that comes back at once would be lost.
+    exec 4<>/dev/ttyS1
+    echo "$1" >&4
+    answer=""
+    read -r answer <&4 || true
+    exec 4>&-
     echo "[host] $1 -> $answer"
     case "$answer" in error*) return 1 ;; esac
 }
@@ -129,4 +134,19 @@ barrier() {
     exec 3>&-
     log "barrier $1 -> ${answer:-no answer}"
     case "$answer" in ok) return 0 ;; *) return 1 ;; esac
+}
+
+# wait_card_back: after `host_request card-start`, asks for Identify until
+# it answers (at most 20 s): the driver's next admin command resets the
+# restarted card and recreates its queues and ports. Fails if it never
+# comes back or no reset was logged.
+wait_card_back() {
+    for _ in $(seq 1 20); do
+        if dia-guest-check identify >/dev/null 2>&1; then
+            dmesg | grep -E "card reset complete" || fail "no reset logged"
+            return 0
+        fi
+        sleep 1
+    done
+    fail "card did not come back after restart"
 }

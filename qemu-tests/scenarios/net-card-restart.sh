@@ -21,14 +21,7 @@ sleep 1
 host_request card-kill
 sleep 2
 host_request card-start
-# The next admin command finds the card reset and brings it back.
-ok=0
-for _ in $(seq 1 20); do
-    if dia-guest-check identify >/dev/null 2>&1; then ok=1; break; fi
-    sleep 1
-done
-[ "$ok" = 1 ] || fail "card did not come back after restart"
-dmesg | grep -E "card reset complete" || fail "no reset logged"
+wait_card_back
 dia-guest-check port-list | tee /tmp/ports
 [ "$(cat /tmp/ports)" = "1 2" ] || fail "ports not recreated: $(cat /tmp/ports)"
 dia-guest-check port-info 1 | grep -q "link=1 vlan=100 mtu=1500" || fail "port 1 not back on VLAN 100"

@@ -22,13 +22,7 @@ log "fio during the crash ended with $rc"
 [ "$rc" -ne 0 ] || fail "I/O against a dead card did not report errors"
 host_request card-start
 # The next command resets the controller and recreates the I/O queues.
-ok=0
-for _ in $(seq 1 20); do
-    if dia-guest-check identify >/dev/null 2>&1; then ok=1; break; fi
-    sleep 1
-done
-[ "$ok" = 1 ] || fail "card did not come back after restart"
-dmesg | grep -E "card reset complete" || fail "no reset logged"
+wait_card_back
 [ -b "$dev" ] || fail "block device gone after the restart"
 fio --name=before --filename=$dev --rw=randwrite --bs=4k --size=32M --iodepth=16 --ioengine=libaio \
     --direct=1 --verify=crc32c --verify_only=1 --verify_state_load=1 --verify_fatal=1 > /tmp/fio3.txt \
