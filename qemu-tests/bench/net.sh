@@ -2,7 +2,9 @@
 # Network benchmark, run by `qemu-tests/run bench net` (not a test): the
 # same pair of endpoints, each in its own network namespace, once over dia
 # (two diad containers, each with a card port on one VLAN network: the
-# card switches between them) and once over QEMU's virtio-net (two
+# card switches between them), once over veth pairs in a Linux bridge in
+# the guest (what a host without a card does) and once over QEMU's
+# virtio-net (two
 # virtio-net-pci NICs the harness joins outside the guest with a QEMU hub,
 # each NIC moved into its own namespace). Both paths leave the guest and
 # are switched in a host userspace process (the card; QEMU), neither
@@ -82,6 +84,31 @@ virtio_half() {
     measure virtio-net "$pa" "$pb" 10.78.0.2
 }
 
+# A host without a card: each namespace gets one end of a veth pair whose
+# other end is in a Linux bridge in the guest; the guest kernel switches.
+bridge_half() {
+    ip link add br-bench type bridge
+    ip link set br-bench up
+    for side in a b; do
+        new_netns
+        eval "p$side=\$ns_pid"
+        ip link add "eth-$side" type veth
+        # busybox names the peer itself (vethN): read it from "eth-a@vethN".
+        peer=$(ip -o link show "eth-$side" | sed -n "s/.*eth-$side@\([^:]*\):.*/\1/p")
+        [ -n "$peer" ] || fail "no veth peer for eth-$side"
+        ip link set "$peer" master br-bench
+        ip link set "$peer" up
+        ip link set "eth-$side" netns "$ns_pid"
+    done
+    ns "$pa" ip link set lo up
+    ns "$pb" ip link set lo up
+    ns "$pa" ip addr add 10.79.0.1/24 dev eth-a
+    ns "$pb" ip addr add 10.79.0.2/24 dev eth-b
+    ns "$pa" ip link set eth-a up
+    ns "$pb" ip link set eth-b up
+    measure bridge "$pa" "$pb" 10.79.0.2
+}
+
 # dia: two containers, each with a card port on one VLAN network.
 dia_half() {
     load_dia
@@ -122,6 +149,7 @@ half() {
 
 # The peer first: it does not depend on the driver.
 half virtio-net virtio_half
+half bridge bridge_half
 half dia dia_half
 [ -f /tmp/netns.pids ] && kill $(cat /tmp/netns.pids) 2>/dev/null || true
 exit 0

@@ -213,9 +213,11 @@ pub fn run_qos(paths: &Paths, artefacts: &Artefacts) -> Result<String> {
     Ok(md)
 }
 
-/// The network benchmark's setups, as the guest names them, and the columns
-/// they get.
-const NET_SETUPS: [&str; 2] = ["dia", "virtio-net"];
+/// The network benchmark's setups, as the guest names them, in the order of
+/// their columns: dia first, then the peers it is compared with
+/// (`bridge`: veth pairs through a Linux bridge inside the guest, the way a
+/// host without a card would connect its containers).
+const NET_SETUPS: [&str; 3] = ["dia", "virtio-net", "bridge"];
 
 /// One network setup's results; `None` where it has none.
 #[derive(Debug, Default, Clone)]
@@ -297,31 +299,45 @@ type Pick = fn(&NetResult) -> Option<f64>;
 /// The network benchmark's Markdown table (and a line per setup that has
 /// no or only partial results), from the guest's console.
 fn net_table(console: &str) -> Result<String> {
-    let results = net_results(console);
-    let get = |s: &str| results.get(s).cloned().unwrap_or_default();
-    let (dia, peer) = (get(NET_SETUPS[0]), get(NET_SETUPS[1]));
+        let results = net_results(console);
+    let setups: Vec<(&str, NetResult)> = NET_SETUPS
+        .iter()
+        .map(|s| (*s, results.get(*s).cloned().unwrap_or_default()))
+        .collect();
+    let (dia, peers) = (&setups[0].1, &setups[1..]);
     let mut md = String::new();
-    writeln!(md, "| measurement | dia | virtio-net | dia/virtio-net |")?;
-    writeln!(md, "|---|---:|---:|---:|")?;
+    let names: Vec<&str> = setups.iter().map(|(s, _)| *s).collect();
+    let ratios: Vec<String> = peers.iter().map(|(s, _)| format!("dia/{s}")).collect();
+    writeln!(
+        md,
+        "| measurement | {} | {} |",
+        names.join(" | "),
+        ratios.join(" | ")
+    )?;
+    writeln!(md, "|---|{}", "---:|".repeat(names.len() + ratios.len()))?;
     let rows: [(&str, Pick, usize); 3] = [
         ("TCP a→b (Mbit/s)", |r| r.a_to_b, 0),
         ("TCP b→a (Mbit/s)", |r| r.b_to_a, 0),
         ("ping avg rtt (ms)", |r| r.rtt_ms, 3),
     ];
     for (label, pick, decimals) in rows {
-        let cell = |x: Option<f64>| x.map_or("n/a".to_string(), |v| format!("{v:.decimals$}"));
-        let ratio = match (pick(&dia), pick(&peer)) {
-            (Some(d), Some(p)) if p > 0.0 => format!("{:.2}x", d / p),
-            _ => "n/a".into(),
-        };
+                let cell = |x: Option<f64>| x.map_or("n/a".to_string(), |v| format!("{v:.decimals$}"));
+        let values: Vec<String> = setups.iter().map(|(_, r)| cell(pick(r))).collect();
+        let ratios: Vec<String> = peers
+            .iter()
+            .map(|(_, peer)| match (pick(dia), pick(peer)) {
+                (Some(d), Some(p)) if p > 0.0 => format!("{:.2}x", d / p),
+                _ => "n/a".into(),
+            })
+            .collect();
         writeln!(
             md,
-            "| {label} | {} | {} | {ratio} |",
-            cell(pick(&dia)),
-            cell(pick(&peer))
+            "| {label} | {} | {} |",
+            values.join(" | "),
+            ratios.join(" | ")
         )?;
     }
-    for (name, r) in [(NET_SETUPS[0], &dia), (NET_SETUPS[1], &peer)] {
+    for (name, r) in &setups {
         let complete = r.a_to_b.is_some() && r.b_to_a.is_some() && r.rtt_ms.is_some();
         match &r.error {
             Some(e) => writeln!(md, "\n{name}: n/a: {e}")?,
@@ -412,23 +428,31 @@ mod tests {
             "noise\n@@NET virtio-net ping round-trip min/avg/max = 0.1/0.500/0.9 ms\n\
              @@NETJSON virtio-net a-to-b {}\n@@NETJSON virtio-net b-to-a {}\n\
              @@NET dia ping round-trip min/avg/max = 0.1/0.250/0.9 ms\n\
-             @@NETJSON dia a-to-b {}\n@@NETJSON dia b-to-a {}\n",
+             @@NETJSON dia a-to-b {}\n@@NETJSON dia b-to-a {}\n\
+             @@NET bridge ping round-trip min/avg/max = 0.1/0.125/0.9 ms\n\
+             @@NETJSON bridge a-to-b {}\n@@NETJSON bridge b-to-a {}\n",
             iperf_json(2e9),
             iperf_json(1e9),
             iperf_json(1e9),
             iperf_json(1.5e9),
+            iperf_json(4e9),
+            iperf_json(3e9),
         );
         let md = net_table(&console)?;
         assert!(
-            md.contains("| TCP a→b (Mbit/s) | 1000 | 2000 | 0.50x |"),
+            md.contains("| measurement | dia | virtio-net | bridge | dia/virtio-net | dia/bridge |"),
             "{md}"
         );
         assert!(
-            md.contains("| TCP b→a (Mbit/s) | 1500 | 1000 | 1.50x |"),
+            md.contains("| TCP a→b (Mbit/s) | 1000 | 2000 | 4000 | 0.50x | 0.25x |"),
             "{md}"
         );
         assert!(
-            md.contains("| ping avg rtt (ms) | 0.250 | 0.500 | 0.50x |"),
+            md.contains("| TCP b→a (Mbit/s) | 1500 | 1000 | 3000 | 1.50x | 0.50x |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| ping avg rtt (ms) | 0.250 | 0.500 | 0.125 | 0.50x | 2.00x |"),
             "{md}"
         );
         assert!(!md.contains("n/a"), "{md}");
@@ -447,11 +471,11 @@ mod tests {
         );
         let md = net_table(&console)?;
         assert!(
-            md.contains("| TCP a→b (Mbit/s) | n/a | 2000 | n/a |"),
+            md.contains("| TCP a→b (Mbit/s) | n/a | 2000 | n/a | n/a | n/a |"),
             "{md}"
         );
         assert!(
-            md.contains("| ping avg rtt (ms) | n/a | 0.500 | n/a |"),
+            md.contains("| ping avg rtt (ms) | n/a | 0.500 | n/a | n/a | n/a |"),
             "{md}"
         );
         assert!(
