@@ -65,16 +65,22 @@ within() {
     return 0
 }
 
-# host_request CMD: ask the harness on the host to act (card-kill, card-start,
-# card-status) and print its one-line answer; fails if the answer is an error.
-host_request() {
-    # One open of the port for the request and its answer: closed between
-    # them, an answer that comes back at once would be lost.
+# host_ask REQUEST: sends REQUEST to the harness on the host channel
+# (/dev/ttyS1) and reads its one-line answer into $answer. The port stays
+# open from the request to the answer: an answer that comes back while no
+# one has it open is lost.
+host_ask() {
     exec 4<>/dev/ttyS1
     echo "$1" >&4
     answer=""
     read -r answer <&4 || true
     exec 4>&-
+}
+
+# host_request CMD: ask the harness on the host to act (card-kill, card-start,
+# card-status) and print its one-line answer; fails if the answer is an error.
+host_request() {
+    host_ask "$1"
     echo "[host] $1 -> $answer"
     case "$answer" in error*) return 1 ;; esac
 }
@@ -123,16 +129,13 @@ within_pct() {
 # barrier NAME: wait until every appliance of the scenario (`# appliances: N`)
 # has reached `barrier NAME` (at once on a single appliance); fails after the
 # harness's timeout (120 s) with how many arrived. NAME may be used again for
-# a later round. Unlike host_request it keeps /dev/ttyS1 open from before the
-# request until the answer: an answer that comes while no one has the port
-# open is lost, and the last node's arrival answers the others at once.
+# a later round; the last node's arrival answers the others at once.
 barrier() {
-    exec 3<>/dev/ttyS1
-    echo "barrier $1" >&3
-    answer=""
-    read -r answer <&3 || true
-    exec 3>&-
+    host_ask "barrier $1"
     log "barrier $1 -> ${answer:-no answer}"
+    [ "$answer" = ok ]
+}
+
     case "$answer" in ok) return 0 ;; *) return 1 ;; esac
 }
 
