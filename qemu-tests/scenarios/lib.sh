@@ -136,9 +136,6 @@ barrier() {
     [ "$answer" = ok ]
 }
 
-    case "$answer" in ok) return 0 ;; *) return 1 ;; esac
-}
-
 # wait_card_back: after `host_request card-start`, asks for Identify until
 # it answers (at most 20 s): the driver's next admin command resets the
 # restarted card and recreates its queues and ports. Fails if it never
