@@ -299,7 +299,7 @@ type Pick = fn(&NetResult) -> Option<f64>;
 /// The network benchmark's Markdown table (and a line per setup that has
 /// no or only partial results), from the guest's console.
 fn net_table(console: &str) -> Result<String> {
-        let results = net_results(console);
+    let results = net_results(console);
     let setups: Vec<(&str, NetResult)> = NET_SETUPS
         .iter()
         .map(|s| (*s, results.get(*s).cloned().unwrap_or_default()))
@@ -321,7 +321,7 @@ fn net_table(console: &str) -> Result<String> {
         ("ping avg rtt (ms)", |r| r.rtt_ms, 3),
     ];
     for (label, pick, decimals) in rows {
-                let cell = |x: Option<f64>| x.map_or("n/a".to_string(), |v| format!("{v:.decimals$}"));
+        let cell = |x: Option<f64>| x.map_or("n/a".to_string(), |v| format!("{v:.decimals$}"));
         let values: Vec<String> = setups.iter().map(|(_, r)| cell(pick(r))).collect();
         let ratios: Vec<String> = peers
             .iter()
@@ -440,7 +440,9 @@ mod tests {
         );
         let md = net_table(&console)?;
         assert!(
-            md.contains("| measurement | dia | virtio-net | bridge | dia/virtio-net | dia/bridge |"),
+            md.contains(
+                "| measurement | dia | virtio-net | bridge | dia/virtio-net | dia/bridge |"
+            ),
             "{md}"
         );
         assert!(
