@@ -28,10 +28,11 @@ tx_bytes() {
     diaconfig -o json port stats "$1" | awk '$1 == "\"tx_bytes\":" { gsub(/[^0-9]/, "", $2); print $2 }'
 }
 rate() { awk '/"sum_received"/ { f = 1 } f && /"bits_per_second"/ { gsub(/[^0-9.]/, "", $2); print int($2); exit }' "$1"; }
-# card_rate PORT: frame bits per second the card sent for PORT over 5 s.
+# card_rate PORT: frame bits per second the card sent for PORT over 8 s
+# (long enough that a reading's round trip through diad is noise).
 card_rate() {
     b0=$(tx_bytes "$1"); t0=$(now_ms)
-    sleep 5
+    sleep 8
     b1=$(tx_bytes "$1"); t1=$(now_ms)
     echo $(( (b1 - b0) * 8 * 1000 / (t1 - t0) ))
 }
@@ -40,9 +41,9 @@ in_ns sink iperf3 -s -D -1 -p 5201
 in_ns sink2 iperf3 -s -D -1 -p 5202
 in_ns sink3 iperf3 -s -D -1 -p 5203
 sleep 0.5
-in_ns lim iperf3 -c 10.10.0.11 -p 5201 -t 10 -O 2 -J > /tmp/lim.json &
+in_ns lim iperf3 -c 10.10.0.11 -p 5201 -t 14 -O 2 -J > /tmp/lim.json &
 jl=$!
-in_ns free iperf3 -c 10.10.0.13 -p 5202 -t 10 -O 2 -J > /tmp/free.json &
+in_ns free iperf3 -c 10.10.0.13 -p 5202 -t 14 -O 2 -J > /tmp/free.json &
 jf=$!
 sleep 4
 card=$(card_rate lim)
@@ -56,7 +57,7 @@ within_pct $(( card / 1000 )) 100000 5 || fail "the card sent $card bit/s on a 1
 [ "$free" -gt 150000000 ] || fail "the unlimited port only reached $free bit/s beside the limited one"
 diaconfig -o json port stats lim | awk '$1 == "\"throttled_ns\":" { gsub(/[^0-9]/, "", $2); exit !($2 > 0) }' || fail "the card reports no time throttled"
 # Standard MTU, one flow: the card's frame rate is the tier's.
-in_ns lim2 iperf3 -c 10.20.0.11 -p 5203 -t 10 -O 2 -J > /tmp/lim2.json &
+in_ns lim2 iperf3 -c 10.20.0.11 -p 5203 -t 14 -O 2 -J > /tmp/lim2.json &
 j2=$!
 sleep 4
 card2=$(card_rate lim2)
