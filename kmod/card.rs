@@ -14,6 +14,7 @@ use crate::abi::ioctl::{DiaIdentity, DIA_IFNAME_LEN};
 use crate::controller::{ascii, Controller, Hardware};
 use crate::glue::{miscdev, net, pci};
 use crate::port::PortPath;
+use crate::slots;
 
 /// Next card index (`/dev/dia` for card 0, `/dev/dia1` for card 1, ...).
 static NEXT_INDEX: AtomicU32 = AtomicU32::new(0);
@@ -77,16 +78,10 @@ impl Card {
             port: id,
             _reg: reg,
         };
-        let mut list = self.netdevs.lock();
-        match list.iter_mut().find(|s| s.is_none()) {
-            Some(free) => *free = Some(slot),
-            None => {
-                if let Err(e) = list.push(Some(slot), GFP_KERNEL) {
-                    drop(list);
-                    return Err(undo(e.into()));
-                }
-            }
-        }
+        // On allocation failure the slot (and so the registration) is
+        // dropped under `netdevs`, which nothing holding the RTNL takes.
+        let inserted = slots::insert(&mut self.netdevs.lock(), slot);
+        inserted.map_err(|e| undo(e.into()))?;
         Ok(CreatedPort {
             port: id,
             mac: new.mac,

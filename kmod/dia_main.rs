@@ -17,6 +17,7 @@ mod io;
 mod port;
 mod port_ring;
 mod ring;
+mod slots;
 
 module! {
     type: DiaModule,

@@ -288,8 +288,7 @@ impl PortPath {
     }
 
     fn update_link(&self) {
-        let up = self.read_reg(regs::PORT_LINK) & 1 != 0;
-        self.nd.set_carrier(up);
+        self.nd.set_carrier(self.link_up());
     }
 
     /// Whether the card reports the link up.

@@ -174,10 +174,7 @@ impl Controller {
             1u32 << facts.lba_shift
         );
         let entry = NsDisk { nsid, name, disk };
-        match self.disks.iter_mut().find(|slot| slot.is_none()) {
-            Some(slot) => *slot = Some(entry),
-            None => self.disks.push(Some(entry), GFP_KERNEL)?,
-        }
+        crate::slots::insert(&mut self.disks, entry)?;
         Ok(())
     }
 

@@ -51,12 +51,17 @@ fn check_config(c: &PortConfig) -> Result {
 }
 
 impl Controller {
-    fn port(&self, id: u32) -> Result<&PortEntry> {
+    /// The slot of port `id`.
+    fn port_slot(&self, id: u32) -> Result<usize> {
         self.ports
             .iter()
-            .flatten()
-            .find(|p| u32::from(p.path.id) == id)
+            .position(|p| p.as_ref().is_some_and(|p| u32::from(p.path.id) == id))
             .ok_or(ENOENT)
+    }
+
+    fn port(&self, id: u32) -> Result<&PortEntry> {
+        let i = self.port_slot(id)?;
+        self.ports.get(i).and_then(Option::as_ref).ok_or(ENOENT)
     }
 
     /// The lowest MSI-X vector no I/O queue and no port uses.
@@ -125,11 +130,7 @@ impl Controller {
                 got
             );
             // Best effort: the card's port is not ours to keep.
-            let _ = self.admin_command(SubmissionEntry {
-                opcode: regs::ADMIN_DELETE_PORT,
-                cdw10: u32::from(got),
-                ..SubmissionEntry::default()
-            });
+            let _ = self.port_delete_on_card(u32::from(got));
             return Err(EIO);
         }
         nd.set_mac(&mac);
@@ -156,10 +157,7 @@ impl Controller {
             mac,
             ifname,
         };
-        match self.ports.iter_mut().find(|s| s.is_none()) {
-            Some(slot) => *slot = Some(entry),
-            None => self.ports.push(Some(entry), GFP_KERNEL)?,
-        }
+        crate::slots::insert(&mut self.ports, entry)?;
         pr_info!(
             "{}: port {} ({}) created: VLAN {}, MTU {}, vector {}, MAC {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}\n",
             self.name(),
@@ -189,11 +187,7 @@ impl Controller {
 
     /// Deletes port `id` on the card and frees its rings.
     pub(crate) fn port_delete(&mut self, id: u32) -> Result {
-        let i = self
-            .ports
-            .iter()
-            .position(|p| p.as_ref().is_some_and(|p| u32::from(p.path.id) == id))
-            .ok_or(ENOENT)?;
+        let i = self.port_slot(id)?;
         if let Err(e) = self.port_delete_on_card(id) {
             pr_warn!(
                 "{}: port {}: the card did not confirm Delete Port ({:?}); freeing it anyway\n",
@@ -212,7 +206,15 @@ impl Controller {
     /// (whose MTU the caller sets outside the controller lock).
     pub(crate) fn port_set(&mut self, id: u32, config: &PortConfig) -> Result<Arc<NetDev>> {
         check_config(config)?;
-        let nd = self.port(id)?.path.nd.clone();
+        let i = self.port_slot(id)?;
+        let nd = self
+            .ports
+            .get(i)
+            .and_then(Option::as_ref)
+            .ok_or(ENOENT)?
+            .path
+            .nd
+            .clone();
         self.buf.zero();
         self.buf.write(0, config)?;
         self.admin_command(SubmissionEntry {
@@ -221,12 +223,7 @@ impl Controller {
             cdw10: id,
             ..SubmissionEntry::default()
         })?;
-        if let Some(p) = self
-            .ports
-            .iter_mut()
-            .flatten()
-            .find(|p| u32::from(p.path.id) == id)
-        {
+        if let Some(p) = self.ports.get_mut(i).and_then(Option::as_mut) {
             p.config = *config;
         }
         Ok(nd)
