@@ -16,13 +16,18 @@ use crate::glue::miscdev::MiscDevice;
 
 /// Reads a namespace id argument; reserved flags must be zero.
 fn ns_id(arg: usize) -> Result<u32> {
-    let id: DiaNsId = UserSlice::new(arg, core::mem::size_of::<DiaNsId>())
-        .reader()
-        .read()?;
+    let id: DiaNsId = read_in(arg)?;
     if id.flags != 0 {
         return Err(EINVAL);
     }
     Ok(id.nsid)
+}
+
+/// Reads the argument struct from userspace (`EFAULT` if unreadable).
+fn read_in<T: kernel::types::FromBytes>(arg: usize) -> Result<T> {
+    UserSlice::new(arg, core::mem::size_of::<T>())
+        .reader()
+        .read()
 }
 
 fn write_out<T: kernel::types::AsBytes>(arg: usize, value: &T) -> Result<isize> {
@@ -40,8 +45,7 @@ impl MiscDevice for Card {
                 write_out(arg, &id)
             }
             ioctl::DIA_IOC_NS_CREATE => {
-                let size = core::mem::size_of::<DiaNsCreate>();
-                let mut req: DiaNsCreate = UserSlice::new(arg, size).reader().read()?;
+                let mut req: DiaNsCreate = read_in(arg)?;
                 if req.nsid != 0 {
                     return Err(EINVAL);
                 }
@@ -65,8 +69,7 @@ impl MiscDevice for Card {
                 Ok(0)
             }
             ioctl::DIA_IOC_NS_INFO => {
-                let size = core::mem::size_of::<DiaNsInfo>();
-                let req: DiaNsInfo = UserSlice::new(arg, size).reader().read()?;
+                let req: DiaNsInfo = read_in(arg)?;
                 let info = this.with_controller(|c| c.ns_info(req.nsid))?;
                 write_out(arg, &info)
             }
@@ -80,8 +83,7 @@ impl MiscDevice for Card {
                 write_out(arg, &pool)
             }
             ioctl::DIA_IOC_NS_SET_QOS => {
-                let size = core::mem::size_of::<DiaNsQos>();
-                let mut req: DiaNsQos = UserSlice::new(arg, size).reader().read()?;
+                let mut req: DiaNsQos = read_in(arg)?;
                 let done = this.with_controller(|c| c.ns_set_qos(&mut req));
                 if req.excess_iops != 0 {
                     // The caller learns by how much the floors were over.
@@ -90,8 +92,7 @@ impl MiscDevice for Card {
                 done.map(|()| 0)
             }
             ioctl::DIA_IOC_NS_STATS => {
-                let size = core::mem::size_of::<DiaNsStats>();
-                let mut req: DiaNsStats = UserSlice::new(arg, size).reader().read()?;
+                let mut req: DiaNsStats = read_in(arg)?;
                 if req.reserved != 0 {
                     return Err(EINVAL);
                 }
@@ -99,8 +100,7 @@ impl MiscDevice for Card {
                 write_out(arg, &req)
             }
             ioctl::DIA_IOC_PORT_CREATE => {
-                let size = core::mem::size_of::<DiaPortCreate>();
-                let mut req: DiaPortCreate = UserSlice::new(arg, size).reader().read()?;
+                let mut req: DiaPortCreate = read_in(arg)?;
                 // Out fields must come in zeroed: a caller that fills them
                 // misunderstands the call.
                 if req.port != 0
@@ -117,9 +117,7 @@ impl MiscDevice for Card {
                 write_out(arg, &req)
             }
             ioctl::DIA_IOC_PORT_DELETE => {
-                let id: DiaPortId = UserSlice::new(arg, core::mem::size_of::<DiaPortId>())
-                    .reader()
-                    .read()?;
+                let id: DiaPortId = read_in(arg)?;
                 if id.flags != 0 {
                     return Err(EINVAL);
                 }
@@ -127,9 +125,7 @@ impl MiscDevice for Card {
                 Ok(0)
             }
             ioctl::DIA_IOC_PORT_SET => {
-                let req: DiaPortSet = UserSlice::new(arg, core::mem::size_of::<DiaPortSet>())
-                    .reader()
-                    .read()?;
+                let req: DiaPortSet = read_in(arg)?;
                 if req.flags != 0 {
                     return Err(EINVAL);
                 }
@@ -137,8 +133,7 @@ impl MiscDevice for Card {
                 Ok(0)
             }
             ioctl::DIA_IOC_PORT_INFO => {
-                let size = core::mem::size_of::<DiaPortInfo>();
-                let req: DiaPortInfo = UserSlice::new(arg, size).reader().read()?;
+                let req: DiaPortInfo = read_in(arg)?;
                 let info = this.with_controller(|c| c.port_info(req.port))?;
                 write_out(arg, &info)
             }
