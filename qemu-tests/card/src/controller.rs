@@ -484,9 +484,7 @@ impl Controller {
         let bytes = ((sqe.cdw10 >> 16) as usize + 1) * 4;
         if log == abi::LOG_PORT_STATS {
             let stats = self.port_stats(sqe)?;
-            let mut page = pod_bytes(&stats).to_vec();
-            page.resize(bytes, 0);
-            return self.write_prp(sqe, &page);
+            return self.write_log(sqe, bytes, &stats);
         }
         if log == abi::LOG_NS_STATS {
             let pool = self.pool().ok_or(abi::STATUS_INVALID_FIELD)?;
@@ -494,9 +492,7 @@ impl Controller {
                 return Err(abi::STATUS_INVALID_NAMESPACE);
             }
             let stats = self.io.stats_of(sqe.nsid);
-            let mut page = pod_bytes(&stats).to_vec();
-            page.resize(bytes, 0);
-            return self.write_prp(sqe, &page);
+            return self.write_log(sqe, bytes, &stats);
         }
         if log != abi::LOG_POOL_STATUS {
             return Err(abi::STATUS_INVALID_FIELD);
@@ -511,9 +507,7 @@ impl Controller {
             chunk_bytes: CHUNK_BYTES as u32,
             reserved: 0,
         };
-        let mut page = pod_bytes(&status).to_vec();
-        page.resize(bytes, 0);
-        self.write_prp(sqe, &page)
+        self.write_log(sqe, bytes, &status)
     }
 
     fn ns_management(&mut self, sqe: &SubmissionEntry) -> Result<u32, u16> {
@@ -604,6 +598,19 @@ impl Controller {
             .map_err(|_| abi::STATUS_INVALID_FIELD)?;
         info!(nsid = sqe.nsid, ?q, "QoS set");
         Ok(0)
+    }
+
+    /// Writes a log page: `page`'s bytes, zero-padded or cut to the `bytes`
+    /// the command asked for.
+    fn write_log<T: crate::guest_memory::Pod>(
+        &self,
+        sqe: &SubmissionEntry,
+        bytes: usize,
+        page: &T,
+    ) -> Result<u32, u16> {
+        let mut out = pod_bytes(page).to_vec();
+        out.resize(bytes, 0);
+        self.write_prp(sqe, &out)
     }
 
     /// Copies `data` to the guest buffer described by the command's PRPs.
