@@ -228,13 +228,10 @@ impl PortPath {
         let mut next = self.rx_next.lock();
         let mut done = 0;
         while done < budget {
-            let at = usize::from(*next) * regs::PORT_DESC_SIZE;
-            let Ok(status) = self.rx_ring.read::<u32>(at + regs::RX_STATUS_OFFSET) else {
-                break;
-            };
-            if status & regs::RX_DONE == 0 {
+            if !self.rx_filled(*next) {
                 break;
             }
+            let at = usize::from(*next) * regs::PORT_DESC_SIZE;
             dma::read_barrier();
             let len = self
                 .rx_ring
@@ -262,14 +259,18 @@ impl PortPath {
         done
     }
 
+    /// Whether the card filled RX descriptor `i` (its status, written last,
+    /// says so; read the rest only after a read barrier).
+    fn rx_filled(&self, i: u16) -> bool {
+        let at = usize::from(i) * regs::PORT_DESC_SIZE + regs::RX_STATUS_OFFSET;
+        self.rx_ring
+            .read::<u32>(at)
+            .is_ok_and(|s| s & regs::RX_DONE != 0)
+    }
+
     /// Whether the card left work since the last poll.
     fn work_pending(&self) -> bool {
-        let next = *self.rx_next.lock();
-        let at = usize::from(next) * regs::PORT_DESC_SIZE + regs::RX_STATUS_OFFSET;
-        let rx = self
-            .rx_ring
-            .read::<u32>(at)
-            .is_ok_and(|s| s & regs::RX_DONE != 0);
+        let rx = self.rx_filled(*self.rx_next.lock());
         let tx = {
             let tx = self.tx.lock();
             tx.ring
