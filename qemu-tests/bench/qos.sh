@@ -33,10 +33,14 @@ fio_stat() {
 }
 noisy() { # noisy LABEL: all three at once, measured over the same window
     pids=""
+    # The protected volume has two fio threads (as in the qos-floor
+    # scenario), so a thread waiting for one of the guest's shared vCPUs
+    # does not leave its queue at the card empty.
     for v in n1 n2 g; do
-        fio --name=$v --filename="$(dev $v)" --rw=randread --bs=4k --iodepth=64 --ioengine=libaio \
-            --direct=1 --size=64M --time_based --runtime=$runtime --ramp_time=1 --output-format=json \
-            > /tmp/$v.json &
+        jobs=1; [ $v = g ] && jobs=2
+        fio --name=$v --filename="$(dev $v)" --rw=randread --bs=4k --iodepth=64 --numjobs=$jobs \
+            --group_reporting --ioengine=libaio --direct=1 --size=64M --time_based --runtime=$runtime \
+            --ramp_time=1 --output-format=json > /tmp/$v.json &
         pids="$pids $!"
     done
     # Not a bare `wait`: diad runs in the background of this shell too.
