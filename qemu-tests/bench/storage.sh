@@ -1,9 +1,12 @@
-# timeout: 1500
+# timeout: 2400
 # Storage benchmark, run by `qemu-tests/run bench` (not a test): the same fio
 # jobs against a dia namespace, QEMU's nvme device and a virtio-blk device
 # with an iothread, in one boot, each backed by a same-size raw file on the
 # same host disk. Each device is written full first, so reads hit allocated
-# data on the thin dia volume. Results go to the console as @@BENCH lines.
+# data on the thin dia volume. Each job runs $rounds times on every device,
+# the devices taking turns and the order rotating each round, so that slow
+# spells of the host and order effects fall on all three alike; the harness
+# reports medians. Results go to the console as @@BENCH lines.
 . /scenarios/lib.sh
 load_dia
 size=$((1024 * 1024 * 1024))
@@ -15,6 +18,7 @@ vblk=/dev/vda
 [ -b "$vblk" ] || fail "no virtio-blk device"
 devices="dia:/dev/dia0n$n nvme:$nvme virtio-blk:$vblk"
 runtime=${BENCH_RUNTIME:-8}
+rounds=${BENCH_ROUNDS:-3}
 
 for d in $devices; do
     dev=${d#*:}
@@ -23,13 +27,23 @@ for d in $devices; do
         --size=100% > /dev/null || fail "prefill of $dev failed"
 done
 
+# rotate N WORDS...: the words, starting at the N-th (0-based, modulo).
+rotate() {
+    n=$1; shift; k=$(( n % $# ))
+    while [ "$k" -gt 0 ]; do first=$1; shift; set -- "$@" "$first"; k=$((k - 1)); done
+    echo "$@"
+}
 job() { # job NAME RW BS QD
-    for d in $devices; do
-        name=${d%%:*}; dev=${d#*:}
-        fio --name="$1" --filename="$dev" --rw="$2" --bs="$3" --iodepth="$4" --numjobs=2 \
-            --ioengine=libaio --direct=1 --time_based --runtime="$runtime" --ramp_time=2 \
-            --group_reporting --output-format=json > /tmp/out.json || fail "fio $1 on $dev failed"
-        echo "@@BENCH $name $1 $(tr -d '\n' < /tmp/out.json)"
+    r=0
+    while [ "$r" -lt "$rounds" ]; do
+        for d in $(rotate "$r" $devices); do
+            name=${d%%:*}; dev=${d#*:}
+            fio --name="$1" --filename="$dev" --rw="$2" --bs="$3" --iodepth="$4" --numjobs=2 \
+                --ioengine=libaio --direct=1 --time_based --runtime="$runtime" --ramp_time=2 \
+                --group_reporting --output-format=json > /tmp/out.json || fail "fio $1 on $dev failed"
+            echo "@@BENCH $name $1 $(tr -d '\n' < /tmp/out.json)"
+        done
+        r=$((r + 1))
     done
 }
 job 4k-randread-qd1 randread 4k 1

@@ -55,6 +55,32 @@ fn sample(fio: &Value) -> Option<Sample> {
     })
 }
 
+/// The median of each measure over the rounds, and the lowest and highest
+/// IOPS.
+fn summarise(rounds: &[Sample]) -> (Sample, f64, f64) {
+    let median = |f: fn(&Sample) -> f64| {
+        let mut v: Vec<f64> = rounds.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        match v.len() {
+            0 => 0.0,
+            n if n % 2 == 1 => v[n / 2],
+            n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+        }
+    };
+    let iops = rounds.iter().map(|s| s.iops);
+    let lo = iops.clone().fold(f64::INFINITY, f64::min);
+    let hi = iops.fold(0.0, f64::max);
+    (
+        Sample {
+            iops: median(|s| s.iops),
+            mib_s: median(|s| s.mib_s),
+            p99_us: median(|s| s.p99_us),
+        },
+        if lo.is_finite() { lo } else { 0.0 },
+        hi,
+    )
+}
+
 fn preallocate(path: &Path) -> Result<()> {
     let _ = std::fs::remove_file(path);
     let status = Command::new("fallocate")
@@ -113,7 +139,7 @@ pub fn run_storage(paths: &Paths, artefacts: &Artefacts) -> Result<String> {
         ]
         .map(String::from),
     );
-    eprintln!("==> benchmark: dia vs QEMU nvme vs virtio-blk (one boot, about 5 minutes)");
+    eprintln!("==> benchmark: dia vs QEMU nvme vs virtio-blk (one boot, three rounds, about 15 minutes)");
     let outcome = qemu::run_scenario(paths, artefacts, &s)?;
     let console = paths.out.join("runs").join(&s.name).join("console.log");
     if let Outcome::Failed { reason, .. } = outcome {
@@ -123,8 +149,8 @@ pub fn run_storage(paths: &Paths, artefacts: &Artefacts) -> Result<String> {
         );
     }
     let text = std::fs::read_to_string(&console)?;
-    // job -> device -> sample
-    let mut results: BTreeMap<String, BTreeMap<String, Sample>> = BTreeMap::new();
+    // job -> device -> one sample per round
+    let mut results: BTreeMap<String, BTreeMap<String, Vec<Sample>>> = BTreeMap::new();
     let mut order: Vec<String> = Vec::new();
     for line in text.lines() {
         let Some(rest) = line.strip_prefix("@@BENCH ") else {
@@ -144,26 +170,42 @@ pub fn run_storage(paths: &Paths, artefacts: &Artefacts) -> Result<String> {
         results
             .entry(job.to_string())
             .or_default()
-            .insert(dev.to_string(), smp);
+            .entry(dev.to_string())
+            .or_default()
+            .push(smp);
     }
     if order.is_empty() {
         bail!("no @@BENCH results in {}", console.display());
     }
     let mut md = String::new();
+    let rounds = results
+        .values()
+        .flat_map(|row| row.values().map(Vec::len))
+        .max()
+        .unwrap_or(0);
     writeln!(
         md,
-        "| job | device | IOPS | MiB/s | p99 µs | dia/nvme | dia/virtio-blk |"
+        "Medians of {rounds} rounds; IOPS range: lowest and highest round.\n"
     )?;
-    writeln!(md, "|---|---|---:|---:|---:|---:|---:|")?;
+    writeln!(
+        md,
+        "| job | device | IOPS | IOPS range | MiB/s | p99 µs | dia/nvme | dia/virtio-blk |"
+    )?;
+    writeln!(md, "|---|---|---:|---:|---:|---:|---:|---:|")?;
     for job in &order {
-        let row = &results[job];
-        let dia = row.get("dia").copied().unwrap_or_default();
+        let row: BTreeMap<&str, (Sample, f64, f64)> = results[job]
+            .iter()
+            .map(|(dev, v)| (dev.as_str(), summarise(v)))
+            .collect();
+        let dia = row.get("dia").map(|r| r.0).unwrap_or_default();
         for dev in ["dia", "nvme", "virtio-blk"] {
-            let Some(x) = row.get(dev) else { continue };
+            let Some(&(x, lo, hi)) = row.get(dev) else {
+                continue;
+            };
             let ratio = |peer: &str| {
                 row.get(peer)
-                    .filter(|p| p.iops > 0.0)
-                    .map_or("-".to_string(), |p| format!("{:.2}x", dia.iops / p.iops))
+                    .filter(|p| p.0.iops > 0.0)
+                    .map_or("-".to_string(), |p| format!("{:.2}x", dia.iops / p.0.iops))
             };
             let (r1, r2) = if dev == "dia" {
                 (ratio("nvme"), ratio("virtio-blk"))
@@ -172,7 +214,7 @@ pub fn run_storage(paths: &Paths, artefacts: &Artefacts) -> Result<String> {
             };
             writeln!(
                 md,
-                "| {job} | {dev} | {:.0} | {:.1} | {:.0} | {r1} | {r2} |",
+                "| {job} | {dev} | {:.0} | {lo:.0}-{hi:.0} | {:.1} | {:.0} | {r1} | {r2} |",
                 x.iops, x.mib_s, x.p99_us
             )?;
         }
