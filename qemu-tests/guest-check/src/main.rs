@@ -8,9 +8,11 @@ use std::process::ExitCode;
 
 use dia_abi::card::{PortConfig, PortLimits};
 use dia_abi::ioctl::{
-    ioc, DiaIdentity, DiaNsCreate, DiaNsId, DiaNsInfo, DiaNsList, DiaPoolInfo, DiaPortCreate,
+    ioc, DiaIdentity, DiaNsCreate, DiaNsId, DiaNsInfo, DiaNsList, DiaNsStats, DiaPoolInfo,
+    DiaPortCreate,
     DiaPortId, DiaPortInfo, DiaPortList, DiaPortSet, DIA_IOC_IDENTIFY, DIA_IOC_NS_ATTACH,
     DIA_IOC_NS_CREATE, DIA_IOC_NS_DELETE, DIA_IOC_NS_DETACH, DIA_IOC_NS_INFO, DIA_IOC_NS_LIST,
+    DIA_IOC_NS_STATS,
     DIA_IOC_POOL_INFO, DIA_IOC_PORT_CREATE, DIA_IOC_PORT_DELETE, DIA_IOC_PORT_INFO,
     DIA_IOC_PORT_LIST, DIA_IOC_PORT_SET, IOC_READ, IOC_WRITE,
 };
@@ -19,7 +21,7 @@ const DEVICE: &str = "/dev/dia";
 const USAGE: &str =
     "usage: dia-guest-check identify | ioctl-errors | ioctl-fuzz [--iterations N] [--seed S]
        | ns-create BYTES [LABEL] [--lba-shift S] | ns-delete N | ns-attach N | ns-detach N
-       | ns-info N | ns-list | pool
+       | ns-info N | ns-stats N | ns-list | pool
        | port-create VLAN MTU [MAX_BPS] | port-set N VLAN MTU [MAX_BPS] | port-delete N
        | port-info N | port-list
   ns-* and port-* commands print the result, or the errno name (ENOENT, EBUSY, ...) and exit 1";
@@ -353,6 +355,26 @@ fn namespace(cmd: &str, args: &[String]) -> Result<(), String> {
                 info.used_blocks,
                 info.attached,
                 ascii(&info.disk_name)
+            );
+        }
+        "ns-stats" => {
+            let mut st = DiaNsStats {
+                nsid: parse_num(args.first(), "N")? as u32,
+                ..DiaNsStats::default()
+            };
+            dev.ioctl(DIA_IOC_NS_STATS, std::ptr::addr_of_mut!(st) as usize)
+                .map_err(fail)?;
+            let s = st.stats;
+            let hist: Vec<String> = s.latency_us_log2.iter().map(u64::to_string).collect();
+            // Bucket i counts completions of under 2^i µs (fetch to completion).
+            println!(
+                "nsid={} reads={} writes={} other={} errors={} latency_us_log2={}",
+                st.nsid,
+                s.reads,
+                s.writes,
+                s.other,
+                s.errors,
+                hist.join(",")
             );
         }
         "ns-list" => {
