@@ -139,7 +139,9 @@ pub fn run_storage(paths: &Paths, artefacts: &Artefacts) -> Result<String> {
         ]
         .map(String::from),
     );
-    eprintln!("==> benchmark: dia vs QEMU nvme vs virtio-blk (one boot, three rounds, about 15 minutes)");
+    eprintln!(
+        "==> benchmark: dia vs QEMU nvme vs virtio-blk (one boot, three rounds, about 15 minutes)"
+    );
     let outcome = qemu::run_scenario(paths, artefacts, &s)?;
     let console = paths.out.join("runs").join(&s.name).join("console.log");
     if let Outcome::Failed { reason, .. } = outcome {
