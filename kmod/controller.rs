@@ -463,6 +463,18 @@ impl Controller {
                 handler,
             )?;
             self.io_irqs.push(reg, GFP_KERNEL)?;
+            // Completions on the CPUs that submitted: without this the
+            // vectors land wherever the IRQ core put them, and every batch
+            // of completions costs an IPI to the submitting CPU. Best
+            // effort: I/O works either way.
+            if let Err(e) = set.steer_irq(u32::from(q.qid) - 1, u32::from(q.qid)) {
+                pr_warn!(
+                    "{}: I/O queue {} interrupt not steered to its CPUs ({:?})\n",
+                    self.name(),
+                    q.qid,
+                    e
+                );
+            }
         }
         self.io = Some(IoState { set, path });
         self.create_io_queues()?;

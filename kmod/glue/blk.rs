@@ -262,6 +262,19 @@ impl<T: Operations> TagSet<T> {
         Ok(Self { raw, ops })
     }
 
+    /// Steers MSI-X `vector` to the CPUs that submit on hardware queue
+    /// `hctx` (the block layer's CPU-to-queue map), so that queue's
+    /// completions run on the CPUs that issued them.
+    pub(crate) fn steer_irq(&self, hctx: u32, vector: u32) -> Result {
+        // SAFETY: `raw` is live (type invariant); the C side checks `hctx`
+        // and `vector`.
+        let err = unsafe { ffi::dia_shim_tagset_steer_irq(self.raw.as_ptr(), hctx, vector) };
+        if err < 0 {
+            return Err(Error::from_errno(err));
+        }
+        Ok(())
+    }
+
     /// Stops `queue_rq` calls on every queue (waits for running ones).
     pub(crate) fn quiesce(&self) {
         // SAFETY: `raw` is live (type invariant).

@@ -134,6 +134,12 @@ void dia_shim_tagset_unquiesce(struct dia_shim_tagset *ts);
 void dia_shim_tagset_busy_iter(struct dia_shim_tagset *ts,
 			       void (*fn)(void *data, struct request *rq), void *data);
 void dia_shim_tagset_kick_requeue(struct dia_shim_tagset *ts);
+/*
+ * Steers MSI-X vector `vector` of the tag set's device to the CPUs that
+ * submit on hardware queue `hctx`, so a queue's completions are handled
+ * where its requests were issued (no cross-CPU completion IPI).
+ */
+int dia_shim_tagset_steer_irq(struct dia_shim_tagset *ts, unsigned int hctx, unsigned int vector);
 
 struct dia_shim_disk_params {
 	unsigned int lba_size;

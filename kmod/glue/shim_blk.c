@@ -8,6 +8,7 @@
 #include <linux/blkdev.h>
 #include <linux/dma-mapping.h>
 #include <linux/dmapool.h>
+#include <linux/interrupt.h>
 #include <linux/module.h>
 #include <linux/pci.h>
 #include <linux/scatterlist.h>
@@ -168,6 +169,28 @@ void dia_shim_tagset_busy_iter(struct dia_shim_tagset *ts,
 	struct dia_iter_ctx ctx = { .fn = fn, .data = data };
 
 	blk_mq_tagset_busy_iter(&ts->set, dia_busy_iter, &ctx);
+}
+
+int dia_shim_tagset_steer_irq(struct dia_shim_tagset *ts, unsigned int hctx, unsigned int vector)
+{
+	struct blk_mq_queue_map *map = &ts->set.map[HCTX_TYPE_DEFAULT];
+	cpumask_var_t mask;
+	unsigned int cpu;
+	int irq, err;
+
+	if (hctx >= ts->set.nr_hw_queues)
+		return -EINVAL;
+	irq = pci_irq_vector(ts->pdev, vector);
+	if (irq < 0)
+		return irq;
+	if (!zalloc_cpumask_var(&mask, GFP_KERNEL))
+		return -ENOMEM;
+	for_each_possible_cpu(cpu)
+		if (map->mq_map[cpu] == map->queue_offset + hctx)
+			cpumask_set_cpu(cpu, mask);
+	err = cpumask_empty(mask) ? 0 : irq_set_affinity(irq, mask);
+	free_cpumask_var(mask);
+	return err;
 }
 
 void dia_shim_tagset_kick_requeue(struct dia_shim_tagset *ts)
