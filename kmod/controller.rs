@@ -345,8 +345,19 @@ impl Controller {
         }
     }
 
-    /// Resets a controller that timed out or reported a fatal status.
+    /// Resets a controller that timed out or reported a fatal status. A
+    /// card that cannot be brought back takes its ports' links down with it
+    /// (the card no longer forwards their frames, and the link register it
+    /// left in BAR2 would still say up).
     fn recover(&mut self) -> Result {
+        let result = self.try_recover();
+        if result.is_err() {
+            self.ports_link_down();
+        }
+        result
+    }
+
+    fn try_recover(&mut self) -> Result {
         pr_warn!(
             "{}: resetting the card after an earlier failure\n",
             self.name()

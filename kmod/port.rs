@@ -76,6 +76,9 @@ pub(crate) struct PortPath {
     counters: Counters,
     /// Whether the interface is up (NAPI enabled).
     open: AtomicBool,
+    /// The card died under the port: its link register is stale, so the
+    /// carrier stays off until a reset recreates the port.
+    lost: AtomicBool,
 }
 
 impl PortPath {
@@ -115,6 +118,7 @@ impl PortPath {
                 rx_next <- kernel::new_spinlock!(0, "dia:port-rx"),
                 counters: Counters::default(),
                 open: AtomicBool::new(false),
+                lost: AtomicBool::new(false),
             }),
             GFP_KERNEL,
         )?;
@@ -163,6 +167,7 @@ impl PortPath {
     /// Tells the card, after a Create Port, which RX buffers are posted and
     /// whether the port may interrupt.
     pub(crate) fn start_on_card(&self) {
+        self.lost.store(false, Ordering::Relaxed);
         let next = *self.rx_next.lock();
         self.write_reg(regs::PORT_RX_TAIL, u32::from(rx_tail(next, RX_ENTRIES)));
         let masked = !self.open.load(Ordering::Relaxed);
@@ -288,8 +293,17 @@ impl PortPath {
         let _ = self.hw.ring_doorbell(self.vector);
     }
 
-    fn update_link(&self) {
-        self.nd.set_carrier(self.link_up());
+    /// Sets the carrier from the card's link register.
+    pub(crate) fn update_link(&self) {
+        self.nd
+            .set_carrier(!self.lost.load(Ordering::Relaxed) && self.link_up());
+    }
+
+    /// Turns the carrier off whatever the card's register says (the card
+    /// is dead), until `start_on_card` after a successful reset.
+    pub(crate) fn link_down(&self) {
+        self.lost.store(true, Ordering::Relaxed);
+        self.nd.set_carrier(false);
     }
 
     /// Whether the card reports the link up.

@@ -274,6 +274,13 @@ impl Controller {
         n
     }
 
+    /// Turns every port's carrier off (the card is gone).
+    pub(crate) fn ports_link_down(&self) {
+        for p in self.ports.iter().flatten() {
+            p.path.link_down();
+        }
+    }
+
     /// After a card reset: every port again, with the same id and rings.
     pub(crate) fn recreate_ports(&mut self) -> Result {
         let mut list = KVec::new();
@@ -293,6 +300,8 @@ impl Controller {
                 return Err(EIO);
             }
             path.start_on_card();
+            // A failed recovery before this one took the carrier down.
+            path.update_link();
         }
         Ok(())
     }
