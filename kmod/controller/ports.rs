@@ -59,9 +59,13 @@ impl Controller {
             .ok_or(ENOENT)
     }
 
-    fn port(&self, id: u32) -> Result<&PortEntry> {
-        let i = self.port_slot(id)?;
+    /// The port in slot `i` (from [`Self::port_slot`]).
+    fn port_at(&self, i: usize) -> Result<&PortEntry> {
         self.ports.get(i).and_then(Option::as_ref).ok_or(ENOENT)
+    }
+
+    fn port(&self, id: u32) -> Result<&PortEntry> {
+        self.port_at(self.port_slot(id)?)
     }
 
     /// The lowest MSI-X vector no I/O queue and no port uses.
@@ -207,14 +211,7 @@ impl Controller {
     pub(crate) fn port_set(&mut self, id: u32, config: &PortConfig) -> Result<Arc<NetDev>> {
         check_config(config)?;
         let i = self.port_slot(id)?;
-        let nd = self
-            .ports
-            .get(i)
-            .and_then(Option::as_ref)
-            .ok_or(ENOENT)?
-            .path
-            .nd
-            .clone();
+        let nd = self.port_at(i)?.path.nd.clone();
         self.buf.zero();
         self.buf.write(0, config)?;
         self.admin_command(SubmissionEntry {
