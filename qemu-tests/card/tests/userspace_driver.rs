@@ -1633,8 +1633,15 @@ fn two_cards_linked_by_uplinks_share_a_vlan_only() {
     assert_eq!(c1.port_stats(q1.id).1.tx_packets, 1, "sent to the uplink");
 }
 
+/// The network engine keeps moving frames while both rings wrap many times
+/// over: a driver that refills TX and RX as fast as it can gets every frame
+/// either delivered whole or counted as an RX drop (a NIC drops what finds
+/// no posted buffer), and the counters agree. (A correctness test; how
+/// fast the engine is belongs in a benchmark, not here. The deadline only
+/// turns a stall into a failure instead of a hang.)
 #[test]
-fn engine_moves_frames_fast() {
+fn engine_keeps_moving_frames_across_ring_wraps() {
+    const FRAMES: u64 = 2000;
     let mut d = net_card();
     let mut a = d.create_port(0, 0, 100, 3);
     let mut b = d.create_port(0, 1, 100, 4);
@@ -1643,13 +1650,17 @@ fn engine_moves_frames_fast() {
     let hello = eth(a.mac, b.mac, 0x0800, &[0u8; 50]);
     d.send(&mut b, &[&hello], None);
     assert!(d.recv(&mut a, 5000).is_some());
-    let start = std::time::Instant::now();
-    let mut received = 0u64;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let (mut sent, mut received, mut dropped) = (0u64, 0u64, 0u64);
     let mut rx_tail = RING_N - 1;
-    while start.elapsed() < std::time::Duration::from_millis(500) {
+    while received + dropped < FRAMES {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stalled: {sent} frames sent, {received} received, {dropped} dropped"
+        );
         let head = d.bar.read32(a.reg(abi::PORT_TX_HEAD)) as u16;
         let mut queued = false;
-        while (a.tx_tail + 1) % RING_N != head {
+        while sent < FRAMES && (a.tx_tail + 1) % RING_N != head {
             // Descriptors of earlier rounds are still right: just move the tail.
             let slot = a.tx_tail;
             let desc = abi::TxDescriptor {
@@ -1663,6 +1674,7 @@ fn engine_moves_frames_fast() {
                 .write(a.tx_ring() + u64::from(slot) * 16, &pod::<_, 16>(&desc))
                 .unwrap();
             a.tx_tail = (a.tx_tail + 1) % RING_N;
+            sent += 1;
             queued = true;
         }
         if queued {
@@ -1670,15 +1682,19 @@ fn engine_moves_frames_fast() {
                 .write32(a.reg(abi::PORT_TX_TAIL), u32::from(a.tx_tail));
             d.ring(usize::from(a.vector));
         }
-        // Reap B's RX ring and give the buffers back.
+        // Reap B's RX ring, check each frame, and give the buffers back.
         let mut reaped = false;
         loop {
             let at = b.rx_ring() + u64::from(b.rx_next) * 16;
-            let mut st = [0u8; 4];
-            d.mem.read(at + 12, &mut st).unwrap();
-            if u32::from_le_bytes(st) & abi::RX_DONE == 0 {
+            let mut raw = [0u8; 16];
+            d.mem.read(at, &mut raw).unwrap();
+            if u32::from_le_bytes([raw[12], raw[13], raw[14], raw[15]]) & abi::RX_DONE == 0 {
                 break;
             }
+            let len = usize::from(u16::from_le_bytes([raw[8], raw[9]]));
+            let mut got = vec![0u8; len];
+            d.mem.read(b.rx_buf(b.rx_next), &mut got).unwrap();
+            assert_eq!(got, frame, "frame {received} damaged");
             let desc = abi::RxDescriptor {
                 addr: b.rx_buf(b.rx_next),
                 len: BUF_SIZE as u16,
@@ -1694,11 +1710,15 @@ fn engine_moves_frames_fast() {
         if reaped {
             d.bar.write32(b.reg(abi::PORT_RX_TAIL), u32::from(rx_tail));
             d.ring(usize::from(b.vector));
+        } else if sent == FRAMES {
+            // Everything is sent and nothing came this pass: count drops.
+            dropped = d.port_stats(b.id).1.rx_dropped;
         }
         std::thread::yield_now();
     }
-    let rate = received as f64 / start.elapsed().as_secs_f64();
-    eprintln!("engine: {rate:.0} frames/s (16-entry rings, test driver polling)");
-    // A sanity floor for slow debug builds on a shared 2-core machine.
-    assert!(rate > 10_000.0, "{rate:.0} frames/s");
+    assert!(received > 0, "no frame delivered");
+    assert_eq!(received + dropped, FRAMES);
+    assert_eq!(d.port_stats(a.id).1.tx_packets, FRAMES);
+    let rx = d.port_stats(b.id).1;
+    assert_eq!((rx.rx_packets, rx.rx_dropped), (received, dropped));
 }
