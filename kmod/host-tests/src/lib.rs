@@ -3,11 +3,11 @@
 //! and the port rings' (`kmod/port_ring.rs`) are included verbatim, exactly
 //! as the module builds them.
 
-#[allow(dead_code)]
+#[expect(dead_code, reason = "the driver uses every item, the tests only some")]
 #[path = "../../ring.rs"]
 mod ring;
 
-#[allow(dead_code)]
+#[expect(dead_code, reason = "the driver uses every item, the tests only some")]
 #[path = "../../port_ring.rs"]
 mod port_ring;
 
