@@ -7,16 +7,21 @@ set -euo pipefail
 step() { echo "==> $*" >&2; }
 
 pkgs=(qemu-system-x86 linux-source-6.12 clang lld llvm libclang-dev flex bison bc
-      libelf-dev libssl-dev cpio busybox-static e2fsprogs fio iperf3 python3 musl-tools)
+      libelf-dev libssl-dev cpio busybox-static e2fsprogs fio iperf3 python3 musl-tools
+      debootstrap kmod)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
-    step "installing Debian packages: ${missing[*]}"
     sudo_() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+    step "apt-get update (the package lists, under a minute)"
     sudo_ apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive sudo_ apt-get install -y -qq "${missing[@]}" >/dev/null
+    step "apt-get install ${#missing[@]} Debian packages (a few minutes on a fresh machine): ${missing[*]}"
+    # One line per package as it is set up, so a long install is never silent.
+    DEBIAN_FRONTEND=noninteractive sudo_ apt-get install -y -q "${missing[@]}" 2>&1 |
+        awk '/^Setting up / { print "    " $3 > "/dev/stderr" } /^E: / { print > "/dev/stderr" }'
+    [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "apt-get install failed" >&2; exit 1; }
 fi
 
 for c in rust-src rustfmt clippy; do
