@@ -16,9 +16,25 @@
 //! page cache is the card's volatile write cache); a flush syncs the data,
 //! then commits the metadata if it changed. A chunk freed by a discard is
 //! only handed out again after a commit that no longer maps it, so a crash
-//! can never leave two namespaces mapping one chunk. Freed chunks are punched
-//! (they read as zeroes), so a chunk a namespace gets never shows another
-//! namespace's data.
+//! can never leave two namespaces mapping one chunk.
+//!
+//! Isolation: unwritten blocks of every namespace read as zeroes, whoever
+//! had the chunk before. Chunks a discard or a delete frees are punched at
+//! once. That is not enough on its own: a chunk allocated and written but
+//! not yet committed is free again after a crash (the committed metadata
+//! never mapped it) and still holds what was written; so do the chunks of a
+//! block device that held something else before it was formatted (only its
+//! label is checked for blank). So the pool keeps, per chunk, whether this
+//! run of the card knows it is zero (`State::clean`: punched since the pool
+//! was opened), and punches every other chunk when it allocates it, before
+//! the chunk is mapped and under the state lock, so no read can see it
+//! first. This costs one hole punch per chunk per run, only for chunks that
+//! are actually allocated (a metadata operation on a file; a discard or
+//! zero-out on a block device, or 1 MiB of zeroes where neither works), and
+//! needs no on-disk state. Zeroing every free chunk at open instead would
+//! cost time proportional to the free space on every start, and telling a
+//! clean stop from a crash would need a marker that a crash between its
+//! write and the next allocation could still get wrong.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
@@ -217,6 +233,10 @@ struct State {
     free: Vec<u32>,
     /// Chunks unmapped since the last commit (reusable after the next).
     pending_free: Vec<u32>,
+    /// Per chunk: known to read as zeroes (punched since the pool was
+    /// opened and not allocated since). Other free chunks may hold data
+    /// written before a crash; allocation zeroes them first.
+    clean: Vec<bool>,
     /// Metadata changed since the last commit.
     dirty: bool,
 }
@@ -749,6 +769,7 @@ impl Pool {
                 namespaces,
                 free,
                 pending_free: Vec::new(),
+                clean: vec![false; total_chunks as usize],
                 dirty: false,
             }),
             commit: Mutex::new(generation),
@@ -849,6 +870,7 @@ impl Pool {
                 .ok_or(StorageError::NoNamespace(nsid))?;
             for &p in ns.map.values() {
                 self.punch_chunk(p)?;
+                st.clean[p as usize] = true;
                 st.pending_free.push(p);
             }
             st.dirty = true;
@@ -950,11 +972,23 @@ impl Pool {
         if missing.len() > st.free.len() {
             return Err(StorageError::PoolFull);
         }
-        for l in missing {
-            // Checked above: enough free chunks.
-            if let Some(p) = st.free.pop() {
-                ns.map.insert(l, p);
+        // Checked above: enough free chunks.
+        let got = st.free.split_off(st.free.len() - missing.len());
+        // A chunk not known to be zero may hold another namespace's data
+        // (written before a crash, never committed): zero it before it is
+        // mapped. On failure nothing is allocated.
+        for &p in &got {
+            if !st.clean[p as usize] {
+                if let Err(e) = self.punch_chunk(p) {
+                    st.free.extend(got);
+                    return Err(e);
+                }
+                st.clean[p as usize] = true;
             }
+        }
+        for (l, p) in missing.into_iter().zip(got.into_iter().rev()) {
+            st.clean[p as usize] = false;
+            ns.map.insert(l, p);
         }
         st.dirty = true;
         Ok(())
@@ -1091,6 +1125,7 @@ impl Pool {
                 if whole {
                     ns.map.remove(&chunk);
                     self.punch_chunk(phys)?;
+                    st.clean[phys as usize] = true;
                     st.pending_free.push(phys);
                     st.dirty = true;
                 } else {
@@ -1463,6 +1498,85 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("not a dia pool"), "{e}");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// The physical chunk behind logical chunk `l` of `nsid`.
+    fn phys(pool: &Pool, nsid: u32, l: u32) -> Option<u32> {
+        pool.read_state()
+            .namespaces
+            .get(&nsid)?
+            .map
+            .get(&l)
+            .copied()
+    }
+
+    fn zero(b: &[u8]) -> bool {
+        b.iter().all(|&x| x == 0)
+    }
+
+    #[test]
+    fn a_crash_never_shows_one_namespace_data_to_another() {
+        let d = tmp("leak");
+        let s = spec(&d, &["a.img"], 16 << 20);
+        let m = mem();
+        let a;
+        let leaked;
+        {
+            let pool = Pool::open(&s).unwrap();
+            a = pool.create_namespace(1 << 16, 12, label("a")).unwrap();
+            pool.set_attached(a, true).unwrap();
+            // Allocated and written, never committed: the crash forgets
+            // the allocation, but the bytes stay on the device.
+            write(&pool, &m, a, 0, &[0xa5; 8192]).unwrap();
+            leaked = phys(&pool, a, 0).unwrap();
+        }
+        let pool = Pool::open(&s).unwrap();
+        assert_eq!(phys(&pool, a, 0), None, "the allocation was not committed");
+        let b = pool.create_namespace(1 << 16, 12, label("b")).unwrap();
+        pool.set_attached(b, true).unwrap();
+        write(&pool, &m, b, 0, &[0x5a; 4096]).unwrap();
+        assert_eq!(phys(&pool, b, 0), Some(leaked), "the same chunk again");
+        assert_eq!(read(&pool, &m, b, 0, 4096), vec![0x5a; 4096]);
+        assert!(
+            zero(&read(&pool, &m, b, 1, 4096)),
+            "the other tenant's unflushed data shows through"
+        );
+        // The old tenant writing again gets zeroes around its write too.
+        write(&pool, &m, a, 256 + 1, &[0x11; 4096]).unwrap();
+        assert!(zero(&read(&pool, &m, a, 256, 4096)));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_deleted_namespace_data_never_shows_in_the_next_one() {
+        let d = tmp("delete");
+        let s = spec(&d, &["a.img"], 16 << 20);
+        let m = mem();
+        let old;
+        {
+            let pool = Pool::open(&s).unwrap();
+            let a = pool.create_namespace(1 << 16, 12, label("a")).unwrap();
+            pool.set_attached(a, true).unwrap();
+            write(&pool, &m, a, 0, &[0xa5; 8192]).unwrap();
+            pool.flush().unwrap();
+            old = phys(&pool, a, 0).unwrap();
+            pool.set_attached(a, false).unwrap();
+            pool.delete_namespace(a).unwrap();
+            // Same run: the next namespace gets the freed chunk.
+            let b = pool.create_namespace(1 << 16, 12, label("b")).unwrap();
+            pool.set_attached(b, true).unwrap();
+            write(&pool, &m, b, 2, &[0x5a; 4096]).unwrap();
+            assert_eq!(phys(&pool, b, 0), Some(old));
+            assert!(zero(&read(&pool, &m, b, 0, 8192)), "deleted data shows");
+            // B's write is never flushed: the crash frees the chunk again.
+        }
+        let pool = Pool::open(&s).unwrap();
+        let c = pool.create_namespace(1 << 16, 12, label("c")).unwrap();
+        pool.set_attached(c, true).unwrap();
+        write(&pool, &m, c, 0, &[0x33; 4096]).unwrap();
+        assert_eq!(phys(&pool, c, 0), Some(old));
+        assert!(zero(&read(&pool, &m, c, 1, 8192)), "unflushed data shows");
         let _ = std::fs::remove_dir_all(&d);
     }
 }

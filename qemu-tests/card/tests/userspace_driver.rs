@@ -517,6 +517,9 @@ impl IoQ {
         let sq = 0x40000 + u64::from(qid) * 0x4000;
         let cq = sq + 0x2000;
         d.mem.write(cq, &[0u8; 4096]).unwrap();
+        // As dia.ko does: the head doorbell may hold a value from the
+        // queue's previous life (before a reset or a firmware restart).
+        d.bar.write32(abi::cq_head_doorbell(qid), 0);
         assert_eq!(d.submit(create_cq(qid, IO_DEPTH, cq, qid)).status_code(), 0);
         assert_eq!(d.submit(create_sq(qid, IO_DEPTH, sq, qid)).status_code(), 0);
         Self {
@@ -860,6 +863,89 @@ fn flushed_data_survives_a_firmware_crash() {
     let mut back = vec![0u8; 8192];
     d.mem.read(RBUF, &mut back).unwrap();
     assert!(back == data, "flushed data lost across the crash");
+    drop(d);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Reads `blocks` 4 KiB blocks of `nsid` from `slba` through `q`.
+fn read_blocks(d: &TestDriver, q: &mut IoQ, nsid: u32, slba: u64, blocks: u32) -> Vec<u8> {
+    let len = 4096 * blocks as usize;
+    d.mem.write(RBUF, &vec![0xee; len]).unwrap();
+    let (p1, p2) = prps(d, RBUF, u64::from(blocks), PRP_LIST + 0x3000);
+    assert_eq!(q.run(d, rw(abi::IO_READ, nsid, slba, blocks, p1, p2)), 0);
+    let mut back = vec![0u8; len];
+    d.mem.read(RBUF, &mut back).unwrap();
+    back
+}
+
+fn all_zero(b: &[u8]) -> bool {
+    b.iter().all(|&x| x == 0)
+}
+
+/// Unwritten blocks read as zeroes for every tenant: space a crash gave
+/// back (allocated and written, never flushed) and space a deleted
+/// namespace gave back never shows its old bytes in the next namespace.
+#[test]
+fn no_namespace_reads_another_ones_data_after_a_crash_or_delete() {
+    let dir = pool_dir("leak");
+    let mut d = TestDriver::start_with(Some(pool_spec(&dir)));
+    assert!(d.enable(AQA));
+    let a = create_ns(&mut d, 1 << 14, 12, "a").result;
+    assert_eq!(
+        ns_admin(&mut d, abi::ADMIN_NS_ATTACHMENT, a, abi::NS_ATTACH),
+        0
+    );
+    let mut q = IoQ::create(&mut d, 1);
+    // Sixteen blocks of the pool's first chunk, never flushed.
+    d.mem.write(WBUF, &[0xa5; 16 * 4096]).unwrap();
+    let (p1, p2) = prps(&d, WBUF, 16, PRP_LIST);
+    assert_eq!(q.run(&d, rw(abi::IO_WRITE, a, 0, 16, p1, p2)), 0);
+
+    d.fw.kill().unwrap();
+    d.fw.start().unwrap();
+    assert!(d.enable(AQA));
+    let mut q = IoQ::create(&mut d, 1);
+    assert!(all_zero(&read_blocks(&d, &mut q, a, 0, 16)), "lost write");
+    // A new namespace gets the chunk the crash freed (the lowest free).
+    let b = create_ns(&mut d, 1 << 14, 12, "b").result;
+    assert_eq!(
+        ns_admin(&mut d, abi::ADMIN_NS_ATTACHMENT, b, abi::NS_ATTACH),
+        0
+    );
+    d.mem.write(WBUF, &[0x5b; 4096]).unwrap();
+    assert_eq!(q.run(&d, rw(abi::IO_WRITE, b, 3, 1, WBUF, 0)), 0);
+    let back = read_blocks(&d, &mut q, b, 0, 16);
+    assert!(back[3 * 4096..4 * 4096].iter().all(|&x| x == 0x5b));
+    assert!(
+        all_zero(&back[..3 * 4096]) && all_zero(&back[4 * 4096..]),
+        "namespace {b} reads namespace {a}'s unflushed data after a crash"
+    );
+    // The old tenant writing again reads zeroes around its write too.
+    assert_eq!(q.run(&d, rw(abi::IO_WRITE, a, 1, 1, WBUF, 0)), 0);
+    assert!(all_zero(&read_blocks(&d, &mut q, a, 2, 14)));
+
+    // B flushed, detached and deleted (committed): C, created next, gets
+    // its chunk and reads zeroes where it has not written.
+    assert_eq!(q.run(&d, rw(abi::IO_FLUSH, b, 0, 1, 0, 0)), 0);
+    assert_eq!(
+        ns_admin(&mut d, abi::ADMIN_NS_ATTACHMENT, b, abi::NS_DETACH),
+        0
+    );
+    assert_eq!(
+        ns_admin(&mut d, abi::ADMIN_NS_MANAGEMENT, b, abi::NS_MGMT_DELETE),
+        0
+    );
+    let c = create_ns(&mut d, 1 << 14, 12, "c").result;
+    assert_eq!(
+        ns_admin(&mut d, abi::ADMIN_NS_ATTACHMENT, c, abi::NS_ATTACH),
+        0
+    );
+    assert_eq!(q.run(&d, rw(abi::IO_WRITE, c, 9, 1, WBUF, 0)), 0);
+    let back = read_blocks(&d, &mut q, c, 0, 16);
+    assert!(
+        all_zero(&back[..9 * 4096]) && all_zero(&back[10 * 4096..]),
+        "namespace {c} reads deleted namespace {b}'s data"
+    );
     drop(d);
     let _ = std::fs::remove_dir_all(&dir);
 }
