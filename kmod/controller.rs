@@ -652,7 +652,8 @@ impl Controller {
             firmware: b.read(offset_of!(IdentifyController, firmware))?,
             reserved0: [0; 4],
             qos_capacity_iops: b.read(offset_of!(IdentifyController, qos_capacity_iops))?,
-            qos_capacity_bps: b.read(offset_of!(IdentifyController, qos_capacity_bps))?,
+            qos_capacity_bytes_per_s: b
+                .read(offset_of!(IdentifyController, qos_capacity_bytes_per_s))?,
             reserved: [0; 24],
         })
     }

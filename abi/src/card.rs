@@ -208,6 +208,8 @@ pub const STATUS_INVALID_FIELD: u16 = 0x002;
 pub const STATUS_DATA_TRANSFER_ERROR: u16 = 0x004;
 /// Internal error in the card.
 pub const STATUS_INTERNAL_ERROR: u16 = 0x006;
+/// Command abort requested: the command was aborted by an Abort command.
+pub const STATUS_ABORT_REQUESTED: u16 = 0x007;
 /// Invalid namespace or format.
 pub const STATUS_INVALID_NAMESPACE: u16 = 0x00b;
 /// PRP offset invalid (not dword aligned, or a list entry with an offset).
@@ -237,6 +239,46 @@ pub const ADMIN_DELETE_IO_CQ: u8 = 0x04;
 pub const ADMIN_CREATE_IO_CQ: u8 = 0x05;
 /// Identify: CDW10 bits 7:0 select the structure (`CNS_*`); PRP1 points at a 4 KiB buffer.
 pub const ADMIN_IDENTIFY: u8 = 0x06;
+/// Abort (NVMe): CDW10 names the command, [`AbortTarget`]; CDW11 bit 0 is
+/// [`ABORT_KEEP_QUEUED`]. Result (completion dword 0): bit 0
+/// [`ABORT_RESULT_NOT_ABORTED`], bit 1 [`ABORT_RESULT_QUEUED`]. An aborted
+/// command completes on its own queue with [`STATUS_ABORT_REQUESTED`].
+pub const ADMIN_ABORT: u8 = 0x08;
+/// Abort CDW11 (vendor): a command waiting in the card's QoS scheduler (held
+/// on purpose by a ceiling, or queued behind the media's rate) is not
+/// aborted; the result says it waits there. A driver whose I/O timer fired
+/// asks this way first: a held command is not a hung card.
+pub const ABORT_KEEP_QUEUED: u32 = 1 << 0;
+/// Abort result bit 0 (NVMe): set when the command was not aborted (it was
+/// not found waiting: it runs, has completed, or never reached the card).
+pub const ABORT_RESULT_NOT_ABORTED: u32 = 1 << 0;
+/// Abort result bit 1 (vendor): the command waits in the QoS scheduler.
+pub const ABORT_RESULT_QUEUED: u32 = 1 << 1;
+
+/// The command an Abort names: CDW10 bits 15:0 the submission queue id,
+/// bits 31:16 the command identifier.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AbortTarget {
+    /// Submission queue of the command (0 is the admin queue).
+    pub sqid: u16,
+    /// Its command identifier.
+    pub cid: u16,
+}
+
+impl AbortTarget {
+    /// CDW10 of an Abort naming this command.
+    pub const fn cdw10(self) -> u32 {
+        self.sqid as u32 | (self.cid as u32) << 16
+    }
+
+    /// The command CDW10 names.
+    pub const fn from_cdw10(cdw10: u32) -> Self {
+        Self {
+            sqid: cdw10 as u16,
+            cid: (cdw10 >> 16) as u16,
+        }
+    }
+}
 
 /// Identify CNS: the namespace structure for SQE.nsid, [`IdentifyNamespace`].
 pub const CNS_NAMESPACE: u8 = 0x00;
@@ -296,7 +338,7 @@ pub struct IdentifyController {
     /// dia: storage QoS capacity the card admits floors against, I/Os per second.
     pub qos_capacity_iops: u64,
     /// dia: storage QoS capacity, bytes per second.
-    pub qos_capacity_bps: u64,
+    pub qos_capacity_bytes_per_s: u64,
     /// Reserved, zero.
     pub reserved: [u8; 3968],
 }
@@ -321,7 +363,7 @@ impl Default for IdentifyController {
             reserved1: [0; 3],
             max_transfer_bytes: 0,
             qos_capacity_iops: 0,
-            qos_capacity_bps: 0,
+            qos_capacity_bytes_per_s: 0,
             reserved: [0; 3968],
         }
     }
@@ -366,6 +408,22 @@ pub const LBA_SHIFT_MIN: u8 = 9;
 pub const LBA_SHIFT_MAX: u8 = 12;
 /// Longest namespace label in bytes.
 pub const LABEL_LEN: usize = 64;
+/// Largest namespace the card creates, in bytes (1 PiB).
+pub const NAMESPACE_MAX_BYTES: u64 = 1 << 50;
+
+/// The `lba_shift` of a logical block size, if the card supports that size
+/// (a power of two, 1 << [`LBA_SHIFT_MIN`] to 1 << [`LBA_SHIFT_MAX`]).
+pub const fn lba_shift_of(block_size_bytes: u32) -> Option<u32> {
+    let shift = block_size_bytes.trailing_zeros();
+    if block_size_bytes.is_power_of_two()
+        && shift >= LBA_SHIFT_MIN as u32
+        && shift <= LBA_SHIFT_MAX as u32
+    {
+        Some(shift)
+    } else {
+        None
+    }
+}
 
 /// Namespace Management create data (start of a 4 KiB buffer).
 #[repr(C)]
@@ -536,6 +594,15 @@ pub const LOG_NS_STATS: u8 = 0xc1;
 /// specific); result DW0 = I/Os per second over capacity, 0 if only bytes.
 pub const STATUS_QOS_ADMISSION: u16 = 0x1c1;
 
+/// Largest [`QosSettings::weight`].
+pub const QOS_WEIGHT_MAX: u32 = 1000;
+/// Smallest weight; the card takes a weight of 0 as this.
+pub const QOS_WEIGHT_MIN: u32 = 1;
+/// Longest [`QosSettings::burst_ms`].
+pub const QOS_BURST_MAX_MS: u32 = 10_000;
+/// The ceilings' burst when [`QosSettings::burst_ms`] is 0.
+pub const QOS_BURST_DEFAULT_MS: u32 = 50;
+
 /// A namespace's service level (zero: no floor / no ceiling).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -545,15 +612,64 @@ pub struct QosSettings {
     /// Most I/Os per second.
     pub max_iops: u64,
     /// Guaranteed bytes per second.
-    pub min_bps: u64,
+    pub min_bytes_per_s: u64,
     /// Most bytes per second.
-    pub max_bps: u64,
-    /// Share of spare capacity, 1..=1000 (0 means 1).
+    pub max_bytes_per_s: u64,
+    /// Share of spare capacity, [`QOS_WEIGHT_MIN`]..=[`QOS_WEIGHT_MAX`]
+    /// (0 means [`QOS_WEIGHT_MIN`]).
     pub weight: u32,
-    /// Burst of the ceilings in milliseconds of the ceiling rate (0: 50 ms).
+    /// Burst of the ceilings in milliseconds of the ceiling rate, at most
+    /// [`QOS_BURST_MAX_MS`] (0: [`QOS_BURST_DEFAULT_MS`]).
     pub burst_ms: u32,
 }
 const _: () = assert!(core::mem::size_of::<QosSettings>() == 40);
+
+/// Why the card refuses [`QosSettings`] (`STATUS_INVALID_FIELD`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QosError {
+    /// The weight is above [`QOS_WEIGHT_MAX`].
+    Weight(u32),
+    /// The burst is above [`QOS_BURST_MAX_MS`].
+    BurstMs(u32),
+    /// The I/O floor is above a (non-zero) I/O ceiling: `(min, max)`.
+    IopsFloorAboveCeiling(u64, u64),
+    /// The byte floor is above a (non-zero) byte ceiling: `(min, max)`.
+    BytesFloorAboveCeiling(u64, u64),
+}
+
+impl QosSettings {
+    /// Checks the settings as the card does before it takes them.
+    pub const fn validate(&self) -> Result<(), QosError> {
+        if self.weight > QOS_WEIGHT_MAX {
+            return Err(QosError::Weight(self.weight));
+        }
+        if self.burst_ms > QOS_BURST_MAX_MS {
+            return Err(QosError::BurstMs(self.burst_ms));
+        }
+        if self.max_iops != 0 && self.min_iops > self.max_iops {
+            return Err(QosError::IopsFloorAboveCeiling(
+                self.min_iops,
+                self.max_iops,
+            ));
+        }
+        if self.max_bytes_per_s != 0 && self.min_bytes_per_s > self.max_bytes_per_s {
+            return Err(QosError::BytesFloorAboveCeiling(
+                self.min_bytes_per_s,
+                self.max_bytes_per_s,
+            ));
+        }
+        Ok(())
+    }
+
+    /// The ceilings' burst in milliseconds, with 0 read as the default.
+    pub const fn burst_or_default_ms(&self) -> u32 {
+        if self.burst_ms == 0 {
+            QOS_BURST_DEFAULT_MS
+        } else {
+            self.burst_ms
+        }
+    }
+}
 
 /// Latency histogram buckets of [`NamespaceStats`]: bucket i counts I/Os
 /// that took less than 2^i microseconds (the last one: everything slower).
@@ -630,21 +746,62 @@ pub const VLAN_MAX: u16 = 4094;
 /// Largest ring, in descriptors (a power of two, 4 KiB of descriptors).
 pub const PORT_RING_MAX: u16 = 256;
 
+/// Longest [`PortLimits::burst_ms`].
+pub const PORT_BURST_MAX_MS: u32 = 10_000;
+/// The limits' burst when [`PortLimits::burst_ms`] is 0.
+pub const PORT_BURST_DEFAULT_MS: u32 = 10;
+
 /// A port's service level: egress (frames the host sends on the port) is
 /// shaped by token buckets on bytes and packets. Zero: no limit.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PortLimits {
     /// Most bits per second (Ethernet frame bytes x 8, no preamble/FCS).
-    pub max_bps: u64,
+    pub max_bits_per_s: u64,
     /// Most packets per second.
     pub max_pps: u64,
-    /// Burst in milliseconds of the limit (0: 10 ms; at most 10000).
+    /// Burst in milliseconds of the limit, at most [`PORT_BURST_MAX_MS`]
+    /// (0: [`PORT_BURST_DEFAULT_MS`]).
     pub burst_ms: u32,
     /// Reserved, zero.
     pub reserved: u32,
 }
 const _: () = assert!(core::mem::size_of::<PortLimits>() == 24);
+
+/// Why the card refuses a [`PortConfig`] or [`PortLimits`] (`STATUS_INVALID_FIELD`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PortConfigError {
+    /// The VLAN is outside [`VLAN_MIN`]..=[`VLAN_MAX`].
+    Vlan(u16),
+    /// The MTU is outside [`PORT_MTU_MIN`]..=[`PORT_MTU_MAX`].
+    Mtu(u16),
+    /// The burst is above [`PORT_BURST_MAX_MS`].
+    BurstMs(u32),
+    /// A reserved field is not zero.
+    Reserved,
+}
+
+impl PortLimits {
+    /// Checks the limits as the card does before it takes them.
+    pub const fn validate(&self) -> Result<(), PortConfigError> {
+        if self.burst_ms > PORT_BURST_MAX_MS {
+            return Err(PortConfigError::BurstMs(self.burst_ms));
+        }
+        if self.reserved != 0 {
+            return Err(PortConfigError::Reserved);
+        }
+        Ok(())
+    }
+
+    /// The limits' burst in milliseconds, with 0 read as the default.
+    pub const fn burst_or_default_ms(&self) -> u32 {
+        if self.burst_ms == 0 {
+            PORT_BURST_DEFAULT_MS
+        } else {
+            self.burst_ms
+        }
+    }
+}
 
 /// What the driver can change on a live port (Set Port).
 #[repr(C)]
@@ -661,6 +818,22 @@ pub struct PortConfig {
     pub limits: PortLimits,
 }
 const _: () = assert!(core::mem::size_of::<PortConfig>() == 32);
+
+impl PortConfig {
+    /// Checks the configuration as the card does (Create and Set Port).
+    pub const fn validate(&self) -> Result<(), PortConfigError> {
+        if self.vlan < VLAN_MIN || self.vlan > VLAN_MAX {
+            return Err(PortConfigError::Vlan(self.vlan));
+        }
+        if self.mtu < PORT_MTU_MIN || self.mtu > PORT_MTU_MAX {
+            return Err(PortConfigError::Mtu(self.mtu));
+        }
+        if self.reserved != 0 {
+            return Err(PortConfigError::Reserved);
+        }
+        self.limits.validate()
+    }
+}
 
 /// Create Port data (PRP1). Rings are physically contiguous arrays of 16-byte
 /// descriptors ([`TxDescriptor`], [`RxDescriptor`]) the driver allocated.

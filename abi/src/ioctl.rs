@@ -72,7 +72,7 @@ pub struct DiaIdentity {
     /// Storage QoS capacity floors are admitted against, I/Os per second.
     pub qos_capacity_iops: u64,
     /// Storage QoS capacity, bytes per second.
-    pub qos_capacity_bps: u64,
+    pub qos_capacity_bytes_per_s: u64,
     /// Reserved, zero.
     pub reserved: [u8; 24],
 }
@@ -99,7 +99,7 @@ impl Default for DiaIdentity {
             io_queues: 0,
             reserved0: [0; 4],
             qos_capacity_iops: 0,
-            qos_capacity_bps: 0,
+            qos_capacity_bytes_per_s: 0,
             reserved: [0; 24],
         }
     }

@@ -384,7 +384,7 @@ mod tests {
         fn pool(&self) -> Result<Pool, dia::Error> {
             Err(nope())
         }
-        fn set_qos(&self, _: u32, _: &dia::Qos) -> Result<(), dia::Error> {
+        fn set_qos(&self, _: u32, _: &dia_abi::card::QosSettings) -> Result<(), dia::Error> {
             Err(nope())
         }
         fn stats(&self, _: u32) -> Result<Stats, dia::Error> {

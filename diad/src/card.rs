@@ -2,7 +2,8 @@
 //! tested on the host; the real implementation is libdia's `Card` on
 //! `/dev/dia`.
 
-use dia::{Identity, Namespace, NewPort, Pool, Port, PortSettings, Qos, Stats};
+use dia::{Identity, Namespace, NewPort, Pool, Port, PortSettings, Stats};
+use dia_abi::card::QosSettings;
 
 /// What the daemon needs from a card.
 pub trait CardDevice: Send + Sync + 'static {
@@ -28,7 +29,7 @@ pub trait CardDevice: Send + Sync + 'static {
     /// The flash pool.
     fn pool(&self) -> Result<Pool, dia::Error>;
     /// Sets a namespace's service level.
-    fn set_qos(&self, nsid: u32, qos: &Qos) -> Result<(), dia::Error>;
+    fn set_qos(&self, nsid: u32, qos: &QosSettings) -> Result<(), dia::Error>;
     /// A namespace's counters.
     fn stats(&self, nsid: u32) -> Result<Stats, dia::Error>;
     /// Creates a port and its net device.
@@ -73,7 +74,7 @@ impl CardDevice for dia::Card {
     fn pool(&self) -> Result<Pool, dia::Error> {
         dia::Card::pool(self)
     }
-    fn set_qos(&self, nsid: u32, qos: &Qos) -> Result<(), dia::Error> {
+    fn set_qos(&self, nsid: u32, qos: &QosSettings) -> Result<(), dia::Error> {
         dia::Card::set_qos(self, nsid, qos)
     }
     fn stats(&self, nsid: u32) -> Result<Stats, dia::Error> {

@@ -14,6 +14,7 @@ use dia::api::{
     PortStatsView, PortView, Subnet, TierSpec,
 };
 use dia::PortSettings;
+use dia_abi::card::{PORT_MTU_MAX, PORT_MTU_MIN, VLAN_MAX, VLAN_MIN};
 use nix::errno::Errno;
 use tracing::{info, warn};
 
@@ -30,11 +31,7 @@ pub fn port_settings(net: &NetworkState, tier: &TierSpec) -> PortSettings {
     PortSettings {
         vlan: net.vlan,
         mtu: net.mtu,
-        limits: dia::NetLimits {
-            max_bps: tier.net_max_bps,
-            max_pps: tier.net_max_pps,
-            burst_ms: tier.net_burst_ms,
-        },
+        limits: dia::NetLimits::from(tier),
     }
 }
 
@@ -139,9 +136,9 @@ impl Manager {
                 req.name
             )));
         }
-        if !(1..=4094).contains(&req.vlan) {
+        if !(VLAN_MIN..=VLAN_MAX).contains(&req.vlan) {
             return Err(bad(format!(
-                "VLAN {} is out of range (allowed: 1 to 4094)",
+                "VLAN {} is out of range (allowed: {VLAN_MIN} to {VLAN_MAX})",
                 req.vlan
             )));
         }
@@ -173,9 +170,9 @@ impl Manager {
             )));
         }
         let mtu = req.mtu.unwrap_or(DEFAULT_MTU);
-        if !(68..=9000).contains(&mtu) {
+        if !(PORT_MTU_MIN..=PORT_MTU_MAX).contains(&mtu) {
             return Err(bad(format!(
-                "MTU {mtu} is out of range (allowed: 68 to 9000)"
+                "MTU {mtu} is out of range (allowed: {PORT_MTU_MIN} to {PORT_MTU_MAX})"
             )));
         }
         if !req.allow_overlap {

@@ -5,57 +5,50 @@
 //! the card refuses too, as the authority.
 
 use dia::api::{check_name, format_size, Tier, TierSpec, Volume};
-use dia::{Qos, Stats};
+use dia::{NetLimits, Stats};
+use dia_abi::card::{
+    PortConfigError, PortLimits, QosError, QosSettings, PORT_BURST_MAX_MS, QOS_BURST_MAX_MS,
+    QOS_WEIGHT_MAX, QOS_WEIGHT_MIN,
+};
 
 use crate::error::ApiError;
 use crate::volumes::Manager;
 
-/// The card's settings for a tier.
-pub fn qos_of(t: &TierSpec) -> Qos {
-    Qos {
-        min_iops: t.min_iops,
-        max_iops: t.max_iops,
-        min_bps: t.min_bps,
-        max_bps: t.max_bps,
-        weight: t.weight,
-        burst_ms: t.burst_ms,
-    }
-}
-
+/// Checks a tier with the card's own rules ([`QosSettings::validate`],
+/// [`PortLimits::validate`]); a weight of 0, which the card reads as 1, is
+/// refused so that a tier says what it gets.
 fn check_spec(t: &TierSpec) -> Result<(), ApiError> {
     check_name("tier", &t.name).map_err(ApiError::bad_request)?;
-    if !(1..=1000).contains(&t.weight) {
-        return Err(ApiError::bad_request(format!(
-            "weight {} is out of range (allowed: 1 to 1000)",
-            t.weight
-        )));
+    let weight_error =
+        |w| format!("weight {w} is out of range (allowed: {QOS_WEIGHT_MIN} to {QOS_WEIGHT_MAX})");
+    if t.weight < QOS_WEIGHT_MIN {
+        return Err(ApiError::bad_request(weight_error(t.weight)));
     }
-    if t.burst_ms > 10_000 {
-        return Err(ApiError::bad_request(format!(
-            "burst {} ms is out of range (allowed: 0 to 10000)",
-            t.burst_ms
-        )));
-    }
-    if t.max_iops != 0 && t.min_iops > t.max_iops {
-        return Err(ApiError::bad_request(format!(
-            "min-iops {} is above max-iops {}",
-            t.min_iops, t.max_iops
-        )));
-    }
-    if t.net_burst_ms > 10_000 {
-        return Err(ApiError::bad_request(format!(
-            "network burst {} ms is out of range (allowed: 0 to 10000)",
-            t.net_burst_ms
-        )));
-    }
-    if t.max_bps != 0 && t.min_bps > t.max_bps {
-        return Err(ApiError::bad_request(format!(
-            "min-bw {} is above max-bw {}",
-            format_size(t.min_bps),
-            format_size(t.max_bps)
-        )));
-    }
-    Ok(())
+    QosSettings::from(t).validate().map_err(|e| {
+        ApiError::bad_request(match e {
+            QosError::Weight(w) => weight_error(w),
+            QosError::BurstMs(b) => {
+                format!("burst {b} ms is out of range (allowed: 0 to {QOS_BURST_MAX_MS})")
+            }
+            QosError::IopsFloorAboveCeiling(min, max) => {
+                format!("min-iops {min} is above max-iops {max}")
+            }
+            QosError::BytesFloorAboveCeiling(min, max) => format!(
+                "min-bw {} is above max-bw {}",
+                format_size(min),
+                format_size(max)
+            ),
+        })
+    })?;
+    PortLimits::from(NetLimits::from(t))
+        .validate()
+        .map_err(|e| match e {
+            PortConfigError::BurstMs(b) => ApiError::bad_request(format!(
+                "network burst {b} ms is out of range (allowed: 0 to {PORT_BURST_MAX_MS})"
+            )),
+            // Limits carry no VLAN or MTU, and their reserved field is zero.
+            other => ApiError::internal(format!("network limits refused: {other:?}")),
+        })
 }
 
 impl Manager {
@@ -194,7 +187,7 @@ impl Manager {
     /// Sends a tier's settings to the card for namespace `nsid`.
     pub(crate) fn apply_tier(&self, nsid: u32, tier: &TierSpec) -> Result<(), ApiError> {
         self.card
-            .set_qos(nsid, &qos_of(tier))
+            .set_qos(nsid, &QosSettings::from(tier))
             .map_err(|e| ApiError::card(&format!("applying tier '{}'", tier.name), e))
     }
 

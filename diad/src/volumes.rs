@@ -11,10 +11,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use dia::api::{
-    check_name, format_size, Attachment, Container, CreateVolume, Volume, VolumeList, BLOCK_SIZES,
-    MAX_VOLUME_BYTES,
+    check_name, format_size, lba_shift, Attachment, Container, CreateVolume, Volume, VolumeList,
 };
 use dia::Namespace;
+use dia_abi::card::NAMESPACE_MAX_BYTES;
 use nix::errno::Errno;
 use tracing::{info, warn};
 
@@ -161,19 +161,14 @@ impl Manager {
                 req.name
             )));
         }
-        if !BLOCK_SIZES.contains(&req.block_size) {
-            return Err(ApiError::bad_request(format!(
-                "block size {} is not allowed (allowed: 512, 1024, 2048, 4096)",
-                req.block_size
-            )));
-        }
+        let shift = lba_shift(req.block_size).map_err(ApiError::bad_request)?;
         let bs = u64::from(req.block_size);
-        if req.size_bytes == 0 || req.size_bytes > MAX_VOLUME_BYTES {
+        if req.size_bytes == 0 || req.size_bytes > NAMESPACE_MAX_BYTES {
             return Err(ApiError::bad_request(format!(
                 "size {} is out of range (allowed: {} to {})",
                 req.size_bytes,
                 format_size(bs),
-                format_size(MAX_VOLUME_BYTES)
+                format_size(NAMESPACE_MAX_BYTES)
             )));
         }
         if !req.size_bytes.is_multiple_of(bs) {
@@ -188,7 +183,6 @@ impl Manager {
             .unwrap_or_else(|| dia::api::DEFAULT_TIER.into());
         let tier = self.tier(&tier_name)?.clone();
         self.admit(&req.name, &tier)?;
-        let shift = req.block_size.trailing_zeros();
         let nsid = self
             .card
             .create_namespace(req.size_bytes, shift, &req.name)
@@ -633,7 +627,7 @@ pub(crate) mod tests {
     pub(crate) struct MemCard {
         ns: Mutex<Vec<Namespace>>,
         capacity: u64,
-        qos: Mutex<HashMap<u32, dia::Qos>>,
+        qos: Mutex<HashMap<u32, dia_abi::card::QosSettings>>,
         pub(crate) ports: Mutex<Vec<dia::Port>>,
     }
 
@@ -665,7 +659,7 @@ pub(crate) mod tests {
                 qos_capacity_bps: 1 << 30,
             })
         }
-        fn set_qos(&self, nsid: u32, q: &dia::Qos) -> Result<(), dia::Error> {
+        fn set_qos(&self, nsid: u32, q: &dia_abi::card::QosSettings) -> Result<(), dia::Error> {
             self.qos.lock().unwrap().insert(nsid, *q);
             Ok(())
         }

@@ -289,7 +289,8 @@ impl Controller {
             return Err(EINVAL);
         }
         let q: QosSettings = req.qos;
-        if (q.max_iops != 0 && q.min_iops > q.max_iops) || (q.max_bps != 0 && q.min_bps > q.max_bps)
+        if (q.max_iops != 0 && q.min_iops > q.max_iops)
+            || (q.max_bytes_per_s != 0 && q.min_bytes_per_s > q.max_bytes_per_s)
         {
             return Err(EINVAL);
         }

@@ -2,9 +2,11 @@
 //! (which serves them) and its clients (diaconfig, plugins), so each message
 //! is defined once. Also the size syntax users type (`20G`).
 
+use dia_abi::card::{lba_shift_of, QosSettings, LBA_SHIFT_MAX, LBA_SHIFT_MIN, QOS_WEIGHT_MIN};
+use dia_abi::ioctl::DIA_LABEL_LEN;
 use serde::{Deserialize, Serialize};
 
-use crate::Namespace;
+use crate::{Namespace, NetLimits};
 
 pub use crate::network::*;
 
@@ -16,7 +18,7 @@ pub struct CreateVolume {
     pub name: String,
     /// Size in bytes (a multiple of the block size).
     pub size_bytes: u64,
-    /// Logical block size: 512, 1024, 2048 or 4096.
+    /// Logical block size: 512, 1024, 2048 or 4096 (see [`lba_shift`]).
     #[serde(default = "default_block_size")]
     pub block_size: u32,
     /// Performance tier (default: best-effort).
@@ -24,8 +26,11 @@ pub struct CreateVolume {
     pub tier: Option<String>,
 }
 
+/// A volume's block size unless told otherwise.
+pub const DEFAULT_BLOCK_SIZE: u32 = 4096;
+
 fn default_block_size() -> u32 {
-    4096
+    DEFAULT_BLOCK_SIZE
 }
 
 /// Where a volume is attached.
@@ -92,11 +97,12 @@ pub struct TierSpec {
     /// Most bytes per second per volume.
     #[serde(default)]
     pub max_bps: u64,
-    /// Share of spare capacity, 1..=1000.
+    /// Share of spare capacity, [`QOS_WEIGHT_MIN`] to
+    /// [`dia_abi::card::QOS_WEIGHT_MAX`].
     #[serde(default = "default_weight")]
     pub weight: u32,
-    /// Burst the ceilings allow, in milliseconds at the ceiling rate
-    /// (0: the card's default, 50 ms).
+    /// Burst the ceilings allow, in milliseconds at the ceiling rate (0: the
+    /// card's default, [`dia_abi::card::QOS_BURST_DEFAULT_MS`]).
     #[serde(default)]
     pub burst_ms: u32,
     /// Most bits per second a port of the tier sends (0: no limit).
@@ -105,13 +111,39 @@ pub struct TierSpec {
     /// Most packets per second a port of the tier sends (0: no limit).
     #[serde(default)]
     pub net_max_pps: u64,
-    /// Burst of the network limits, milliseconds (0: the card's, 10 ms).
+    /// Burst of the network limits, milliseconds (0: the card's default,
+    /// [`dia_abi::card::PORT_BURST_DEFAULT_MS`]).
     #[serde(default)]
     pub net_burst_ms: u32,
 }
 
 fn default_weight() -> u32 {
-    1
+    QOS_WEIGHT_MIN
+}
+
+/// The storage service level the card enforces for each volume of a tier.
+impl From<&TierSpec> for QosSettings {
+    fn from(t: &TierSpec) -> Self {
+        Self {
+            min_iops: t.min_iops,
+            max_iops: t.max_iops,
+            min_bytes_per_s: t.min_bps,
+            max_bytes_per_s: t.max_bps,
+            weight: t.weight,
+            burst_ms: t.burst_ms,
+        }
+    }
+}
+
+/// The egress limits the card enforces for each port of a tier.
+impl From<&TierSpec> for NetLimits {
+    fn from(t: &TierSpec) -> Self {
+        Self {
+            max_bps: t.net_max_bps,
+            max_pps: t.net_max_pps,
+            burst_ms: t.net_burst_ms,
+        }
+    }
 }
 
 /// `GET /v1/tiers` entries.
@@ -194,10 +226,28 @@ pub struct Container {
     pub ports: Vec<String>,
 }
 
-/// Largest volume: 1 PiB (the card's namespace limit).
-pub const MAX_VOLUME_BYTES: u64 = 1 << 50;
-/// Block sizes a volume may have.
-pub const BLOCK_SIZES: [u32; 4] = [512, 1024, 2048, 4096];
+/// Longest name: a volume's name is its namespace's label, NUL padded.
+pub const NAME_MAX_LEN: usize = DIA_LABEL_LEN - 1;
+
+/// Block sizes a volume may have (the card's logical block sizes), for
+/// messages: `512, 1024, 2048, 4096`.
+pub fn block_sizes_allowed() -> String {
+    (LBA_SHIFT_MIN..=LBA_SHIFT_MAX)
+        .map(|s| (1u32 << s).to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The card's `lba_shift` for a volume's block size; the error says which
+/// sizes are allowed.
+pub fn lba_shift(block_size: u32) -> Result<u32, String> {
+    lba_shift_of(block_size).ok_or_else(|| {
+        format!(
+            "block size {block_size} is not allowed (allowed: {})",
+            block_sizes_allowed()
+        )
+    })
+}
 
 /// Checks a volume or container name; the error says what is allowed.
 pub fn check_name(what: &str, name: &str) -> Result<(), String> {
@@ -206,9 +256,9 @@ pub fn check_name(what: &str, name: &str) -> Result<(), String> {
         .chars()
         .next()
         .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-    if name.is_empty() || name.len() > 63 || !first_ok || !name.chars().all(ok_char) {
+    if name.is_empty() || name.len() > NAME_MAX_LEN || !first_ok || !name.chars().all(ok_char) {
         return Err(format!(
-            "{what} name '{name}' is not allowed: use 1-63 characters of a-z, 0-9, '-', '_' and '.', starting with a letter or digit"
+            "{what} name '{name}' is not allowed: use 1-{NAME_MAX_LEN} characters of a-z, 0-9, '-', '_' and '.', starting with a letter or digit"
         ));
     }
     Ok(())
@@ -302,6 +352,15 @@ mod tests {
         assert_eq!(format_size(20 << 30), "20 GiB");
         assert_eq!(format_size(1536 << 10), "1.5 MiB");
         assert_eq!(format_size(100), "100 B");
+    }
+
+    #[test]
+    fn block_sizes_are_the_cards() {
+        assert_eq!(block_sizes_allowed(), "512, 1024, 2048, 4096");
+        assert_eq!(lba_shift(4096), Ok(12));
+        assert!(lba_shift(8192)
+            .unwrap_err()
+            .contains("allowed: 512, 1024, 2048, 4096"));
     }
 
     #[test]

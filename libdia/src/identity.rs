@@ -81,7 +81,7 @@ impl From<&DiaIdentity> for Identity {
             max_ports: raw.max_ports,
             pool_bytes: raw.pool_bytes,
             qos_capacity_iops: raw.qos_capacity_iops,
-            qos_capacity_bps: raw.qos_capacity_bps,
+            qos_capacity_bps: raw.qos_capacity_bytes_per_s,
         }
     }
 }

@@ -15,11 +15,12 @@ use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
+use dia_abi::card::QosSettings;
 use dia_abi::ioctl::*;
 
 pub use error::Error;
 pub use identity::Identity;
-pub use namespace::{Namespace, Pool, Qos, Stats};
+pub use namespace::{Namespace, Pool, Stats};
 pub use port::{format_mac, NetLimits, NewPort, Port, PortCounters, PortSettings};
 
 /// Where the first card's control node lives.
@@ -79,8 +80,9 @@ impl Card {
     }
 
     /// Creates a thin namespace of `size_bytes` (a multiple of the block
-    /// size `1 << lba_shift`, shift 9..=12) labelled `label` (at most 63
-    /// bytes); returns its id. It starts detached.
+    /// size `1 << lba_shift`, shift `LBA_SHIFT_MIN..=LBA_SHIFT_MAX`)
+    /// labelled `label` (shorter than [`DIA_LABEL_LEN`] bytes); returns its
+    /// id. It starts detached.
     pub fn create_namespace(
         &self,
         size_bytes: u64,
@@ -176,18 +178,11 @@ impl Card {
 
     /// Sets a namespace's service level. When the card cannot guarantee the
     /// floors the error is [`Error::OverCapacity`] with the excess.
-    pub fn set_qos(&self, nsid: u32, q: &Qos) -> Result<(), Error> {
+    pub fn set_qos(&self, nsid: u32, qos: &QosSettings) -> Result<(), Error> {
         let mut raw = DiaNsQos {
             nsid,
             excess_iops: 0,
-            qos: dia_abi::card::QosSettings {
-                min_iops: q.min_iops,
-                max_iops: q.max_iops,
-                min_bps: q.min_bps,
-                max_bps: q.max_bps,
-                weight: q.weight,
-                burst_ms: q.burst_ms,
-            },
+            qos: *qos,
         };
         // SAFETY: `raw` is a valid DiaNsQos, the type the request encodes.
         match unsafe { sys::ns_set_qos(self.file.as_raw_fd(), &mut raw) } {

@@ -72,23 +72,6 @@ impl From<&DiaPoolInfo> for Pool {
     }
 }
 
-/// A namespace's service level, as the card enforces it (0: none).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Qos {
-    /// Guaranteed I/Os per second.
-    pub min_iops: u64,
-    /// Most I/Os per second.
-    pub max_iops: u64,
-    /// Guaranteed bytes per second.
-    pub min_bps: u64,
-    /// Most bytes per second.
-    pub max_bps: u64,
-    /// Share of spare capacity, 1..=1000 (0 means 1).
-    pub weight: u32,
-    /// Ceiling burst in milliseconds (0: the card's default, 50 ms).
-    pub burst_ms: u32,
-}
-
 /// A namespace's counters since the card started.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {

@@ -15,7 +15,8 @@ use crate::{PortCounters, PortSettings};
 pub struct CreateNetwork {
     /// Name (same rules as volume names).
     pub name: String,
-    /// 802.1Q VLAN id, 1..=4094, unique on the appliance.
+    /// 802.1Q VLAN id, [`dia_abi::card::VLAN_MIN`]..=[`dia_abi::card::VLAN_MAX`],
+    /// unique on the appliance.
     pub vlan: u16,
     /// IPv4 subnet, `10.10.0.0/24`.
     pub subnet: String,
@@ -26,7 +27,9 @@ pub struct CreateNetwork {
     /// gateway addresses).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub range: Option<String>,
-    /// MTU of the network's ports, 68..=9000 (default 1500).
+    /// MTU of the network's ports,
+    /// [`dia_abi::card::PORT_MTU_MIN`]..=[`dia_abi::card::PORT_MTU_MAX`]
+    /// (default 1500).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u16>,
     /// Allow addresses that overlap another network's (they are separate

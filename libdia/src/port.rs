@@ -5,21 +5,23 @@ use dia_abi::card::{PortConfig, PortLimits, PortStats};
 use dia_abi::ioctl::DiaPortInfo;
 use serde::{Deserialize, Serialize};
 
-/// A port's egress limits (0: none).
+/// A port's egress limits (0: none), as the API shows them ([`PortLimits`]
+/// without its reserved field; `max_bps` is its `max_bits_per_s`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetLimits {
     /// Most bits per second.
     pub max_bps: u64,
     /// Most packets per second.
     pub max_pps: u64,
-    /// Burst in milliseconds of the limit (0: the card's default, 10 ms).
+    /// Burst in milliseconds of the limit (0: the card's default,
+    /// [`dia_abi::card::PORT_BURST_DEFAULT_MS`]).
     pub burst_ms: u32,
 }
 
 impl From<NetLimits> for PortLimits {
     fn from(l: NetLimits) -> Self {
         Self {
-            max_bps: l.max_bps,
+            max_bits_per_s: l.max_bps,
             max_pps: l.max_pps,
             burst_ms: l.burst_ms,
             reserved: 0,
@@ -30,7 +32,7 @@ impl From<NetLimits> for PortLimits {
 impl From<&PortLimits> for NetLimits {
     fn from(l: &PortLimits) -> Self {
         Self {
-            max_bps: l.max_bps,
+            max_bps: l.max_bits_per_s,
             max_pps: l.max_pps,
             burst_ms: l.burst_ms,
         }
@@ -40,9 +42,9 @@ impl From<&PortLimits> for NetLimits {
 /// What a port is set to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortSettings {
-    /// 802.1Q VLAN id (1..=4094).
+    /// 802.1Q VLAN id ([`dia_abi::card::VLAN_MIN`]..=[`dia_abi::card::VLAN_MAX`]).
     pub vlan: u16,
-    /// MTU (68..=9000).
+    /// MTU ([`dia_abi::card::PORT_MTU_MIN`]..=[`dia_abi::card::PORT_MTU_MAX`]).
     pub mtu: u16,
     /// Egress limits.
     pub limits: NetLimits,
@@ -175,7 +177,7 @@ mod tests {
         r.ifname[..6].copy_from_slice(b"dia0p3");
         r.config.vlan = 100;
         r.config.mtu = 1500;
-        r.config.limits.max_bps = 100_000_000;
+        r.config.limits.max_bits_per_s = 100_000_000;
         r.stats.rx_packets = 7;
         let p = Port::from(&r);
         assert_eq!(p.ifname, "dia0p3");

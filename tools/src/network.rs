@@ -4,6 +4,7 @@
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use dia::api::{CreateNetwork, Network};
+use dia_abi::card::{PORT_MTU_MAX, PORT_MTU_MIN, VLAN_MAX, VLAN_MIN};
 
 use crate::client::Client;
 use crate::output::{self, Format};
@@ -32,8 +33,11 @@ pub enum NetworkCommand {
 pub struct CreateArgs {
     /// Network name.
     pub name: String,
-    /// 802.1Q VLAN id (1 to 4094), one per network.
-    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=4094))]
+    #[arg(
+        long,
+        value_parser = clap::value_parser!(u16).range(i64::from(VLAN_MIN)..=i64::from(VLAN_MAX)),
+        help = format!("802.1Q VLAN id ({VLAN_MIN} to {VLAN_MAX}), one per network")
+    )]
     pub vlan: u16,
     /// IPv4 subnet, e.g. 10.10.0.0/24.
     #[arg(long)]
@@ -45,8 +49,11 @@ pub struct CreateArgs {
     /// the whole subnet).
     #[arg(long)]
     pub range: Option<String>,
-    /// MTU of the network's ports (68 to 9000; default 1500).
-    #[arg(long, value_parser = clap::value_parser!(u16).range(68..=9000))]
+    #[arg(
+        long,
+        value_parser = clap::value_parser!(u16).range(i64::from(PORT_MTU_MIN)..=i64::from(PORT_MTU_MAX)),
+        help = format!("MTU of the network's ports ({PORT_MTU_MIN} to {PORT_MTU_MAX}; default 1500)")
+    )]
     pub mtu: Option<u16>,
     /// Allow addresses that overlap another network's (a different VLAN).
     #[arg(long)]

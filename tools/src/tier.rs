@@ -4,6 +4,10 @@
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use dia::api::{format_rate, format_size, parse_rate, parse_size, Tier, TierSpec};
+use dia_abi::card::{
+    PORT_BURST_DEFAULT_MS, PORT_BURST_MAX_MS, QOS_BURST_DEFAULT_MS, QOS_BURST_MAX_MS,
+    QOS_WEIGHT_MAX, QOS_WEIGHT_MIN,
+};
 
 use crate::client::Client;
 use crate::output::{self, Format};
@@ -39,11 +43,19 @@ pub struct CreateArgs {
     /// Most bandwidth per second, e.g. 80M (0: no ceiling).
     #[arg(long, value_parser = parse_size, default_value = "0")]
     pub max_bw: u64,
-    /// Share of spare capacity against other tiers (1 to 1000).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    #[arg(
+        long,
+        default_value_t = QOS_WEIGHT_MIN,
+        value_parser = clap::value_parser!(u32).range(i64::from(QOS_WEIGHT_MIN)..=i64::from(QOS_WEIGHT_MAX)),
+        help = format!("Share of spare capacity against other tiers ({QOS_WEIGHT_MIN} to {QOS_WEIGHT_MAX})")
+    )]
     pub weight: u32,
-    /// Burst the ceilings allow, in milliseconds at the ceiling rate (0: 50 ms).
-    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    #[arg(
+        long,
+        default_value_t = 0,
+        value_parser = clap::value_parser!(u32).range(0..=i64::from(QOS_BURST_MAX_MS)),
+        help = format!("Burst the ceilings allow, in milliseconds at the ceiling rate (0: {QOS_BURST_DEFAULT_MS} ms)")
+    )]
     pub burst_ms: u32,
     /// Most bits per second a port sends, e.g. 100M = 100 Mbit/s (0: no limit).
     #[arg(long, value_parser = parse_rate, default_value = "0")]
@@ -51,8 +63,12 @@ pub struct CreateArgs {
     /// Most packets per second a port sends (0: no limit).
     #[arg(long, default_value_t = 0)]
     pub net_max_pps: u64,
-    /// Burst of the network limits, milliseconds (0: 10 ms).
-    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    #[arg(
+        long,
+        default_value_t = 0,
+        value_parser = clap::value_parser!(u32).range(0..=i64::from(PORT_BURST_MAX_MS)),
+        help = format!("Burst of the network limits, milliseconds (0: {PORT_BURST_DEFAULT_MS} ms)")
+    )]
     pub net_burst_ms: u32,
 }
 

@@ -2,8 +2,12 @@
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use dia::api::{format_size, parse_size, Attachment, CreateVolume, SetTier, Volume, VolumeList};
+use dia::api::{
+    block_sizes_allowed, format_size, parse_size, Attachment, CreateVolume, SetTier, Volume,
+    VolumeList, DEFAULT_BLOCK_SIZE, NAME_MAX_LEN,
+};
 use dia::Stats;
+use dia_abi::card::lba_shift_of;
 
 use crate::client::Client;
 use crate::output::{self, Format};
@@ -53,13 +57,13 @@ pub enum VolumeCommand {
 /// `volume create`.
 #[derive(Args, Debug)]
 pub struct CreateArgs {
-    /// Volume name (a-z, 0-9, '-', '_', '.'; up to 63 characters).
+    #[arg(help = format!("Volume name (a-z, 0-9, '-', '_', '.'; up to {NAME_MAX_LEN} characters)"))]
     pub name: String,
     /// Size, with K/M/G/T/P suffixes (powers of 1024), e.g. 20G.
     #[arg(long, value_parser = parse_size)]
     pub size: u64,
     /// Logical block size in bytes.
-    #[arg(long, default_value_t = 4096, value_parser = parse_block_size)]
+    #[arg(long, default_value_t = DEFAULT_BLOCK_SIZE, value_parser = parse_block_size)]
     pub block_size: u32,
     /// Performance tier (see `diaconfig tier list`); default best-effort.
     #[arg(long)]
@@ -69,8 +73,13 @@ pub struct CreateArgs {
 fn parse_block_size(s: &str) -> Result<u32, String> {
     s.parse::<u32>()
         .ok()
-        .filter(|b| dia::api::BLOCK_SIZES.contains(b))
-        .ok_or_else(|| format!("block size '{s}' is not allowed (allowed: 512, 1024, 2048, 4096)"))
+        .filter(|&b| lba_shift_of(b).is_some())
+        .ok_or_else(|| {
+            format!(
+                "block size '{s}' is not allowed (allowed: {})",
+                block_sizes_allowed()
+            )
+        })
 }
 
 /// `volume attach`.

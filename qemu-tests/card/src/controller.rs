@@ -432,7 +432,7 @@ impl Controller {
                 if let Some(pool) = self.pool() {
                     id.capabilities |= abi::CARD_CAP_STORAGE | abi::CARD_CAP_QOS;
                     id.qos_capacity_iops = self.cfg.qos_capacity_iops;
-                    id.qos_capacity_bps = self.cfg.qos_capacity_bps;
+                    id.qos_capacity_bytes_per_s = self.cfg.qos_capacity_bps;
                     id.max_namespaces = MAX_NAMESPACES;
                     id.pool_bytes = pool.usage().total_bytes;
                     // Writes sit in the host's page cache until a flush.
@@ -571,11 +571,11 @@ impl Controller {
         let params = QosParams::from_settings(&q);
         params.validate().map_err(|_| abi::STATUS_INVALID_FIELD)?;
         // Admission: the floors of every namespace must fit the capacity.
-        let (mut iops, mut bps) = (q.min_iops, q.min_bps);
+        let (mut iops, mut bps) = (q.min_iops, q.min_bytes_per_s);
         for (nsid, other) in pool.all_qos() {
             if nsid != sqe.nsid {
                 iops = iops.saturating_add(other.min_iops);
-                bps = bps.saturating_add(other.min_bps);
+                bps = bps.saturating_add(other.min_bytes_per_s);
             }
         }
         if iops > self.cfg.qos_capacity_iops || bps > self.cfg.qos_capacity_bps {

@@ -385,7 +385,7 @@ fn encode_meta(namespaces: &BTreeMap<u32, Namespace>) -> Vec<u8> {
         b.extend_from_slice(&ns.size_blocks.to_le_bytes());
         b.extend_from_slice(&ns.label);
         let q = &ns.qos;
-        for v in [q.min_iops, q.max_iops, q.min_bps, q.max_bps] {
+        for v in [q.min_iops, q.max_iops, q.min_bytes_per_s, q.max_bytes_per_s] {
             b.extend_from_slice(&v.to_le_bytes());
         }
         b.extend_from_slice(&q.weight.to_le_bytes());
@@ -419,8 +419,8 @@ fn decode_meta(b: &[u8], total_chunks: u32) -> Result<BTreeMap<u32, Namespace>, 
         let qos = abi::QosSettings {
             min_iops: r.u64(),
             max_iops: r.u64(),
-            min_bps: r.u64(),
-            max_bps: r.u64(),
+            min_bytes_per_s: r.u64(),
+            max_bytes_per_s: r.u64(),
             weight: r.u32(),
             burst_ms: r.u32(),
         };

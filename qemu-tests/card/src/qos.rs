@@ -74,9 +74,9 @@ impl QosParams {
     pub fn from_settings(q: &dia_abi::card::QosSettings) -> Self {
         Self {
             min_iops: q.min_iops as f64,
-            min_bps: q.min_bps as f64,
+            min_bps: q.min_bytes_per_s as f64,
             max_iops: q.max_iops as f64,
-            max_bps: q.max_bps as f64,
+            max_bps: q.max_bytes_per_s as f64,
             weight: f64::from(q.weight.max(1)),
             burst_s: if q.burst_ms == 0 {
                 0.05

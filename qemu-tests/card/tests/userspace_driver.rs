@@ -1640,7 +1640,7 @@ fn rate_limited_port_keeps_its_rate() {
         mtu: 1500,
         reserved: 0,
         limits: abi::PortLimits {
-            max_bps: 8_000_000,
+            max_bits_per_s: 8_000_000,
             ..Default::default()
         },
     };

@@ -407,7 +407,7 @@ fn port_config(args: &[String]) -> Result<PortConfig, String> {
         mtu: parse_num(args.get(1), "MTU")? as u16,
         reserved: 0,
         limits: PortLimits {
-            max_bps: args
+            max_bits_per_s: args
                 .get(2)
                 .map_or(Ok(0), |a| parse_num(Some(a), "MAX_BPS"))?,
             ..PortLimits::default()
@@ -475,7 +475,7 @@ fn port(cmd: &str, args: &[String]) -> Result<(), String> {
                 info.link,
                 c.vlan,
                 c.mtu,
-                c.limits.max_bps,
+                c.limits.max_bits_per_s,
                 st.tx_packets,
                 st.rx_packets,
                 st.tx_dropped,

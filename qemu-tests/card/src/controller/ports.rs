@@ -138,7 +138,7 @@ impl Controller {
             vector,
             tx_entries = tx_n,
             rx_entries = rx_n,
-            max_bps = c.limits.max_bps,
+            max_bps = c.limits.max_bits_per_s,
             max_pps = c.limits.max_pps,
             "port created"
         );
@@ -174,7 +174,7 @@ impl Controller {
             port = id,
             vlan = cfg.vlan,
             mtu = cfg.mtu,
-            max_bps = cfg.limits.max_bps,
+            max_bps = cfg.limits.max_bits_per_s,
             max_pps = cfg.limits.max_pps,
             burst_ms = cfg.limits.burst_ms,
             "port set"

@@ -27,8 +27,8 @@ impl Shaper {
         } else {
             f64::from(limits.burst_ms) / 1000.0
         };
-        let bytes = (limits.max_bps > 0).then(|| {
-            let rate = limits.max_bps as f64 / 8.0;
+        let bytes = (limits.max_bits_per_s > 0).then(|| {
+            let rate = limits.max_bits_per_s as f64 / 8.0;
             Bucket::new(rate, (rate * burst_s).max(f64::from(frame_max)), now)
         });
         let packets = (limits.max_pps > 0).then(|| {
@@ -85,7 +85,7 @@ mod tests {
 
     fn limits(max_bps: u64, max_pps: u64, burst_ms: u32) -> PortLimits {
         PortLimits {
-            max_bps,
+            max_bits_per_s: max_bps,
             max_pps,
             burst_ms,
             reserved: 0,
