@@ -15,7 +15,7 @@ pub enum CardCommand {
 }
 
 /// Runs a card subcommand.
-pub fn run(client: &Client, format: Format, cmd: CardCommand) -> Result<()> {
+pub fn run(client: &Client, format: &Format, cmd: CardCommand) -> Result<()> {
     match cmd {
         CardCommand::Info => {
             let id: Identity = client.get("/v1/card")?;
@@ -25,9 +25,9 @@ pub fn run(client: &Client, format: Format, cmd: CardCommand) -> Result<()> {
     }
 }
 
-fn render(id: &Identity, format: Format) -> Result<String> {
+fn render(id: &Identity, format: &Format) -> Result<String> {
     Ok(match format {
-        Format::Json => output::json(id)?,
+        Format::Json | Format::Value(_) => output::data(id, format)?,
         Format::Table => output::key_values(&[
             ("Model", id.model.clone()),
             ("Serial", id.serial.clone()),
@@ -91,7 +91,7 @@ mod tests {
 
     #[test]
     fn table_has_the_fields() {
-        let t = render(&id(), Format::Table).unwrap();
+        let t = render(&id(), &Format::Table).unwrap();
         for want in ["Serial", "DIA-1", "0x1af4", "2 / 8", "storage"] {
             assert!(t.contains(want), "missing {want} in\n{t}");
         }
@@ -99,7 +99,7 @@ mod tests {
 
     #[test]
     fn json_round_trips() {
-        let j = render(&id(), Format::Json).unwrap();
+        let j = render(&id(), &Format::Json).unwrap();
         let back: Identity = serde_json::from_str(&j).unwrap();
         assert_eq!(back, id());
     }

@@ -27,7 +27,7 @@ pub enum ContainerCommand {
 }
 
 /// Runs a container subcommand.
-pub fn run(client: &Client, format: Format, cmd: ContainerCommand) -> Result<()> {
+pub fn run(client: &Client, format: &Format, cmd: ContainerCommand) -> Result<()> {
     match cmd {
         ContainerCommand::Create { name } => {
             let c: Container = client.post("/v1/containers", &CreateContainer { name })?;
@@ -39,20 +39,22 @@ pub fn run(client: &Client, format: Format, cmd: ContainerCommand) -> Result<()>
         }
         ContainerCommand::Delete { name } => {
             client.delete(&format!("/v1/containers/{name}"))?;
-            if format == Format::Json {
-                println!("{}", output::json(&serde_json::json!({ "deleted": name }))?);
-            } else {
-                println!("container {name} deleted");
-            }
+            println!(
+                "{}",
+                output::done(
+                    format,
+                    "deleted",
+                    &name,
+                    format!("container {name} deleted")
+                )?
+            );
         }
     }
     Ok(())
 }
 
-fn render(cs: &[Container], format: Format) -> Result<String> {
+fn render(cs: &[Container], format: &Format) -> Result<String> {
     Ok(match format {
-        Format::Json if cs.len() == 1 => output::json(&cs[0])?,
-        Format::Json => output::json(&cs)?,
         Format::Table => output::table(
             &["Name", "PID", "Status", "Volumes", "Ports"],
             cs.iter()
@@ -75,5 +77,7 @@ fn render(cs: &[Container], format: Format) -> Result<String> {
                 })
                 .collect(),
         ),
+        _ if cs.len() == 1 => output::data(&cs[0], format)?,
+        _ => output::data(&cs, format)?,
     })
 }

@@ -1,7 +1,8 @@
 //! `diaconfig`: the dia command-line tool. It speaks diad's HTTP/JSON API on
 //! a unix socket; each subcommand lives in its own module. Output is a table
 //! for humans or JSON (`-o json`) for scripts; exit code 0 on success, 1 on
-//! a runtime error, 2 on a usage error.
+//! a runtime error, 2 on a usage error. `-o value=FIELD` prints one field's
+//! value (a line per item) for shell scripts.
 
 mod card;
 mod client;
@@ -19,14 +20,27 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::client::Client;
-use crate::output::Format;
+use crate::output::{Format, FORMATS};
 
 /// Configure and inspect the dia card through diad.
 #[derive(Parser, Debug)]
 #[command(name = "diaconfig", version, about, propagate_version = true)]
 struct Cli {
-    /// Output format.
-    #[arg(short, long, global = true, value_enum, default_value_t = Format::Table)]
+    #[arg(
+        short,
+        long,
+        global = true,
+        value_name = "FORMAT",
+        value_parser = Format::parse,
+        default_value = "table",
+        help = format!("Output format: {FORMATS}"),
+        long_help = format!(
+            "Output format: {FORMATS}. `value=` prints only the named fields' values \
+             (strings without quotes, nested fields with dots, e.g. counters.tx_bytes), \
+             tab separated, a line per item: for scripts, e.g. \
+             `diaconfig -o value=device volume show db`"
+        )
+    )]
     output: Format,
     /// diad's API socket.
     #[arg(
@@ -69,13 +83,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let client = Client::new(cli.socket);
     let result = match cli.command {
-        Command::Card(cmd) => card::run(&client, cli.output, cmd),
-        Command::Volume(cmd) => volume::run(&client, cli.output, cmd),
-        Command::Container(cmd) => container::run(&client, cli.output, cmd),
-        Command::Pool(cmd) => pool::run(&client, cli.output, cmd),
-        Command::Tier(cmd) => tier::run(&client, cli.output, cmd),
-        Command::Network(cmd) => network::run(&client, cli.output, cmd),
-        Command::Port(cmd) => port::run(&client, cli.output, cmd),
+        Command::Card(cmd) => card::run(&client, &cli.output, cmd),
+        Command::Volume(cmd) => volume::run(&client, &cli.output, cmd),
+        Command::Container(cmd) => container::run(&client, &cli.output, cmd),
+        Command::Pool(cmd) => pool::run(&client, &cli.output, cmd),
+        Command::Tier(cmd) => tier::run(&client, &cli.output, cmd),
+        Command::Network(cmd) => network::run(&client, &cli.output, cmd),
+        Command::Port(cmd) => port::run(&client, &cli.output, cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -105,6 +119,25 @@ mod tests {
             cli.command,
             Command::Card(card::CardCommand::Info)
         ));
+    }
+
+    #[test]
+    fn output_takes_fields_for_scripts() {
+        let cli = Cli::try_parse_from([
+            "diaconfig",
+            "-o",
+            "value=name,counters.tx_bytes",
+            "port",
+            "stats",
+            "web",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.output,
+            Format::Value(vec!["name".into(), "counters.tx_bytes".into()])
+        );
+        let e = Cli::try_parse_from(["diaconfig", "-o", "value=", "card", "info"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
     }
 
     #[test]

@@ -61,7 +61,7 @@ pub struct CreateArgs {
 }
 
 /// Runs a network subcommand.
-pub fn run(client: &Client, format: Format, cmd: NetworkCommand) -> Result<()> {
+pub fn run(client: &Client, format: &Format, cmd: NetworkCommand) -> Result<()> {
     match cmd {
         NetworkCommand::Create(a) => {
             let n: Network = client.post(
@@ -88,20 +88,17 @@ pub fn run(client: &Client, format: Format, cmd: NetworkCommand) -> Result<()> {
         }
         NetworkCommand::Delete { name } => {
             client.delete(&format!("/v1/networks/{name}"))?;
-            if format == Format::Json {
-                println!("{}", output::json(&serde_json::json!({ "deleted": name }))?);
-            } else {
-                println!("network {name} deleted");
-            }
+            println!(
+                "{}",
+                output::done(format, "deleted", &name, format!("network {name} deleted"))?
+            );
         }
     }
     Ok(())
 }
 
-fn render(ns: &[Network], format: Format) -> Result<String> {
+fn render(ns: &[Network], format: &Format) -> Result<String> {
     Ok(match format {
-        Format::Json if ns.len() == 1 => output::json(&ns[0])?,
-        Format::Json => output::json(&ns)?,
         Format::Table => output::table(
             &[
                 "Network", "VLAN", "Subnet", "Gateway", "Range", "MTU", "Leased", "Ports",
@@ -125,5 +122,7 @@ fn render(ns: &[Network], format: Format) -> Result<String> {
                 })
                 .collect(),
         ),
+        _ if ns.len() == 1 => output::data(&ns[0], format)?,
+        _ => output::data(&ns, format)?,
     })
 }

@@ -16,12 +16,12 @@ pub enum PoolCommand {
 }
 
 /// Runs a pool subcommand.
-pub fn run(client: &Client, format: Format, cmd: PoolCommand) -> Result<()> {
+pub fn run(client: &Client, format: &Format, cmd: PoolCommand) -> Result<()> {
     match cmd {
         PoolCommand::Info => {
             let p: Pool = client.get("/v1/pool")?;
             let text = match format {
-                Format::Json => output::json(&p)?,
+                Format::Json | Format::Value(_) => output::data(&p, format)?,
                 Format::Table => output::key_values(&[
                     (
                         "Capacity",

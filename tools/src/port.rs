@@ -62,7 +62,7 @@ pub struct AttachArgs {
 }
 
 /// Runs a port subcommand.
-pub fn run(client: &Client, format: Format, cmd: PortCommand) -> Result<()> {
+pub fn run(client: &Client, format: &Format, cmd: PortCommand) -> Result<()> {
     match cmd {
         PortCommand::Attach(a) => {
             let p: PortView = client.post(
@@ -79,14 +79,10 @@ pub fn run(client: &Client, format: Format, cmd: PortCommand) -> Result<()> {
         }
         PortCommand::Detach { port } => {
             client.delete(&format!("/v1/ports/{port}"))?;
-            if format == Format::Json {
-                println!(
-                    "{}",
-                    output::json(&serde_json::json!({ "detached": port }))?
-                );
-            } else {
-                println!("port {port} detached");
-            }
+            println!(
+                "{}",
+                output::done(format, "detached", &port, format!("port {port} detached"))?
+            );
         }
         PortCommand::List => {
             let ps: Vec<PortView> = client.get("/v1/ports")?;
@@ -99,7 +95,7 @@ pub fn run(client: &Client, format: Format, cmd: PortCommand) -> Result<()> {
         PortCommand::Stats { port } => {
             let s: PortStatsView = client.get(&format!("/v1/ports/{port}/stats"))?;
             match format {
-                Format::Json => println!("{}", output::json(&s)?),
+                Format::Json | Format::Value(_) => println!("{}", output::data(&s, format)?),
                 Format::Table => {
                     let c = &s.counters;
                     println!(
@@ -126,10 +122,8 @@ pub fn run(client: &Client, format: Format, cmd: PortCommand) -> Result<()> {
     Ok(())
 }
 
-fn render(ps: &[PortView], format: Format) -> Result<String> {
+fn render(ps: &[PortView], format: &Format) -> Result<String> {
     Ok(match format {
-        Format::Json if ps.len() == 1 => output::json(&ps[0])?,
-        Format::Json => output::json(&ps)?,
         Format::Table => output::table(
             &[
                 "Port",
@@ -157,5 +151,7 @@ fn render(ps: &[PortView], format: Format) -> Result<String> {
                 })
                 .collect(),
         ),
+        _ if ps.len() == 1 => output::data(&ps[0], format)?,
+        _ => output::data(&ps, format)?,
     })
 }

@@ -73,7 +73,7 @@ pub struct CreateArgs {
 }
 
 /// Runs a tier subcommand.
-pub fn run(client: &Client, format: Format, cmd: TierCommand) -> Result<()> {
+pub fn run(client: &Client, format: &Format, cmd: TierCommand) -> Result<()> {
     match cmd {
         TierCommand::Create(a) => {
             let t: Tier = client.post(
@@ -99,11 +99,10 @@ pub fn run(client: &Client, format: Format, cmd: TierCommand) -> Result<()> {
         }
         TierCommand::Delete { name } => {
             client.delete(&format!("/v1/tiers/{name}"))?;
-            if format == Format::Json {
-                println!("{}", output::json(&serde_json::json!({ "deleted": name }))?);
-            } else {
-                println!("tier {name} deleted");
-            }
+            println!(
+                "{}",
+                output::done(format, "deleted", &name, format!("tier {name} deleted"))?
+            );
         }
     }
     Ok(())
@@ -125,10 +124,8 @@ fn bw(v: u64) -> String {
     }
 }
 
-fn render(ts: &[Tier], format: Format) -> Result<String> {
+fn render(ts: &[Tier], format: &Format) -> Result<String> {
     Ok(match format {
-        Format::Json if ts.len() == 1 => output::json(&ts[0])?,
-        Format::Json => output::json(&ts)?,
         Format::Table => output::table(
             &[
                 "Tier", "Min IOPS", "Max IOPS", "Min BW", "Max BW", "Weight", "Net max", "Volumes",
@@ -167,5 +164,7 @@ fn render(ts: &[Tier], format: Format) -> Result<String> {
                 })
                 .collect(),
         ),
+        _ if ts.len() == 1 => output::data(&ts[0], format)?,
+        _ => output::data(&ts, format)?,
     })
 }

@@ -99,7 +99,7 @@ pub struct AttachArgs {
 }
 
 /// Runs a volume subcommand.
-pub fn run(client: &Client, format: Format, cmd: VolumeCommand) -> Result<()> {
+pub fn run(client: &Client, format: &Format, cmd: VolumeCommand) -> Result<()> {
     match cmd {
         VolumeCommand::Create(a) => {
             let v: Volume = client.post(
@@ -123,11 +123,10 @@ pub fn run(client: &Client, format: Format, cmd: VolumeCommand) -> Result<()> {
         }
         VolumeCommand::Delete { name, force } => {
             client.delete(&format!("/v1/volumes/{name}?force={force}"))?;
-            if format == Format::Json {
-                println!("{}", output::json(&serde_json::json!({ "deleted": name }))?);
-            } else {
-                println!("volume {name} deleted");
-            }
+            println!(
+                "{}",
+                output::done(format, "deleted", &name, format!("volume {name} deleted"))?
+            );
         }
         VolumeCommand::Attach(a) => {
             let v: Volume = client.post(
@@ -177,9 +176,9 @@ fn used(v: &Volume) -> String {
     v.used_bytes.map_or("-".into(), format_size)
 }
 
-fn render_one(v: &Volume, format: Format) -> Result<String> {
+fn render_one(v: &Volume, format: &Format) -> Result<String> {
     Ok(match format {
-        Format::Json => output::json(v)?,
+        Format::Json | Format::Value(_) => output::data(v, format)?,
         Format::Table => output::key_values(&[
             ("Name", v.name.clone()),
             ("Status", v.status.clone()),
@@ -197,9 +196,9 @@ fn render_one(v: &Volume, format: Format) -> Result<String> {
     })
 }
 
-fn render_stats(s: &Stats, format: Format) -> Result<String> {
-    if format == Format::Json {
-        return output::json(s);
+fn render_stats(s: &Stats, format: &Format) -> Result<String> {
+    if !format.is_table() {
+        return output::data(s, format);
     }
     let pct = |q| {
         s.latency_percentile_us(q)
@@ -222,9 +221,9 @@ fn render_stats(s: &Stats, format: Format) -> Result<String> {
     ]))
 }
 
-fn render_list(list: &VolumeList, format: Format) -> Result<String> {
-    if format == Format::Json {
-        return output::json(list);
+fn render_list(list: &VolumeList, format: &Format) -> Result<String> {
+    if !format.is_table() {
+        return output::data(list, format);
     }
     let mut out = output::table(
         &[
@@ -295,7 +294,7 @@ mod tests {
 
     #[test]
     fn tables_show_what_matters() {
-        let t = render_one(&vol(), Format::Table).unwrap();
+        let t = render_one(&vol(), &Format::Table).unwrap();
         for want in ["20 GiB", "3 MiB", "/dev/dia0n2", "web (ext4 at /data)"] {
             assert!(t.contains(want), "missing {want} in\n{t}");
         }
@@ -303,7 +302,7 @@ mod tests {
             volumes: vec![vol()],
             orphans: vec![],
         };
-        let t = render_list(&list, Format::Table).unwrap();
+        let t = render_list(&list, &Format::Table).unwrap();
         assert!(t.contains("db") && !t.contains("no volume owns"), "{t}");
     }
 }
