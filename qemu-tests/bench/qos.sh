@@ -22,7 +22,7 @@ for v in g n1 n2; do
     diaconfig volume create $v --size 256M
     diaconfig volume attach $v --container c
 done
-dev() { diaconfig -o json volume show "$1" | awk -F'"' '$2 == "device" { print $4 }'; }
+dev() { diaconfig -o value=device volume show "$1"; }
 for v in g n1 n2; do dd if=/dev/zero of="$(dev $v)" bs=1M count=64 oflag=direct 2>/dev/null; done
 # fio_stat FILE: "IOPS P99_US" of the first job's reads in fio's JSON.
 fio_stat() {

@@ -87,9 +87,9 @@ host_request() {
 
 # container_pid NAME: the init pid of a diad container.
 container_pid() {
-    diaconfig -o json container list | awk -v want="\"$1\"," '
-        $1 == "\"name\":" && $2 == want { found = 1 }
-        found && $1 == "\"pid\":" { gsub(/[^0-9]/, "", $2); print $2; exit }'
+    diaconfig -o value=name,pid container list | while read -r name pid; do
+        if [ "$name" = "$1" ]; then echo "$pid"; break; fi
+    done
 }
 
 # expect_fail CODE PATTERN CMD...: CMD must exit with CODE and print PATTERN
@@ -104,9 +104,8 @@ expect_fail() {
 
 # ios_of VOLUME: reads + writes the card completed for a volume.
 ios_of() {
-    diaconfig -o json volume stats "$1" | awk '
-        $1 == "\"reads\":" || $1 == "\"writes\":" { gsub(/[^0-9]/, "", $2); n += $2 }
-        END { print n + 0 }'
+    set -- $(diaconfig -o value=reads,writes volume stats "$1")
+    echo $(( ${1:-0} + ${2:-0} ))
 }
 
 # now_ms: milliseconds since boot.

@@ -34,7 +34,7 @@ expect_fail 1 "no port 'c:eth0'" diaconfig port detach c
 dia-guest-check port-list | tee /tmp/cardports
 [ "$(wc -w < /tmp/cardports)" = 2 ] || fail "the card has ports the refused requests left behind: $(cat /tmp/cardports)"
 # Detach frees the lease: c gets b's address.
-ipb=$(diaconfig -o json port show b | awk '$1 == "\"address\":" { gsub(/[",]/, "", $2); print $2 }')
+ipb=$(diaconfig -o value=address port show b)
 diaconfig port detach b
 diaconfig port attach --container c --network tiny | tee /tmp/c
 expect_contains /tmp/c "$ipb"

@@ -24,9 +24,7 @@ diaconfig port attach --container lim2 --network std --tier net100 --ip 10.20.0.
 diaconfig port attach --container sink3 --network std --ip 10.20.0.11
 diaconfig port show lim | tee /tmp/lim
 expect_contains /tmp/lim "net100"
-tx_bytes() {
-    diaconfig -o json port stats "$1" | awk '$1 == "\"tx_bytes\":" { gsub(/[^0-9]/, "", $2); print $2 }'
-}
+tx_bytes() { diaconfig -o value=counters.tx_bytes port stats "$1"; }
 rate() { awk '/"sum_received"/ { f = 1 } f && /"bits_per_second"/ { gsub(/[^0-9.]/, "", $2); print int($2); exit }' "$1"; }
 # card_rate PORT: frame bits per second the card sent for PORT over 8 s
 # (long enough that a reading's round trip through diad is noise).
@@ -55,7 +53,8 @@ diaconfig port stats lim
 within_pct $(( lim / 1000 )) 100000 5 || fail "iperf3 through a 100 Mbit/s port measured $lim bit/s"
 within_pct $(( card / 1000 )) 100000 5 || fail "the card sent $card bit/s on a 100 Mbit/s port"
 [ "$free" -gt 150000000 ] || fail "the unlimited port only reached $free bit/s beside the limited one"
-diaconfig -o json port stats lim | awk '$1 == "\"throttled_ns\":" { gsub(/[^0-9]/, "", $2); exit !($2 > 0) }' || fail "the card reports no time throttled"
+thr=$(diaconfig -o value=counters.throttled_ns port stats lim)
+[ "${thr:-0}" -gt 0 ] || fail "the card reports no time throttled"
 # Standard MTU, one flow: the card's frame rate is the tier's.
 in_ns lim2 iperf3 -c 10.20.0.11 -p 5203 -t 14 -O 2 -J > /tmp/lim2.json &
 j2=$!

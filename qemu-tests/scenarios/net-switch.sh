@@ -27,7 +27,7 @@ nsenter -t "$pd" -n ping -c 3 -W 2 10.10.0.10 || fail "db cannot reach web on bl
 # spy (red, 10.10.0.10 too) must not reach db, even by broadcast ARP.
 nsenter -t "$ps" -n ping -c 3 -W 1 10.10.0.11 && fail "red reached blue across VLANs"
 nsenter -t "$pd" -n ip neigh show | grep "10.10.0.10 " | tee /tmp/neigh
-mac_web=$(diaconfig -o json port show web | awk '$1 == "\"mac\":" { gsub(/[",]/, "", $2); print $2 }')
+mac_web=$(diaconfig -o value=mac port show web)
 grep -qi "$mac_web" /tmp/neigh || fail "db learned another MAC than web's for 10.10.0.10"
 # TCP through the ports.
 nsenter -t "$pd" -n iperf3 -s -D -1
@@ -37,7 +37,8 @@ bps=$(awk '/"sum_received"/ { f = 1 } f && /"bits_per_second"/ { gsub(/[^0-9.]/,
 log "web -> db TCP: $bps bit/s"
 [ "${bps:-0}" -gt 1000000 ] || fail "TCP throughput ${bps} bit/s"
 diaconfig port stats web | tee /tmp/stats
-diaconfig -o json port stats web | awk '$1 == "\"tx_packets\":" { gsub(/[^0-9]/, "", $2); exit !($2 > 1000) }' || fail "card counted too few packets"
+tx=$(diaconfig -o value=counters.tx_packets port stats web)
+[ "${tx:-0}" -gt 1000 ] || fail "card counted too few packets"
 # Jumbo frames: an 8000-byte ping in one frame each way.
 diaconfig container create big1
 diaconfig container create big2
@@ -45,7 +46,8 @@ diaconfig port attach --container big1 --network jumbo
 diaconfig port attach --container big2 --network jumbo
 p1=$(container_pid big1)
 nsenter -t "$p1" -n ip link show eth0 | grep -q "mtu 9000" || fail "jumbo network port MTU"
-ip2=$(diaconfig -o json port show big2 | awk '$1 == "\"address\":" { gsub(/[",]/, "", $2); sub(/\/.*/, "", $2); print $2 }')
+ip2=$(diaconfig -o value=address port show big2)
+ip2=${ip2%%/*}
 nsenter -t "$p1" -n ping -c 2 -W 2 -s 8000 "$ip2" || fail "jumbo ping to $ip2 failed"
 # Detach releases the address; the next port gets it again.
 diaconfig port detach db

@@ -11,7 +11,7 @@ diaconfig tier list
 diaconfig volume create v --size 256M --tier capped
 diaconfig container create c
 diaconfig volume attach v --container c
-dev=$(diaconfig -o json volume show v | awk -F'"' '$2 == "device" { print $4 }')
+dev=$(diaconfig -o value=device volume show v)
 [ -b "$dev" ] || fail "no device for the volume ($dev)"
 dd if=/dev/zero of="$dev" bs=1M count=64 oflag=direct 2>/dev/null
 fio --name=push --filename="$dev" --rw=randread --bs=4k --iodepth=32 --ioengine=libaio --direct=1 \
@@ -28,7 +28,7 @@ log "after set-tier roomy (3000): measured $r IOPS"
 within_pct "$r" 3000 5 || fail "new ceiling 3000 not in effect within a second: $r"
 diaconfig volume stats v | tee /tmp/stats
 expect_contains /tmp/stats "Throttled I/Os"
-thr=$(diaconfig -o json volume stats v | awk '$1 == "\"throttled\":" { gsub(/[^0-9]/, "", $2); print $2 }')
+thr=$(diaconfig -o value=throttled volume stats v)
 [ "$thr" -gt 0 ] || fail "no throttled I/Os counted"
 kill "$fio_pid" 2>/dev/null || true
 wait "$fio_pid" 2>/dev/null || true

@@ -18,7 +18,7 @@ diaconfig volume create n1 --size 256M
 diaconfig volume create n2 --size 256M
 diaconfig container create c
 for v in g n1 n2; do diaconfig volume attach $v --container c; done
-dev() { diaconfig -o json volume show "$1" | awk -F'"' '$2 == "device" { print $4 }'; }
+dev() { diaconfig -o value=device volume show "$1"; }
 for v in g n1 n2; do dd if=/dev/zero of="$(dev $v)" bs=1M count=64 oflag=direct 2>/dev/null; done
 pids=""
 for v in n1 n2; do
@@ -59,7 +59,7 @@ log "floor 2000: g $g IOPS; neighbours $n1 and $n2 IOPS"
 [ $(( g * 100 )) -ge $(( 2000 * 95 )) ] || fail "g got $g IOPS, below 95 % of its 2000 floor"
 [ "$n1" -ge 500 ] && [ "$n2" -ge 500 ] || fail "a neighbour got $n1/$n2 IOPS: starved"
 # Over capacity: the card's capacity minus what is held, plus one.
-cap=$(diaconfig -o json card info | awk '$1 == "\"qos_capacity_iops\":" { gsub(/[^0-9]/, "", $2); print $2 }')
+cap=$(diaconfig -o value=qos_capacity_iops card info)
 [ "$cap" -eq 4000 ] || fail "capacity $cap, expected the media's 4000"
 diaconfig tier create huge --min-iops $(( cap - 2000 + 1 ))
 expect_fail 1 ": 1 IOPS over" diaconfig volume set-tier n1 huge

@@ -17,11 +17,11 @@ expect_fail 1 "already exists" diaconfig volume create keep --size 1G
 expect_fail 1 "no volume 'ghost' (volumes: keep)" diaconfig volume show ghost
 expect_fail 1 "no container 'nowhere'" diaconfig volume attach keep --container nowhere
 expect_fail 1 "is not attached" diaconfig volume detach keep
-diaconfig -o json volume show keep | grep -q '"block_size": 512' || fail "block size not kept"
+[ "$(diaconfig -o value=block_size volume show keep)" = 512 ] || fail "block size not kept"
 # A namespace made below diad is an orphan; one deleted below diad is missing.
 dia-guest-check ns-create 1048576 stray
 diaconfig volume create doomed --size 16M
-n=$(diaconfig -o json volume show doomed | awk '$1 == "\"nsid\":" { gsub(/[^0-9]/, "", $2); print $2 }')
+n=$(diaconfig -o value=nsid volume show doomed)
 dia-guest-check ns-delete "$n"
 stop_diad
 start_diad
