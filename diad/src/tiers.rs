@@ -1,8 +1,8 @@
 //! Performance tiers: named storage service levels (floor, ceiling,
 //! weight) that every volume of the tier gets for itself, enforced by the
-//! card per namespace. diad checks a floor against the card's capacity
-//! before asking (so the error can say by how much and who holds the rest);
-//! the card refuses too, as the authority.
+//! card per namespace. The card alone admits floors against its capacity:
+//! its refusal (EDQUOT with the excess) becomes the 409 that says by how
+//! much and how much the other volumes hold.
 
 use dia::api::{check_name, format_size, Tier, TierSpec, Volume};
 use dia::{NetLimits, Stats};
@@ -144,60 +144,56 @@ impl Manager {
         self.save()
     }
 
-    /// Checks that the card can guarantee `tier`'s floors for `volume` on
-    /// top of every other volume's.
-    pub(crate) fn admit(&self, volume: &str, tier: &TierSpec) -> Result<(), ApiError> {
-        if tier.min_iops == 0 && tier.min_bps == 0 {
-            return Ok(());
-        }
-        let id = self
-            .card
-            .identify()
-            .map_err(|e| ApiError::card("reading the card's QoS capacity", e))?;
-        let (mut iops, mut bps) = (0u64, 0u64);
-        for v in self.state.volumes.iter().filter(|v| v.name != volume) {
-            if let Some(t) = self.state.tiers.iter().find(|t| t.name == v.tier) {
-                iops = iops.saturating_add(t.min_iops);
-                bps = bps.saturating_add(t.min_bps);
+    /// Sends a tier's settings to the card for `volume`'s namespace. The card
+    /// admits the floors against its QoS capacity (counting every other
+    /// namespace's floors); a refusal says by how much, with the capacity
+    /// the card reports.
+    pub(crate) fn apply_tier(
+        &self,
+        volume: &str,
+        nsid: u32,
+        tier: &TierSpec,
+    ) -> Result<(), ApiError> {
+        match self.card.set_qos(nsid, &QosSettings::from(tier)) {
+            Ok(()) => Ok(()),
+            Err(dia::Error::OverCapacity { excess_iops }) => {
+                Err(self.over_capacity(volume, tier, u64::from(excess_iops)))
             }
+            Err(e) => Err(ApiError::card(&format!("applying tier '{}'", tier.name), e)),
         }
-        if iops.saturating_add(tier.min_iops) > id.qos_capacity_iops {
-            return Err(ApiError::conflict(format!(
-                "tier '{}' needs a floor of {} IOPS for volume '{volume}', but the card guarantees {} IOPS and other volumes hold {}: {} IOPS over",
-                tier.name,
-                tier.min_iops,
-                id.qos_capacity_iops,
-                iops,
-                iops + tier.min_iops - id.qos_capacity_iops
-            )));
-        }
-        if bps.saturating_add(tier.min_bps) > id.qos_capacity_bps {
-            return Err(ApiError::conflict(format!(
-                "tier '{}' needs a floor of {}/s for volume '{volume}', but the card guarantees {}/s and other volumes hold {}/s: {}/s over",
-                tier.name,
-                format_size(tier.min_bps),
-                format_size(id.qos_capacity_bps),
-                format_size(bps),
-                format_size(bps + tier.min_bps - id.qos_capacity_bps)
-            )));
-        }
-        Ok(())
     }
 
-    /// Sends a tier's settings to the card for namespace `nsid`.
-    pub(crate) fn apply_tier(&self, nsid: u32, tier: &TierSpec) -> Result<(), ApiError> {
-        self.card
-            .set_qos(nsid, &QosSettings::from(tier))
-            .map_err(|e| ApiError::card(&format!("applying tier '{}'", tier.name), e))
+    /// The 409 for floors the card refused: `excess_iops` over its capacity
+    /// (0: only the bytes per second are over, by an amount it does not say).
+    fn over_capacity(&self, volume: &str, tier: &TierSpec, excess_iops: u64) -> ApiError {
+        let Ok(id) = self.card.identify() else {
+            return ApiError::conflict(format!(
+                "tier '{}': the card cannot guarantee its floors for volume '{volume}' on top of the other volumes'",
+                tier.name
+            ));
+        };
+        if excess_iops > 0 {
+            let held = (id.qos_capacity_iops + excess_iops).saturating_sub(tier.min_iops);
+            ApiError::conflict(format!(
+                "tier '{}' needs a floor of {} IOPS for volume '{volume}', but the card guarantees {} IOPS and other volumes hold {held}: {excess_iops} IOPS over",
+                tier.name, tier.min_iops, id.qos_capacity_iops
+            ))
+        } else {
+            ApiError::conflict(format!(
+                "tier '{}' needs a floor of {}/s for volume '{volume}', but the card guarantees {}/s and the other volumes' floors leave less than that",
+                tier.name,
+                format_size(tier.min_bps),
+                format_size(id.qos_capacity_bps)
+            ))
+        }
     }
 
     /// Moves a volume to another tier; the card applies it to the next I/O.
     pub fn set_tier(&mut self, volume: &str, tier_name: &str) -> Result<Volume, ApiError> {
         let i = self.volume_index(volume)?;
         let tier = self.tier(tier_name)?.clone();
-        self.admit(volume, &tier)?;
         let nsid = self.state.volumes[i].nsid;
-        self.apply_tier(nsid, &tier)?;
+        self.apply_tier(volume, nsid, &tier)?;
         self.state.volumes[i].tier = tier.name.clone();
         self.save()?;
         tracing::info!(volume, tier = %tier.name, "volume tier changed");

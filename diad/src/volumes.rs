@@ -182,12 +182,11 @@ impl Manager {
             .clone()
             .unwrap_or_else(|| dia::api::DEFAULT_TIER.into());
         let tier = self.tier(&tier_name)?.clone();
-        self.admit(&req.name, &tier)?;
         let nsid = self
             .card
             .create_namespace(req.size_bytes, shift, &req.name)
             .map_err(|e| ApiError::card("creating the namespace", e))?;
-        if let Err(e) = self.apply_tier(nsid, &tier) {
+        if let Err(e) = self.apply_tier(&req.name, nsid, &tier) {
             let _ = self.card.delete_namespace(nsid);
             return Err(e);
         }
@@ -560,7 +559,7 @@ impl Manager {
                         .tiers
                         .iter()
                         .find(|t| t.name == v.tier)
-                        .map(|t| self.apply_tier(v.nsid, t));
+                        .map(|t| self.apply_tier(&v.name, v.nsid, t));
                     match applied {
                         Some(Ok(())) => {}
                         Some(Err(e)) => report.push(format!("volume '{}': tier '{}' not applied: {}", v.name, v.tier, e.message)),
@@ -659,8 +658,24 @@ pub(crate) mod tests {
                 qos_capacity_bps: 1 << 30,
             })
         }
+        /// Admits floors as the card does: every other namespace's
+        /// floors plus these must fit the capacity `identify` reports.
         fn set_qos(&self, nsid: u32, q: &dia_abi::card::QosSettings) -> Result<(), dia::Error> {
-            self.qos.lock().unwrap().insert(nsid, *q);
+            let id = self.identify()?;
+            let mut qos = self.qos.lock().unwrap();
+            let (iops, bytes) = qos
+                .iter()
+                .filter(|(n, _)| **n != nsid)
+                .fold((q.min_iops, q.min_bytes_per_s), |(i, b), (_, o)| {
+                    (i + o.min_iops, b + o.min_bytes_per_s)
+                });
+            if iops > id.qos_capacity_iops || bytes > id.qos_capacity_bps {
+                let over = iops.saturating_sub(id.qos_capacity_iops);
+                return Err(dia::Error::OverCapacity {
+                    excess_iops: u32::try_from(over).unwrap_or(u32::MAX),
+                });
+            }
+            qos.insert(nsid, *q);
             Ok(())
         }
         fn stats(&self, _nsid: u32) -> Result<dia::Stats, dia::Error> {
@@ -693,6 +708,7 @@ pub(crate) mod tests {
                 return Err(err(Errno::EBUSY));
             }
             ns.remove(i);
+            self.qos.lock().unwrap().remove(&nsid);
             Ok(())
         }
         fn attach_namespace(&self, nsid: u32) -> Result<(), dia::Error> {
