@@ -12,7 +12,7 @@ pub const PCI_DEVICE_ID: u16 = 0x1110;
 /// Signature at [`REG_MAGIC`]: ASCII `DIACARD1`, read as a little-endian u64.
 pub const CARD_MAGIC: u64 = u64::from_le_bytes(*b"DIACARD1");
 /// Interface version: major in bits 31:16, minor in bits 15:0.
-pub const INTERFACE_VERSION: u32 = 1 << 16 | INTERFACE_MINOR_NETWORK;
+pub const INTERFACE_VERSION: u32 = 1 << 16 | INTERFACE_MINOR_PORT_SPOOFED;
 /// Major version a driver must match exactly.
 pub const fn version_major(vs: u32) -> u16 {
     (vs >> 16) as u16
@@ -709,6 +709,10 @@ const _: () = assert!(core::mem::size_of::<NamespaceStats>() == 64 + 8 * LATENCY
 
 /// Interface minor version that added network ports.
 pub const INTERFACE_MINOR_NETWORK: u32 = 1;
+/// Interface minor version that added [`PortStats::tx_spoofed`] (out of
+/// reserved bytes): the switch drops a frame whose source MAC is not its
+/// port's. A 1.1 card reports 0 there.
+pub const INTERFACE_MINOR_PORT_SPOOFED: u32 = 2;
 
 /// Create Port (dia vendor admin command): CDW10 = the port id wanted
 /// (1..=`max_ports`; 0: the lowest free one; a driver recreating its ports
@@ -953,13 +957,15 @@ pub struct PortStats {
     pub rx_packets: u64,
     /// Bytes of those frames.
     pub rx_bytes: u64,
-    /// Sent frames dropped (malformed, over the MTU, no destination).
+    /// Sent frames dropped (malformed, over the MTU, tagged, no destination,
+    /// spoofed).
     pub tx_dropped: u64,
     /// Frames for the port dropped (no RX buffer posted, over the MTU).
     pub rx_dropped: u64,
     /// Time the port's egress waited for its limits, nanoseconds.
     pub throttled_ns: u64,
-    /// Reserved, zero.
-    pub reserved: u64,
+    /// Of `tx_dropped`: frames whose source MAC was not the port's
+    /// (interface 1.2; reserved, zero, before).
+    pub tx_spoofed: u64,
 }
 const _: () = assert!(core::mem::size_of::<PortStats>() == 64);

@@ -126,9 +126,15 @@ impl Controller {
         drop(st);
         self.write_prp(sqe, pod_bytes(&create))?;
         let q = self.queues()?;
-        q.net
-            .lock()
-            .add(Port::new(&board, id, create.config, rings, vector, now));
+        q.net.lock().add(Port::new(
+            &board,
+            id,
+            create.mac,
+            create.config,
+            rings,
+            vector,
+            now,
+        ));
         q.net.kick();
         let c = create.config;
         info!(

@@ -16,7 +16,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use tracing::{info, warn};
 
 use super::port::{Port, Scratch, Tx, ETH_HLEN};
-use super::switch::{Dest, Switch};
+use super::switch::{Dest, Refused, Switch};
 use super::uplink::{self, Uplink, DATAGRAM_MAX};
 use crate::board::Board;
 use crate::doorbell::EventFd;
@@ -49,7 +49,7 @@ impl NetState {
 
     /// Adds a port (its id is free: checked by the caller).
     pub(crate) fn add(&mut self, port: Port) {
-        self.switch.set_port(port.id, port.cfg.vlan);
+        self.switch.set_port(port.id, port.cfg.vlan, port.mac);
         self.ports.insert(port.id, port);
     }
 
@@ -69,7 +69,7 @@ impl NetState {
             return false;
         };
         port.reconfigure(cfg, now);
-        self.switch.set_port(id, cfg.vlan);
+        self.switch.set_port(id, cfg.vlan, port.mac);
         true
     }
 
@@ -128,7 +128,10 @@ impl NetState {
                 };
                 let frame = &s.datagram[..flen];
                 let (src, dst) = macs(frame);
-                self.switch
+                // From the uplink nothing is refused: the frame is only
+                // delivered to local ports on its VLAN, if any.
+                let _ = self
+                    .switch
                     .forward(vlan, src, dst, Dest::Uplink, now, &mut s.dests);
                 for d in &s.dests {
                     if let Dest::Port(p) = d {
@@ -160,8 +163,15 @@ impl NetState {
                         let vlan = port.cfg.vlan;
                         let frame = &s.scratch.frame;
                         let (src, dst) = macs(frame);
-                        self.switch
-                            .forward(vlan, src, dst, Dest::Port(id), now, &mut s.dests);
+                        let verdict =
+                            self.switch
+                                .forward(vlan, src, dst, Dest::Port(id), now, &mut s.dests);
+                        if verdict == Err(Refused::Spoofed) {
+                            if let Some(port) = self.ports.get_mut(&id) {
+                                port.count_tx_spoofed();
+                            }
+                            continue;
+                        }
                         let mut sent = false;
                         for d in &s.dests {
                             match d {

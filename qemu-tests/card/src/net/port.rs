@@ -59,6 +59,9 @@ pub(crate) struct Scratch {
 pub(crate) struct Port {
     /// Port id.
     pub(crate) id: u16,
+    /// The port's MAC (the card's MAC rule): the only source MAC its
+    /// frames may carry.
+    pub(crate) mac: [u8; 6],
     /// Current configuration.
     pub(crate) cfg: PortConfig,
     /// MSI-X / doorbell vector.
@@ -84,6 +87,7 @@ impl Port {
     pub(crate) fn new(
         board: &Board,
         id: u16,
+        mac: [u8; 6],
         cfg: PortConfig,
         rings: Rings,
         vector: u16,
@@ -102,6 +106,7 @@ impl Port {
         board.bar.write32(regs + abi::PORT_LINK, 1);
         Self {
             id,
+            mac,
             cfg,
             vector,
             rings,
@@ -139,6 +144,12 @@ impl Port {
     /// Counts a frame the card could not send anywhere.
     pub(crate) fn count_tx_dropped(&mut self) {
         self.stats.tx_dropped += 1;
+    }
+
+    /// Counts a frame dropped because its source MAC was not the port's.
+    pub(crate) fn count_tx_spoofed(&mut self) {
+        self.stats.tx_dropped += 1;
+        self.stats.tx_spoofed += 1;
     }
 
     /// Logs a driver bug, at most once per [`BUG_LOG_EVERY`].

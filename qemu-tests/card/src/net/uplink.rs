@@ -34,6 +34,11 @@ pub(crate) enum UntagError {
     /// A VLAN id outside VLAN_MIN..=VLAN_MAX.
     #[error("VLAN {0} out of range")]
     Vlan(u16),
+    /// A second tag inside the card's: no card sends that (ports are
+    /// access ports), and a port's guest must never see a frame tagged
+    /// for another VLAN.
+    #[error("a second tag (type {0:#06x}) inside the VLAN tag")]
+    Stacked(u16),
 }
 
 /// The EtherType (or TPID) at bytes 12..14 of a frame of at least 14 bytes.
@@ -66,6 +71,10 @@ pub(crate) fn untag(buf: &mut [u8], len: usize) -> Result<(u16, usize), UntagErr
     let vlan = u16::from_be_bytes([buf[14], buf[15]]) & 0x0fff;
     if !(abi::VLAN_MIN..=abi::VLAN_MAX).contains(&vlan) {
         return Err(UntagError::Vlan(vlan));
+    }
+    let inner = u16::from_be_bytes([buf[16], buf[17]]);
+    if inner == TPID_8021Q || inner == TPID_8021AD {
+        return Err(UntagError::Stacked(inner));
     }
     buf.copy_within(12 + TAG_LEN..len, 12);
     Ok((vlan, len - TAG_LEN))
@@ -155,6 +164,15 @@ mod tests {
             tag(&frame(60), vlan, &mut t);
             let len = t.len();
             assert_eq!(untag(&mut t, len), Err(UntagError::Vlan(vlan)));
+        }
+        // Double tagged: the inner tag could name another VLAN.
+        for tpid in [TPID_8021Q, TPID_8021AD] {
+            let mut f = frame(60);
+            f[12..14].copy_from_slice(&tpid.to_be_bytes());
+            let mut t = Vec::new();
+            tag(&f, 100, &mut t);
+            let len = t.len();
+            assert_eq!(untag(&mut t, len), Err(UntagError::Stacked(tpid)));
         }
     }
 }
