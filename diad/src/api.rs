@@ -21,7 +21,7 @@ use tracing::{info, warn};
 
 use crate::card::CardDevice;
 use crate::error::ApiError;
-use crate::volumes::Manager;
+use crate::manager::Manager;
 
 /// Default API socket.
 pub const DEFAULT_SOCKET: &str = "/run/dia/diad.sock";
@@ -350,87 +350,7 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
-
-    struct TestCard {
-        fail: bool,
-    }
-
-    fn nope() -> dia::Error {
-        dia::Error::Ioctl {
-            request: "test",
-            errno: nix::errno::Errno::ENOTSUP,
-        }
-    }
-
-    impl CardDevice for TestCard {
-        fn create_namespace(&self, _: u64, _: u32, _: &str) -> Result<u32, dia::Error> {
-            Err(nope())
-        }
-        fn delete_namespace(&self, _: u32) -> Result<(), dia::Error> {
-            Err(nope())
-        }
-        fn attach_namespace(&self, _: u32) -> Result<(), dia::Error> {
-            Err(nope())
-        }
-        fn detach_namespace(&self, _: u32) -> Result<(), dia::Error> {
-            Err(nope())
-        }
-        fn namespace(&self, _: u32) -> Result<dia::Namespace, dia::Error> {
-            Err(nope())
-        }
-        fn namespaces(&self) -> Result<Vec<dia::Namespace>, dia::Error> {
-            Ok(Vec::new())
-        }
-        fn pool(&self) -> Result<Pool, dia::Error> {
-            Err(nope())
-        }
-        fn set_qos(&self, _: u32, _: &dia_abi::card::QosSettings) -> Result<(), dia::Error> {
-            Err(nope())
-        }
-        fn stats(&self, _: u32) -> Result<Stats, dia::Error> {
-            Err(nope())
-        }
-        fn create_port(&self, _: dia::PortSettings) -> Result<dia::NewPort, dia::Error> {
-            Err(nope())
-        }
-        fn delete_port(&self, _: u32) -> Result<(), dia::Error> {
-            Err(nope())
-        }
-        fn set_port(&self, _: u32, _: dia::PortSettings) -> Result<(), dia::Error> {
-            Err(nope())
-        }
-        fn port(&self, _: u32) -> Result<dia::Port, dia::Error> {
-            Err(nope())
-        }
-        fn ports(&self) -> Result<Vec<dia::Port>, dia::Error> {
-            Err(nope())
-        }
-        fn identify(&self) -> Result<Identity, dia::Error> {
-            if self.fail {
-                return Err(dia::Error::Timeout {
-                    request: "DIA_IOC_IDENTIFY",
-                });
-            }
-            Ok(Identity {
-                model: "test card".into(),
-                serial: "S1".into(),
-                firmware: "9.9".into(),
-                interface_version: "1.0".into(),
-                abi_version: 1,
-                vendor_id: 0x1af4,
-                capabilities: vec![],
-                max_io_queues: 8,
-                io_queues: 2,
-                max_queue_entries: 1024,
-                msix_vectors: 3,
-                max_namespaces: 0,
-                max_ports: 0,
-                pool_bytes: 0,
-                qos_capacity_iops: 0,
-                qos_capacity_bps: 0,
-            })
-        }
-    }
+    use crate::test_support::{self, MemCard};
 
     async fn get(socket: &Path, path: &str) -> (u16, String) {
         send(socket, "GET", path, "").await
@@ -439,9 +359,17 @@ mod tests {
     async fn start(fail: bool) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("diad.sock");
-        let host = Arc::new(crate::containers::SystemHost::new().unwrap());
+        let host = Arc::new(crate::host::SystemHost::new().unwrap());
+        // `fail`: a card that does not answer Identify.
+        let card = MemCard {
+            identity: (!fail).then(|| Identity {
+                serial: "S1".into(),
+                ..test_support::identity()
+            }),
+            ..MemCard::default()
+        };
         let app = AppState::new(Manager::new(
-            Arc::new(TestCard { fail }),
+            Arc::new(card),
             host,
             crate::state::DesiredState::default(),
             dir.path().join("s.toml"),

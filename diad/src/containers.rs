@@ -1,443 +1,145 @@
-//! Containers as the appliance sees them: a process in its own mount, UTS,
-//! IPC and network namespaces, with a private `/dev` (a tmpfs with the basic
-//! nodes), as a runtime's pause container would be. diad starts them as
-//! `diad container-init NAME`, and changes what is inside one (device nodes,
-//! mounts) through `diad ns-exec`, a short-lived helper that joins the
-//! container's mount namespace; both are fresh single-threaded processes,
-//! which `unshare`/`setns` require. `Host` is the seam the volume logic
-//! is tested through.
+//! Containers diad keeps: started and stopped through the host (see
+//! `host.rs` for what a container is), listed with what is attached to
+//! them, and resolved from the ids requests give (a name, or `pid:N`).
 
-use std::io::{BufRead, BufReader, Read};
-use std::os::unix::fs::FileTypeExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use dia::api::{check_name, Container};
+use tracing::info;
 
-use anyhow::{anyhow, bail, Context, Result};
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use nix::sched::{setns, unshare, CloneFlags};
-use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+use crate::error::ApiError;
+use crate::manager::Manager;
+use crate::state::ContainerState;
 
-/// Something to do inside a container's mount namespace.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NsOp {
-    /// Create a block device node.
-    Mknod {
-        /// Where.
-        path: String,
-        /// Device major.
-        major: u64,
-        /// Device minor.
-        minor: u64,
-    },
-    /// Remove a file (a device node).
-    Unlink {
-        /// Which.
-        path: String,
-    },
-    /// Mount a filesystem (creating the mount point).
-    Mount {
-        /// Device.
-        device: String,
-        /// Mount point.
-        target: String,
-        /// Filesystem type.
-        fstype: String,
-    },
-    /// Unmount.
-    Umount {
-        /// Mount point.
-        target: String,
-    },
-    /// In the network namespace: rename `link` to `name`, give it
-    /// `address` (CIDR), bring it and `lo` up, route by default via
-    /// `gateway`.
-    NetUp {
-        /// The net device as it arrived (`dia0p1`).
-        link: String,
-        /// Its name in the container (`eth0`).
-        name: String,
-        /// `10.10.0.10/24`.
-        address: String,
-        /// `10.10.0.1`.
-        gateway: String,
-    },
-}
-
-impl NsOp {
-    fn args(&self) -> Vec<String> {
-        match self {
-            NsOp::Mknod { path, major, minor } => {
-                vec![
-                    "mknod".into(),
-                    path.clone(),
-                    major.to_string(),
-                    minor.to_string(),
-                ]
+impl Manager {
+    /// `(pid, registered name)` of a container id: a diad container's
+    /// name, or `pid:N` for any process's namespaces.
+    pub(crate) fn resolve(&self, id: &str) -> Result<(u32, Option<String>), ApiError> {
+        if let Some(n) = id.strip_prefix("pid:") {
+            let pid: u32 = n.parse().map_err(|_| {
+                ApiError::bad_request(format!("container '{id}': pid:N needs a number"))
+            })?;
+            if !self.host.container_alive(pid, None) {
+                return Err(ApiError::not_found(format!(
+                    "no process {pid} for container '{id}'"
+                )));
             }
-            NsOp::Unlink { path } => vec!["unlink".into(), path.clone()],
-            NsOp::Mount {
-                device,
-                target,
-                fstype,
-            } => {
-                vec![
-                    "mount".into(),
-                    device.clone(),
-                    target.clone(),
-                    fstype.clone(),
-                ]
-            }
-            NsOp::Umount { target } => vec!["umount".into(), target.clone()],
-            NsOp::NetUp {
-                link,
-                name,
-                address,
-                gateway,
-            } => vec![
-                "net-up".into(),
-                link.clone(),
-                name.clone(),
-                address.clone(),
-                gateway.clone(),
-            ],
+            return Ok((pid, None));
         }
-    }
-
-    /// Parses the helper's arguments (the inverse of `args`).
-    pub fn parse(args: &[String]) -> Result<Self> {
-        let a: Vec<&str> = args.iter().map(String::as_str).collect();
-        Ok(match a.as_slice() {
-            ["mknod", path, major, minor] => NsOp::Mknod {
-                path: path.to_string(),
-                major: major.parse()?,
-                minor: minor.parse()?,
-            },
-            ["unlink", path] => NsOp::Unlink {
-                path: path.to_string(),
-            },
-            ["mount", device, target, fstype] => NsOp::Mount {
-                device: device.to_string(),
-                target: target.to_string(),
-                fstype: fstype.to_string(),
-            },
-            ["umount", target] => NsOp::Umount {
-                target: target.to_string(),
-            },
-            ["net-up", link, name, address, gateway] => NsOp::NetUp {
-                link: link.to_string(),
-                name: name.to_string(),
-                address: address.to_string(),
-                gateway: gateway.to_string(),
-            },
-            _ => bail!("unknown ns-exec operation {a:?}"),
-        })
-    }
-}
-
-/// What the volume logic needs from the appliance's OS.
-pub trait Host: Send + Sync + 'static {
-    /// Starts a container; returns its init pid.
-    fn start_container(&self, name: &str) -> Result<u32>;
-    /// Whether `pid` is still the container's init (`name`: a diad
-    /// container; `None`: any process, for `pid:N` containers).
-    fn container_alive(&self, pid: u32, name: Option<&str>) -> bool;
-    /// Stops a container.
-    fn stop_container(&self, pid: u32) -> Result<()>;
-    /// Runs `op` in the namespaces of `pid` (mount, or network for
-    /// network operations).
-    fn in_container(&self, pid: u32, op: &NsOp) -> Result<()>;
-    /// Moves net device `ifname` from diad's network namespace into
-    /// `pid`'s.
-    fn move_link(&self, ifname: &str, pid: u32) -> Result<()>;
-    /// Device numbers of a block device (`/dev/dia0n1`).
-    fn device_numbers(&self, device: &str) -> Result<(u64, u64)>;
-    /// Makes an ext4 filesystem on `device` unless it has one; refuses a
-    /// device holding other data.
-    fn ensure_ext4(&self, device: &str) -> Result<()>;
-}
-
-/// The real host: this machine.
-pub struct SystemHost {
-    exe: PathBuf,
-}
-
-impl SystemHost {
-    /// Uses this diad binary for the helpers.
-    pub fn new() -> Result<Self> {
-        Ok(Self {
-            exe: std::env::current_exe().context("finding diad's own binary")?,
-        })
-    }
-}
-
-fn cmdline(pid: u32) -> Option<Vec<String>> {
-    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    Some(
-        raw.split(|&b| b == 0)
-            .filter(|s| !s.is_empty())
-            .map(|s| String::from_utf8_lossy(s).into_owned())
-            .collect(),
-    )
-}
-
-impl Host for SystemHost {
-    fn start_container(&self, name: &str) -> Result<u32> {
-        let mut child = Command::new(&self.exe)
-            .args(["container-init", name])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("starting the container's init")?;
-        let pid = child.id();
-        let mut line = String::new();
-        if let Some(out) = child.stdout.take() {
-            BufReader::new(out).read_line(&mut line)?;
+        let c = self
+            .state
+            .containers
+            .iter()
+            .find(|c| c.name == id)
+            .ok_or_else(|| {
+                let known: Vec<&str> = self
+                    .state
+                    .containers
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect();
+                ApiError::not_found(format!(
+                    "no container '{id}' (containers: {}; or give pid:N)",
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ))
+            })?;
+        if !self.host.container_alive(c.pid, Some(&c.name)) {
+            return Err(ApiError::conflict(format!(
+                "container '{id}' is gone (its init {} exited)",
+                c.pid
+            )));
         }
-        if line.trim() != "ready" {
-            let mut err = String::new();
-            if let Some(mut e) = child.stderr.take() {
-                let _ = e.read_to_string(&mut err);
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("container init failed: {}", err.trim());
-        }
-        // The init runs on; a thread reaps it when it exits.
-        std::thread::spawn(move || child.wait());
-        Ok(pid)
+        Ok((c.pid, Some(c.name.clone())))
     }
 
-    fn container_alive(&self, pid: u32, name: Option<&str>) -> bool {
-        match (cmdline(pid), name) {
-            (Some(args), Some(name)) => {
-                args.iter().any(|a| a == "container-init")
-                    && args.last().map(String::as_str) == Some(name)
-            }
-            (Some(_), None) => true,
-            (None, _) => false,
-        }
-    }
-
-    fn stop_container(&self, pid: u32) -> Result<()> {
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(pid)?);
-        match nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL) {
-            Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
-            Err(e) => Err(anyhow!("stopping the container: {e}")),
-        }
-    }
-
-    fn in_container(&self, pid: u32, op: &NsOp) -> Result<()> {
-        let out = Command::new(&self.exe)
-            .args(["ns-exec", "--pid", &pid.to_string()])
-            .args(op.args())
-            .stdin(Stdio::null())
-            .output()
-            .context("running diad ns-exec")?;
-        if !out.status.success() {
-            bail!(
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-                    .trim()
-                    .trim_start_matches("Error: ")
-            );
-        }
-        Ok(())
-    }
-
-    fn move_link(&self, ifname: &str, pid: u32) -> Result<()> {
-        crate::netconf::move_link(ifname, pid)
-    }
-
-    fn device_numbers(&self, device: &str) -> Result<(u64, u64)> {
-        let name = Path::new(device)
-            .file_name()
-            .and_then(|n| n.to_str())
-            .ok_or_else(|| anyhow!("bad device {device}"))?;
-        let text = std::fs::read_to_string(format!("/sys/class/block/{name}/dev"))
-            .with_context(|| format!("{device} has no sysfs entry"))?;
-        let (maj, min) = text
-            .trim()
-            .split_once(':')
-            .ok_or_else(|| anyhow!("bad dev numbers '{text}'"))?;
-        Ok((maj.parse()?, min.parse()?))
-    }
-
-    fn ensure_ext4(&self, device: &str) -> Result<()> {
-        let mut head = vec![0u8; 64 << 10];
-        std::fs::File::open(device)
-            .and_then(|mut f| f.read_exact(&mut head))
-            .with_context(|| format!("reading {device}"))?;
-        // ext2/3/4 superblock magic 0xEF53 at byte 1080.
-        if head[1080] == 0x53 && head[1081] == 0xef {
-            return Ok(());
-        }
-        if head.iter().any(|&b| b != 0) {
-            bail!("{device} holds data that is not an ext4 filesystem; refusing to format it");
-        }
-        let out = Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-E", "nodiscard", device])
-            .stdin(Stdio::null())
-            .output()
-            .context("running mkfs.ext4 (is e2fsprogs installed?)")?;
-        if !out.status.success() {
-            bail!(
-                "mkfs.ext4 {device} failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(())
-    }
-}
-
-/// `diad container-init NAME`: becomes a container's init. Must run
-/// single-threaded (before any runtime starts).
-pub fn container_init(name: &str) -> Result<()> {
-    unshare(
-        CloneFlags::CLONE_NEWNS
-            | CloneFlags::CLONE_NEWUTS
-            | CloneFlags::CLONE_NEWIPC
-            | CloneFlags::CLONE_NEWNET,
-    )
-    .context("unshare (needs root)")?;
-    // Nothing mounted in here propagates back to the appliance.
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .context("making mounts private")?;
-    nix::unistd::sethostname(name).context("sethostname")?;
-    // A private /dev with the usual nodes: volumes appear here only.
-    mount(
-        Some("tmpfs"),
-        "/dev",
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID,
-        Some("mode=755,size=64k"),
-    )
-    .context("mounting the container's /dev")?;
-    for (node, major, minor) in [
-        ("null", 1, 3),
-        ("zero", 1, 5),
-        ("full", 1, 7),
-        ("random", 1, 8),
-        ("urandom", 1, 9),
-        ("tty", 5, 0),
-    ] {
-        mknod(
-            format!("/dev/{node}").as_str(),
-            SFlag::S_IFCHR,
-            Mode::from_bits_truncate(0o666),
-            makedev(major, minor),
-        )
-        .with_context(|| format!("mknod /dev/{node}"))?;
-    }
-    let _ = std::os::unix::fs::symlink("/proc/self/fd", "/dev/fd");
-    println!("ready");
-    loop {
-        nix::unistd::pause();
-    }
-}
-
-/// `diad ns-exec --pid PID OP...`: runs one operation in PID's mount
-/// namespace. Must run single-threaded.
-pub fn ns_exec(pid: u32, op: &NsOp) -> Result<()> {
-    if let NsOp::NetUp {
-        link,
-        name,
-        address,
-        gateway,
-    } = op
-    {
-        let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))
-            .with_context(|| format!("container process {pid} not found"))?;
-        setns(&ns, CloneFlags::CLONE_NEWNET)
-            .context("joining the container's network namespace")?;
-        return crate::netconf::net_up(link, name, address, gateway);
-    }
-    let ns = std::fs::File::open(format!("/proc/{pid}/ns/mnt"))
-        .with_context(|| format!("container process {pid} not found"))?;
-    setns(&ns, CloneFlags::CLONE_NEWNS).context("joining the container's mount namespace")?;
-    std::env::set_current_dir("/")?;
-    match op {
-        NsOp::Mknod { path, major, minor } => {
-            if let Ok(meta) = std::fs::metadata(path) {
-                if meta.file_type().is_block_device() {
-                    std::fs::remove_file(path)?;
+    /// Containers diad started.
+    pub fn containers(&self) -> Vec<Container> {
+        self.state
+            .containers
+            .iter()
+            .map(|c| Container {
+                name: c.name.clone(),
+                pid: c.pid,
+                status: if self.host.container_alive(c.pid, Some(&c.name)) {
+                    "running"
                 } else {
-                    bail!("{path} exists in the container and is not a device node");
+                    "gone"
                 }
-            }
-            mknod(
-                path.as_str(),
-                SFlag::S_IFBLK,
-                Mode::from_bits_truncate(0o660),
-                makedev(*major, *minor),
-            )
-            .with_context(|| format!("mknod {path} in the container"))?;
-        }
-        NsOp::Unlink { path } => match std::fs::remove_file(path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("removing {path} in the container")),
-        },
-        NsOp::Mount {
-            device,
-            target,
-            fstype,
-        } => {
-            std::fs::create_dir_all(target)
-                .with_context(|| format!("creating {target} in the container"))?;
-            mount(
-                Some(device.as_str()),
-                target.as_str(),
-                Some(fstype.as_str()),
-                MsFlags::empty(),
-                None::<&str>,
-            )
-            .with_context(|| format!("mounting {device} on {target} in the container"))?;
-        }
-        NsOp::NetUp { .. } => bail!("network operations are done in the network namespace"),
-        NsOp::Umount { target } => match umount2(target.as_str(), MntFlags::empty()) {
-            Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
-            Err(nix::errno::Errno::EBUSY) => {
-                bail!("{target} is busy in the container (files open): stop what uses it first")
-            }
-            Err(e) => bail!("unmounting {target} in the container: {e}"),
-        },
+                .into(),
+                volumes: self
+                    .state
+                    .volumes
+                    .iter()
+                    .filter(|v| v.attachment.as_ref().is_some_and(|a| a.container == c.name))
+                    .map(|v| v.name.clone())
+                    .collect(),
+                ports: self
+                    .state
+                    .ports
+                    .iter()
+                    .filter(|p| p.container == c.name)
+                    .map(crate::state::PortState::name)
+                    .collect(),
+            })
+            .collect()
     }
-    Ok(())
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ops_round_trip_through_arguments() {
-        for op in [
-            NsOp::Mknod {
-                path: "/dev/dia0n1".into(),
-                major: 259,
-                minor: 0,
-            },
-            NsOp::Unlink {
-                path: "/dev/dia0n1".into(),
-            },
-            NsOp::Mount {
-                device: "/dev/dia0n1".into(),
-                target: "/data".into(),
-                fstype: "ext4".into(),
-            },
-            NsOp::Umount {
-                target: "/data".into(),
-            },
-        ] {
-            assert_eq!(NsOp::parse(&op.args()).unwrap(), op);
+    /// Starts a container.
+    pub fn create_container(&mut self, name: &str) -> Result<Container, ApiError> {
+        check_name("container", name).map_err(ApiError::bad_request)?;
+        if self.state.containers.iter().any(|c| c.name == name) {
+            return Err(ApiError::conflict(format!(
+                "container '{name}' already exists"
+            )));
         }
-        assert!(NsOp::parse(&["explode".into()]).is_err());
+        let pid = self.host.start_container(name)?;
+        self.state.containers.push(ContainerState {
+            name: name.into(),
+            pid,
+        });
+        if let Err(e) = self.save() {
+            let _ = self.host.stop_container(pid);
+            self.state.containers.pop();
+            return Err(e);
+        }
+        info!(container = %name, pid, "container started");
+        self.containers()
+            .into_iter()
+            .find(|c| c.name == name)
+            .ok_or_else(|| ApiError::internal("container vanished"))
+    }
+
+    /// Stops a container (refused while volumes are attached to it).
+    pub fn delete_container(&mut self, name: &str) -> Result<(), ApiError> {
+        let i = self
+            .state
+            .containers
+            .iter()
+            .position(|c| c.name == name)
+            .ok_or_else(|| ApiError::not_found(format!("no container '{name}'")))?;
+        let attached: Vec<&str> = self
+            .state
+            .volumes
+            .iter()
+            .filter(|v| v.attachment.as_ref().is_some_and(|a| a.container == name))
+            .map(|v| v.name.as_str())
+            .collect();
+        if !attached.is_empty() {
+            return Err(ApiError::conflict(format!(
+                "container '{name}' has volumes attached ({}): detach them first",
+                attached.join(", ")
+            )));
+        }
+        // Its ports go with it (their addresses are released).
+        self.detach_ports_of(name)?;
+        let c = self.state.containers.remove(i);
+        if self.host.container_alive(c.pid, Some(&c.name)) {
+            self.host.stop_container(c.pid)?;
+        }
+        self.save()?;
+        info!(container = %name, "container stopped");
+        Ok(())
     }
 }

@@ -6,9 +6,14 @@ mod api;
 mod card;
 mod containers;
 mod error;
+mod host;
+mod manager;
 mod netconf;
 mod networks;
+mod reconcile;
 mod state;
+#[cfg(test)]
+mod test_support;
 mod tiers;
 mod volumes;
 
@@ -19,8 +24,8 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use tracing::{info, warn};
 
-use crate::containers::{NsOp, SystemHost};
-use crate::volumes::Manager;
+use crate::host::{NsOp, SystemHost};
+use crate::manager::Manager;
 
 #[derive(Parser)]
 #[command(
@@ -65,8 +70,8 @@ fn main() -> Result<()> {
     let args = Args::parse();
     match &args.helper {
         // Before any thread exists: unshare/setns need a single thread.
-        Some(Helper::ContainerInit { name }) => containers::container_init(name),
-        Some(Helper::NsExec { pid, op }) => containers::ns_exec(*pid, &NsOp::parse(op)?),
+        Some(Helper::ContainerInit { name }) => host::container_init(name),
+        Some(Helper::NsExec { pid, op }) => host::ns_exec(*pid, &NsOp::parse(op)?),
         None => tokio::runtime::Runtime::new()
             .context("starting the async runtime")?
             .block_on(daemon(args)),

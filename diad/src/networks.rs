@@ -18,10 +18,10 @@ use dia_abi::card::{PORT_MTU_MAX, PORT_MTU_MIN, VLAN_MAX, VLAN_MIN};
 use nix::errno::Errno;
 use tracing::{info, warn};
 
-use crate::containers::NsOp;
 use crate::error::ApiError;
+use crate::host::NsOp;
+use crate::manager::Manager;
 use crate::state::{NetworkState, PortState};
-use crate::volumes::Manager;
 
 /// Default MTU of a network.
 pub const DEFAULT_MTU: u16 = 1500;
@@ -516,7 +516,7 @@ impl Manager {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::volumes::tests::{manager, LogHost};
+    use crate::test_support::{manager, LogHost};
 
     fn net(name: &str, vlan: u16, subnet: &str, range: Option<&str>) -> CreateNetwork {
         CreateNetwork {

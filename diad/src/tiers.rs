@@ -12,7 +12,7 @@ use dia_abi::card::{
 };
 
 use crate::error::ApiError;
-use crate::volumes::Manager;
+use crate::manager::Manager;
 
 /// Checks a tier with the card's own rules ([`QosSettings::validate`],
 /// [`PortLimits::validate`]); a weight of 0, which the card reads as 1, is
@@ -206,5 +206,108 @@ impl Manager {
         self.card
             .stats(v.nsid)
             .map_err(|e| ApiError::card("reading the volume's counters", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use dia::api::CreateVolume;
+
+    use crate::card::CardDevice;
+    use crate::test_support::{manager, vol, LogHost};
+
+    #[test]
+    fn tiers_are_checked_admitted_and_applied() {
+        let (_dir, mut m, card, _) = manager(LogHost::default());
+        let names: Vec<String> = m.tiers().into_iter().map(|t| t.spec.name).collect();
+        assert_eq!(names, ["best-effort", "silver", "gold"]);
+        let spec = |name: &str, min_iops, max_iops| dia::api::TierSpec {
+            name: name.into(),
+            min_iops,
+            max_iops,
+            min_bps: 0,
+            max_bps: 0,
+            weight: 1,
+            burst_ms: 0,
+            net_max_bps: 0,
+            net_max_pps: 0,
+            net_burst_ms: 0,
+        };
+        let e = m.create_tier(spec("odd", 6000, 5000)).unwrap_err();
+        assert!(
+            e.message.contains("min-iops 6000 is above max-iops 5000"),
+            "{}",
+            e.message
+        );
+        let e = m
+            .create_tier(dia::api::TierSpec {
+                weight: 0,
+                ..spec("w", 0, 0)
+            })
+            .unwrap_err();
+        assert!(e.message.contains("allowed: 1 to 1000"), "{}", e.message);
+        m.create_tier(spec("plat", 4000, 8000)).unwrap();
+        assert_eq!(m.create_tier(spec("plat", 1, 2)).unwrap_err().status, 409);
+        // Capacity 10000: two plat volumes fit, a third is 2000 over.
+        for n in ["a", "b"] {
+            m.create(&CreateVolume {
+                tier: Some("plat".into()),
+                ..vol(n, 1 << 20)
+            })
+            .unwrap();
+        }
+        assert_eq!(card.qos.lock().unwrap()[&1].min_iops, 4000);
+        let e = m
+            .create(&CreateVolume {
+                tier: Some("plat".into()),
+                ..vol("c", 1 << 20)
+            })
+            .unwrap_err();
+        assert_eq!(e.status, 409);
+        assert!(
+            e.message.contains(
+                "the card guarantees 10000 IOPS and other volumes hold 8000: 2000 IOPS over"
+            ),
+            "{}",
+            e.message
+        );
+        assert!(
+            card.namespaces().unwrap().len() == 2,
+            "nothing created on refusal"
+        );
+        let e = m
+            .create(&CreateVolume {
+                tier: Some("nope".into()),
+                ..vol("c", 1 << 20)
+            })
+            .unwrap_err();
+        assert!(
+            e.message.contains("tiers: best-effort, silver, gold, plat"),
+            "{}",
+            e.message
+        );
+        // Moving a volume re-admits it without counting itself.
+        m.create(&vol("c", 1 << 20)).unwrap();
+        let v = m.set_tier("a", "gold").unwrap();
+        assert_eq!(v.tier, "gold");
+        assert_eq!(card.qos.lock().unwrap()[&1].max_iops, 5000);
+        // 2000 + 4000 + 4000 fills the card exactly; silver's 500 is over.
+        m.set_tier("c", "plat").unwrap();
+        let e = m
+            .create(&CreateVolume {
+                tier: Some("silver".into()),
+                ..vol("d", 1 << 20)
+            })
+            .unwrap_err();
+        assert!(e.message.contains("500 IOPS over"), "{}", e.message);
+        assert_eq!(m.delete_tier("plat").unwrap_err().status, 409);
+        assert!(m
+            .delete_tier("gold")
+            .unwrap_err()
+            .message
+            .contains("built in"));
+        m.set_tier("b", "silver").unwrap();
+        m.set_tier("c", "silver").unwrap();
+        m.delete_tier("plat").unwrap();
     }
 }
