@@ -7,7 +7,13 @@ use tracing::info;
 
 use crate::error::ApiError;
 use crate::manager::Manager;
-use crate::state::ContainerState;
+use crate::state::{ContainerState, VolumeState};
+
+fn attached_to(v: &VolumeState, container: &str) -> bool {
+    v.attachment
+        .as_ref()
+        .is_some_and(|a| a.container == container)
+}
 
 impl Manager {
     /// `(pid, registered name)` of a container id: a diad container's
@@ -68,20 +74,8 @@ impl Manager {
                     "gone"
                 }
                 .into(),
-                volumes: self
-                    .state
-                    .volumes
-                    .iter()
-                    .filter(|v| v.attachment.as_ref().is_some_and(|a| a.container == c.name))
-                    .map(|v| v.name.clone())
-                    .collect(),
-                ports: self
-                    .state
-                    .ports
-                    .iter()
-                    .filter(|p| p.container == c.name)
-                    .map(crate::state::PortState::name)
-                    .collect(),
+                volumes: self.state.volume_names(|v| attached_to(v, &c.name)),
+                ports: self.state.port_names(|p| p.container == c.name),
             })
             .collect()
     }
@@ -119,13 +113,7 @@ impl Manager {
             .iter()
             .position(|c| c.name == name)
             .ok_or_else(|| ApiError::not_found(format!("no container '{name}'")))?;
-        let attached: Vec<&str> = self
-            .state
-            .volumes
-            .iter()
-            .filter(|v| v.attachment.as_ref().is_some_and(|a| a.container == name))
-            .map(|v| v.name.as_str())
-            .collect();
+        let attached = self.state.volume_names(|v| attached_to(v, name));
         if !attached.is_empty() {
             return Err(ApiError::conflict(format!(
                 "container '{name}' has volumes attached ({}): detach them first",

@@ -61,6 +61,24 @@ impl DesiredState {
         }
         self
     }
+
+    /// Names of the volumes `f` picks.
+    pub fn volume_names(&self, f: impl Fn(&VolumeState) -> bool) -> Vec<String> {
+        self.volumes
+            .iter()
+            .filter(|v| f(v))
+            .map(|v| v.name.clone())
+            .collect()
+    }
+
+    /// Names (`container:ifname`) of the ports `f` picks.
+    pub fn port_names(&self, f: impl Fn(&PortState) -> bool) -> Vec<String> {
+        self.ports
+            .iter()
+            .filter(|p| f(p))
+            .map(PortState::name)
+            .collect()
+    }
 }
 
 fn default_tier() -> String {

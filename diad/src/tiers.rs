@@ -61,20 +61,8 @@ impl Manager {
             .map(|t| Tier {
                 spec: t.clone(),
                 builtin: builtin.iter().any(|b| b.name == t.name),
-                volumes: self
-                    .state
-                    .volumes
-                    .iter()
-                    .filter(|v| v.tier == t.name)
-                    .map(|v| v.name.clone())
-                    .collect(),
-                ports: self
-                    .state
-                    .ports
-                    .iter()
-                    .filter(|p| p.tier == t.name)
-                    .map(crate::state::PortState::name)
-                    .collect(),
+                volumes: self.state.volume_names(|v| v.tier == t.name),
+                ports: self.state.port_names(|p| p.tier == t.name),
             })
             .collect()
     }
@@ -120,20 +108,13 @@ impl Manager {
                 "tier '{name}' is built in and cannot be deleted"
             )));
         }
-        let users: Vec<String> = self
-            .state
-            .volumes
-            .iter()
-            .filter(|v| v.tier == name)
-            .map(|v| v.name.clone())
-            .chain(
-                self.state
-                    .ports
-                    .iter()
-                    .filter(|p| p.tier == name)
-                    .map(|p| format!("port {}", p.name())),
-            )
-            .collect();
+        let mut users = self.state.volume_names(|v| v.tier == name);
+        users.extend(
+            self.state
+                .port_names(|p| p.tier == name)
+                .into_iter()
+                .map(|p| format!("port {p}")),
+        );
         if !users.is_empty() {
             return Err(ApiError::conflict(format!(
                 "tier '{name}' is in use by {}: move them to another tier first",
