@@ -312,16 +312,20 @@ async fn card_info(State(app): State<Arc<AppState>>) -> Result<Json<Identity>, A
 }
 
 /// Serves the API on `socket` until SIGINT/SIGTERM, then removes the socket.
+/// Only root of the appliance is served (see `socket.rs`).
 pub async fn serve(socket: &Path, app: Arc<AppState>) -> Result<()> {
-    if let Some(dir) = socket.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    // A socket left by a crashed diad would make bind fail.
-    let _ = std::fs::remove_file(socket);
-    let listener = tokio::net::UnixListener::bind(socket)
-        .with_context(|| format!("binding {}", socket.display()))?;
+    serve_with(socket, app, crate::socket::root_only).await
+}
+
+/// `serve` with the peers `policy` accepts.
+async fn serve_with(
+    socket: &Path,
+    app: Arc<AppState>,
+    policy: crate::socket::Policy,
+) -> Result<()> {
+    let listener = crate::socket::bind(socket)?;
     info!(socket = %socket.display(), "serving the dia API");
-    let result = axum::serve(listener, router(app))
+    let result = axum::serve(crate::socket::Guarded::new(listener, policy), router(app))
         .with_graceful_shutdown(shutdown_signal())
         .await;
     let _ = std::fs::remove_file(socket);
@@ -356,7 +360,24 @@ mod tests {
         send(socket, "GET", path, "").await
     }
 
+    /// The tests' peers: this process, whoever runs the tests.
+    fn this_uid(peer: &crate::socket::Peer) -> Result<(), String> {
+        if peer.uid == nix::unistd::geteuid().as_raw() {
+            Ok(())
+        } else {
+            Err(format!("uid {} is not the test's", peer.uid))
+        }
+    }
+
+    fn refuse_all(_: &crate::socket::Peer) -> Result<(), String> {
+        Err("nobody may".into())
+    }
+
     async fn start(fail: bool) -> (tempfile::TempDir, PathBuf) {
+        start_with(fail, this_uid).await
+    }
+
+    async fn start_with(fail: bool, policy: crate::socket::Policy) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("diad.sock");
         let host = Arc::new(crate::host::SystemHost::new().unwrap());
@@ -375,7 +396,7 @@ mod tests {
             dir.path().join("s.toml"),
         ));
         let s = socket.clone();
-        tokio::spawn(async move { serve(&s, app).await });
+        tokio::spawn(async move { serve_with(&s, app, policy).await });
         for _ in 0..200 {
             if socket.exists() {
                 break;
@@ -445,5 +466,47 @@ mod tests {
             v["error"].as_str().unwrap().contains("did not answer"),
             "{body}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_refused_peer_gets_403_with_a_json_error_and_is_closed() {
+        let (_dir, socket) = start_with(false, refuse_all).await;
+        let (status, body) = send(&socket, "POST", "/v1/containers", r#"{"name":"x"}"#).await;
+        assert_eq!(status, 403, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v, json!({ "error": "nobody may" }));
+        // Nothing was done for it.
+        let (_dir2, socket2) = start(false).await;
+        let (status, body) = send(&socket2, "GET", "/v1/containers", "").await;
+        assert_eq!(status, 200, "{body}");
+    }
+
+    #[tokio::test]
+    async fn the_daemon_serves_root_only() {
+        // The real policy end to end: root of this machine is served, any
+        // other uid that runs the tests is refused.
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("run/diad.sock");
+        let app = AppState::new(Manager::new(
+            Arc::new(MemCard::default()),
+            Arc::new(crate::host::SystemHost::new().unwrap()),
+            crate::state::DesiredState::default(),
+            dir.path().join("s.toml"),
+        ));
+        let s = socket.clone();
+        tokio::spawn(async move { serve(&s, app).await });
+        for _ in 0..200 {
+            if socket.exists() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let (status, body) = get(&socket, "/v1/health").await;
+        if nix::unistd::geteuid().is_root() {
+            assert_eq!(status, 200, "{body}");
+        } else {
+            assert_eq!(status, 403, "{body}");
+            assert!(body.contains("only root of the appliance"), "{body}");
+        }
     }
 }

@@ -99,8 +99,15 @@ impl From<anyhow::Error> for ApiError {
     }
 }
 
+impl ApiError {
+    /// The JSON body every error is answered with.
+    pub fn body(&self) -> serde_json::Value {
+        json!({ "error": self.message })
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({ "error": self.message }))).into_response()
+        (self.status, Json(self.body())).into_response()
     }
 }

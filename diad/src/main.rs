@@ -11,6 +11,7 @@ mod manager;
 mod netconf;
 mod networks;
 mod reconcile;
+mod socket;
 mod state;
 #[cfg(test)]
 mod test_support;
