@@ -1,21 +1,28 @@
-//! Containers as the appliance sees them: a process in its own mount, UTS,
-//! IPC and network namespaces, with a private `/dev` (a tmpfs with the basic
-//! nodes), as a runtime's pause container would be. diad starts them as
-//! `diad container-init NAME`, and changes what is inside one (device nodes,
-//! mounts) through `diad ns-exec`, a short-lived helper that joins the
-//! container's mount namespace; both are fresh single-threaded processes,
-//! which `unshare`/`setns` require. `Host` is the seam the volume logic
-//! is tested through.
+//! Containers as the appliance sees them: a process in its own user, mount,
+//! UTS, IPC and network namespaces, with its own root (a small tmpfs with
+//! the appliance's `/usr` and `/etc` read-only, a fresh `/proc` and a `/dev`
+//! of allow-listed nodes; see `isolation.rs` for what a container can and
+//! cannot reach), as a runtime's pause container would be. diad starts
+//! them as `diad container-init --root-id ID NAME`, and changes what is
+//! inside one (device nodes, mounts) through `diad ns-exec`, a short-lived
+//! helper that joins the container's mount namespace (as the appliance's
+//! root: the container's mount namespace belongs to the appliance); both
+//! are fresh single-threaded processes, which `unshare`/`setns` require.
+//! `Host` is the seam the volume logic is tested through.
 
-use std::io::{BufRead, BufReader, Read};
-use std::os::unix::fs::FileTypeExt;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 
 use anyhow::{anyhow, bail, Context, Result};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+use nix::unistd::{Gid, Uid};
+
+use crate::isolation;
 
 /// Something to do inside a container's mount namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,6 +163,28 @@ pub trait Host: Send + Sync + 'static {
     fn ensure_ext4(&self, device: &str) -> Result<()>;
 }
 
+/// diad's side of `container-init`'s start: once the init is in its new
+/// user namespace, map the namespace's ids (only a process outside may),
+/// let the init go on, and wait until it is ready.
+fn handshake(child: &mut Child, root_id: u32) -> Result<()> {
+    let mut out = BufReader::new(child.stdout.take().context("the init's stdout")?);
+    let mut line = String::new();
+    out.read_line(&mut line)?;
+    if line.trim() != "userns" {
+        bail!("the init did not reach its user namespace");
+    }
+    isolation::write_id_maps(child.id(), root_id)?;
+    let mut input = child.stdin.take().context("the init's stdin")?;
+    input.write_all(b"mapped\n")?;
+    drop(input);
+    line.clear();
+    out.read_line(&mut line)?;
+    if line.trim() != "ready" {
+        bail!("the init did not get ready");
+    }
+    Ok(())
+}
+
 /// The real host: this machine.
 pub struct SystemHost {
     exe: PathBuf,
@@ -182,26 +211,32 @@ fn cmdline(pid: u32) -> Option<Vec<String>> {
 
 impl Host for SystemHost {
     fn start_container(&self, name: &str) -> Result<u32> {
+        let root_id = isolation::pick_root_id(&isolation::taken_ranges()).ok_or_else(|| {
+            anyhow!(
+                "no free range of {} host uids for the container's user namespace",
+                isolation::ID_RANGE
+            )
+        })?;
         let mut child = Command::new(&self.exe)
-            .args(["container-init", name])
-            .stdin(Stdio::null())
+            .args(["container-init", "--root-id", &root_id.to_string(), name])
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .context("starting the container's init")?;
         let pid = child.id();
-        let mut line = String::new();
-        if let Some(out) = child.stdout.take() {
-            BufReader::new(out).read_line(&mut line)?;
-        }
-        if line.trim() != "ready" {
-            let mut err = String::new();
-            if let Some(mut e) = child.stderr.take() {
-                let _ = e.read_to_string(&mut err);
-            }
+        if let Err(e) = handshake(&mut child, root_id) {
             let _ = child.kill();
+            let mut err = String::new();
+            if let Some(mut out) = child.stderr.take() {
+                let _ = out.read_to_string(&mut err);
+            }
             let _ = child.wait();
-            bail!("container init failed: {}", err.trim());
+            let err = err.trim().trim_start_matches("Error: ");
+            if err.is_empty() {
+                return Err(e.context("container init failed"));
+            }
+            bail!("container init failed: {err}");
         }
         // The init runs on; a thread reaps it when it exits.
         std::thread::spawn(move || child.wait());
@@ -290,16 +325,17 @@ impl Host for SystemHost {
     }
 }
 
-/// `diad container-init NAME`: becomes a container's init. Must run
-/// single-threaded (before any runtime starts).
-pub fn container_init(name: &str) -> Result<()> {
-    unshare(
-        CloneFlags::CLONE_NEWNS
-            | CloneFlags::CLONE_NEWUTS
-            | CloneFlags::CLONE_NEWIPC
-            | CloneFlags::CLONE_NEWNET,
-    )
-    .context("unshare (needs root)")?;
+/// `diad container-init --root-id ID NAME`: becomes a container's init.
+/// Must run single-threaded (before any runtime starts), as root. First, as
+/// the appliance's root, in a new mount namespace that therefore stays the
+/// appliance's: builds the container's root and `pivot_root`s into it
+/// (`isolation.rs`). Then a new user namespace (with new UTS, IPC and
+/// network namespaces that belong to it): says `userns` on stdout, waits
+/// for diad to map ids 0.. to `root_id`.. and answer `mapped` on stdin,
+/// becomes uid and gid 0 inside (`root_id` outside), names the host `name`,
+/// says `ready` and sleeps until killed.
+pub fn container_init(name: &str, root_id: u32) -> Result<()> {
+    unshare(CloneFlags::CLONE_NEWNS).context("unshare (needs root)")?;
     // Nothing mounted in here propagates back to the appliance.
     mount(
         None::<&str>,
@@ -309,41 +345,44 @@ pub fn container_init(name: &str) -> Result<()> {
         None::<&str>,
     )
     .context("making mounts private")?;
-    nix::unistd::sethostname(name).context("sethostname")?;
-    // A private /dev with the usual nodes: volumes appear here only.
-    mount(
-        Some("tmpfs"),
-        "/dev",
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID,
-        Some("mode=755,size=64k"),
+    let stage = Path::new(isolation::STAGE);
+    isolation::build_root(stage, root_id).context("building the container's root")?;
+    isolation::enter_root(stage)?;
+    // No supplementary group of diad's (root's) follows the init in.
+    nix::unistd::setgroups(&[]).context("dropping supplementary groups")?;
+    unshare(
+        CloneFlags::CLONE_NEWUSER
+            | CloneFlags::CLONE_NEWUTS
+            | CloneFlags::CLONE_NEWIPC
+            | CloneFlags::CLONE_NEWNET,
     )
-    .context("mounting the container's /dev")?;
-    for (node, major, minor) in [
-        ("null", 1, 3),
-        ("zero", 1, 5),
-        ("full", 1, 7),
-        ("random", 1, 8),
-        ("urandom", 1, 9),
-        ("tty", 5, 0),
-    ] {
-        mknod(
-            format!("/dev/{node}").as_str(),
-            SFlag::S_IFCHR,
-            Mode::from_bits_truncate(0o666),
-            makedev(major, minor),
-        )
-        .with_context(|| format!("mknod /dev/{node}"))?;
+    .context("unshare of the user, UTS, IPC and network namespaces")?;
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "userns")?;
+    stdout.flush()?;
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    if line.trim() != "mapped" {
+        bail!("diad did not map the container's ids");
     }
-    let _ = std::os::unix::fs::symlink("/proc/self/fd", "/dev/fd");
-    println!("ready");
+    let (uid, gid) = (Uid::from_raw(0), Gid::from_raw(0));
+    nix::unistd::setresgid(gid, gid, gid).context("becoming gid 0 in the container")?;
+    nix::unistd::setresuid(uid, uid, uid).context("becoming uid 0 in the container")?;
+    nix::unistd::sethostname(name).context("sethostname")?;
+    writeln!(stdout, "ready")?;
+    stdout.flush()?;
     loop {
         nix::unistd::pause();
     }
 }
 
 /// `diad ns-exec --pid PID OP...`: runs one operation in PID's mount
-/// namespace. Must run single-threaded.
+/// namespace (or network namespace, for network operations), as the
+/// appliance's root. Must run single-threaded. A volume's node belongs to
+/// the container's root (so a raw volume is usable in there) until its file
+/// system is mounted, when it goes back to the appliance's root; a mount is
+/// `nodev,nosuid`, its top directory is given to the container's root, and
+/// no symbolic link is followed on the way to the mount point.
 pub fn ns_exec(pid: u32, op: &NsOp) -> Result<()> {
     if let NsOp::NetUp {
         link,
@@ -358,13 +397,15 @@ pub fn ns_exec(pid: u32, op: &NsOp) -> Result<()> {
             .context("joining the container's network namespace")?;
         return crate::netconf::net_up(link, name, address, gateway);
     }
+    // Read from the appliance's /proc, before joining.
+    let (root_uid, root_gid) = isolation::root_ids_of(pid);
     let ns = std::fs::File::open(format!("/proc/{pid}/ns/mnt"))
         .with_context(|| format!("container process {pid} not found"))?;
     setns(&ns, CloneFlags::CLONE_NEWNS).context("joining the container's mount namespace")?;
     std::env::set_current_dir("/")?;
     match op {
         NsOp::Mknod { path, major, minor } => {
-            if let Ok(meta) = std::fs::metadata(path) {
+            if let Ok(meta) = std::fs::symlink_metadata(path) {
                 if meta.file_type().is_block_device() {
                     std::fs::remove_file(path)?;
                 } else {
@@ -378,6 +419,10 @@ pub fn ns_exec(pid: u32, op: &NsOp) -> Result<()> {
                 makedev(*major, *minor),
             )
             .with_context(|| format!("mknod {path} in the container"))?;
+            // mknod applies the umask.
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+            std::os::unix::fs::lchown(path, Some(root_uid), Some(root_gid))
+                .with_context(|| format!("giving {path} to the container's root"))?;
         }
         NsOp::Unlink { path } => match std::fs::remove_file(path) {
             Ok(()) => {}
@@ -389,25 +434,51 @@ pub fn ns_exec(pid: u32, op: &NsOp) -> Result<()> {
             target,
             fstype,
         } => {
-            std::fs::create_dir_all(target)
-                .with_context(|| format!("creating {target} in the container"))?;
+            let (parent, last) = isolation::parent_no_symlinks(target, true)?
+                .context("the mount point's directories were not made")?;
+            let point = isolation::child_dir(&parent, &last, true)
+                .map_err(|e| isolation::refused(target, &last, e))?;
+            // Mount on the directory just checked, not on a path that could
+            // be swapped for a link meanwhile.
+            nix::unistd::fchdir(&point)?;
             mount(
                 Some(device.as_str()),
-                target.as_str(),
+                ".",
                 Some(fstype.as_str()),
-                MsFlags::empty(),
+                MsFlags::MS_NODEV | MsFlags::MS_NOSUID,
                 None::<&str>,
             )
             .with_context(|| format!("mounting {device} on {target} in the container"))?;
+            // The file system's top directory (looked up again: now the
+            // mount's root) is the container root's.
+            let top = isolation::child_dir(&parent, &last, false)
+                .map_err(|e| isolation::refused(target, &last, e))?;
+            nix::unistd::fchown(
+                top.as_fd(),
+                Some(Uid::from_raw(root_uid)),
+                Some(Gid::from_raw(root_gid)),
+            )
+            .with_context(|| format!("giving {target} to the container's root"))?;
+            // Raw writes under a mounted file system would corrupt it.
+            std::os::unix::fs::lchown(device, Some(0), Some(0))
+                .with_context(|| format!("giving {device} back to the appliance's root"))?;
+            std::env::set_current_dir("/")?;
         }
         NsOp::NetUp { .. } => bail!("network operations are done in the network namespace"),
-        NsOp::Umount { target } => match umount2(target.as_str(), MntFlags::empty()) {
-            Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
-            Err(nix::errno::Errno::EBUSY) => {
-                bail!("{target} is busy in the container (files open): stop what uses it first")
+        NsOp::Umount { target } => {
+            let Some((parent, last)) = isolation::parent_no_symlinks(target, false)? else {
+                return Ok(());
+            };
+            nix::unistd::fchdir(&parent)?;
+            match umount2(last.as_str(), MntFlags::UMOUNT_NOFOLLOW) {
+                Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+                Err(nix::errno::Errno::EBUSY) => {
+                    bail!("{target} is busy in the container (files open): stop what uses it first")
+                }
+                Err(e) => bail!("unmounting {target} in the container: {e}"),
             }
-            Err(e) => bail!("unmounting {target} in the container: {e}"),
-        },
+            std::env::set_current_dir("/")?;
+        }
     }
     Ok(())
 }

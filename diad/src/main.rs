@@ -7,6 +7,7 @@ mod card;
 mod containers;
 mod error;
 mod host;
+mod isolation;
 mod manager;
 mod netconf;
 mod networks;
@@ -54,9 +55,14 @@ struct Args {
 /// Helpers diad runs as separate, single-threaded processes of itself.
 #[derive(Subcommand)]
 enum Helper {
-    /// Become the init of container NAME (new mount/UTS/IPC/net namespaces).
+    /// Become the init of container NAME (new user/mount/UTS/IPC/net
+    /// namespaces; ids 0.. inside are ROOT_ID.. outside).
     #[command(hide = true)]
-    ContainerInit { name: String },
+    ContainerInit {
+        #[arg(long)]
+        root_id: u32,
+        name: String,
+    },
     /// Run one operation in the mount namespace of PID.
     #[command(hide = true)]
     NsExec {
@@ -71,7 +77,7 @@ fn main() -> Result<()> {
     let args = Args::parse();
     match &args.helper {
         // Before any thread exists: unshare/setns need a single thread.
-        Some(Helper::ContainerInit { name }) => host::container_init(name),
+        Some(Helper::ContainerInit { root_id, name }) => host::container_init(name, *root_id),
         Some(Helper::NsExec { pid, op }) => host::ns_exec(*pid, &NsOp::parse(op)?),
         None => tokio::runtime::Runtime::new()
             .context("starting the async runtime")?
