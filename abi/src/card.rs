@@ -229,15 +229,19 @@ pub const STATUS_INVALID_QUEUE_DELETION: u16 = 0x10c;
 // Admin command set.
 // ---------------------------------------------------------------------------
 
-/// Delete I/O submission queue (CDW10 bits 15:0: queue id).
+/// Delete I/O submission queue: CDW10 [`DeleteQueue`] (bits 15:0 queue id).
 pub const ADMIN_DELETE_IO_SQ: u8 = 0x00;
-/// Create I/O submission queue (PRP1 base, CDW10 qid | (size-1) << 16, CDW11 bit0 contiguous | cqid << 16).
+/// Create I/O submission queue: PRP1 its base, CDW10 [`NewQueue`] (qid |
+/// (entries - 1) << 16), CDW11 [`SqOptions`] (bit 0 contiguous | cqid << 16).
 pub const ADMIN_CREATE_IO_SQ: u8 = 0x01;
-/// Delete I/O completion queue (CDW10 bits 15:0: queue id).
+/// Delete I/O completion queue: CDW10 [`DeleteQueue`] (bits 15:0 queue id).
 pub const ADMIN_DELETE_IO_CQ: u8 = 0x04;
-/// Create I/O completion queue (PRP1 base, CDW10 qid | (size-1) << 16, CDW11 bit0 contiguous, bit1 interrupts enabled, vector << 16).
+/// Create I/O completion queue: PRP1 its base, CDW10 [`NewQueue`] (qid |
+/// (entries - 1) << 16), CDW11 [`CqOptions`] (bit 0 contiguous, bit 1
+/// interrupts enabled, vector << 16).
 pub const ADMIN_CREATE_IO_CQ: u8 = 0x05;
-/// Identify: CDW10 bits 7:0 select the structure (`CNS_*`); PRP1 points at a 4 KiB buffer.
+/// Identify: CDW10 [`IdentifyCns`] (bits 7:0 select the structure,
+/// `CNS_*`); PRP1 points at a 4 KiB buffer.
 pub const ADMIN_IDENTIFY: u8 = 0x06;
 /// Abort (NVMe): CDW10 names the command, [`AbortTarget`]; CDW11 bit 0 is
 /// [`ABORT_KEEP_QUEUED`]. Result (completion dword 0): bit 0
@@ -280,6 +284,148 @@ impl AbortTarget {
     }
 }
 
+// ---------------------------------------------------------------------------
+// Command words. Each command dword with fields is a small typed value:
+// `cdw10()`/`cdw11()`/`cdw12()` encode it (the driver), `from_cdw10()`... decode
+// it (the card), returning an error where a field can hold a value the card
+// refuses. Bits a decoder does not mention are ignored, as the card always
+// did. "0's based" fields (NVMe's term: the wire holds the count minus one)
+// are counts in the typed value, 1..=2^width; a count outside that range has
+// no encoding and keeps only its low bits.
+// ---------------------------------------------------------------------------
+
+/// Why the card refuses a command word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommandWordError {
+    /// CDW11 bit 0 (physically contiguous) of Create I/O CQ/SQ is clear:
+    /// the card only has physically contiguous queues.
+    NotContiguous,
+    /// An Identify CNS the card does not have.
+    Cns(u8),
+    /// A log page id the card does not have.
+    LogId(u8),
+    /// A Namespace Management or Attachment select (CDW10 bits 3:0) that
+    /// is not defined.
+    Select(u8),
+    /// A port id above 16 bits (the whole CDW10 of the port commands is the id).
+    PortId(u32),
+}
+
+impl CommandWordError {
+    /// The completion status the card answers: [`STATUS_INVALID_PORT`] for
+    /// a port id, [`STATUS_INVALID_FIELD`] for the rest.
+    pub const fn status(self) -> u16 {
+        match self {
+            Self::PortId(_) => STATUS_INVALID_PORT,
+            _ => STATUS_INVALID_FIELD,
+        }
+    }
+}
+
+/// CDW11 bit 0 of Create I/O CQ and SQ: the queue is physically contiguous.
+const QUEUE_CONTIGUOUS: u32 = 1 << 0;
+/// CDW11 bit 1 of Create I/O CQ: interrupts enabled.
+const CQ_INTERRUPTS: u32 = 1 << 1;
+
+/// CDW10 of Create I/O CQ and Create I/O SQ: the queue made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NewQueue {
+    /// Bits 15:0: the queue id (1..=`max_io_queues`; 0 is the admin queue).
+    pub qid: u16,
+    /// Bits 31:16, 0's based: entries, 1..=65536 (the card takes
+    /// 2..=its maximum).
+    pub entries: u32,
+}
+
+impl NewQueue {
+    /// Encodes the word.
+    pub const fn cdw10(self) -> u32 {
+        self.qid as u32 | (self.entries.wrapping_sub(1) & 0xffff) << 16
+    }
+
+    /// Decodes the word.
+    pub const fn from_cdw10(cdw10: u32) -> Self {
+        Self {
+            qid: cdw10 as u16,
+            entries: (cdw10 >> 16) + 1,
+        }
+    }
+}
+
+/// CDW11 of Create I/O CQ. Bit 0 (physically contiguous) is always set:
+/// the card has no other kind of queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CqOptions {
+    /// Bit 1: the card raises `vector` when it posts a completion.
+    pub interrupts: bool,
+    /// Bits 31:16: the MSI-X vector (below `REG_VECTORS`, not a port's).
+    pub vector: u16,
+}
+
+impl CqOptions {
+    /// Encodes the word.
+    pub const fn cdw11(self) -> u32 {
+        QUEUE_CONTIGUOUS
+            | if self.interrupts { CQ_INTERRUPTS } else { 0 }
+            | (self.vector as u32) << 16
+    }
+
+    /// Decodes the word; a queue that is not physically contiguous is refused.
+    pub const fn from_cdw11(cdw11: u32) -> Result<Self, CommandWordError> {
+        if cdw11 & QUEUE_CONTIGUOUS == 0 {
+            return Err(CommandWordError::NotContiguous);
+        }
+        Ok(Self {
+            interrupts: cdw11 & CQ_INTERRUPTS != 0,
+            vector: (cdw11 >> 16) as u16,
+        })
+    }
+}
+
+/// CDW11 of Create I/O SQ. Bit 0 (physically contiguous) is always set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SqOptions {
+    /// Bits 31:16: the completion queue the SQ's commands complete on
+    /// (created before it).
+    pub cqid: u16,
+}
+
+impl SqOptions {
+    /// Encodes the word.
+    pub const fn cdw11(self) -> u32 {
+        QUEUE_CONTIGUOUS | (self.cqid as u32) << 16
+    }
+
+    /// Decodes the word; a queue that is not physically contiguous is refused.
+    pub const fn from_cdw11(cdw11: u32) -> Result<Self, CommandWordError> {
+        if cdw11 & QUEUE_CONTIGUOUS == 0 {
+            return Err(CommandWordError::NotContiguous);
+        }
+        Ok(Self {
+            cqid: (cdw11 >> 16) as u16,
+        })
+    }
+}
+
+/// CDW10 of Delete I/O SQ and Delete I/O CQ: the queue deleted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeleteQueue {
+    /// Bits 15:0: the queue id.
+    pub qid: u16,
+}
+
+impl DeleteQueue {
+    /// Encodes the word.
+    pub const fn cdw10(self) -> u32 {
+        self.qid as u32
+    }
+
+    /// Decodes the word.
+    pub const fn from_cdw10(cdw10: u32) -> Self {
+        Self { qid: cdw10 as u16 }
+    }
+}
+
 /// Identify CNS: the namespace structure for SQE.nsid, [`IdentifyNamespace`].
 pub const CNS_NAMESPACE: u8 = 0x00;
 /// Identify CNS: the controller (card) structure, [`IdentifyController`].
@@ -289,6 +435,47 @@ pub const CNS_CONTROLLER: u8 = 0x01;
 pub const CNS_ACTIVE_NS_LIST: u8 = 0x02;
 /// Identify CNS: like [`CNS_ACTIVE_NS_LIST`] but every allocated namespace.
 pub const CNS_ALLOCATED_NS_LIST: u8 = 0x10;
+
+/// CDW10 of Identify: bits 7:0, the structure asked for (CNS).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdentifyCns {
+    /// [`CNS_NAMESPACE`].
+    Namespace,
+    /// [`CNS_CONTROLLER`].
+    Controller,
+    /// [`CNS_ACTIVE_NS_LIST`].
+    ActiveNsList,
+    /// [`CNS_ALLOCATED_NS_LIST`].
+    AllocatedNsList,
+}
+
+impl IdentifyCns {
+    /// The CNS value.
+    pub const fn cns(self) -> u8 {
+        match self {
+            Self::Namespace => CNS_NAMESPACE,
+            Self::Controller => CNS_CONTROLLER,
+            Self::ActiveNsList => CNS_ACTIVE_NS_LIST,
+            Self::AllocatedNsList => CNS_ALLOCATED_NS_LIST,
+        }
+    }
+
+    /// Encodes the word.
+    pub const fn cdw10(self) -> u32 {
+        self.cns() as u32
+    }
+
+    /// Decodes the word; a CNS the card does not have is refused.
+    pub const fn from_cdw10(cdw10: u32) -> Result<Self, CommandWordError> {
+        match cdw10 as u8 {
+            CNS_NAMESPACE => Ok(Self::Namespace),
+            CNS_CONTROLLER => Ok(Self::Controller),
+            CNS_ACTIVE_NS_LIST => Ok(Self::ActiveNsList),
+            CNS_ALLOCATED_NS_LIST => Ok(Self::AllocatedNsList),
+            other => Err(CommandWordError::Cns(other)),
+        }
+    }
+}
 
 /// Size of every Identify data structure.
 pub const IDENTIFY_SIZE: usize = 4096;
@@ -381,13 +568,15 @@ pub fn fill_ascii(dst: &mut [u8], src: &str) {
 // the NVM I/O command set. NVMe-shaped; see docs/card-interface.md.
 // ---------------------------------------------------------------------------
 
-/// Get Log Page: CDW10[7:0] log id, CDW10[31:16] dwords - 1; PRP1/PRP2 buffer.
+/// Get Log Page: CDW10 [`LogPage`] (bits 7:0 log id, 31:16 dwords - 1);
+/// PRP1/PRP2 buffer.
 pub const ADMIN_GET_LOG_PAGE: u8 = 0x02;
-/// Namespace Management: CDW10[3:0] = [`NS_MGMT_CREATE`] (PRP1: a 4 KiB
+/// Namespace Management: CDW10 [`NsManagement`], bits 3:0 = [`NS_MGMT_CREATE`] (PRP1: a 4 KiB
 /// buffer starting with [`NamespaceCreate`]; result DW0 = new nsid) or
 /// [`NS_MGMT_DELETE`] (SQE.nsid; a deleted namespace's blocks return to the pool).
 pub const ADMIN_NS_MANAGEMENT: u8 = 0x0d;
-/// Namespace Attachment: CDW10[3:0] = [`NS_ATTACH`] or [`NS_DETACH`], SQE.nsid.
+/// Namespace Attachment: CDW10 [`NsAttachment`], bits 3:0 = [`NS_ATTACH`] or
+/// [`NS_DETACH`]; SQE.nsid.
 /// Only attached namespaces accept I/O.
 pub const ADMIN_NS_ATTACHMENT: u8 = 0x15;
 /// Namespace Management select: create.
@@ -399,8 +588,137 @@ pub const NS_ATTACH: u32 = 0;
 /// Namespace Attachment select: detach.
 pub const NS_DETACH: u32 = 1;
 
+/// CDW10 of Namespace Management: bits 3:0, the select.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NsManagement {
+    /// [`NS_MGMT_CREATE`].
+    Create,
+    /// [`NS_MGMT_DELETE`].
+    Delete,
+}
+
+impl NsManagement {
+    /// Encodes the word.
+    pub const fn cdw10(self) -> u32 {
+        match self {
+            Self::Create => NS_MGMT_CREATE,
+            Self::Delete => NS_MGMT_DELETE,
+        }
+    }
+
+    /// Decodes the word; an undefined select is refused.
+    pub const fn from_cdw10(cdw10: u32) -> Result<Self, CommandWordError> {
+        match cdw10 & 0xf {
+            NS_MGMT_CREATE => Ok(Self::Create),
+            NS_MGMT_DELETE => Ok(Self::Delete),
+            other => Err(CommandWordError::Select(other as u8)),
+        }
+    }
+}
+
+/// CDW10 of Namespace Attachment: bits 3:0, the select.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NsAttachment {
+    /// [`NS_ATTACH`].
+    Attach,
+    /// [`NS_DETACH`].
+    Detach,
+}
+
+impl NsAttachment {
+    /// Encodes the word.
+    pub const fn cdw10(self) -> u32 {
+        match self {
+            Self::Attach => NS_ATTACH,
+            Self::Detach => NS_DETACH,
+        }
+    }
+
+    /// Decodes the word; an undefined select is refused.
+    pub const fn from_cdw10(cdw10: u32) -> Result<Self, CommandWordError> {
+        match cdw10 & 0xf {
+            NS_ATTACH => Ok(Self::Attach),
+            NS_DETACH => Ok(Self::Detach),
+            other => Err(CommandWordError::Select(other as u8)),
+        }
+    }
+}
+
 /// Vendor log page (dia): [`PoolStatus`].
 pub const LOG_POOL_STATUS: u8 = 0xc0;
+
+/// A log page the card has (Get Log Page CDW10 bits 7:0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogId {
+    /// [`LOG_POOL_STATUS`]: [`PoolStatus`].
+    PoolStatus,
+    /// [`LOG_NS_STATS`]: [`NamespaceStats`] of SQE.nsid.
+    NsStats,
+    /// [`LOG_PORT_STATS`]: [`PortStats`] of the port in CDW11, [`PortStatsLog`].
+    PortStats,
+}
+
+impl LogId {
+    /// The log page id.
+    pub const fn id(self) -> u8 {
+        match self {
+            Self::PoolStatus => LOG_POOL_STATUS,
+            Self::NsStats => LOG_NS_STATS,
+            Self::PortStats => LOG_PORT_STATS,
+        }
+    }
+
+    /// The log page of an id, if the card has it.
+    pub const fn from_id(id: u8) -> Option<Self> {
+        match id {
+            LOG_POOL_STATUS => Some(Self::PoolStatus),
+            LOG_NS_STATS => Some(Self::NsStats),
+            LOG_PORT_STATS => Some(Self::PortStats),
+            _ => None,
+        }
+    }
+}
+
+/// CDW10 of Get Log Page: which page, and how much of it the buffer takes
+/// (the card cuts the page or pads it with zeroes to that length).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogPage {
+    /// Bits 7:0: the page.
+    pub log: LogId,
+    /// Bits 31:16, 0's based: dwords to transfer, 1..=65536.
+    pub dwords: u32,
+}
+
+impl LogPage {
+    /// The whole of a page of `bytes` bytes (a multiple of 4, at most 256 KiB).
+    pub const fn of_bytes(log: LogId, bytes: usize) -> Self {
+        Self {
+            log,
+            dwords: (bytes / 4) as u32,
+        }
+    }
+
+    /// Bytes to transfer.
+    pub const fn bytes(self) -> usize {
+        self.dwords as usize * 4
+    }
+
+    /// Encodes the word.
+    pub const fn cdw10(self) -> u32 {
+        self.log.id() as u32 | (self.dwords.wrapping_sub(1) & 0xffff) << 16
+    }
+
+    /// Decodes the word; a page the card does not have is refused.
+    pub const fn from_cdw10(cdw10: u32) -> Result<Self, CommandWordError> {
+        let Some(log) = LogId::from_id(cdw10 as u8) else {
+            return Err(CommandWordError::LogId(cdw10 as u8));
+        };
+        Ok(Self {
+            log,
+            dwords: (cdw10 >> 16) + 1,
+        })
+    }
+}
 
 /// Smallest and largest logical block size the card supports (as shifts).
 pub const LBA_SHIFT_MIN: u8 = 9;
@@ -533,13 +851,15 @@ const _: () = assert!(core::mem::size_of::<PoolStatus>() == 32);
 // NVM I/O command set.
 /// Flush: make every completed write durable.
 pub const IO_FLUSH: u8 = 0x00;
-/// Write: CDW10/11 starting LBA, CDW12[15:0] blocks - 1, CDW12 bit 30 FUA.
+/// Write: CDW10/11 starting LBA ([`StartLba`]), CDW12 [`IoBlocks`] (bits
+/// 15:0 blocks - 1, bit 30 FUA).
 pub const IO_WRITE: u8 = 0x01;
 /// Read: fields as Write.
 pub const IO_READ: u8 = 0x02;
 /// Write Zeroes: fields as Write, CDW12 bit 25 deallocate; no data.
 pub const IO_WRITE_ZEROES: u8 = 0x08;
-/// Dataset Management: CDW10[7:0] ranges - 1, CDW11 bit 2 deallocate;
+/// Dataset Management: CDW10 [`DsmRanges`] (bits 7:0 ranges - 1), CDW11
+/// [`DsmAttributes`] (bit 2 deallocate);
 /// PRP1 points at [`DsmRange`] entries.
 pub const IO_DATASET_MANAGEMENT: u8 = 0x09;
 /// CDW12 bit 30 of Read/Write: force unit access.
@@ -548,6 +868,110 @@ pub const RW_FUA: u32 = 1 << 30;
 pub const WZ_DEALLOCATE: u32 = 1 << 25;
 /// CDW11 bit 2 of Dataset Management: deallocate the ranges.
 pub const DSM_DEALLOCATE: u32 = 1 << 2;
+
+/// CDW10 and CDW11 of Read, Write and Write Zeroes: the first logical block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StartLba {
+    /// CDW10 holds bits 31:0, CDW11 bits 63:32.
+    pub lba: u64,
+}
+
+impl StartLba {
+    /// Encodes CDW10.
+    pub const fn cdw10(self) -> u32 {
+        self.lba as u32
+    }
+
+    /// Encodes CDW11.
+    pub const fn cdw11(self) -> u32 {
+        (self.lba >> 32) as u32
+    }
+
+    /// Decodes the two words.
+    pub const fn from_cdw10_cdw11(cdw10: u32, cdw11: u32) -> Self {
+        Self {
+            lba: cdw10 as u64 | (cdw11 as u64) << 32,
+        }
+    }
+}
+
+/// CDW12 of Read, Write and Write Zeroes: how many blocks, and how.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IoBlocks {
+    /// Bits 15:0, 0's based: logical blocks, 1..=65536.
+    pub blocks: u32,
+    /// Bit 30, [`RW_FUA`] (Write): the data is durable before the command
+    /// completes.
+    pub fua: bool,
+    /// Bit 25, [`WZ_DEALLOCATE`] (Write Zeroes): deallocate the blocks too
+    /// (the card does either way: deallocated blocks read as zeroes).
+    pub deallocate: bool,
+}
+
+impl IoBlocks {
+    /// Encodes the word.
+    pub const fn cdw12(self) -> u32 {
+        (self.blocks.wrapping_sub(1) & 0xffff)
+            | if self.fua { RW_FUA } else { 0 }
+            | if self.deallocate { WZ_DEALLOCATE } else { 0 }
+    }
+
+    /// Decodes the word.
+    pub const fn from_cdw12(cdw12: u32) -> Self {
+        Self {
+            blocks: (cdw12 & 0xffff) + 1,
+            fua: cdw12 & RW_FUA != 0,
+            deallocate: cdw12 & WZ_DEALLOCATE != 0,
+        }
+    }
+}
+
+/// CDW10 of Dataset Management: how many [`DsmRange`]s PRP1 points at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DsmRanges {
+    /// Bits 7:0, 0's based: ranges, 1..=256.
+    pub ranges: u32,
+}
+
+impl DsmRanges {
+    /// Encodes the word.
+    pub const fn cdw10(self) -> u32 {
+        self.ranges.wrapping_sub(1) & 0xff
+    }
+
+    /// Decodes the word.
+    pub const fn from_cdw10(cdw10: u32) -> Self {
+        Self {
+            ranges: (cdw10 & 0xff) + 1,
+        }
+    }
+}
+
+/// CDW11 of Dataset Management: what to do with the ranges.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DsmAttributes {
+    /// Bit 2, [`DSM_DEALLOCATE`]: deallocate them (without it the command
+    /// is only hints, which the card ignores).
+    pub deallocate: bool,
+}
+
+impl DsmAttributes {
+    /// Encodes the word.
+    pub const fn cdw11(self) -> u32 {
+        if self.deallocate {
+            DSM_DEALLOCATE
+        } else {
+            0
+        }
+    }
+
+    /// Decodes the word.
+    pub const fn from_cdw11(cdw11: u32) -> Self {
+        Self {
+            deallocate: cdw11 & DSM_DEALLOCATE != 0,
+        }
+    }
+}
 
 /// One Dataset Management range (16 bytes).
 #[repr(C)]
@@ -714,26 +1138,71 @@ pub const INTERFACE_MINOR_NETWORK: u32 = 1;
 /// port's. A 1.1 card reports 0 there.
 pub const INTERFACE_MINOR_PORT_SPOOFED: u32 = 2;
 
-/// Create Port (dia vendor admin command): CDW10 = the port id wanted
-/// (1..=`max_ports`; 0: the lowest free one; a driver recreating its ports
-/// after a reset asks for the ids they had, so their MACs stay the same);
+/// Create Port (dia vendor admin command): CDW10 ([`PortTarget`]) = the
+/// port id wanted (1..=`max_ports`; 0: the lowest free one; a driver
+/// recreating its ports after a reset asks for the ids they had, so their
+/// MACs stay the same);
 /// PRP1 points at [`PortCreate`] (4 KiB page), into which the card writes
 /// the port's MAC back. Result DW0: the port id. A port's MAC depends only
 /// on the card's serial number and the port id.
 pub const ADMIN_CREATE_PORT: u8 = 0xc4;
-/// Delete Port: CDW10 = port id. The card stops using the port's rings
-/// before it completes the command.
+/// Delete Port: CDW10 ([`PortTarget`]) = port id. The card stops using the
+/// port's rings before it completes the command.
 pub const ADMIN_DELETE_PORT: u8 = 0xc5;
-/// Set Port: CDW10 = port id; PRP1 points at [`PortConfig`]; applies to the
-/// next frame.
+/// Set Port: CDW10 ([`PortTarget`]) = port id; PRP1 points at
+/// [`PortConfig`]; applies to the next frame.
 pub const ADMIN_SET_PORT: u8 = 0xc6;
-/// Vendor log page (dia): [`PortStats`] of the port in CDW11 bits 15:0
-/// (SQE.nsid is unused and must be 0).
+/// Vendor log page (dia): [`PortStats`] of the port in CDW11 bits 15:0,
+/// [`PortStatsLog`] (SQE.nsid is unused and must be 0).
 pub const LOG_PORT_STATS: u8 = 0xc2;
 /// dia: no such port (command specific).
 pub const STATUS_INVALID_PORT: u16 = 0x1c2;
 /// dia: every port id is in use (command specific).
 pub const STATUS_PORT_LIMIT: u16 = 0x1c3;
+
+/// CDW10 of Create Port, Delete Port and Set Port: the port (the whole
+/// dword is the id).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortTarget {
+    /// The port id, 1..=`max_ports`; for Create Port 0 asks for the lowest
+    /// free one.
+    pub port: u16,
+}
+
+impl PortTarget {
+    /// Encodes the word.
+    pub const fn cdw10(self) -> u32 {
+        self.port as u32
+    }
+
+    /// Decodes the word; an id above 16 bits is no port
+    /// ([`STATUS_INVALID_PORT`]).
+    pub const fn from_cdw10(cdw10: u32) -> Result<Self, CommandWordError> {
+        if cdw10 > u16::MAX as u32 {
+            return Err(CommandWordError::PortId(cdw10));
+        }
+        Ok(Self { port: cdw10 as u16 })
+    }
+}
+
+/// CDW11 of Get Log Page [`LOG_PORT_STATS`]: the port whose counters are read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortStatsLog {
+    /// Bits 15:0: the port id.
+    pub port: u16,
+}
+
+impl PortStatsLog {
+    /// Encodes the word.
+    pub const fn cdw11(self) -> u32 {
+        self.port as u32
+    }
+
+    /// Decodes the word.
+    pub const fn from_cdw11(cdw11: u32) -> Self {
+        Self { port: cdw11 as u16 }
+    }
+}
 
 /// Largest MTU (IP packet bytes, without the 14-byte Ethernet header and
 /// 4-byte VLAN tag) a port carries.
