@@ -221,16 +221,29 @@ pub fn refusal(why: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-/// Reads the refused peer's request head (so that its client is not cut
-/// off while still writing), answers 403 and closes.
+/// How many bytes a request whose first `got` bytes are `head` has in all
+/// (head and body, per its `Content-Length`), once its head is complete.
+pub fn request_len(got: &[u8]) -> Option<usize> {
+    let end = got.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let body = String::from_utf8_lossy(&got[..end])
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    Some(end + body)
+}
+
+/// Reads the refused peer's request (so that its client is not cut off
+/// while still writing; at most 64 KiB for 2 s), answers 403 and closes.
 async fn refuse(mut stream: UnixStream, why: String) {
-    let mut head = Vec::new();
-    let mut buf = [0u8; 1024];
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        while head.len() < 16 << 10 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        while got.len() < 64 << 10 && request_len(&got).is_none_or(|n| got.len() < n) {
             match stream.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
-                Ok(n) => head.extend_from_slice(&buf[..n]),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
             }
         }
     })
@@ -288,6 +301,14 @@ mod tests {
         );
         let v: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(v, serde_json::json!({ "error": "uid 7 may not" }));
+    }
+
+    #[test]
+    fn a_request_is_read_to_the_end_of_its_body() {
+        assert_eq!(request_len(b"GET / HTTP/1.1\r\nHost: d"), None);
+        assert_eq!(request_len(b"GET / HTTP/1.1\r\n\r\n"), Some(18));
+        let post = b"POST /v1/x HTTP/1.1\r\ncontent-LENGTH: 5\r\n\r\n";
+        assert_eq!(request_len(post), Some(post.len() + 5));
     }
 
     fn mode(p: &Path) -> u32 {
