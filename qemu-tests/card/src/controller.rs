@@ -415,9 +415,9 @@ impl Controller {
     }
 
     fn identify(&mut self, sqe: &SubmissionEntry) -> Result<u32, u16> {
-        let cns = (sqe.cdw10 & 0xff) as u8;
+        let cns = abi::IdentifyCns::from_cdw10(sqe.cdw10).map_err(|e| e.status())?;
         match cns {
-            abi::CNS_CONTROLLER => {
+            abi::IdentifyCns::Controller => {
                 let mut id = IdentifyController {
                     vid: abi::PCI_VENDOR_ID,
                     ssvid: abi::PCI_VENDOR_ID,
@@ -444,7 +444,7 @@ impl Controller {
                 abi::fill_ascii(&mut id.firmware, env!("CARGO_PKG_VERSION"));
                 self.write_prp(sqe, pod_bytes(&id))
             }
-            abi::CNS_NAMESPACE => {
+            abi::IdentifyCns::Namespace => {
                 let pool = self.pool().ok_or(abi::STATUS_INVALID_FIELD)?;
                 let ns = pool
                     .namespace(sqe.nsid)
@@ -463,39 +463,35 @@ impl Controller {
                 id.label = ns.label;
                 self.write_prp(sqe, pod_bytes(&id))
             }
-            abi::CNS_ACTIVE_NS_LIST | abi::CNS_ALLOCATED_NS_LIST => {
+            abi::IdentifyCns::ActiveNsList | abi::IdentifyCns::AllocatedNsList => {
                 let pool = self.pool().ok_or(abi::STATUS_INVALID_FIELD)?;
                 if sqe.nsid >= 0xffff_fffe {
                     return Err(abi::STATUS_INVALID_NAMESPACE);
                 }
-                let ids = pool.namespace_ids(sqe.nsid, cns == abi::CNS_ACTIVE_NS_LIST);
+                let ids = pool.namespace_ids(sqe.nsid, cns == abi::IdentifyCns::ActiveNsList);
                 let mut list = vec![0u8; abi::IDENTIFY_SIZE];
                 for (slot, id) in list.chunks_exact_mut(4).zip(ids) {
                     slot.copy_from_slice(&id.to_le_bytes());
                 }
                 self.write_prp(sqe, &list)
             }
-            _ => Err(abi::STATUS_INVALID_FIELD),
         }
     }
 
     fn get_log_page(&mut self, sqe: &SubmissionEntry) -> Result<u32, u16> {
-        let log = (sqe.cdw10 & 0xff) as u8;
-        let bytes = ((sqe.cdw10 >> 16) as usize + 1) * 4;
-        if log == abi::LOG_PORT_STATS {
+        let page = abi::LogPage::from_cdw10(sqe.cdw10).map_err(|e| e.status())?;
+        let bytes = page.bytes();
+        if page.log == abi::LogId::PortStats {
             let stats = self.port_stats(sqe)?;
             return self.write_log(sqe, bytes, &stats);
         }
-        if log == abi::LOG_NS_STATS {
+        if page.log == abi::LogId::NsStats {
             let pool = self.pool().ok_or(abi::STATUS_INVALID_FIELD)?;
             if pool.namespace(sqe.nsid).is_none() {
                 return Err(abi::STATUS_INVALID_NAMESPACE);
             }
             let stats = self.io.stats_of(sqe.nsid);
             return self.write_log(sqe, bytes, &stats);
-        }
-        if log != abi::LOG_POOL_STATUS {
-            return Err(abi::STATUS_INVALID_FIELD);
         }
         let pool = self.pool().ok_or(abi::STATUS_INVALID_FIELD)?;
         let u = pool.usage();
@@ -512,8 +508,8 @@ impl Controller {
 
     fn ns_management(&mut self, sqe: &SubmissionEntry) -> Result<u32, u16> {
         let pool = self.pool().ok_or(abi::STATUS_INVALID_OPCODE)?;
-        match sqe.cdw10 & 0xf {
-            abi::NS_MGMT_CREATE => {
+        match abi::NsManagement::from_cdw10(sqe.cdw10).map_err(|e| e.status())? {
+            abi::NsManagement::Create => {
                 let mut raw = vec![0u8; std::mem::size_of::<NamespaceCreate>()];
                 self.read_prp(sqe, &mut raw)?;
                 let create: NamespaceCreate = pod_from_bytes(&raw);
@@ -532,21 +528,19 @@ impl Controller {
                 );
                 Ok(nsid)
             }
-            abi::NS_MGMT_DELETE => {
+            abi::NsManagement::Delete => {
                 pool.delete_namespace(sqe.nsid).map_err(|e| e.status())?;
                 info!(nsid = sqe.nsid, "namespace deleted");
                 Ok(0)
             }
-            _ => Err(abi::STATUS_INVALID_FIELD),
         }
     }
 
     fn ns_attachment(&mut self, sqe: &SubmissionEntry) -> Result<u32, u16> {
         let pool = self.pool().ok_or(abi::STATUS_INVALID_OPCODE)?;
-        let attach = match sqe.cdw10 & 0xf {
-            abi::NS_ATTACH => true,
-            abi::NS_DETACH => false,
-            _ => return Err(abi::STATUS_INVALID_FIELD),
+        let attach = match abi::NsAttachment::from_cdw10(sqe.cdw10).map_err(|e| e.status())? {
+            abi::NsAttachment::Attach => true,
+            abi::NsAttachment::Detach => false,
         };
         pool.set_attached(sqe.nsid, attach)
             .map_err(|e| e.status())?;
@@ -569,7 +563,6 @@ impl Controller {
             return Err(abi::STATUS_INVALID_FIELD);
         }
         let params = QosParams::from_settings(&q);
-        params.validate().map_err(|_| abi::STATUS_INVALID_FIELD)?;
         // Admission: the floors of every namespace must fit the capacity.
         let (mut iops, mut bps) = (q.min_iops, q.min_bytes_per_s);
         for (nsid, other) in pool.all_qos() {
@@ -637,21 +630,24 @@ impl Controller {
         Ok(())
     }
 
-    fn queue_args(&self, sqe: &SubmissionEntry) -> Result<(u16, u16), u16> {
-        let qid = (sqe.cdw10 & 0xffff) as u16;
-        let entries = (sqe.cdw10 >> 16) + 1;
+    /// Checks a Create I/O CQ/SQ: its queue (CDW10), then its `options`
+    /// (CDW11, decoded by the caller).
+    fn queue_args<T>(
+        &self,
+        sqe: &SubmissionEntry,
+        options: Result<T, abi::CommandWordError>,
+    ) -> Result<(u16, u16, T), u16> {
+        let abi::NewQueue { qid, entries } = abi::NewQueue::from_cdw10(sqe.cdw10);
         if qid == 0 || qid > self.cfg.max_io_queues() {
             return Err(abi::STATUS_INVALID_QID);
         }
         if !(2..=u32::from(self.cfg.max_queue_entries)).contains(&entries) {
             return Err(abi::STATUS_INVALID_QUEUE_SIZE);
         }
-        if sqe.cdw11 & 1 == 0 {
-            // Only physically contiguous queues.
-            return Err(abi::STATUS_INVALID_FIELD);
-        }
+        // Only physically contiguous queues.
+        let options = options.map_err(|e| e.status())?;
         // In range of max_queue_entries (u16) per the check above.
-        Ok((qid, entries as u16))
+        Ok((qid, entries as u16, options))
     }
 
     fn queues(&mut self) -> Result<&mut Queues, u16> {
@@ -662,9 +658,9 @@ impl Controller {
     }
 
     fn create_cq(&mut self, sqe: &SubmissionEntry) -> Result<u32, u16> {
-        let (qid, entries) = self.queue_args(sqe)?;
-        let vector = (sqe.cdw11 >> 16) as u16;
-        let interrupts = sqe.cdw11 & 2 != 0;
+        let (qid, entries, options) =
+            self.queue_args(sqe, abi::CqOptions::from_cdw11(sqe.cdw11))?;
+        let abi::CqOptions { interrupts, vector } = options;
         if vector >= self.cfg.vectors || self.vector_used_by_port(vector) {
             return Err(abi::STATUS_INVALID_VECTOR);
         }
@@ -682,8 +678,8 @@ impl Controller {
     }
 
     fn create_sq(&mut self, sqe: &SubmissionEntry) -> Result<u32, u16> {
-        let (qid, entries) = self.queue_args(sqe)?;
-        let cqid = (sqe.cdw11 >> 16) as u16;
+        let (qid, entries, abi::SqOptions { cqid }) =
+            self.queue_args(sqe, abi::SqOptions::from_cdw11(sqe.cdw11))?;
         if !check_placement(&self.board.mem, sqe.prp1, entries, abi::SQE_SIZE) {
             return Err(abi::STATUS_INVALID_FIELD);
         }
@@ -706,7 +702,7 @@ impl Controller {
     }
 
     fn delete_sq(&mut self, sqe: &SubmissionEntry) -> Result<u32, u16> {
-        let qid = (sqe.cdw10 & 0xffff) as u16;
+        let qid = abi::DeleteQueue::from_cdw10(sqe.cdw10).qid;
         let q = self.queues()?;
         // Dropping the worker stops it after the command in progress.
         if qid == 0 || q.workers.remove(&qid).is_none() {
@@ -717,7 +713,7 @@ impl Controller {
     }
 
     fn delete_cq(&mut self, sqe: &SubmissionEntry) -> Result<u32, u16> {
-        let qid = (sqe.cdw10 & 0xffff) as u16;
+        let qid = abi::DeleteQueue::from_cdw10(sqe.cdw10).qid;
         let q = self.queues()?;
         if qid == 0 || !q.cqs.contains_key(&qid) {
             return Err(abi::STATUS_INVALID_QID);

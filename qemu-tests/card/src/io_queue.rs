@@ -327,7 +327,7 @@ fn classify(pool: Option<&Pool>, sqe: &SubmissionEntry) -> (u32, u64) {
     let bytes = match (sqe.opcode, pool) {
         (abi::IO_READ | abi::IO_WRITE, Some(pool)) => pool
             .io_lba_shift(sqe.nsid)
-            .map(|s| (u64::from(sqe.cdw12 & 0xffff) + 1) << s)
+            .map(|s| u64::from(abi::IoBlocks::from_cdw12(sqe.cdw12).blocks) << s)
             .unwrap_or(0),
         _ => 0,
     };

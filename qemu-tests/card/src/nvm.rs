@@ -47,11 +47,11 @@ pub(crate) fn execute(pool: Option<&Pool>, mem: &GuestMemory, sqe: &SubmissionEn
 }
 
 fn slba(sqe: &SubmissionEntry) -> u64 {
-    u64::from(sqe.cdw10) | u64::from(sqe.cdw11) << 32
+    abi::StartLba::from_cdw10_cdw11(sqe.cdw10, sqe.cdw11).lba
 }
 
 fn blocks(sqe: &SubmissionEntry) -> u64 {
-    u64::from(sqe.cdw12 & 0xffff) + 1
+    u64::from(abi::IoBlocks::from_cdw12(sqe.cdw12).blocks)
 }
 
 fn rw(
@@ -69,7 +69,7 @@ fn rw(
     // At most MAX_TRANSFER_BYTES: fits usize.
     let segs = prp_segments(mem, sqe.prp1, sqe.prp2, len as usize).map_err(Status16)?;
     pool.transfer(dir, sqe.nsid, slba(sqe), n, mem, &segs)?;
-    if dir == Direction::Write && sqe.cdw12 & abi::RW_FUA != 0 {
+    if dir == Direction::Write && abi::IoBlocks::from_cdw12(sqe.cdw12).fua {
         pool.flush()?;
     }
     Ok(())
@@ -95,11 +95,12 @@ fn dataset_management(
     sqe: &SubmissionEntry,
 ) -> Result<(), Status16> {
     pool.io_lba_shift(sqe.nsid)?;
-    if sqe.cdw11 & abi::DSM_DEALLOCATE == 0 {
+    if !abi::DsmAttributes::from_cdw11(sqe.cdw11).deallocate {
         // Only hints (access frequency etc.): nothing to do.
         return Ok(());
     }
-    let count = (sqe.cdw10 & 0xff) as usize + 1;
+    // At most 256.
+    let count = abi::DsmRanges::from_cdw10(sqe.cdw10).ranges as usize;
     let size = std::mem::size_of::<DsmRange>();
     let segs = prp_segments(mem, sqe.prp1, sqe.prp2, count * size).map_err(Status16)?;
     let mut raw = Vec::with_capacity(count * size);

@@ -42,12 +42,18 @@ impl Controller {
         }
     }
 
-    /// The port id in CDW10 if it is one this card can have.
-    fn port_id(&self, raw: u32) -> Result<u16, u16> {
-        u16::try_from(raw)
-            .ok()
+    /// `port` if it is one this card can have.
+    fn port_id(&self, port: u16) -> Result<u16, u16> {
+        Some(port)
             .filter(|id| (1..=self.max_ports()).contains(id))
             .ok_or(abi::STATUS_INVALID_PORT)
+    }
+
+    /// The port CDW10 of a port command names (0 for Create Port's "any").
+    fn port_target(sqe: &SubmissionEntry) -> Result<u16, u16> {
+        abi::PortTarget::from_cdw10(sqe.cdw10)
+            .map(|t| t.port)
+            .map_err(|e| e.status())
     }
 
     fn read_config(&self, sqe: &SubmissionEntry) -> Result<PortConfig, u16> {
@@ -59,10 +65,9 @@ impl Controller {
     }
 
     pub(super) fn create_port(&mut self, sqe: &SubmissionEntry) -> Result<u32, u16> {
-        let wanted = if sqe.cdw10 == 0 {
-            None
-        } else {
-            Some(self.port_id(sqe.cdw10)?)
+        let wanted = match Self::port_target(sqe)? {
+            0 => None,
+            port => Some(self.port_id(port)?),
         };
         let mut raw = [0u8; std::mem::size_of::<PortCreate>()];
         self.read_prp(sqe, &mut raw)?;
@@ -152,7 +157,7 @@ impl Controller {
     }
 
     pub(super) fn delete_port(&mut self, sqe: &SubmissionEntry) -> Result<u32, u16> {
-        let id = self.port_id(sqe.cdw10)?;
+        let id = self.port_id(Self::port_target(sqe)?)?;
         let board = self.board.clone();
         let q = self.queues()?;
         // Taking the lock waits for a pass in progress: once removed, the
@@ -166,7 +171,7 @@ impl Controller {
     }
 
     pub(super) fn set_port(&mut self, sqe: &SubmissionEntry) -> Result<u32, u16> {
-        let id = self.port_id(sqe.cdw10)?;
+        let id = self.port_id(Self::port_target(sqe)?)?;
         if self.queues()?.net.lock().port(id).is_none() {
             return Err(abi::STATUS_INVALID_PORT);
         }
@@ -193,7 +198,7 @@ impl Controller {
         if sqe.nsid != 0 {
             return Err(abi::STATUS_INVALID_FIELD);
         }
-        let id = self.port_id(sqe.cdw11 & 0xffff)?;
+        let id = self.port_id(abi::PortStatsLog::from_cdw11(sqe.cdw11).port)?;
         let q = self.queues()?;
         let now = q.net.now();
         let st = q.net.lock();
