@@ -559,9 +559,7 @@ impl Controller {
         let mut raw = vec![0u8; std::mem::size_of::<abi::QosSettings>()];
         self.read_prp(sqe, &mut raw)?;
         let q: abi::QosSettings = pod_from_bytes(&raw);
-        if q.weight > 1000 || q.burst_ms > 10_000 {
-            return Err(abi::STATUS_INVALID_FIELD);
-        }
+        q.validate().map_err(|_| abi::STATUS_INVALID_FIELD)?;
         let params = QosParams::from_settings(&q);
         // Admission: the floors of every namespace must fit the capacity.
         let (mut iops, mut bps) = (q.min_iops, q.min_bytes_per_s);

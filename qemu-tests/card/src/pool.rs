@@ -56,9 +56,6 @@ pub const CHUNK_SHIFT: u32 = 20;
 pub const CHUNK_BYTES: u64 = 1 << CHUNK_SHIFT;
 /// Most namespaces a pool holds.
 pub const MAX_NAMESPACES: u32 = 128;
-/// Largest namespace (thin, so it may exceed the pool): 1 PiB.
-pub const MAX_NAMESPACE_BYTES: u64 = 1 << 50;
-
 const LABEL_BYTES: u64 = 4096;
 const LABEL_MAGIC: &[u8; 8] = b"DIAPOOL1";
 const META_MAGIC: &[u8; 8] = b"DIAMETA1";
@@ -431,7 +428,7 @@ fn decode_meta(b: &[u8], total_chunks: u32) -> Result<BTreeMap<u32, Namespace>, 
         if !(abi::LBA_SHIFT_MIN..=abi::LBA_SHIFT_MAX).contains(&lba_shift)
             || size_blocks == 0
             || size_blocks.checked_shl(u32::from(lba_shift)).is_none()
-            || (size_blocks << lba_shift) > MAX_NAMESPACE_BYTES
+            || (size_blocks << lba_shift) > abi::NAMESPACE_MAX_BYTES
         {
             return Err(format!("namespace {nsid}: bad geometry"));
         }
@@ -827,7 +824,10 @@ impl Pool {
         let bytes = size_blocks
             .checked_shl(u32::from(lba_shift))
             .unwrap_or(u64::MAX);
-        if size_blocks == 0 || size_blocks > u64::MAX >> lba_shift || bytes > MAX_NAMESPACE_BYTES {
+        if size_blocks == 0
+            || size_blocks > u64::MAX >> lba_shift
+            || bytes > abi::NAMESPACE_MAX_BYTES
+        {
             return Err(StorageError::BadSize(size_blocks));
         }
         let nsid = {

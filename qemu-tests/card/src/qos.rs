@@ -30,6 +30,8 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use dia_abi::card::{QosSettings, QOS_BURST_DEFAULT_MS, QOS_WEIGHT_MIN};
+
 use crate::token_bucket::Bucket;
 
 /// How long a class with a floor may leave its queue empty without losing
@@ -63,26 +65,23 @@ impl Default for QosParams {
             min_bps: 0.0,
             max_iops: 0.0,
             max_bps: 0.0,
-            weight: 1.0,
-            burst_s: 0.05,
+            weight: f64::from(QOS_WEIGHT_MIN),
+            burst_s: f64::from(QOS_BURST_DEFAULT_MS) / 1000.0,
         }
     }
 }
 
 impl QosParams {
-    /// The scheduler's view of the card interface's settings.
-    pub fn from_settings(q: &dia_abi::card::QosSettings) -> Self {
+    /// The scheduler's view of the card interface's settings (which the
+    /// card checks with [`QosSettings::validate`] before it takes them).
+    pub fn from_settings(q: &QosSettings) -> Self {
         Self {
             min_iops: q.min_iops as f64,
             min_bps: q.min_bytes_per_s as f64,
             max_iops: q.max_iops as f64,
             max_bps: q.max_bytes_per_s as f64,
-            weight: f64::from(q.weight.max(1)),
-            burst_s: if q.burst_ms == 0 {
-                0.05
-            } else {
-                f64::from(q.burst_ms) / 1000.0
-            },
+            weight: f64::from(q.weight.max(QOS_WEIGHT_MIN)),
+            burst_s: f64::from(q.burst_or_default_ms()) / 1000.0,
         }
     }
 }
@@ -99,7 +98,10 @@ pub enum QosError {
 }
 
 impl QosParams {
-    /// Checks the parameters.
+    /// Checks the parameters as the scheduler's arithmetic needs them. The
+    /// card's rules for what a driver may ask are the interface's
+    /// ([`QosSettings::validate`], applied by Set QoS); this guards the
+    /// scheduler against parameters from anywhere else (tests, simulations).
     pub fn validate(&self) -> Result<(), QosError> {
         for (name, v) in [
             ("min_iops", self.min_iops),

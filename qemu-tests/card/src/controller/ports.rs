@@ -12,16 +12,7 @@ use crate::queue::check_placement;
 
 /// Checks a port configuration (Create and Set Port).
 fn check_config(cfg: &PortConfig) -> Result<(), u16> {
-    let ok = (abi::VLAN_MIN..=abi::VLAN_MAX).contains(&cfg.vlan)
-        && (abi::PORT_MTU_MIN..=abi::PORT_MTU_MAX).contains(&cfg.mtu)
-        && cfg.reserved == 0
-        && cfg.limits.burst_ms <= 10_000
-        && cfg.limits.reserved == 0;
-    if ok {
-        Ok(())
-    } else {
-        Err(abi::STATUS_INVALID_FIELD)
-    }
+    cfg.validate().map_err(|_| abi::STATUS_INVALID_FIELD)
 }
 
 fn ring_entries_ok(n: u16) -> bool {

@@ -7,8 +7,6 @@ use dia_abi::card::PortLimits;
 
 use crate::token_bucket::Bucket;
 
-/// Burst when the limits ask for 0 ms.
-const DEFAULT_BURST_S: f64 = 0.010;
 /// A port's egress limits with their throttled-time account.
 #[derive(Debug, Clone)]
 pub(crate) struct Shaper {
@@ -22,11 +20,7 @@ impl Shaper {
     /// Buckets (full) for `limits`; the byte bucket holds at least one
     /// `frame_max`-byte frame so the largest frame can always pass.
     pub(crate) fn new(limits: &PortLimits, frame_max: u32, now: f64) -> Self {
-        let burst_s = if limits.burst_ms == 0 {
-            DEFAULT_BURST_S
-        } else {
-            f64::from(limits.burst_ms) / 1000.0
-        };
+        let burst_s = f64::from(limits.burst_or_default_ms()) / 1000.0;
         let bytes = (limits.max_bits_per_s > 0).then(|| {
             let rate = limits.max_bits_per_s as f64 / 8.0;
             Bucket::new(rate, (rate * burst_s).max(f64::from(frame_max)), now)
