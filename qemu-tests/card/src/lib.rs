@@ -1,13 +1,15 @@
 //! The dia card's firmware as a library: shared-memory registers (`bar`),
-//! guest memory for DMA (`guest_memory`), the hardware they make up
-//! (`board`), queues (`queue`, `prp`), the controller that executes admin
-//! commands (`controller`), the I/O queue workers (`io_queue`) and the I/O
-//! commands they execute (`nvm`) on the flash pool (`pool`), a firmware
-//! that can be killed and restarted (`firmware`), the storage QoS scheduler
-//! (`qos`, not yet in the I/O path), the network function (`net`: ports,
-//! embedded switch, uplink, rate limits), fault injection (`fault`)
-//! and the ivshmem server QEMU connects to (`ivshmem`). The `dia-card` binary wires
-//! them together; tests drive the controller directly as a userspace driver.
+//! guest memory for DMA (`guest_memory`), doorbell and interrupt eventfds
+//! (`doorbell`), the hardware they make up (`board`), queues (`queue`,
+//! `prp`), the controller that executes admin commands (`controller`), the
+//! I/O queue engines (`io_queue`), which pass every I/O command through the
+//! storage QoS scheduler (`qos`, ceilings on `token_bucket`) and execute it
+//! (`nvm`) on the flash pool (`pool`), a firmware that can be killed and
+//! restarted (`firmware`), the network function (`net`: ports, embedded
+//! switch, uplink, rate limits, checksum offload), fault injection (`fault`)
+//! and the ivshmem server QEMU connects to (`ivshmem`). The `dia-card` binary
+//! wires them together; tests drive the controller directly as a userspace
+//! driver.
 
 mod bar;
 mod board;
