@@ -12,7 +12,7 @@ pub const PCI_DEVICE_ID: u16 = 0x1110;
 /// Signature at [`REG_MAGIC`]: ASCII `DIACARD1`, read as a little-endian u64.
 pub const CARD_MAGIC: u64 = u64::from_le_bytes(*b"DIACARD1");
 /// Interface version: major in bits 31:16, minor in bits 15:0.
-pub const INTERFACE_VERSION: u32 = 1 << 16 | INTERFACE_MINOR_PORT_SPOOFED;
+pub const INTERFACE_VERSION: u32 = 1 << 16 | INTERFACE_MINOR_ABORT;
 /// Major version a driver must match exactly.
 pub const fn version_major(vs: u32) -> u16 {
     (vs >> 16) as u16
@@ -93,6 +93,14 @@ pub const fn cap_max_io_queues(cap: u64) -> u16 {
 pub const fn cap_timeout_500ms(cap: u64) -> u8 {
     (cap >> 32) as u8
 }
+/// The card's CAP.TO, in 500 ms units (10 s): a reset (CC.EN 1 -> 0) is
+/// confirmed (CSTS.RDY 0) only once no command of any I/O queue runs or will
+/// touch guest memory again, and a command may sit in a pool sync for
+/// seconds; a driver waits this long before it counts the card as dead.
+pub const CAP_TIMEOUT_500MS: u8 = 20;
+/// How long the card waits for running commands to finish during a reset
+/// before it confirms it anyway (below CAP.TO, so the driver's wait covers it).
+pub const CARD_QUIESCE_MS: u32 = CAP_TIMEOUT_500MS as u32 * 500 - 2000;
 /// Builds a CAP value.
 pub const fn make_cap(mqes: u16, max_io_queues: u16, timeout_500ms: u8) -> u64 {
     mqes as u64 | (max_io_queues as u64) << 16 | (timeout_500ms as u64) << 32
@@ -1137,6 +1145,11 @@ pub const INTERFACE_MINOR_NETWORK: u32 = 1;
 /// reserved bytes): the switch drops a frame whose source MAC is not its
 /// port's. A 1.1 card reports 0 there.
 pub const INTERFACE_MINOR_PORT_SPOOFED: u32 = 2;
+/// Interface minor version that added [`ADMIN_ABORT`] (with the vendor
+/// [`ABORT_KEEP_QUEUED`] query) and a CAP.TO that covers a reset's wait for
+/// running commands ([`CAP_TIMEOUT_500MS`]). A 1.2 card answers Abort with
+/// Invalid Opcode.
+pub const INTERFACE_MINOR_ABORT: u32 = 3;
 
 /// Create Port (dia vendor admin command): CDW10 ([`PortTarget`]) = the
 /// port id wanted (1..=`max_ports`; 0: the lowest free one; a driver

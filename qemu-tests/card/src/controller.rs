@@ -23,7 +23,7 @@ use tracing::{debug, error, info, warn};
 use crate::board::Board;
 use crate::fault::{Fault, FAULT_EXIT_CODE};
 use crate::guest_memory::{pod_bytes, pod_from_bytes};
-use crate::io_queue::{IoContext, IoWorker};
+use crate::io_queue::{self, IoContext, IoWorker};
 use crate::net::{NetEngine, Uplink};
 use crate::nvm::MAX_TRANSFER_BYTES;
 use crate::pool::{Pool, CHUNK_BYTES, MAX_NAMESPACES};
@@ -119,7 +119,11 @@ impl Controller {
         bar.write32(abi::REG_VS, abi::INTERFACE_VERSION);
         bar.write64(
             abi::REG_CAP,
-            abi::make_cap(cfg.max_queue_entries - 1, cfg.max_io_queues(), 2),
+            abi::make_cap(
+                cfg.max_queue_entries - 1,
+                cfg.max_io_queues(),
+                abi::CAP_TIMEOUT_500MS,
+            ),
         );
         bar.write32(abi::REG_CC, 0);
         bar.write32(abi::REG_CSTS, 0);
@@ -133,7 +137,7 @@ impl Controller {
             abi::FW_STATUS_RUNNING
         };
         bar.write32(abi::REG_FW_STATUS, status);
-        let io = Arc::new(IoContext::new(board.clone(), pool));
+        let io = Arc::new(IoContext::new(board.clone(), pool, cfg.fault));
         io.sched
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -399,6 +403,7 @@ impl Controller {
             abi::ADMIN_CREATE_PORT => self.create_port(sqe),
             abi::ADMIN_DELETE_PORT => self.delete_port(sqe),
             abi::ADMIN_SET_PORT => self.set_port(sqe),
+            abi::ADMIN_ABORT => self.abort(sqe),
             other => {
                 warn!("unknown admin opcode {other:#04x}");
                 Err(abi::STATUS_INVALID_OPCODE)
@@ -412,6 +417,43 @@ impl Controller {
             ),
             Err(status) => (status, 0),
         }
+    }
+
+    /// Abort: a command still waiting in the QoS scheduler is taken out and
+    /// completed with "abort requested" on its own queue, unless the driver
+    /// only asks whether it waits there (`ABORT_KEEP_QUEUED`). A command
+    /// that runs, has completed or is unknown is not aborted: the driver's
+    /// next step for it is a controller reset, which waits for it.
+    fn abort(&mut self, sqe: &SubmissionEntry) -> Result<u32, u16> {
+        if sqe.cdw11 & !abi::ABORT_KEEP_QUEUED != 0 {
+            return Err(abi::STATUS_INVALID_FIELD);
+        }
+        let target = abi::AbortTarget::from_cdw10(sqe.cdw10);
+        let is_it = |p: &io_queue::Pending| p.qid == target.sqid && p.sqe.cid == target.cid;
+        if target.sqid == 0 {
+            // Admin commands run one at a time, in order: none waits.
+            return Ok(abi::ABORT_RESULT_NOT_ABORTED);
+        }
+        if sqe.cdw11 & abi::ABORT_KEEP_QUEUED != 0 {
+            let queued = self.io.sched().any(is_it);
+            debug!(sqid = target.sqid, cid = target.cid, queued, "abort query");
+            return Ok(abi::ABORT_RESULT_NOT_ABORTED
+                | if queued { abi::ABORT_RESULT_QUEUED } else { 0 });
+        }
+        let taken = self.io.sched().remove_where(is_it);
+        if taken.is_empty() {
+            return Ok(abi::ABORT_RESULT_NOT_ABORTED);
+        }
+        let never = AtomicBool::new(false);
+        for p in taken {
+            info!(sqid = target.sqid, cid = target.cid, "command aborted");
+            match io_queue::post(&self.io, p, abi::STATUS_ABORT_REQUESTED, &never) {
+                Ok(Some(vector)) => self.board.irq.raise(vector),
+                Ok(None) => {}
+                Err(why) => self.fatal(&why),
+            }
+        }
+        Ok(0)
     }
 
     fn identify(&mut self, sqe: &SubmissionEntry) -> Result<u32, u16> {

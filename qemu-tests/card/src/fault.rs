@@ -4,6 +4,10 @@
 //!   receives the N-th admin command with OPCODE (hex `0x06` or decimal),
 //!   before completing it: firmware dying mid-command.
 //! - `never-ready`: the firmware never reports running (FW_STATUS stays OFF).
+//! - `lose-io=NSID:N`: the N-th I/O command of namespace NSID is executed but
+//!   its completion is never posted: a command the card lost.
+//! - `duplicate-completion=NSID:N`: the N-th I/O command of namespace NSID
+//!   has its completion posted twice.
 
 use thiserror::Error;
 
@@ -22,11 +26,25 @@ pub enum Fault {
     },
     /// Never set FW_STATUS to running.
     NeverReady,
+    /// Never post the completion of the `nth` I/O command of `nsid`.
+    LoseIo {
+        /// Namespace.
+        nsid: u32,
+        /// 1-based occurrence.
+        nth: u32,
+    },
+    /// Post the completion of the `nth` I/O command of `nsid` twice.
+    DuplicateCompletion {
+        /// Namespace.
+        nsid: u32,
+        /// 1-based occurrence.
+        nth: u32,
+    },
 }
 
 /// A `--fault` value that does not parse.
 #[derive(Debug, Error, PartialEq, Eq)]
-#[error("bad fault '{spec}': {why} (allowed: exit-on-admin=OPCODE:N, never-ready)")]
+#[error("bad fault '{spec}': {why} (allowed: exit-on-admin=OPCODE:N, never-ready, lose-io=NSID:N, duplicate-completion=NSID:N)")]
 pub struct FaultError {
     spec: String,
     why: &'static str,
@@ -50,6 +68,25 @@ impl std::str::FromStr for Fault {
         if spec == "never-ready" {
             return Ok(Fault::NeverReady);
         }
+        let io_fault = |arg: &str| -> Result<(u32, u32), FaultError> {
+            let (ns, n) = arg
+                .split_once(':')
+                .ok_or_else(|| err("expected NSID:N"))?;
+            let nsid: u32 = ns.parse().map_err(|_| err("NSID must be a number"))?;
+            let nth: u32 = n.parse().map_err(|_| err("N must be a positive number"))?;
+            if nth == 0 || nsid == 0 {
+                return Err(err("NSID and N must be positive"));
+            }
+            Ok((nsid, nth))
+        };
+        if let Some(arg) = spec.strip_prefix("lose-io=") {
+            let (nsid, nth) = io_fault(arg)?;
+            return Ok(Fault::LoseIo { nsid, nth });
+        }
+        if let Some(arg) = spec.strip_prefix("duplicate-completion=") {
+            let (nsid, nth) = io_fault(arg)?;
+            return Ok(Fault::DuplicateCompletion { nsid, nth });
+        }
         let Some(arg) = spec.strip_prefix("exit-on-admin=") else {
             return Err(err("unknown fault"));
         };
@@ -72,6 +109,16 @@ mod tests {
     #[test]
     fn parses() {
         assert_eq!("never-ready".parse(), Ok(Fault::NeverReady));
+        assert_eq!(
+            "lose-io=2:40".parse(),
+            Ok(Fault::LoseIo { nsid: 2, nth: 40 })
+        );
+        assert_eq!(
+            "duplicate-completion=1:5".parse(),
+            Ok(Fault::DuplicateCompletion { nsid: 1, nth: 5 })
+        );
+        assert!("lose-io=0:1".parse::<Fault>().is_err());
+        assert!("lose-io=1".parse::<Fault>().is_err());
         assert_eq!(
             "exit-on-admin=0x06:2".parse(),
             Ok(Fault::ExitOnAdmin { opcode: 6, nth: 2 })

@@ -18,6 +18,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use tracing::{debug, warn};
 
 use crate::board::Board;
+use crate::fault::Fault;
 use crate::nvm;
 use crate::pool::Pool;
 use crate::qos::{Next, Scheduler};
@@ -56,8 +57,8 @@ fn lower_priority() {
 /// A fetched command waiting for its turn.
 #[derive(Debug)]
 pub(crate) struct Pending {
-    sqe: SubmissionEntry,
-    qid: u16,
+    pub(crate) sqe: SubmissionEntry,
+    pub(crate) qid: u16,
     sq_head: u16,
     cqid: u16,
     cq: SharedCq,
@@ -80,11 +81,21 @@ pub(crate) struct IoContext {
     pub(crate) stats: Mutex<HashMap<u32, NamespaceStats>>,
     /// Time zero of the scheduler's clock.
     pub(crate) epoch: Instant,
+    /// An injected I/O fault (`--fault lose-io=` or `duplicate-completion=`).
+    pub(crate) fault: Option<Fault>,
+    /// I/O commands of the faulty namespace executed so far.
+    fault_seen: AtomicUsize,
 }
 
 impl IoContext {
     /// A context for a firmware run.
-    pub(crate) fn new(board: Arc<Board>, pool: Option<Arc<Pool>>) -> Self {
+    pub(crate) fn new(board: Arc<Board>, pool: Option<Arc<Pool>>, fault: Option<Fault>) -> Self {
+        let fault = fault.filter(|f| {
+            matches!(
+                f,
+                Fault::LoseIo { .. } | Fault::DuplicateCompletion { .. }
+            )
+        });
         Self {
             board,
             pool,
@@ -92,7 +103,23 @@ impl IoContext {
             sched: Mutex::new(Scheduler::default()),
             stats: Mutex::new(HashMap::new()),
             epoch: Instant::now(),
+            fault,
+            fault_seen: AtomicUsize::new(0),
         }
+    }
+
+    /// What the injected fault does to this executed command, if anything.
+    fn fault_for(&self, nsid: u32) -> Option<Fault> {
+        let f = self.fault?;
+        let (fnsid, nth) = match f {
+            Fault::LoseIo { nsid, nth } | Fault::DuplicateCompletion { nsid, nth } => (nsid, nth),
+            _ => return None,
+        };
+        if fnsid != nsid {
+            return None;
+        }
+        let seen = self.fault_seen.fetch_add(1, Ordering::Relaxed) + 1;
+        (seen == nth as usize).then_some(f)
     }
 
     /// Seconds on the scheduler's clock.
@@ -105,7 +132,7 @@ impl IoContext {
         f.get_or_insert(why);
     }
 
-    fn sched(&self) -> std::sync::MutexGuard<'_, Scheduler<Pending>> {
+    pub(crate) fn sched(&self) -> std::sync::MutexGuard<'_, Scheduler<Pending>> {
         self.sched.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -186,9 +213,16 @@ impl Drop for IoWorker {
             );
         }
         self.inflight.fetch_sub(dropped.len(), Ordering::AcqRel);
-        let deadline = Instant::now() + Duration::from_secs(5);
+        // A reset is confirmed to the driver only after this: commands that
+        // run (a pool sync can take seconds) finish first, within the time
+        // the card's CAP.TO promises.
+        let deadline = Instant::now() + Duration::from_millis(u64::from(abi::CARD_QUIESCE_MS));
         while self.inflight.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_micros(100));
+        }
+        let left = self.inflight.load(Ordering::Acquire);
+        if left > 0 {
+            warn!(qid, left, "commands still running after the quiesce time; reset confirmed anyway");
         }
     }
 }
@@ -356,6 +390,56 @@ fn complete(
         );
     }
     record(ctx, class, &p, status, started, throttled);
+    match ctx.fault_for(p.sqe.nsid) {
+        Some(Fault::LoseIo { nth, .. }) => {
+            warn!(
+                nsid = p.sqe.nsid,
+                cid = p.sqe.cid,
+                nth,
+                "fault: completion of this I/O command is never posted"
+            );
+            p.inflight.fetch_sub(1, Ordering::AcqRel);
+            return Ok(None);
+        }
+        Some(Fault::DuplicateCompletion { nth, .. }) => {
+            warn!(
+                nsid = p.sqe.nsid,
+                cid = p.sqe.cid,
+                nth,
+                "fault: completion of this I/O command is posted twice"
+            );
+            let twin = Pending {
+                sqe: p.sqe,
+                qid: p.qid,
+                sq_head: p.sq_head,
+                cqid: p.cqid,
+                cq: p.cq.clone(),
+                fetched: p.fetched,
+                inflight: p.inflight.clone(),
+            };
+            twin.inflight.fetch_add(1, Ordering::AcqRel);
+            let first = post(ctx, p, status, stop)?;
+            if let Some(v) = first {
+                ctx.board.irq.raise(v);
+            }
+            // A moment later, as a confused card would.
+            std::thread::sleep(Duration::from_millis(2));
+            return post(ctx, twin, status, stop);
+        }
+        _ => {}
+    }
+    post(ctx, p, status, stop)
+}
+
+/// Posts the completion of `p` with `status` on its completion queue (waiting
+/// while the queue is full, at most 5 s); returns the vector to raise, if any.
+pub(crate) fn post(
+    ctx: &IoContext,
+    p: Pending,
+    status: u16,
+    stop: &AtomicBool,
+) -> Result<Option<u16>, String> {
+    let board = &ctx.board;
     let cqe = CompletionEntry {
         result: 0,
         rsvd: 0,

@@ -350,6 +350,13 @@ impl<T> Scheduler<T> {
         out
     }
 
+    /// Whether a queued command matches `f`.
+    pub fn any(&self, mut f: impl FnMut(&T) -> bool) -> bool {
+        self.classes
+            .values()
+            .any(|c| c.queue.iter().any(|q| f(&q.item)))
+    }
+
     /// Whether `class` has a ceiling.
     pub fn has_ceiling(&self, class: u32) -> bool {
         self.classes

@@ -1967,3 +1967,68 @@ fn engine_keeps_moving_frames_across_ring_wraps() {
     let rx = d.port_stats(b.id).1;
     assert_eq!((rx.rx_packets, rx.rx_dropped), (received, dropped));
 }
+
+#[test]
+fn abort_tells_a_held_command_from_a_lost_one_and_aborts_on_request() {
+    let dir = pool_dir("abort");
+    let mut d = TestDriver::start_with(Some(pool_spec(&dir)));
+    assert!(d.enable(AQA));
+    let nsid = create_ns(&mut d, 1024, 12, "slow").result;
+    assert_eq!(
+        ns_admin(&mut d, abi::ADMIN_NS_ATTACHMENT, nsid, abi::NS_ATTACH),
+        0
+    );
+    // 2 IOPS with the shortest burst: the card holds all but the first
+    // read or two for seconds, on purpose.
+    let slow = abi::QosSettings {
+        max_iops: 2,
+        burst_ms: 1,
+        ..Default::default()
+    };
+    assert_eq!(set_qos(&mut d, nsid, slow).status_code(), 0);
+    let mut q = IoQ::create(&mut d, 1);
+    let cids: Vec<u16> = (0..6)
+        .map(|i| q.push(&d, rw(abi::IO_READ, nsid, i, 1, BUF + 0x1000, 0)))
+        .collect();
+    q.ring(&d);
+    let abort = |d: &mut TestDriver, cid: u16, cdw11: u32| {
+        d.submit(SubmissionEntry {
+            opcode: abi::ADMIN_ABORT,
+            cdw10: abi::AbortTarget { sqid: 1, cid }.cdw10(),
+            cdw11,
+            ..Default::default()
+        })
+    };
+    // Let the engine fetch them into the scheduler.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let last = *cids.last().unwrap();
+    let held = abort(&mut d, last, abi::ABORT_KEEP_QUEUED);
+    assert_eq!(held.status_code(), 0);
+    assert_eq!(
+        held.result,
+        abi::ABORT_RESULT_NOT_ABORTED | abi::ABORT_RESULT_QUEUED,
+        "a command held by a ceiling is reported as waiting, not aborted"
+    );
+    // A command the card never saw is not found.
+    let unknown = abort(&mut d, 999, abi::ABORT_KEEP_QUEUED);
+    assert_eq!(unknown.result, abi::ABORT_RESULT_NOT_ABORTED);
+    // Undefined CDW11 bits are refused.
+    assert_eq!(
+        abort(&mut d, last, 1 << 5).status_code(),
+        abi::STATUS_INVALID_FIELD
+    );
+    // A plain Abort takes it out and completes it with "abort requested".
+    let aborted = abort(&mut d, last, 0);
+    assert_eq!((aborted.status_code(), aborted.result), (0, 0));
+    let done = q.reap(&d, cids.len());
+    let of = |cid: u16| done.iter().find(|c| c.cid == cid).unwrap().status_code();
+    assert_eq!(of(last), abi::STATUS_ABORT_REQUESTED);
+    for &cid in &cids[..cids.len() - 1] {
+        assert_eq!(of(cid), 0, "the other reads complete normally");
+    }
+    // Completed: nothing left to abort.
+    assert_eq!(
+        abort(&mut d, cids[0], 0).result,
+        abi::ABORT_RESULT_NOT_ABORTED
+    );
+}
