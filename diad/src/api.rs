@@ -1,6 +1,7 @@
 //! diad's HTTP/JSON API (see docs/api.md), served on a unix socket:
-//! health, the card, the pool, volumes and containers. Handlers run the
-//! (blocking) volume logic on tokio's blocking pool, one change at a time.
+//! health, the card, the pool, volumes, tiers, containers, networks and
+//! ports. Handlers run the (blocking) daemon logic on tokio's blocking
+//! pool, one change at a time.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -8,7 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use anyhow::{Context, Result};
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use dia::api::{
     AttachPort, Attachment, Container, CreateContainer, CreateNetwork, CreateVolume, Network,
@@ -55,37 +56,44 @@ async fn with_manager<T: Send + 'static>(
     .map_err(|e| ApiError::internal(format!("request task failed: {e}")))?
 }
 
-/// The API routes.
-pub fn router(app: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/v1/health", get(health))
-        .route("/v1/card", get(card_info))
-        .route("/v1/pool", get(pool_info))
-        .route("/v1/volumes", get(list_volumes).post(create_volume))
-        .route("/v1/volumes/{name}", get(show_volume).delete(delete_volume))
-        .route("/v1/volumes/{name}/attach", post(attach_volume))
-        .route("/v1/volumes/{name}/detach", post(detach_volume))
-        .route("/v1/volumes/{name}/tier", post(set_volume_tier))
-        .route("/v1/volumes/{name}/stats", get(volume_stats))
-        .route("/v1/tiers", get(list_tiers).post(create_tier))
-        .route("/v1/tiers/{name}", axum::routing::delete(delete_tier))
-        .route(
+/// Every path of the API with its handlers. docs/api.md documents each
+/// (method, path); `api/doc_tests.rs` checks that it does.
+fn routes() -> Vec<(&'static str, MethodRouter<Arc<AppState>>)> {
+    use axum::routing::delete;
+    vec![
+        ("/v1/health", get(health)),
+        ("/v1/card", get(card_info)),
+        ("/v1/pool", get(pool_info)),
+        ("/v1/volumes", get(list_volumes).post(create_volume)),
+        ("/v1/volumes/{name}", get(show_volume).delete(delete_volume)),
+        ("/v1/volumes/{name}/attach", post(attach_volume)),
+        ("/v1/volumes/{name}/detach", post(detach_volume)),
+        ("/v1/volumes/{name}/tier", post(set_volume_tier)),
+        ("/v1/volumes/{name}/stats", get(volume_stats)),
+        ("/v1/tiers", get(list_tiers).post(create_tier)),
+        ("/v1/tiers/{name}", delete(delete_tier)),
+        (
             "/v1/containers",
             get(list_containers).post(create_container),
-        )
-        .route(
-            "/v1/containers/{name}",
-            axum::routing::delete(delete_container),
-        )
-        .route("/v1/networks", get(list_networks).post(create_network))
-        .route(
+        ),
+        ("/v1/containers/{name}", delete(delete_container)),
+        ("/v1/networks", get(list_networks).post(create_network)),
+        (
             "/v1/networks/{name}",
             get(show_network).delete(delete_network),
-        )
-        .route("/v1/ports", get(list_ports).post(attach_port))
-        .route("/v1/ports/{name}", get(show_port).delete(detach_port))
-        .route("/v1/ports/{name}/stats", get(port_stats))
-        .route("/v1/ports/{name}/tier", post(set_port_tier))
+        ),
+        ("/v1/ports", get(list_ports).post(attach_port)),
+        ("/v1/ports/{name}", get(show_port).delete(detach_port)),
+        ("/v1/ports/{name}/stats", get(port_stats)),
+        ("/v1/ports/{name}/tier", post(set_port_tier)),
+    ]
+}
+
+/// The API routes.
+pub fn router(app: Arc<AppState>) -> Router {
+    routes()
+        .into_iter()
+        .fold(Router::new(), |r, (path, handlers)| r.route(path, handlers))
         .with_state(app)
 }
 
@@ -346,6 +354,9 @@ async fn shutdown_signal() {
         _ = int.recv() => {},
     }
 }
+
+#[cfg(test)]
+mod doc_tests;
 
 #[cfg(test)]
 mod tests {
