@@ -425,9 +425,12 @@ fn decode_meta(b: &[u8], total_chunks: u32) -> Result<BTreeMap<u32, Namespace>, 
         if nsid == 0 || nsid > MAX_NAMESPACES || out.contains_key(&nsid) {
             return Err(format!("bad namespace id {nsid}"));
         }
+        // As create_namespace checks it: `checked_shl` only checks the
+        // shift amount, so a size whose bytes overflow u64 (and wrap below
+        // the limit) must be refused by its block count.
         if !(abi::LBA_SHIFT_MIN..=abi::LBA_SHIFT_MAX).contains(&lba_shift)
             || size_blocks == 0
-            || size_blocks.checked_shl(u32::from(lba_shift)).is_none()
+            || size_blocks > u64::MAX >> lba_shift
             || (size_blocks << lba_shift) > abi::NAMESPACE_MAX_BYTES
         {
             return Err(format!("namespace {nsid}: bad geometry"));
@@ -729,7 +732,7 @@ impl Pool {
             dev0.file
                 .read_exact_at(&mut raw, LABEL_BYTES + slot * slot_bytes)
                 .map_err(io_err(&dev0.path))?;
-            match read_slot(&raw, total_chunks) {
+            match read_slot(&raw, slot, total_chunks) {
                 Ok((generation, ns)) => {
                     if best.as_ref().is_none_or(|b| generation > b.0) {
                         best = Some((generation, ns));
@@ -1155,7 +1158,8 @@ impl Pool {
                 std::mem::take(&mut st.pending_free),
             )
         };
-        let next = *generation + 1;
+        // Opening refuses a generation without a successor.
+        let next = generation.saturating_add(1);
         let dev0 = &self.devices[0];
         let written = write_slot(&dev0.file, self.slot_bytes, next, &payload)
             .and_then(|()| dev0.file.sync_data());
@@ -1175,30 +1179,49 @@ impl Pool {
     }
 }
 
-fn write_slot(
-    file: &File,
-    slot_bytes: u64,
-    generation: u64,
-    payload: &[u8],
-) -> std::io::Result<()> {
+/// A metadata slot's bytes: header (magic, generation, length, CRC) and
+/// payload.
+fn slot_image(generation: u64, payload: &[u8]) -> Vec<u8> {
     let mut b = Vec::with_capacity(META_HEADER + payload.len());
     b.extend_from_slice(META_MAGIC);
     b.extend_from_slice(&generation.to_le_bytes());
     b.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     b.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
     b.extend_from_slice(payload);
+    b
+}
+
+fn write_slot(
+    file: &File,
+    slot_bytes: u64,
+    generation: u64,
+    payload: &[u8],
+) -> std::io::Result<()> {
+    let b = slot_image(generation, payload);
     if b.len() as u64 > slot_bytes {
         return Err(std::io::Error::other("metadata larger than its slot"));
     }
     file.write_all_at(&b, LABEL_BYTES + (generation % 2) * slot_bytes)
 }
 
-fn read_slot(raw: &[u8], total_chunks: u32) -> Result<(u64, BTreeMap<u32, Namespace>), String> {
+/// Reads metadata slot `slot` (0 or 1). The header is not covered by the
+/// CRC, so a generation that commit could not have written there is
+/// refused as damage: generation g lives in slot g % 2 (a slot claiming
+/// the other parity would have the next commit overwrite the newest
+/// metadata), and u64::MAX has no successor to commit.
+fn read_slot(
+    raw: &[u8],
+    slot: u64,
+    total_chunks: u32,
+) -> Result<(u64, BTreeMap<u32, Namespace>), String> {
     if &raw[..8] != META_MAGIC {
         return Err("no metadata magic".into());
     }
     let mut r = Reader::new(&raw[8..]);
     let generation = r.u64();
+    if generation % 2 != slot % 2 || generation == u64::MAX {
+        return Err(format!("generation {generation} cannot be in slot {slot}"));
+    }
     let len = r.u32() as usize;
     let crc = r.u32();
     let payload = raw
@@ -1459,6 +1482,66 @@ mod tests {
         };
         let e = Pool::open(&missing).unwrap_err().to_string();
         assert!(e.contains("missing"), "{e}");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// Found by the pool_meta fuzz target: a size whose bytes overflow
+    /// u64 wrapped below the 1 PiB limit and was accepted.
+    #[test]
+    fn metadata_with_an_overflowing_namespace_size_is_refused() {
+        let ns = |size_blocks| Namespace {
+            size_blocks,
+            lba_shift: 9,
+            attached: true,
+            label: label("huge"),
+            qos: abi::QosSettings::default(),
+            map: HashMap::new(),
+        };
+        let meta = |size_blocks| BTreeMap::from([(1, ns(size_blocks))]);
+        assert!(decode_meta(&encode_meta(&meta(1 << 20)), 8).is_ok());
+        for size in [0xff00_0000_0000_0000, u64::MAX, (u64::MAX >> 9) + 1] {
+            assert!(
+                decode_meta(&encode_meta(&meta(size)), 8).is_err(),
+                "{size:#x} blocks of 512 bytes accepted"
+            );
+        }
+    }
+
+    /// Found by the pool_meta fuzz target: a slot claiming generation
+    /// u64::MAX (the header has no CRC) won at open and the next commit
+    /// overflowed (in a release build: wrapped to 0 and lost every later
+    /// commit at the next open). Such a slot, and one whose generation has
+    /// the other slot's parity, are damage: the other slot is used.
+    #[test]
+    fn a_slot_with_an_impossible_generation_is_refused() {
+        let d = tmp("generation");
+        let s = spec(&d, &["a.img"], 16 << 20);
+        let slot_bytes = {
+            let pool = Pool::open(&s).unwrap();
+            // Generation 2, in slot 0.
+            pool.create_namespace(64, 12, label("one")).unwrap();
+            pool.slot_bytes
+        };
+        let f = OpenOptions::new()
+            .write(true)
+            .open(d.join("a.img"))
+            .unwrap();
+        let empty = encode_meta(&BTreeMap::new());
+        for (slot, generation) in [(1, u64::MAX), (1, 8)] {
+            let forged = slot_image(generation, &empty);
+            f.write_all_at(&forged, LABEL_BYTES + slot * slot_bytes)
+                .unwrap();
+            let pool = Pool::open(&s).unwrap();
+            assert_eq!(pool.namespace_ids(0, false), vec![1], "slot {slot}");
+            assert_eq!(*pool.commit.lock().unwrap(), 2);
+        }
+        // Commits go on from the newest real generation and survive.
+        {
+            let pool = Pool::open(&s).unwrap();
+            pool.create_namespace(64, 12, label("two")).unwrap();
+        }
+        let pool = Pool::open(&s).unwrap();
+        assert_eq!(pool.namespace_ids(0, false), vec![1, 2]);
         let _ = std::fs::remove_dir_all(&d);
     }
 

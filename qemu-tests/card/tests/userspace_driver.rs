@@ -1757,6 +1757,27 @@ fn a_port_sends_only_with_its_own_mac_and_only_on_its_vlan() {
     assert_eq!((sa.tx_packets, sa.tx_spoofed), (1, 2));
 }
 
+/// The checksum the card computes for TX_CSUM may land anywhere in the
+/// frame; it must not turn an untagged frame into a tagged one behind the
+/// card's tag check (found while writing the port_tx fuzz target's checks).
+#[test]
+fn a_checksum_offload_cannot_forge_a_vlan_tag() {
+    let mut d = net_card();
+    let mut a = d.create_port(0, 0, 100, 3);
+    let mut b = d.create_port(0, 1, 100, 4);
+    // EtherType 0x7eff over zeroes: the complemented sum from byte 12 is
+    // 0x8100, stored over the EtherType itself.
+    let f = eth(b.mac, a.mac, 0x7eff, &[0u8; 46]);
+    d.send(&mut a, &[&f], Some((12, 0)));
+    d.wait_tx_done(&a);
+    let (_, sa) = d.port_stats(a.id);
+    assert_eq!((sa.tx_packets, sa.tx_dropped), (0, 1), "{sa:?}");
+    assert!(
+        d.recv(&mut b, 0).is_none(),
+        "a tagged frame left a host's port"
+    );
+}
+
 /// What the switch learns is bounded per VLAN: a peer that floods one VLAN
 /// with source MACs (more than the whole card used to learn) does not stop
 /// another VLAN from learning, so unicast there still goes to one place.

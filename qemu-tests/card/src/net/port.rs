@@ -275,14 +275,6 @@ impl Port {
             }
             off += len;
         }
-        let ty = ethertype(frame);
-        if ty == TPID_8021Q || ty == TPID_8021AD {
-            debug!(
-                port = self.id,
-                "tagged frame from the host; dropped (access port)"
-            );
-            return self.drop_tx(board, end);
-        }
         let first = scratch.descs[0];
         if first.flags & abi::TX_CSUM != 0 {
             let r = checksum::offload(
@@ -294,6 +286,16 @@ impl Port {
                 self.bug(format_args!("TX checksum offload: {e}"));
                 return self.drop_tx(board, end);
             }
+        }
+        // After the checksum: its field may lie anywhere in the frame, the
+        // EtherType included, so the frame is checked as it will leave.
+        let ty = ethertype(frame);
+        if ty == TPID_8021Q || ty == TPID_8021AD {
+            debug!(
+                port = self.id,
+                "tagged frame from the host; dropped (access port)"
+            );
+            return self.drop_tx(board, end);
         }
         // Total is at most the port's frame max, which fits u32.
         if let Err(ready) = self.shaper.admit(total as u32, now) {
