@@ -13,7 +13,9 @@ size=$((1024 * 1024 * 1024))
 n=$(dia-guest-check ns-create $size bench)
 dia-guest-check ns-attach "$n"
 nvme=$(ls /dev/nvme*n1 2>/dev/null | head -1)
-vblk=/dev/vda
+# The peer virtio-blk disk by its serial (the appliance's root is a virtio disk too).
+vblk=
+for d in /sys/block/vd*; do [ "$(cat "$d/serial" 2>/dev/null)" = peer-vblk ] && vblk=/dev/${d##*/}; done
 [ -b "$nvme" ] || fail "no QEMU nvme device"
 [ -b "$vblk" ] || fail "no virtio-blk device"
 devices="dia:/dev/dia0n$n nvme:$nvme virtio-blk:$vblk"

@@ -1,46 +1,23 @@
-# Helpers shared by scenario scripts (sourced; runs in the guest under busybox sh).
+# Helpers shared by scenario scripts (sourced; runs in the appliance under its /bin/sh, dash).
 # A scenario fails as soon as a command fails (set -e) or `fail` is called.
 set -e
 
 log() { echo "[scenario] $*"; }
 fail() { echo "[scenario] FAIL: $*"; exit 1; }
 
-# load_dia: insmod the driver and wait for /dev/dia.
-load_dia() {
-    insmod /lib/modules/dia.ko
-    for _ in $(seq 1 50); do [ -c /dev/dia ] && return 0; sleep 0.1; done
-    fail "/dev/dia did not appear after insmod"
-}
-
-# start_diad: start the daemon in the background and wait for its socket.
-start_diad() {
-    # A socket left behind must not pass for the new diad's: it binds only
-    # after loading and reconciling the state.
-    rm -f /run/dia/diad.sock
-    diad --log info >/var/log/diad.log 2>&1 &
-    echo $! >/run/diad.pid
-    for _ in $(seq 1 100); do [ -S /run/dia/diad.sock ] && return 0; sleep 0.1; done
-    cat /var/log/diad.log
-    fail "diad did not create /run/dia/diad.sock"
-}
+# load_dia / start_diad / stop_diad: the appliance's service script does each
+# (modprobe dia and wait for /dev/dia; start diad and wait for its socket;
+# SIGTERM diad and wait until it is gone), so scenarios and the boot share
+# one way of doing it.
+load_dia() { /etc/init.d/dia load-module || fail "loading dia.ko (modprobe dia) failed"; }
+start_diad() { /etc/init.d/dia start-diad || fail "diad did not start"; }
+stop_diad() { /etc/init.d/dia stop-diad || fail "diad did not stop"; }
 
 # alive PID: the process runs (an exited child this shell has not reaped
 # yet is a zombie, state Z, and counts as gone).
 alive() {
     [ -r "/proc/$1/stat" ] || return 1
     [ "$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null)" != Z ]
-}
-
-# stop_diad: SIGTERM, then wait (at most 20 s) until the process is gone.
-stop_diad() {
-    pid=$(cat /run/diad.pid 2>/dev/null || true)
-    if [ -n "$pid" ]; then
-        kill "$pid" 2>/dev/null || true
-                for _ in $(seq 1 200); do alive "$pid" || break; sleep 0.1; done
-        alive "$pid" && fail "diad (pid $pid) did not exit within 20 s of SIGTERM"
-        wait "$pid" 2>/dev/null || true
-    fi
-    rm -f /run/diad.pid
 }
 
 # expect_contains FILE PATTERN: grep or fail, showing the file.

@@ -135,7 +135,7 @@ pub fn run_storage(paths: &Paths, artefacts: &Artefacts) -> Result<String> {
                 vblk.display()
             ),
             "-device",
-            "virtio-blk-pci,drive=peer-vblk,iothread=io1",
+            "virtio-blk-pci,drive=peer-vblk,iothread=io1,serial=peer-vblk",
         ]
         .map(String::from),
     );

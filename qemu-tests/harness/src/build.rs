@@ -1,7 +1,9 @@
 //! Building the appliance: guest kernel (cached by input hash, via
-//! `scripts/build-kernel.sh`), `dia.ko` against it (with clippy, so lints
-//! fail the build), the card model for the host, static (musl) guest
-//! userspace, and the initramfs that ties them together.
+//! `scripts/build-kernel.sh`), the Debian root file system image (cached by
+//! input hash, via `scripts/build-appliance-image.sh`), `dia.ko` against the
+//! kernel (with clippy, so lints fail the build), the card model for the
+//! host, static (musl) guest userspace, and the small initramfs that lays the
+//! project's files over the image at each boot.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -16,34 +18,45 @@ use crate::progress::Step;
 const GUEST_TARGET: &str = "x86_64-unknown-linux-musl";
 /// Guest binaries built from this workspace.
 const GUEST_BINS: &[&str] = &["diad", "diaconfig", "dia-guest-check"];
-/// Host (Debian) programs the scenarios use, copied with their shared libraries.
-const HOST_TOOLS: &[&str] = &[
-    "/usr/bin/fio",
-    "/usr/sbin/mkfs.ext4",
-    "/usr/sbin/e2fsck",
-    "/usr/bin/iperf3",
-];
+
+/// Which guest kernel: the plain one, or the debug flavour (KASAN, lockdep,
+/// ...; `kernel/debug.config`), a second cached tree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavour {
+    /// `kernel/dia.config`.
+    Plain,
+    /// `kernel/dia.config` + `kernel/debug.config`.
+    Debug,
+}
 
 /// Everything a boot needs.
 pub struct Artefacts {
+    /// Which kernel it boots.
+    pub flavour: Flavour,
     /// Guest kernel image.
     pub bzimage: PathBuf,
-    /// Initramfs (uncompressed cpio: faster to unpack under TCG).
+    /// Initramfs (uncompressed cpio: faster to unpack under TCG): stage 1
+    /// of the boot and the payload laid over the root image.
     pub initramfs: PathBuf,
+    /// The appliance's Debian root file system (ext4, booted read-only).
+    pub rootfs: PathBuf,
     /// The card model binary for the host.
     pub card: PathBuf,
 }
 
 /// Builds whatever is missing or stale.
-pub fn all(paths: &Paths) -> Result<Artefacts> {
-    let ktree = kernel(paths)?;
+pub fn all(paths: &Paths, flavour: Flavour) -> Result<Artefacts> {
+    let ktree = kernel(paths, flavour)?;
+    let rootfs = appliance_image(paths)?;
     let ko = module(paths, &ktree)?;
     let card = host_card(paths)?;
     let bins = guest_userspace(paths)?;
-    let initramfs = initramfs(paths, &ko, &bins)?;
+    let initramfs = initramfs(paths, &ktree, &ko, &bins)?;
     Ok(Artefacts {
+        flavour,
         bzimage: ktree.join("arch/x86/boot/bzImage"),
         initramfs,
+        rootfs,
         card,
     })
 }
@@ -57,9 +70,20 @@ fn run(cmd: &mut Command, what: &str) -> Result<()> {
 }
 
 /// The Rust-enabled guest kernel tree (built once per input hash).
-pub fn kernel(paths: &Paths) -> Result<PathBuf> {
-    let step = Step::start("guest kernel (Linux 6.12 with Rust; about 20 min when not cached)");
+pub fn kernel(paths: &Paths, flavour: Flavour) -> Result<PathBuf> {
+    let (what, arg) = match flavour {
+        Flavour::Plain => (
+            "guest kernel (Linux 6.12 with Rust; 20-30 min when not cached)",
+            "plain",
+        ),
+        Flavour::Debug => (
+            "debug guest kernel (KASAN, lockdep, ...; 30-45 min when not cached)",
+            "debug",
+        ),
+    };
+    let step = Step::start(what);
     let out = Command::new(paths.qemu_tests("scripts/build-kernel.sh"))
+        .arg(arg)
         .env("DIA_CACHE", &paths.cache)
         .stderr(Stdio::inherit())
         .output()
@@ -76,6 +100,30 @@ pub fn kernel(paths: &Paths) -> Result<PathBuf> {
     }
     step.done();
     Ok(tree)
+}
+
+/// The appliance's Debian root file system image (built once per input hash).
+pub fn appliance_image(paths: &Paths) -> Result<PathBuf> {
+    let step = Step::start(
+        "appliance image (Debian 12 with podman, etcd, nvme-cli; a few minutes when not cached)",
+    );
+    let out = Command::new(paths.qemu_tests("scripts/build-appliance-image.sh"))
+        .env("DIA_CACHE", &paths.cache)
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running build-appliance-image.sh")?;
+    if !out.status.success() {
+        bail!("appliance image build failed; see the log named above");
+    }
+    let image = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim().to_string());
+    if !image.is_file() {
+        bail!(
+            "appliance image build reported {} but it is not there",
+            image.display()
+        );
+    }
+    step.done();
+    Ok(image)
 }
 
 /// `dia.ko`, built out of tree against `ktree` with clippy as the compiler
@@ -155,30 +203,39 @@ fn hash_file(h: &mut Sha256, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The initramfs: busybox, the init script, scenarios, `dia.ko` and the
-/// guest binaries. Rebuilt only when one of those changes.
-pub fn initramfs(paths: &Paths, ko: &Path, bins: &[PathBuf]) -> Result<PathBuf> {
+/// The initramfs: a static busybox with the stage-1 `/init`, and under
+/// `/payload` what is laid over the Debian root at each boot: the kernel's
+/// modules with `dia.ko` (depmod'ed, so `modprobe dia` works), the guest
+/// binaries, the appliance's init and service scripts, the scenarios and
+/// benchmarks, and busybox applet links for the few tools Debian lacks.
+/// Rebuilt only when one of those changes.
+pub fn initramfs(paths: &Paths, ktree: &Path, ko: &Path, bins: &[PathBuf]) -> Result<PathBuf> {
     let busybox = Path::new("/bin/busybox");
     let init = paths.qemu_tests("guest/init");
-    let mut inputs = vec![busybox.to_path_buf(), init.clone(), ko.to_path_buf()];
-    inputs.extend(HOST_TOOLS.iter().map(PathBuf::from));
+    let appliance_init = paths.qemu_tests("guest/dia-init");
+    let service = paths.qemu_tests("guest/dia.initd");
+    let release = std::fs::read_to_string(ktree.join("include/config/kernel.release"))
+        .context("reading the kernel's release")?
+        .trim()
+        .to_string();
+    let mut inputs = vec![
+        busybox.to_path_buf(),
+        init.clone(),
+        appliance_init.clone(),
+        service.clone(),
+        ko.to_path_buf(),
+        ktree.join("arch/x86/boot/bzImage"),
+    ];
     inputs.extend(bins.iter().cloned());
-    let mut scenarios: Vec<PathBuf> = std::fs::read_dir(paths.qemu_tests("scenarios"))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "sh"))
-        .collect();
-    scenarios.sort();
-    let mut benches: Vec<PathBuf> = std::fs::read_dir(paths.qemu_tests("bench"))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "sh"))
-        .collect();
-    benches.sort();
+    let scenarios = shell_scripts(&paths.qemu_tests("scenarios"))?;
+    let benches = shell_scripts(&paths.qemu_tests("bench"))?;
     inputs.extend(scenarios.iter().cloned());
     inputs.extend(benches.iter().cloned());
 
     let mut h = Sha256::new();
     // Bump when the image's layout changes without its inputs changing.
-    h.update(b"initramfs layout 2");
+    h.update(b"initramfs layout 3 (payload over the Debian root)");
+    h.update(release.as_bytes());
     for p in &inputs {
         hash_file(&mut h, p)?;
     }
@@ -187,50 +244,52 @@ pub fn initramfs(paths: &Paths, ko: &Path, bins: &[PathBuf]) -> Result<PathBuf> 
     if out.is_file() {
         return Ok(out);
     }
-    let step = Step::start("initramfs");
-    let root = paths.out.join("initramfs-root");
+    let step = Step::start("initramfs (stage 1 and the payload over the image)");
+    // A directory of this run's own: two harness runs may build at once.
+    let root = paths
+        .out
+        .join(format!("initramfs-root-{}", std::process::id()));
     if root.exists() {
         std::fs::remove_dir_all(&root)?;
     }
-    for d in [
-        "bin",
-        "sbin",
-        "proc",
-        "sys",
-        "dev",
-        "run",
-        "tmp",
-        "lib/modules",
-        "scenarios",
-        "etc",
-        "root",
-        "var/lib/dia",
-    ] {
+    let payload = root.join("payload");
+    for d in ["bin", "proc", "sys", "dev"] {
         std::fs::create_dir_all(root.join(d))?;
+    }
+    // Debian's /bin, /sbin and /lib are links into /usr (merged /usr): the
+    // payload writes under usr/ so copying it never meets a link.
+    for d in [
+        "usr/sbin",
+        "etc/init.d",
+        "usr/local/bin",
+        "usr/lib/dia/busybox",
+        "scenarios",
+    ] {
+        std::fs::create_dir_all(payload.join(d))?;
     }
     copy_exec(busybox, &root.join("bin/busybox"))?;
     copy_exec(&init, &root.join("init"))?;
-    std::fs::copy(ko, root.join("lib/modules/dia.ko"))?;
+    copy_exec(&appliance_init, &payload.join("usr/sbin/dia-init"))?;
+    copy_exec(&service, &payload.join("etc/init.d/dia"))?;
     for b in bins {
         let name = b.file_name().context("binary name")?;
-        copy_exec(b, &root.join("bin").join(name))?;
+        copy_exec(b, &payload.join("usr/local/bin").join(name))?;
     }
+    install_modules(ktree, &release, ko, &payload.join("usr"))?;
     for s in &scenarios {
         std::fs::copy(
             s,
-            root.join("scenarios")
+            payload
+                .join("scenarios")
                 .join(s.file_name().context("scenario name")?),
         )?;
     }
     // Benchmarks run like scenarios, as /scenarios/bench-NAME.sh.
     for b in &benches {
         let name = b.file_name().context("bench name")?.to_string_lossy();
-        std::fs::copy(b, root.join("scenarios").join(format!("bench-{name}")))?;
+        std::fs::copy(b, payload.join("scenarios").join(format!("bench-{name}")))?;
     }
-    for tool in HOST_TOOLS {
-        copy_with_libs(Path::new(tool), &root)?;
-    }
-    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n")?;
+    busybox_fallbacks(busybox, &payload.join("usr/lib/dia/busybox"))?;
     for old in std::fs::read_dir(&paths.out)?.filter_map(|e| e.ok()) {
         if old.file_name().to_string_lossy().starts_with("initramfs-")
             && old.path().extension().is_some_and(|e| e == "cpio")
@@ -238,7 +297,7 @@ pub fn initramfs(paths: &Paths, ko: &Path, bins: &[PathBuf]) -> Result<PathBuf> 
             let _ = std::fs::remove_file(old.path());
         }
     }
-    let tmp = out.with_extension("tmp");
+    let tmp = out.with_extension(format!("tmp{}", std::process::id()));
     run(
         Command::new("sh")
             .arg("-c")
@@ -248,50 +307,70 @@ pub fn initramfs(paths: &Paths, ko: &Path, bins: &[PathBuf]) -> Result<PathBuf> 
         "cpio",
     )?;
     std::fs::rename(&tmp, &out)?;
+    std::fs::remove_dir_all(&root)?;
     step.done();
     Ok(out)
+}
+
+/// The `.sh` files of a directory, sorted.
+fn shell_scripts(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "sh"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// The kernel's modules and `dia.ko` under `usr/lib/modules/RELEASE` (`usr` is `root`), as a
+/// distribution installs an out-of-tree module: `extra/dia.ko`, then
+/// `depmod`, so `modprobe dia` and `modinfo dia` work in the appliance.
+fn install_modules(ktree: &Path, release: &str, ko: &Path, root: &Path) -> Result<()> {
+    run(
+        Command::new("make")
+            .arg("-C")
+            .arg(ktree)
+            .arg(format!("INSTALL_MOD_PATH={}", root.display()))
+            .args(["LLVM=1", "DEPMOD=true", "modules_install"])
+            .stdout(Stdio::null()),
+        "make modules_install",
+    )?;
+    let moddir = root.join("lib/modules").join(release);
+    // The build tree's symlinks point at this host's paths.
+    for link in ["build", "source"] {
+        let _ = std::fs::remove_file(moddir.join(link));
+    }
+    std::fs::create_dir_all(moddir.join("extra"))?;
+    std::fs::copy(ko, moddir.join("extra/dia.ko")).context("installing dia.ko")?;
+    run(
+        Command::new("depmod").arg("-b").arg(root).arg(release),
+        "depmod",
+    )?;
+    Ok(())
+}
+
+/// Links to busybox for each applet that the Debian root has no program of
+/// its own for; the appliance's PATH ends with this directory, so Debian's
+/// tools always come first.
+fn busybox_fallbacks(busybox: &Path, dir: &Path) -> Result<()> {
+    let out = Command::new(busybox)
+        .arg("--list")
+        .output()
+        .context("busybox --list")?;
+    for applet in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+        if applet == "busybox" || applet.contains('/') {
+            continue;
+        }
+        std::os::unix::fs::symlink("/bin/busybox", dir.join(applet))
+            .with_context(|| format!("linking busybox applet {applet}"))?;
+    }
+    Ok(())
 }
 
 fn copy_exec(from: &Path, to: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::copy(from, to).with_context(|| format!("copying {}", from.display()))?;
     std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755))?;
-    Ok(())
-}
-
-/// Copies a dynamically linked host program into the guest root at the same
-/// path, with every shared library `ldd` names.
-fn copy_with_libs(program: &Path, root: &Path) -> Result<()> {
-    let rel = program
-        .strip_prefix("/")
-        .context("tool paths are absolute")?;
-    let dest = root.join(rel);
-    if let Some(dir) = dest.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    copy_exec(program, &dest)?;
-    let out = Command::new("ldd")
-        .arg(program)
-        .output()
-        .context("running ldd")?;
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        // "libz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
-        let path = match line.split_once("=>") {
-            Some((_, rhs)) => rhs.split_whitespace().next(),
-            None => line.split_whitespace().next(),
-        };
-        let Some(path) = path.filter(|p| p.starts_with('/')) else {
-            continue;
-        };
-        let lib = Path::new(path);
-        let lib_dest = root.join(lib.strip_prefix("/").context("absolute library path")?);
-        if lib_dest.exists() {
-            continue;
-        }
-        if let Some(dir) = lib_dest.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        std::fs::copy(lib, &lib_dest).with_context(|| format!("copying {}", lib.display()))?;
-    }
     Ok(())
 }

@@ -40,6 +40,10 @@ enum Command {
     Test {
         /// Only scenarios whose name contains this text.
         filter: Option<String>,
+        /// Boot the debug kernel (KASAN, KFENCE, lockdep, atomic-sleep and
+        /// DMA-API checks, hung-task detector; a warning panics the guest).
+        #[arg(long)]
+        debug_kernel: bool,
     },
     /// Benchmarks (not tests): storage (dia vs QEMU nvme vs virtio-blk in
     /// one boot), QoS (noisy neighbours with QoS off and on) and net (dia
@@ -73,7 +77,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     let paths = Paths::discover()?;
     match cli.command {
         Command::Build => {
-            build::all(&paths)?;
+            build::all(&paths, build::Flavour::Plain)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::List => {
@@ -82,8 +86,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Test { filter } => {
-            let artefacts = build::all(&paths)?;
+        Command::Test {
+            filter,
+            debug_kernel,
+        } => {
+            let flavour = if debug_kernel {
+                build::Flavour::Debug
+            } else {
+                build::Flavour::Plain
+            };
+            let artefacts = build::all(&paths, flavour)?;
             let scenarios: Vec<_> = scenario::discover(&paths)?
                 .into_iter()
                 .filter(|s| filter.as_deref().is_none_or(|f| s.name.contains(f)))
@@ -97,7 +109,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             })
         }
         Command::Bench { which } => {
-            let artefacts = build::all(&paths)?;
+            let artefacts = build::all(&paths, build::Flavour::Plain)?;
             match which.as_deref() {
                 Some("storage") => bench::run_storage(&paths, &artefacts).map(drop)?,
                 Some("qos") => bench::run_qos(&paths, &artefacts).map(drop)?,
@@ -107,7 +119,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Boot { demo } => {
-            let artefacts = build::all(&paths)?;
+            let artefacts = build::all(&paths, build::Flavour::Plain)?;
             let interactive = !demo && std::io::IsTerminal::is_terminal(&std::io::stdin());
             qemu::boot_appliance(&paths, &artefacts, interactive)?;
             Ok(ExitCode::SUCCESS)

@@ -61,6 +61,14 @@ fn base_command(artefacts: &Artefacts, card: &Card, append: &str, extra: &[Strin
         .arg(&artefacts.bzimage)
         .arg("-initrd")
         .arg(&artefacts.initramfs)
+        // The Debian root, shared read-only by every appliance; each boot's
+        // writes go to a tmpfs overlay in the guest (see guest/init).
+        .arg("-drive")
+        .arg(format!(
+            "file={},format=raw,if=none,id=root,readonly=on",
+            artefacts.rootfs.display()
+        ))
+        .args(["-device", "virtio-blk-pci,drive=root,serial=dia-root"])
         .args(["-append", append])
         .arg("-chardev")
         .arg(format!("socket,path={},id=card0", card.socket.display()))
@@ -179,11 +187,18 @@ fn start_node(
         &card_args,
     )?;
     let mut append = format!(
-        "console=ttyS0 quiet panic=-1 dia.scenario={}",
+        "console=ttyS0 quiet panic=-1 appliance.scenario={}",
         scenario.name
     );
+    if scenario.service {
+        append.push_str(" appliance.service=on");
+    }
+    if artefacts.flavour == crate::build::Flavour::Debug {
+        // A warning or a KASAN report ends the run there and then.
+        append.push_str(" panic_on_warn=1 kasan.fault=panic");
+    }
     if count > 1 {
-        append.push_str(&format!(" dia.node={index} dia.nodes={count}"));
+        append.push_str(&format!(" appliance.node={index} appliance.nodes={count}"));
     }
     let ctl = dir.join("host-channel.sock");
     let mut child = base_command(artefacts, &card, &append, &scenario.qemu_args)
@@ -438,7 +453,7 @@ pub fn boot_appliance(paths: &Paths, artefacts: &Artefacts, interactive: bool) -
         &[],
     )?;
     let mode = if interactive { "shell" } else { "demo" };
-    let append = format!("console=ttyS0 quiet panic=-1 dia.mode={mode}");
+    let append = format!("console=ttyS0 quiet panic=-1 appliance.mode={mode}");
     let step = Step::start(format!(
         "booting the appliance (card log: {}){}",
         card.log.display(),

@@ -3,7 +3,9 @@
 //! `# card-args: ...` (extra card flags, e.g. fault injection),
 //! `# qemu-args: ...` (extra QEMU devices), `# timeout: SECONDS`,
 //! `# appliances: N` (N appliances, each with its own card and QEMU, their
-//! cards linked by their uplinks; default 1).
+//! cards linked by their uplinks; default 1), `# service: on` (the appliance
+//! loads `dia.ko` and starts diad at boot with its init script, as a real
+//! appliance does; by default the scenario does it through `lib.sh`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -21,7 +23,7 @@ const MAX_APPLIANCES: usize = 4;
 
 /// One scenario script.
 pub struct Scenario {
-    /// File stem, passed to the guest as `dia.scenario=`.
+    /// File stem, passed to the guest as `appliance.scenario=`.
     pub name: String,
     /// First descriptive comment line.
     pub summary: String,
@@ -33,6 +35,8 @@ pub struct Scenario {
     pub timeout: Duration,
     /// Appliances (nodes) to boot for it, each with its own card and QEMU.
     pub appliances: usize,
+    /// The appliance's boot service loads the driver and starts diad.
+    pub service: bool,
 }
 
 /// All scenarios, sorted by name (`lib.sh` is the shared library, not a scenario).
@@ -63,6 +67,7 @@ pub fn parse(path: &Path) -> Result<Scenario> {
         qemu_args: Vec::new(),
         timeout: Duration::from_secs(DEFAULT_TIMEOUT_S),
         appliances: 1,
+        service: false,
     };
     for line in text.lines().take_while(|l| l.starts_with('#')) {
         let body = line.trim_start_matches('#').trim();
@@ -76,6 +81,12 @@ pub fn parse(path: &Path) -> Result<Scenario> {
                     .parse()
                     .with_context(|| format!("{}: bad timeout", path.display()))?,
             );
+        } else if let Some(v) = body.strip_prefix("service:") {
+            s.service = match v.trim() {
+                "on" => true,
+                "off" => false,
+                other => anyhow::bail!("{}: service: is on or off, not '{other}'", path.display()),
+            };
         } else if let Some(v) = body.strip_prefix("appliances:") {
             s.appliances = v
                 .trim()
