@@ -8,6 +8,7 @@ use kernel::error::code::{ENODEV, ENOENT};
 use kernel::prelude::*;
 use kernel::str::CString;
 use kernel::sync::{Arc, Mutex};
+use kernel::workqueue::{self, impl_has_work, new_work, Work, WorkItem};
 
 use crate::abi::card::PortConfig;
 use crate::abi::ioctl::{DiaIdentity, DIA_IFNAME_LEN};
@@ -32,6 +33,26 @@ pub(crate) struct Card {
     /// while the controller is locked (lock order: RTNL, then controller).
     #[pin]
     netdevs: Mutex<KVec<Option<NetSlot>>>,
+    /// The recovery work: checks timed-out I/O with the card and resets a
+    /// card that lost commands, without waiting for anyone's ioctl.
+    #[pin]
+    recovery: Work<Card>,
+}
+
+impl_has_work! {
+    impl HasWork<Self> for Card { self.recovery }
+}
+
+impl WorkItem for Card {
+    type Pointer = Arc<Card>;
+
+    fn run(this: Arc<Card>) {
+        // ENODEV after remove: nothing left to recover.
+        let _ = this.with_controller(|c| {
+            c.check_timeouts();
+            Ok(())
+        });
+    }
 }
 
 /// A port's registered net device.
@@ -56,6 +77,12 @@ impl Card {
         let mut guard = self.ctrl.lock();
         let ctrl = guard.as_mut().ok_or(ENODEV)?;
         f(ctrl)
+    }
+
+    /// Queues the recovery work (once: a queued one covers later calls).
+    pub(crate) fn check_timeouts(self: Arc<Self>) {
+        // Already queued: that run sees this request too.
+        let _ = workqueue::system().enqueue(self);
     }
 
     /// Asks the card for its identity.
@@ -165,15 +192,22 @@ impl pci::Driver for CardDriver {
                 index,
                 ctrl <- kernel::new_mutex!(Some(ctrl), "dia:card"),
                 netdevs <- kernel::new_mutex!(KVec::new(), "dia:netdevs"),
+                recovery <- new_work!("dia:recovery"),
             }),
             GFP_KERNEL,
         )?;
+
         let name = if index == 0 {
             CString::try_from_fmt(kernel::fmt!("dia"))?
         } else {
             CString::try_from_fmt(kernel::fmt!("dia{}", index))?
         };
         let misc = miscdev::Registration::new(&name, card.clone())?;
+        // Timeouts reach the recovery work from here on (undone in remove).
+        card.with_controller(|c| {
+            c.attach_card(Some(card.clone()));
+            Ok(())
+        })?;
         pr_info!("{}: card {} ready at /dev/{}\n", dev.name(), index, &*name);
         Ok(KBox::new(
             BoundCard {
@@ -189,9 +223,19 @@ impl pci::Driver for CardDriver {
         drop(data.misc.take());
         // Net devices go before the controller (they use its rings).
         data.card.unregister_ports();
-        // Waits for an ioctl in flight, then stops and frees the hardware.
+        // Timeouts no longer reach the recovery work (and the card no
+        // longer keeps itself alive through its I/O path).
+        let _ = data.card.with_controller(|c| {
+            c.attach_card(None);
+            Ok(())
+        });
+        // Waits for an ioctl in flight, then stops and frees the hardware;
+        // with the disks and the tag set gone no timeout fires any more.
         let ctrl = data.card.ctrl.lock().take();
         drop(ctrl);
+        // A recovery run queued before that finds no controller; wait for
+        // it before this module's code can go away (not under the lock).
+        crate::glue::work::cancel_sync(&data.card.recovery);
         pr_info!("{}: card {} removed\n", dev.name(), data.card.index);
     }
 }

@@ -1,8 +1,12 @@
 //! The `/dev/dia` ioctls: decode the request number, validate the argument,
 //! call the card, copy the result out. Numbers and structs come from the
 //! shared ABI file; unknown requests get `ENOTTY`, bad pointers `EFAULT`.
+//! Requests that change the card need `CAP_SYS_ADMIN` (`EPERM` without it),
+//! whatever the file's mode: a container handed the node cannot reshape the
+//! card. A create whose result cannot be copied out is undone, so an
+//! unwritable buffer never leaves an object nobody knows about.
 
-use kernel::error::code::{EINVAL, ENOTTY};
+use kernel::error::code::{EINVAL, ENOTTY, EPERM};
 use kernel::prelude::*;
 use kernel::sync::ArcBorrow;
 use kernel::uaccess::UserSlice;
@@ -12,7 +16,23 @@ use crate::abi::ioctl::{
     DiaPoolInfo, DiaPortCreate, DiaPortId, DiaPortInfo, DiaPortList, DiaPortSet,
 };
 use crate::card::Card;
+use crate::glue::cred;
 use crate::glue::miscdev::MiscDevice;
+
+/// Requests that change the card (the rest only read it).
+fn mutates(cmd: u32) -> bool {
+    matches!(
+        cmd,
+        ioctl::DIA_IOC_NS_CREATE
+            | ioctl::DIA_IOC_NS_DELETE
+            | ioctl::DIA_IOC_NS_ATTACH
+            | ioctl::DIA_IOC_NS_DETACH
+            | ioctl::DIA_IOC_NS_SET_QOS
+            | ioctl::DIA_IOC_PORT_CREATE
+            | ioctl::DIA_IOC_PORT_DELETE
+            | ioctl::DIA_IOC_PORT_SET
+    )
+}
 
 /// Reads a namespace id argument; reserved flags must be zero.
 fn ns_id(arg: usize) -> Result<u32> {
@@ -39,6 +59,9 @@ fn write_out<T: kernel::types::AsBytes>(arg: usize, value: &T) -> Result<isize> 
 
 impl MiscDevice for Card {
     fn ioctl(this: ArcBorrow<'_, Self>, cmd: u32, arg: usize) -> Result<isize> {
+        if mutates(cmd) && !cred::capable_sys_admin() {
+            return Err(EPERM);
+        }
         match cmd {
             ioctl::DIA_IOC_IDENTIFY => {
                 let id: DiaIdentity = this.identify()?;
@@ -51,7 +74,9 @@ impl MiscDevice for Card {
                 }
                 req.nsid = this
                     .with_controller(|c| c.ns_create(req.size_bytes, req.lba_shift, &req.label))?;
-                write_out(arg, &req)
+                write_out(arg, &req).inspect_err(|_| {
+                    let _ = this.with_controller(|c| c.ns_delete(req.nsid));
+                })
             }
             ioctl::DIA_IOC_NS_DELETE => {
                 let nsid = ns_id(arg)?;
@@ -70,6 +95,9 @@ impl MiscDevice for Card {
             }
             ioctl::DIA_IOC_NS_INFO => {
                 let req: DiaNsInfo = read_in(arg)?;
+                if req.reserved != 0 {
+                    return Err(EINVAL);
+                }
                 let info = this.with_controller(|c| c.ns_info(req.nsid))?;
                 write_out(arg, &info)
             }
@@ -84,6 +112,9 @@ impl MiscDevice for Card {
             }
             ioctl::DIA_IOC_NS_SET_QOS => {
                 let mut req: DiaNsQos = read_in(arg)?;
+                if req.excess_iops != 0 {
+                    return Err(EINVAL);
+                }
                 let done = this.with_controller(|c| c.ns_set_qos(&mut req));
                 if req.excess_iops != 0 {
                     // The caller learns by how much the floors were over.
@@ -114,7 +145,9 @@ impl MiscDevice for Card {
                 req.port = u32::from(created.port);
                 req.mac = created.mac;
                 req.ifname = created.ifname;
-                write_out(arg, &req)
+                write_out(arg, &req).inspect_err(|_| {
+                    let _ = this.delete_port(u32::from(created.port));
+                })
             }
             ioctl::DIA_IOC_PORT_DELETE => {
                 let id: DiaPortId = read_in(arg)?;
@@ -134,6 +167,9 @@ impl MiscDevice for Card {
             }
             ioctl::DIA_IOC_PORT_INFO => {
                 let req: DiaPortInfo = read_in(arg)?;
+                if req.reserved != 0 || req.reserved2 != [0; 2] {
+                    return Err(EINVAL);
+                }
                 let info = this.with_controller(|c| c.port_info(req.port))?;
                 write_out(arg, &info)
             }

@@ -18,7 +18,7 @@ use crate::glue::io::Bar;
 use crate::glue::irq::{self, Handler};
 use crate::glue::pci::{Device, Enabled, IrqVectors, Regions};
 use crate::glue::time::{self, ETIMEDOUT};
-use crate::io::{IoIrq, IoPath, IoQueue, IO_QUEUE_ENTRIES, IO_TIMEOUT_MS};
+use crate::io::{self as io_path, IoIrq, IoPath, IoQueue, IO_QUEUE_ENTRIES, IO_TIMEOUT_MS};
 use crate::ring::RingState;
 use kernel::str::CString;
 
@@ -145,6 +145,10 @@ pub(crate) struct Controller {
     /// Slots of network ports (`None`: free slot); before `vectors`, as
     /// each holds an interrupt.
     ports: KVec<Option<ports::PortEntry>>,
+    /// Rings of ports whose Delete Port the card did not confirm (or whose
+    /// Create Port it never answered): it may still use them, so they are
+    /// kept until a reset confirms the card forgot every port.
+    parked: KVec<Arc<crate::port::PortPath>>,
     io_irqs: KVec<irq::Registration<IoIrq>>,
     io: Option<IoState>,
     _admin_irq: irq::Registration<AdminIrq>,
@@ -162,6 +166,8 @@ pub(crate) struct Controller {
     cap: u64,
     enabled: bool,
     failed: bool,
+    /// When I/O last made the recovery work look for a dead card's return.
+    last_revival_ms: u64,
     /// Card number, for disk names.
     index: u32,
     /// From Identify: the card has a volatile write cache.
@@ -209,6 +215,7 @@ impl Controller {
         let mut ctrl = Self {
             disks: KVec::new(),
             ports: KVec::new(),
+            parked: KVec::new(),
             io_irqs: KVec::new(),
             io: None,
             _admin_irq: admin_irq,
@@ -224,6 +231,7 @@ impl Controller {
             last_error_result: 0,
             enabled: false,
             failed: false,
+            last_revival_ms: 0,
             index,
             vwc: false,
             max_transfer: 0,
@@ -364,6 +372,9 @@ impl Controller {
         );
         if self.hw.bar2.read32(regs::REG_FW_STATUS)? != regs::FW_STATUS_RUNNING {
             pr_err!("{}: card firmware is not running\n", self.name());
+            // Stopped firmware touches no memory: what it held fails now
+            // (a restarted firmware starts from a reset, with new queues).
+            self.fail_in_flight();
             return Err(EIO);
         }
         if !self.heartbeat_alive() {
@@ -371,6 +382,7 @@ impl Controller {
                 "{}: card firmware heartbeat stopped; the card is dead\n",
                 self.name()
             );
+            self.fail_in_flight();
             return Err(EIO);
         }
         if let Some(io) = &self.io {
@@ -386,20 +398,71 @@ impl Controller {
         Ok(())
     }
 
+    /// After the card confirmed the reset (it no longer touches any I/O
+    /// queue or data buffer): ends what it completed before, then puts
+    /// every request still in flight back on its queue, to run again once
+    /// the queues are recreated. Nothing is failed, nothing ends twice.
+    fn requeue_in_flight(&self) {
+        let Some(io) = &self.io else {
+            return;
+        };
+        for reg in self.io_irqs.iter() {
+            // With the vector masked, this is the only handler run: the
+            // completions the card posted before the reset end normally.
+            let _masked = reg.mask();
+            reg.handler().handle();
+        }
+        let mut requeued = 0u32;
+        io.set.for_each_busy(|rq| {
+            requeued += 1;
+            rq.requeue();
+        });
+        if requeued > 0 {
+            pr_info!(
+                "{}: {} I/O request(s) the card dropped in the reset requeued\n",
+                self.name(),
+                requeued
+            );
+        }
+    }
+
+    /// The card did not confirm a reset: it is dead. Fails what is in
+    /// flight (the card stopped answering, so nothing would end it) and
+    /// every later request.
+    fn fail_in_flight(&self) {
+        let Some(io) = &self.io else {
+            return;
+        };
+        io.path
+            .dead
+            .store(true, core::sync::atomic::Ordering::Relaxed);
+        io.set.for_each_busy(|rq| {
+            rq.unmap();
+            rq.end(crate::glue::blk::Status::IoErr);
+        });
+    }
+
     fn reset_and_restart(&mut self) -> Result {
         if let Err(e) = self.disable() {
             pr_err!(
                 "{}: card does not answer a reset; it may have died\n",
                 self.name()
             );
+            self.fail_in_flight();
             return Err(e);
         }
+        self.requeue_in_flight();
+        // The card confirmed the reset: it forgot every port, parked ones too.
+        drop(core::mem::take(&mut self.parked));
         self.enable()?;
         // Cleared before the queues are recreated (their admin commands must
         // not trigger another reset); I/O stays quiesced until we return.
         if let Some(io) = &self.io {
             io.path
                 .failed
+                .store(false, core::sync::atomic::Ordering::Relaxed);
+            io.path
+                .dead
                 .store(false, core::sync::atomic::Ordering::Relaxed);
         }
         if let Err(e) = self.create_io_queues() {
@@ -445,7 +508,7 @@ impl Controller {
         for q in queues.iter() {
             list.push(q.clone(), GFP_KERNEL)?;
         }
-        let path = Arc::new(IoPath::new(self.hw.clone(), list), GFP_KERNEL)?;
+        let path = IoPath::new(self.hw.clone(), list)?;
         let set = Arc::new(
             TagSet::new(
                 dev,
@@ -615,6 +678,119 @@ impl Controller {
         }
     }
 
+    /// Lets the I/O path's timeouts reach `card`'s recovery work (`None`
+    /// before the card goes away).
+    pub(crate) fn attach_card(&self, card: Option<Arc<crate::card::Card>>) {
+        if let Some(io) = &self.io {
+            io.path.set_card(card);
+        }
+    }
+
+    /// Asks the card whether command `cid` of submission queue `sqid` waits
+    /// in its QoS scheduler (an Abort that keeps queued commands).
+    fn command_queued(&mut self, sqid: u16, cid: u16) -> Result<bool> {
+        let cqe = self.admin_command(SubmissionEntry {
+            opcode: regs::ADMIN_ABORT,
+            cdw10: regs::AbortTarget { sqid, cid }.cdw10(),
+            cdw11: regs::ABORT_KEEP_QUEUED,
+            ..SubmissionEntry::default()
+        })?;
+        Ok(cqe.result & regs::ABORT_RESULT_QUEUED != 0)
+    }
+
+    /// Whether the request submitted as `cid` on `sqid` is still in flight.
+    fn still_in_flight(&self, sqid: u16, cid: u16) -> bool {
+        let Some(io) = &self.io else {
+            return false;
+        };
+        let (tag, generation) = io_path::split_command_id(cid);
+        io.set
+            .request(u32::from(sqid) - 1, tag)
+            .is_some_and(|rq| rq_generation(&rq) == generation)
+    }
+
+    /// Run by the card's recovery work when I/O timers fired: every request
+    /// whose timer fired is checked with the card. One the card holds on
+    /// purpose (a ceiling, the media's rate) keeps waiting; one it does not
+    /// have means a lost command or a hung card: the card is reset, which
+    /// requeues everything in flight. A card already marked failed is reset.
+    pub(crate) fn check_timeouts(&mut self) {
+        let Some(io) = &self.io else {
+            return;
+        };
+        let path = io.path.clone();
+        if path.dead.load(core::sync::atomic::Ordering::Relaxed) {
+            // I/O arrived for a dead card: see whether it came back (at most
+            // once a second; each try samples the heartbeat).
+            let now = time::now_ms();
+            if now >= self.last_revival_ms + 1000 {
+                self.last_revival_ms = now;
+                let _ = self.recover();
+            }
+            return;
+        }
+        let mut suspects = KVec::new();
+        io.set.for_each_busy(|rq| {
+            if rq
+                .data()
+                .suspect
+                .swap(false, core::sync::atomic::Ordering::Relaxed)
+            {
+                let cid = io_path::command_id(rq.tag(), rq_generation(&rq));
+                // Out of memory only delays the check to the next timeout.
+                let _ = suspects.push((rq.hctx() as u16 + 1, cid), GFP_KERNEL);
+            }
+        });
+        let mut reset = self.failed || path.failed.load(core::sync::atomic::Ordering::Relaxed);
+        let mut held = 0u32;
+        for &(sqid, cid) in suspects.iter() {
+            if reset {
+                break;
+            }
+            match self.command_queued(sqid, cid) {
+                Ok(true) => held += 1,
+                Ok(false) => {
+                    // It may have just left the scheduler and be running:
+                    // a command the card runs completes within moments.
+                    let gone = time::poll_until(200, 10, || !self.still_in_flight(sqid, cid));
+                    if !gone {
+                        pr_err!(
+                            "{}: I/O queue {} command {:#06x} not done after {} ms and not held by the card; resetting the card\n",
+                            self.name(),
+                            sqid,
+                            cid,
+                            IO_TIMEOUT_MS
+                        );
+                        reset = true;
+                    }
+                }
+                Err(e) => {
+                    pr_err!(
+                        "{}: the card did not answer about a timed-out command ({:?}); resetting it\n",
+                        self.name(),
+                        e
+                    );
+                    reset = true;
+                }
+            }
+        }
+        if held > 0 {
+            pr_info!(
+                "{}: {} I/O command(s) past {} ms are held on purpose by the card (QoS); timers re-armed\n",
+                self.name(),
+                held,
+                IO_TIMEOUT_MS
+            );
+        }
+        if reset {
+            path.failed
+                .store(true, core::sync::atomic::Ordering::Relaxed);
+            if self.recover().is_err() {
+                pr_err!("{}: card not recovered; its I/O fails\n", self.name());
+            }
+        }
+    }
+
     /// Asks the card for its Identify Controller data.
     pub(crate) fn identify(&mut self) -> Result<DiaIdentity> {
         self.buf.zero();
@@ -673,9 +849,22 @@ impl Controller {
         }
         if self.disable().is_err() {
             pr_warn!(
-                "{}: card did not confirm reset; freeing its queues anyway\n",
+                "{}: card did not confirm reset; its port rings and I/O queues are leaked, not freed\n",
                 self.name()
             );
+            // The card may still write into them: their memory is never
+            // given back (the interrupts are freed, the rings are not).
+            for entry in self.ports.iter_mut() {
+                if let Some(entry) = entry.take() {
+                    core::mem::forget(entry.into_path());
+                }
+            }
+            core::mem::forget(core::mem::take(&mut self.parked));
+            if let Some(io) = self.io.take() {
+                core::mem::forget(io.path);
+                // The tag set has no disk left; it is freed.
+                drop(io.set);
+            }
         }
     }
 }
@@ -721,4 +910,15 @@ pub(crate) fn ascii(field: &[u8]) -> &str {
         .rposition(|&c| c != b' ' && c != 0)
         .map_or(0, |i| i + 1);
     core::str::from_utf8(&field[..end]).unwrap_or("?")
+}
+
+/// The generation part of a request's submission counter, as in its command id.
+fn rq_generation(rq: &crate::glue::blk::Request<'_>) -> u32 {
+    let (_, generation) = io_path::split_command_id(io_path::command_id(
+        0,
+        rq.data()
+            .generation
+            .load(core::sync::atomic::Ordering::Relaxed),
+    ));
+    generation
 }

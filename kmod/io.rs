@@ -3,6 +3,16 @@
 //! namespace's disk through one blk-mq tag set. A request becomes one NVM
 //! command with PRPs pointing at the request's own pages (no bounce copy);
 //! the interrupt handler walks the CQ and hands requests back to blk-mq.
+//!
+//! Timeouts follow the nvme driver's rule: a request's memory is never given
+//! back while the card may still use it. When a request's timer fires the
+//! driver asks the card (an Abort that keeps queued commands) whether the
+//! command waits in its QoS scheduler, which a ceiling does on purpose: then
+//! the timer is re-armed and nobody sees an error. Otherwise the card is
+//! reset (by the card's recovery work, not by whoever comes next), the
+//! commands it dropped are requeued, and they run again on the new queues.
+//! A command id carries a generation besides the tag, so a late completion
+//! of an earlier submission of the same tag is recognised and dropped.
 
 use core::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering};
 
@@ -11,16 +21,41 @@ use kernel::prelude::*;
 use kernel::sync::{Arc, SpinLock};
 
 use crate::abi::card::{self as regs, CompletionEntry, DsmRange, SubmissionEntry};
+use crate::card::Card;
 use crate::controller::Hardware;
-use crate::glue::blk::{self, Op, Operations, Request, Status, TagSet, MAX_SEGMENTS};
+use crate::glue::blk::{
+    self, Op, Operations, Request, Status, TagSet, TimeoutAction, MAX_SEGMENTS,
+};
 use crate::glue::dma::{self, CoherentAllocation};
 use crate::glue::irq::Handler;
 use crate::glue::pci::Device;
 
 /// Entries per I/O queue (the tag depth is one less: an SQ never overflows).
 pub(crate) const IO_QUEUE_ENTRIES: u16 = 256;
-/// A request not completed within this time is failed with a timeout.
+/// A request not completed within this time makes the driver ask the card
+/// about it (see the module documentation).
 pub(crate) const IO_TIMEOUT_MS: u32 = 10_000;
+/// Bits of a command id that hold the request's tag; the rest hold the
+/// generation of the submission.
+const CID_TAG_BITS: u32 = 8;
+const _: () = assert!((IO_QUEUE_ENTRIES as u32) <= 1 << CID_TAG_BITS);
+
+/// The command id of a request's submission: tag and generation.
+pub(crate) fn command_id(tag: u32, generation: u32) -> u16 {
+    let tag_mask = (1u32 << CID_TAG_BITS) - 1;
+    ((tag & tag_mask) | (generation << CID_TAG_BITS)) as u16
+}
+
+/// The tag and generation a command id names.
+pub(crate) fn split_command_id(cid: u16) -> (u32, u32) {
+    let cid = u32::from(cid);
+    (cid & ((1 << CID_TAG_BITS) - 1), cid >> CID_TAG_BITS)
+}
+
+/// The generation part of a request's counter, as it appears in a command id.
+fn generation_bits(counter: u32) -> u32 {
+    counter & (u32::from(u16::MAX) >> CID_TAG_BITS)
+}
 const PAGE: u64 = 4096;
 
 /// One I/O queue pair in DMA memory.
@@ -82,21 +117,45 @@ impl IoQueue {
 }
 
 /// The I/O side of a card: its queues and doorbells, and whether it works.
+#[pin_data]
 pub(crate) struct IoPath {
     hw: Arc<Hardware>,
     queues: KVec<Arc<IoQueue>>,
-    /// Set after an I/O timeout; new I/O fails fast until a reset succeeds.
+    /// Set when the card must be reset; new I/O waits (is requeued) or, if
+    /// the card cannot be brought back, fails fast.
     pub(crate) failed: AtomicBool,
+    /// Set once a reset failed: the card is dead and I/O fails.
+    pub(crate) dead: AtomicBool,
+    /// The card, for its recovery work; `None` before probe finished and
+    /// after remove started (which breaks the card -> path -> card cycle).
+    #[pin]
+    card: SpinLock<Option<Arc<Card>>>,
 }
 
 impl IoPath {
     /// The I/O path over `queues` (index i is hardware queue i, qid i+1).
-    pub(crate) fn new(hw: Arc<Hardware>, queues: KVec<Arc<IoQueue>>) -> Self {
-        Self {
-            hw,
-            queues,
-            failed: AtomicBool::new(false),
-        }
+    pub(crate) fn new(hw: Arc<Hardware>, queues: KVec<Arc<IoQueue>>) -> Result<Arc<Self>> {
+        Arc::pin_init(
+            pin_init!(IoPath {
+                hw,
+                queues,
+                failed: AtomicBool::new(false),
+                dead: AtomicBool::new(false),
+                card <- kernel::new_spinlock!(None, "dia:io-card"),
+            }),
+            GFP_KERNEL,
+        )
+    }
+
+    /// Lets timeouts reach the card's recovery work (`None` to stop).
+    pub(crate) fn set_card(&self, card: Option<Arc<Card>>) {
+        let old = core::mem::replace(&mut *self.card.lock(), card);
+        // The old reference is dropped outside the spinlock.
+        drop(old);
+    }
+
+    fn card(&self) -> Option<Arc<Card>> {
+        self.card.lock().clone()
     }
 
     /// The queues.
@@ -157,9 +216,10 @@ impl IoPath {
         let shift = u32::from(ns.lba_shift);
         let slba = rq.sector() >> (shift - 9);
         let blocks = rq.bytes() >> shift;
+        let generation = rq.data().generation.fetch_add(1, Ordering::Relaxed) + 1;
         let mut sqe = SubmissionEntry {
             nsid: ns.nsid,
-            cid: rq.tag() as u16,
+            cid: command_id(rq.tag(), generation_bits(generation)),
             ..SubmissionEntry::default()
         };
         match rq.op() {
@@ -238,8 +298,16 @@ impl Operations for IoPath {
     type Disk = NsData;
 
     fn queue_rq(&self, ns: &NsData, hctx: u32, rq: Request<'_>, last: bool) -> Status {
-        if self.failed.load(Ordering::Relaxed) {
+        if self.dead.load(Ordering::Relaxed) {
+            // Let the recovery work see whether the card came back.
+            if let Some(card) = self.card() {
+                card.check_timeouts();
+            }
             return Status::IoErr;
+        }
+        if self.failed.load(Ordering::Relaxed) {
+            // A reset is under way (it quiesces the queues): try again later.
+            return Status::Busy;
         }
         let Some(q) = self.queues.get(hctx as usize) else {
             return Status::IoErr;
@@ -250,6 +318,7 @@ impl Operations for IoPath {
             Err(s) => return s,
         };
         rq.data().status.store(u32::MAX, Ordering::Relaxed);
+        rq.data().suspect.store(false, Ordering::Relaxed);
         rq.start();
         if self.submit(q, &sqe, last).is_err() {
             rq.unmap();
@@ -274,16 +343,26 @@ impl Operations for IoPath {
         rq.end(status);
     }
 
-    fn timeout(&self, rq: Request<'_>) {
-        if !self.failed.swap(true, Ordering::Relaxed) {
-            pr_err!(
-                "I/O tag {} timed out after {} ms; failing I/O until the card is reset\n",
-                rq.tag(),
-                IO_TIMEOUT_MS
-            );
+    fn timeout(&self, rq: Request<'_>) -> TimeoutAction {
+        if self.dead.load(Ordering::Relaxed) {
+            // The card is gone for good and was disabled or stopped
+            // answering; nothing will complete this request.
+            rq.unmap();
+            rq.end(Status::IoErr);
+            return TimeoutAction::Done;
         }
-        rq.unmap();
-        rq.end(Status::Timeout);
+        // Whether the card holds it on purpose is asked by the card's
+        // recovery work (an admin command sleeps; this callback must not
+        // wait on the controller lock, which a reset holds).
+        rq.data().suspect.store(true, Ordering::Relaxed);
+        match self.card() {
+            Some(card) => card.check_timeouts(),
+            None => {
+                // Probe has not finished or remove has started: remove fails
+                // what is left once the card is stopped.
+            }
+        }
+        TimeoutAction::ResetTimer
     }
 }
 
@@ -331,7 +410,15 @@ impl Handler for IoIrq {
                 head = 0;
                 phase = !phase;
             }
-            match self.set.request(u32::from(q.qid) - 1, u32::from(cqe.cid)) {
+            let (tag, generation) = split_command_id(cqe.cid);
+            let current = |rq: &Request<'_>| {
+                generation_bits(rq.data().generation.load(Ordering::Relaxed)) == generation
+            };
+            match self
+                .set
+                .request(u32::from(q.qid) - 1, tag)
+                .filter(|rq| current(rq))
+            {
                 Some(rq) => {
                     rq.data()
                         .status
@@ -339,7 +426,15 @@ impl Handler for IoIrq {
                     rq.complete();
                 }
                 None => {
-                    self.strays.fetch_add(1, Ordering::Relaxed);
+                    // No request in flight with this tag, or one of a later
+                    // submission: a stale or bogus completion.
+                    if self.strays.fetch_add(1, Ordering::Relaxed) < 8 {
+                        pr_warn!(
+                            "I/O queue {}: dropped a completion for cid {:#06x} that matches no request in flight\n",
+                            q.qid,
+                            cqe.cid
+                        );
+                    }
                 }
             }
         }

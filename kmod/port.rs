@@ -168,7 +168,8 @@ impl PortPath {
     /// whether the port may interrupt.
     pub(crate) fn start_on_card(&self) {
         self.lost.store(false, Ordering::Relaxed);
-        let next = *self.rx_next.lock();
+        // Process context: NAPI (softirq) takes this lock too.
+        let next = net::with_bh_disabled(|| *self.rx_next.lock());
         self.write_reg(regs::PORT_RX_TAIL, u32::from(rx_tail(next, RX_ENTRIES)));
         let masked = !self.open.load(Ordering::Relaxed);
         self.write_reg(regs::PORT_IRQ_MASK, u32::from(masked));
@@ -315,9 +316,12 @@ impl PortPath {
 #[pinned_drop]
 impl PinnedDrop for PortPath {
     fn drop(self: Pin<&mut Self>) {
-        // The card no longer has the port (deleted or reset): free what it held.
-        let mut tx = self.tx.lock();
-        self.drop_tx(&mut tx, 0);
+        // The card no longer has the port (deleted or reset): free what it
+        // held. Process context, and the TX lock is a softirq lock.
+        net::with_bh_disabled(|| {
+            let mut tx = self.tx.lock();
+            self.drop_tx(&mut tx, 0);
+        });
     }
 }
 

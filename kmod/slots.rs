@@ -17,3 +17,18 @@ pub(crate) fn insert<T>(slots: &mut KVec<Option<T>>, item: T) -> Result<(), Allo
         None => slots.push(Some(item), GFP_KERNEL),
     }
 }
+
+/// Like [`insert`], but hands `item` back when there is no room for it, for
+/// items that must not simply be dropped (a port the card still has).
+pub(crate) fn insert_or_return<T>(slots: &mut KVec<Option<T>>, item: T) -> Result<(), T> {
+    if let Some(free) = slots.iter_mut().find(|s| s.is_none()) {
+        *free = Some(item);
+        return Ok(());
+    }
+    if slots.reserve(1, GFP_KERNEL).is_err() {
+        return Err(item);
+    }
+    // Room for one more was just reserved: this push does not allocate.
+    let _ = slots.push(Some(item), GFP_KERNEL);
+    Ok(())
+}

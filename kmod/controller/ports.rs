@@ -28,6 +28,14 @@ pub(crate) struct PortEntry {
     ifname: [u8; DIA_IFNAME_LEN],
 }
 
+impl PortEntry {
+    /// Frees the interrupt and hands back the rings.
+    pub(crate) fn into_path(self) -> Arc<PortPath> {
+        drop(self._irq);
+        self.path
+    }
+}
+
 /// What the caller needs to register a new port's net device.
 pub(crate) struct NewPort {
     pub(crate) id: u16,
@@ -125,7 +133,16 @@ impl Controller {
         let name = CString::try_from_fmt(kernel::fmt!("dia{}p{}", self.index, id))?;
         let nd = NetDev::new(dev, &name, config.mtu)?;
         let path = PortPath::new(dev, self.hw.clone(), nd.clone(), id, vector)?;
-        let (got, mac) = self.create_port_on_card(id, config, &path)?;
+        let (got, mac) = match self.create_port_on_card(id, config, &path) {
+            Ok(made) => made,
+            Err(e) => {
+                // Not answered (the controller is failed now): the card may
+                // have made the port on these rings.
+                let answered = !self.failed;
+                self.release_rings(path, answered);
+                return Err(e);
+            }
+        };
         if got != id {
             pr_err!(
                 "{}: asked for port {}, the card made {}\n",
@@ -133,8 +150,9 @@ impl Controller {
                 id,
                 got
             );
-            // Best effort: the card's port is not ours to keep.
-            let _ = self.port_delete_on_card(u32::from(got));
+            // The card's port is not ours to keep.
+            let confirmed = self.port_delete_on_card(u32::from(got)).is_ok();
+            self.release_rings(path, confirmed);
             return Err(EIO);
         }
         nd.set_mac(&mac);
@@ -149,7 +167,8 @@ impl Controller {
         ) {
             Ok(irq) => irq,
             Err(e) => {
-                let _ = self.port_delete_on_card(u32::from(id));
+                let confirmed = self.port_delete_on_card(u32::from(id)).is_ok();
+                self.release_rings(path, confirmed);
                 return Err(e);
             }
         };
@@ -161,7 +180,13 @@ impl Controller {
             mac,
             ifname,
         };
-        crate::slots::insert(&mut self.ports, entry)?;
+        if let Err(entry) = crate::slots::insert_or_return(&mut self.ports, entry) {
+            // No room: the port exists on the card; delete it there first.
+            let path = entry.into_path();
+            let confirmed = self.port_delete_on_card(u32::from(id)).is_ok();
+            self.release_rings(path, confirmed);
+            return Err(ENOMEM);
+        }
         pr_info!(
             "{}: port {} ({}) created: VLAN {}, MTU {}, vector {}, MAC {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}\n",
             self.name(),
@@ -189,21 +214,43 @@ impl Controller {
         .map(drop)
     }
 
-    /// Deletes port `id` on the card and frees its rings.
+    /// Deletes port `id` on the card and frees its rings, or keeps them
+    /// until the next reset when the card did not confirm.
     pub(crate) fn port_delete(&mut self, id: u32) -> Result {
         let i = self.port_slot(id)?;
-        if let Err(e) = self.port_delete_on_card(id) {
-            pr_warn!(
-                "{}: port {}: the card did not confirm Delete Port ({:?}); freeing it anyway\n",
-                self.name(),
-                id,
-                e
-            );
+        let confirmed = match self.port_delete_on_card(id) {
+            Ok(()) => true,
+            Err(e) => {
+                pr_warn!(
+                    "{}: port {}: the card did not confirm Delete Port ({:?}); its rings are kept until the card is reset\n",
+                    self.name(),
+                    id,
+                    e
+                );
+                false
+            }
+        };
+        // Frees the interrupt; the rings go or wait for a reset.
+        if let Some(entry) = self.ports.get_mut(i).and_then(Option::take) {
+            let path = entry.into_path();
+            self.release_rings(path, confirmed);
         }
-        // Frees the interrupt, then the rings (the card no longer uses them).
-        drop(self.ports.get_mut(i).and_then(Option::take));
         pr_info!("{}: port {} deleted\n", self.name(), id);
         Ok(())
+    }
+
+    /// Gives a port's rings back once the card confirmed it no longer uses
+    /// them; otherwise parks them until a reset confirms it (leaked if even
+    /// parking fails: never freed under the card).
+    fn release_rings(&mut self, path: Arc<PortPath>, confirmed: bool) {
+        if confirmed {
+            drop(path);
+        } else if self.parked.reserve(1, GFP_KERNEL).is_err() {
+            core::mem::forget(path);
+        } else {
+            // Room was just reserved: this push does not allocate.
+            let _ = self.parked.push(path, GFP_KERNEL);
+        }
     }
 
     /// Changes a live port's VLAN, MTU and limits; returns its net device

@@ -5,7 +5,7 @@
 
 use core::marker::PhantomData;
 use core::ptr::NonNull;
-use core::sync::atomic::AtomicU32;
+use core::sync::atomic::{AtomicBool, AtomicU32};
 
 use kernel::error::{code::EINVAL, Error, Result};
 use kernel::str::CStr;
@@ -47,8 +47,6 @@ pub(crate) enum Status {
     NotSupp,
     /// No space left (thin pool full).
     NoSpace,
-    /// Timed out.
-    Timeout,
     /// Error on the target (bad LBA, media): not retried.
     Target,
 }
@@ -61,7 +59,6 @@ impl Status {
             Status::IoErr => ffi::DIA_BLK_IOERR,
             Status::NotSupp => ffi::DIA_BLK_NOTSUPP,
             Status::NoSpace => ffi::DIA_BLK_NOSPC,
-            Status::Timeout => ffi::DIA_BLK_TIMEOUT,
             Status::Target => ffi::DIA_BLK_TARGET,
         };
         // The shim's status constants are small positive numbers.
@@ -70,11 +67,27 @@ impl Status {
 }
 
 /// Per-request driver data: the card's completion status, stored by the
-/// interrupt handler and read by the completion callback.
+/// interrupt handler and read by the completion callback, and the
+/// generation of the command id the request was last submitted with.
 #[repr(C)]
 pub(crate) struct RequestData {
     /// Card status (`STATUS_*`) of the completed command.
     pub(crate) status: AtomicU32,
+    /// Bumped at every submission; part of the command id, so a completion
+    /// for an earlier life of the same tag is recognised as stale.
+    pub(crate) generation: AtomicU32,
+    /// Set by the timeout handler: the request waits for the card to say
+    /// whether it holds the command on purpose.
+    pub(crate) suspect: AtomicBool,
+}
+
+/// What the timeout handler decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TimeoutAction {
+    /// Keep waiting: the timer is armed again.
+    ResetTimer,
+    /// The request was ended.
+    Done,
 }
 
 /// A request the block layer lent the driver for the duration of a callback.
@@ -187,6 +200,20 @@ impl Request<'_> {
         // SAFETY: `raw` is live; ending gives it back to the block layer.
         unsafe { ffi::dia_shim_rq_end(self.raw.as_ptr(), status.raw()) }
     }
+
+    /// Puts the request back on its queue's requeue list (its data
+    /// unmapped), to be submitted again once the queue is kicked.
+    pub(crate) fn requeue(self) {
+        self.unmap();
+        // SAFETY: `raw` is live; requeueing gives it back to the block layer.
+        unsafe { ffi::dia_shim_rq_end(self.raw.as_ptr(), ffi::DIA_BLK_REQUEUE as core::ffi::c_int) }
+    }
+
+    /// Hardware queue of the request.
+    pub(crate) fn hctx(&self) -> u32 {
+        // SAFETY: `raw` is live (type invariant).
+        unsafe { ffi::dia_shim_rq_hctx(self.raw.as_ptr()) }
+    }
 }
 
 /// The driver's blk-mq callbacks.
@@ -200,8 +227,10 @@ pub(crate) trait Operations: Send + Sync + Sized {
     fn commit_rqs(&self, hctx: u32);
     /// Ends a request the interrupt handler completed.
     fn complete(&self, rq: Request<'_>);
-    /// A request ran past its timeout; the callback must end it.
-    fn timeout(&self, rq: Request<'_>);
+    /// A request ran past its timeout: the callback ends it, or says to
+    /// wait longer (the card must not be left holding memory the block
+    /// layer gives back).
+    fn timeout(&self, rq: Request<'_>) -> TimeoutAction;
 }
 
 /// A blk-mq tag set with `T`'s callbacks.
@@ -291,6 +320,39 @@ impl<T: Operations> TagSet<T> {
     pub(crate) fn kick_requeue(&self) {
         // SAFETY: `raw` is live (type invariant).
         unsafe { ffi::dia_shim_tagset_kick_requeue(self.raw.as_ptr()) }
+    }
+
+    /// Calls `f` for every request the driver started and has not ended;
+    /// `f` may end or requeue it (as the nvme driver's cancel does).
+    pub(crate) fn for_each_busy(&self, mut f: impl FnMut(Request<'_>)) {
+        /// # Safety
+        ///
+        /// `data` is a live `&mut F` and `rq` a request the block layer lends
+        /// for the call.
+        unsafe extern "C" fn trampoline<F: FnMut(Request<'_>)>(
+            data: *mut core::ffi::c_void,
+            rq: *mut ffi::request,
+        ) {
+            // SAFETY: `data` is the `&mut F` of `for_each_busy`, live for the
+            // synchronous iteration (function contract).
+            let f = unsafe { &mut *data.cast::<F>() };
+            if let Some(raw) = NonNull::new(rq) {
+                // INVARIANT: the block layer lends `rq` for this call.
+                f(Request {
+                    raw,
+                    _lifetime: PhantomData,
+                });
+            }
+        }
+        fn callback<F: FnMut(Request<'_>)>(
+            _: &F,
+        ) -> unsafe extern "C" fn(*mut core::ffi::c_void, *mut ffi::request) {
+            trampoline::<F>
+        }
+        let cb = callback(&f);
+        // SAFETY: `raw` is live; `f` outlives the synchronous iteration and
+        // `cb` is the trampoline for its type.
+        unsafe { ffi::dia_shim_tagset_busy_iter(self.raw.as_ptr(), Some(cb), (&raw mut f).cast()) }
     }
 
     /// The started request with `tag` on hardware queue `hctx`, if any.
@@ -473,10 +535,13 @@ unsafe extern "C" fn timeout_callback<T: Operations>(
         return 0;
     };
     // INVARIANT: the block layer lends `rq` for this call.
-    ops.timeout(Request {
+    match ops.timeout(Request {
         raw,
         _lifetime: PhantomData,
-    });
-    // BLK_EH_DONE: the callback ended the request.
-    0
+    }) {
+        // BLK_EH_RESET_TIMER.
+        TimeoutAction::ResetTimer => 1,
+        // BLK_EH_DONE: the callback ended the request.
+        TimeoutAction::Done => 0,
+    }
 }

@@ -73,6 +73,36 @@ impl<T: Handler> Registration<T> {
     }
 }
 
+impl<T: Handler> Registration<T> {
+    /// The handler this registration runs.
+    pub(crate) fn handler(&self) -> &T {
+        // SAFETY: `handler` is kept alive by this registration (type invariant).
+        unsafe { &*self.handler }
+    }
+
+    /// Masks the IRQ until the guard is dropped, after waiting for a
+    /// handler running on another CPU: while the guard lives, the caller
+    /// is the only one running [`Handler::handle`] code for this vector.
+    pub(crate) fn mask(&self) -> Masked<'_, T> {
+        // SAFETY: `raw` is live (type invariant); process context (callers
+        // hold sleeping locks).
+        unsafe { ffi::dia_shim_irq_disable(self.raw.as_ptr()) };
+        Masked { reg: self }
+    }
+}
+
+/// A masked IRQ; unmasked on drop.
+pub(crate) struct Masked<'a, T: Handler> {
+    reg: &'a Registration<T>,
+}
+
+impl<T: Handler> Drop for Masked<'_, T> {
+    fn drop(&mut self) {
+        // SAFETY: `raw` is live; pairs with the disable in `mask`.
+        unsafe { ffi::dia_shim_irq_enable(self.reg.raw.as_ptr()) };
+    }
+}
+
 impl<T: Handler> Drop for Registration<T> {
     fn drop(&mut self) {
         // SAFETY: `raw` is live (type invariant); after this no handler runs,

@@ -9,6 +9,7 @@ mod ffi;
 
 pub(crate) mod blk;
 pub(crate) mod completion;
+pub(crate) mod cred;
 pub(crate) mod dma;
 pub(crate) mod io;
 pub(crate) mod irq;
@@ -16,6 +17,7 @@ pub(crate) mod miscdev;
 pub(crate) mod net;
 pub(crate) mod pci;
 pub(crate) mod time;
+pub(crate) mod work;
 
 use kernel::error::{Error, Result};
 

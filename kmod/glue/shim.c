@@ -4,6 +4,7 @@
  * static inline or macros, so Rust cannot call them directly on 6.12). No
  * driver logic lives here; the safe Rust wrappers are in kmod/glue/.
  */
+#include <linux/capability.h>
 #include <linux/completion.h>
 #include <linux/delay.h>
 #include <linux/dma-mapping.h>
@@ -15,6 +16,7 @@
 #include <linux/pci.h>
 #include <linux/slab.h>
 #include <linux/timekeeping.h>
+#include <linux/workqueue.h>
 #include "shim.h"
 
 static dia_shim_probe_fn dia_probe_cb;
@@ -147,6 +149,11 @@ void dia_shim_free_irq(struct dia_shim_irq *c)
 	free_irq(c->irq, c);
 	kfree(c);
 }
+
+void dia_shim_irq_disable(struct dia_shim_irq *c) { disable_irq(c->irq); }
+void dia_shim_irq_enable(struct dia_shim_irq *c) { enable_irq(c->irq); }
+void dia_shim_cancel_work_sync(void *work) { cancel_work_sync(work); }
+int dia_shim_capable_sys_admin(void) { return capable(CAP_SYS_ADMIN); }
 
 void *dia_shim_dma_alloc(struct pci_dev *pdev, unsigned long size,
 			 unsigned long long *dma_handle)

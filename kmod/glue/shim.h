@@ -55,6 +55,14 @@ struct dia_shim_irq *dia_shim_request_irq(struct pci_dev *pdev, unsigned int vec
 					  const char *name, int *err);
 /* Waits for a running handler to finish, then frees the registration. */
 void dia_shim_free_irq(struct dia_shim_irq *irq);
+/* Masks the IRQ and waits for a running handler to finish (process context). */
+void dia_shim_irq_disable(struct dia_shim_irq *irq);
+/* Unmasks it again (pairs with dia_shim_irq_disable). */
+void dia_shim_irq_enable(struct dia_shim_irq *irq);
+/* 1 when the current task has CAP_SYS_ADMIN (in the initial user namespace). */
+int dia_shim_capable_sys_admin(void);
+/* Cancels a work item (a struct work_struct) and waits for it if it runs. */
+void dia_shim_cancel_work_sync(void *work_struct);
 
 /* DMA coherent memory. */
 void *dia_shim_dma_alloc(struct pci_dev *pdev, unsigned long size,

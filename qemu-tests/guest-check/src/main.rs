@@ -6,9 +6,10 @@
 use std::ffi::CString;
 use std::process::ExitCode;
 
-use dia_abi::card::{PortConfig, PortLimits};
+use dia_abi::card::{PortConfig, PortLimits, QosSettings};
 use dia_abi::ioctl::{
-    ioc, DiaIdentity, DiaNsCreate, DiaNsId, DiaNsInfo, DiaNsList, DiaNsStats, DiaPoolInfo,
+    ioc, DiaIdentity, DiaNsCreate, DiaNsId, DiaNsInfo, DiaNsList, DiaNsQos, DiaNsStats,
+    DiaPoolInfo, DIA_IOC_NS_SET_QOS,
     DiaPortCreate, DiaPortId, DiaPortInfo, DiaPortList, DiaPortSet, DIA_IOC_IDENTIFY,
     DIA_IOC_NS_ATTACH, DIA_IOC_NS_CREATE, DIA_IOC_NS_DELETE, DIA_IOC_NS_DETACH, DIA_IOC_NS_INFO,
     DIA_IOC_NS_LIST, DIA_IOC_NS_STATS, DIA_IOC_POOL_INFO, DIA_IOC_PORT_CREATE, DIA_IOC_PORT_DELETE,
@@ -19,7 +20,7 @@ const DEVICE: &str = "/dev/dia";
 const USAGE: &str =
     "usage: dia-guest-check identify | ioctl-errors | ioctl-fuzz [--iterations N] [--seed S]
        | ns-create BYTES [LABEL] [--lba-shift S] | ns-delete N | ns-attach N | ns-detach N
-       | ns-info N | ns-stats N | ns-list | pool
+       | ns-info N | ns-stats N | ns-list | pool | ns-set-qos N --max-iops IOPS
        | port-create VLAN MTU [MAX_BPS] | port-set N VLAN MTU [MAX_BPS] | port-delete N
        | port-info N | port-list
   ns-* and port-* commands print the result, or the errno name (ENOENT, EBUSY, ...) and exit 1";
@@ -374,6 +375,23 @@ fn namespace(cmd: &str, args: &[String]) -> Result<(), String> {
                 s.errors,
                 hist.join(",")
             );
+        }
+        "ns-set-qos" => {
+            let max_iops = match args.iter().position(|a| a == "--max-iops") {
+                Some(i) => parse_num(args.get(i + 1), "--max-iops")?,
+                None => return Err(USAGE.into()),
+            };
+            let mut req = DiaNsQos {
+                nsid: parse_num(args.first(), "N")? as u32,
+                excess_iops: 0,
+                qos: QosSettings {
+                    max_iops,
+                    ..QosSettings::default()
+                },
+            };
+            dev.ioctl(DIA_IOC_NS_SET_QOS, std::ptr::addr_of_mut!(req) as usize)
+                .map_err(fail)?;
+            println!("ok");
         }
         "ns-list" => {
             let mut list = Box::new(DiaNsList::default());
