@@ -20,6 +20,18 @@ alive() {
     [ "$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null)" != Z ]
 }
 
+# reboot_appliance: reboots this appliance (a scenario with `# state-disk:
+# on` keeps /var/lib/dia across it). The harness boots it again with the
+# same card and disks, and the scenario runs again from the top with
+# $DIA_BOOT one higher.
+reboot_appliance() {
+    sync
+    echo "@@DIA-REBOOT"
+    /bin/busybox reboot -f
+    sleep 60
+    fail "the appliance did not reboot"
+}
+
 # expect_contains FILE PATTERN: grep or fail, showing the file.
 expect_contains() {
     grep -q -- "$2" "$1" || { cat "$1"; fail "'$1' lacks '$2'"; }

@@ -290,8 +290,18 @@ pub fn initramfs(paths: &Paths, ktree: &Path, ko: &Path, bins: &[PathBuf]) -> Re
         std::fs::copy(b, payload.join("scenarios").join(format!("bench-{name}")))?;
     }
     busybox_fallbacks(busybox, &payload.join("usr/lib/dia/busybox"))?;
+    // Earlier images go once they are a day old: another harness run may
+    // still be booting one of them.
+    let day = std::time::Duration::from_secs(24 * 3600);
     for old in std::fs::read_dir(&paths.out)?.filter_map(|e| e.ok()) {
-        if old.file_name().to_string_lossy().starts_with("initramfs-")
+        let stale = old
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > day);
+        if stale
+            && old.file_name().to_string_lossy().starts_with("initramfs-")
             && old.path().extension().is_some_and(|e| e == "cpio")
         {
             let _ = std::fs::remove_file(old.path());

@@ -140,6 +140,25 @@ struct Node {
     console_path: PathBuf,
     /// What the node reported: `Some(true)` passed, `Some(false)` failed.
     verdict: Option<bool>,
+    /// How to start its QEMU again when the guest reboots.
+    boot: Boot,
+    /// The guest announced a reboot (`@@DIA-REBOOT`): its QEMU exits and
+    /// is started again, with the same card and disks.
+    rebooting: bool,
+}
+
+/// What starting a node's QEMU takes, for its first boot and each reboot.
+struct Boot {
+    /// Kernel command line without the boot number.
+    append: String,
+    /// The host channel's socket.
+    ctl: PathBuf,
+    /// Extra QEMU arguments (the scenario's, the state disk).
+    qemu_args: Vec<String>,
+    /// The node's index.
+    index: usize,
+    /// 1 for the first boot.
+    number: u32,
 }
 
 impl Drop for Node {
@@ -200,8 +219,58 @@ fn start_node(
     if count > 1 {
         append.push_str(&format!(" appliance.node={index} appliance.nodes={count}"));
     }
-    let ctl = dir.join("host-channel.sock");
-    let mut child = base_command(artefacts, &card, &append, &scenario.qemu_args)
+    let mut qemu_args = scenario.qemu_args.clone();
+    if scenario.state_disk {
+        // The appliance's own disk for /var/lib/dia, kept across its reboots.
+        let state = dir.join("state.img");
+        std::fs::File::create(&state)?.set_len(STATE_DISK_BYTES)?;
+        qemu_args.extend([
+            "-drive".to_string(),
+            format!(
+                "file={},format=raw,if=none,id=state,cache=writeback",
+                state.display()
+            ),
+            "-device".to_string(),
+            "virtio-blk-pci,drive=state,serial=dia-state".to_string(),
+        ]);
+    }
+    let boot = Boot {
+        append,
+        ctl: dir.join("host-channel.sock"),
+        qemu_args,
+        index,
+        number: 1,
+    };
+    let card = Arc::new(card);
+    let qemu = spawn_qemu(artefacts, &card, &boot, barrier, tx)?;
+    Ok(Node {
+        card,
+        qemu,
+        console: std::fs::File::create(&console_path)?,
+        console_path,
+        verdict: None,
+        boot,
+        rebooting: false,
+    })
+}
+
+/// Size of an appliance's state disk (sparse).
+const STATE_DISK_BYTES: u64 = 256 << 20;
+
+/// Starts a node's QEMU for `boot` and the threads that feed its console
+/// and host channel into `tx`.
+fn spawn_qemu(
+    artefacts: &Artefacts,
+    card: &Arc<Card>,
+    boot: &Boot,
+    barrier: &Arc<Barrier>,
+    tx: &mpsc::Sender<Event>,
+) -> Result<Child> {
+    let index = boot.index;
+    let append = format!("{} appliance.boot={}", boot.append, boot.number);
+    let ctl = boot.ctl.clone();
+    let _ = std::fs::remove_file(&ctl);
+    let mut child = base_command(artefacts, card, &append, &boot.qemu_args)
         .args(["-serial", "stdio"])
         .arg("-chardev")
         .arg(format!(
@@ -216,7 +285,6 @@ fn start_node(
         .context("starting qemu-system-x86_64")?;
     let stdout = child.stdout.take().context("qemu stdout")?;
     let stderr = child.stderr.take().context("qemu stderr")?;
-    let card = Arc::new(card);
     let log = Mutex::new(tx.clone());
     host_channel::serve(ctl, card.clone(), barrier.clone(), move |line| {
         if let Ok(tx) = log.lock() {
@@ -243,13 +311,7 @@ fn start_node(
             }
         }
     });
-    Ok(Node {
-        card,
-        qemu: child,
-        console: std::fs::File::create(&console_path)?,
-        console_path,
-        verdict: None,
-    })
+    Ok(child)
 }
 
 /// The uplink flags for each of `count` nodes: none for a single node; for
@@ -293,7 +355,6 @@ fn run_once(paths: &Paths, artefacts: &Artefacts, scenario: &Scenario) -> Result
         };
         nodes.push(start_node(artefacts, scenario, &spec, &barrier, &tx)?);
     }
-    drop(tx);
 
     let start = Instant::now();
     let deadline = start + scenario.timeout;
@@ -341,10 +402,32 @@ fn run_once(paths: &Paths, artefacts: &Artefacts, scenario: &Scenario) -> Result
                 if line.contains(&pass) {
                     nodes[i].verdict = Some(true);
                 }
+                if line.starts_with("@@DIA-REBOOT") {
+                    nodes[i].rebooting = true;
+                }
                 if line.contains(&fail) {
                     nodes[i].verdict = Some(false);
                     break Err(format!("{}{}", who(i), line.trim()));
                 }
+            }
+            Ok(Event::ConsoleClosed(i)) if nodes[i].rebooting && nodes[i].verdict.is_none() => {
+                // The guest rebooted (-no-reboot makes QEMU exit): boot it
+                // again on the same card and disks.
+                let n = &mut nodes[i];
+                let off = Instant::now() + Duration::from_secs(10);
+                while n.qemu.try_wait()?.is_none() && Instant::now() < off {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                let _ = n.qemu.kill();
+                let _ = n.qemu.wait();
+                n.rebooting = false;
+                n.boot.number += 1;
+                writeln!(
+                    n.console,
+                    "@@ harness: boot {} of this appliance",
+                    n.boot.number
+                )?;
+                n.qemu = spawn_qemu(artefacts, &n.card, &n.boot, &barrier, &tx)?;
             }
             Ok(Event::ConsoleClosed(i)) => {
                 if nodes[i].verdict.is_none() {

@@ -37,6 +37,8 @@ pub struct Scenario {
     pub appliances: usize,
     /// The appliance's boot service loads the driver and starts diad.
     pub service: bool,
+    /// Each appliance has a state disk kept across its reboots.
+    pub state_disk: bool,
 }
 
 /// All scenarios, sorted by name (`lib.sh` is the shared library, not a scenario).
@@ -68,6 +70,7 @@ pub fn parse(path: &Path) -> Result<Scenario> {
         timeout: Duration::from_secs(DEFAULT_TIMEOUT_S),
         appliances: 1,
         service: false,
+        state_disk: false,
     };
     for line in text.lines().take_while(|l| l.starts_with('#')) {
         let body = line.trim_start_matches('#').trim();
@@ -86,6 +89,15 @@ pub fn parse(path: &Path) -> Result<Scenario> {
                 "on" => true,
                 "off" => false,
                 other => anyhow::bail!("{}: service: is on or off, not '{other}'", path.display()),
+            };
+        } else if let Some(v) = body.strip_prefix("state-disk:") {
+            s.state_disk = match v.trim() {
+                "on" => true,
+                "off" => false,
+                other => anyhow::bail!(
+                    "{}: state-disk: is on or off, not '{other}'",
+                    path.display()
+                ),
             };
         } else if let Some(v) = body.strip_prefix("appliances:") {
             s.appliances = v
