@@ -437,8 +437,9 @@ impl Controller {
         if sqe.cdw11 & abi::ABORT_KEEP_QUEUED != 0 {
             let queued = self.io.sched().any(is_it);
             debug!(sqid = target.sqid, cid = target.cid, queued, "abort query");
-            return Ok(abi::ABORT_RESULT_NOT_ABORTED
-                | if queued { abi::ABORT_RESULT_QUEUED } else { 0 });
+            return Ok(
+                abi::ABORT_RESULT_NOT_ABORTED | if queued { abi::ABORT_RESULT_QUEUED } else { 0 }
+            );
         }
         let taken = self.io.sched().remove_where(is_it);
         if taken.is_empty() {

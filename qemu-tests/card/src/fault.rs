@@ -69,9 +69,7 @@ impl std::str::FromStr for Fault {
             return Ok(Fault::NeverReady);
         }
         let io_fault = |arg: &str| -> Result<(u32, u32), FaultError> {
-            let (ns, n) = arg
-                .split_once(':')
-                .ok_or_else(|| err("expected NSID:N"))?;
+            let (ns, n) = arg.split_once(':').ok_or_else(|| err("expected NSID:N"))?;
             let nsid: u32 = ns.parse().map_err(|_| err("NSID must be a number"))?;
             let nth: u32 = n.parse().map_err(|_| err("N must be a positive number"))?;
             if nth == 0 || nsid == 0 {

@@ -90,12 +90,8 @@ pub(crate) struct IoContext {
 impl IoContext {
     /// A context for a firmware run.
     pub(crate) fn new(board: Arc<Board>, pool: Option<Arc<Pool>>, fault: Option<Fault>) -> Self {
-        let fault = fault.filter(|f| {
-            matches!(
-                f,
-                Fault::LoseIo { .. } | Fault::DuplicateCompletion { .. }
-            )
-        });
+        let fault =
+            fault.filter(|f| matches!(f, Fault::LoseIo { .. } | Fault::DuplicateCompletion { .. }));
         Self {
             board,
             pool,
@@ -222,7 +218,10 @@ impl Drop for IoWorker {
         }
         let left = self.inflight.load(Ordering::Acquire);
         if left > 0 {
-            warn!(qid, left, "commands still running after the quiesce time; reset confirmed anyway");
+            warn!(
+                qid,
+                left, "commands still running after the quiesce time; reset confirmed anyway"
+            );
         }
     }
 }
