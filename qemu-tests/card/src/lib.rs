@@ -9,7 +9,8 @@
 //! switch, uplink, rate limits, checksum offload), fault injection (`fault`)
 //! and the ivshmem server QEMU connects to (`ivshmem`). The `dia-card` binary
 //! wires them together; tests drive the controller directly as a userspace
-//! driver.
+//! driver. With the `fuzzing` feature, `fuzz` gives the cargo-fuzz targets
+//! in `fuzz/` their way in (not an API).
 
 mod bar;
 mod board;
@@ -17,6 +18,9 @@ mod controller;
 mod doorbell;
 mod fault;
 mod firmware;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzz;
 mod guest_memory;
 mod io_queue;
 mod ivshmem;

@@ -95,7 +95,7 @@ impl NetState {
 
     /// One pass over the uplink and every port. Returns whether anything
     /// moved, and the earliest time a throttled port may send again.
-    fn pass(
+    pub(crate) fn pass(
         &mut self,
         board: &Board,
         up: Option<&Uplink>,
@@ -223,12 +223,25 @@ fn macs(frame: &[u8]) -> ([u8; 6], [u8; 6]) {
 
 /// The engine's reusable buffers.
 #[derive(Debug)]
-struct Buffers {
+pub(crate) struct Buffers {
     scratch: Scratch,
     datagram: Vec<u8>,
     tagged: Vec<u8>,
     dests: Vec<Dest>,
     ids: Vec<u16>,
+}
+
+impl Buffers {
+    /// Buffers for one engine.
+    pub(crate) fn new() -> Self {
+        Self {
+            scratch: Scratch::default(),
+            datagram: vec![0u8; DATAGRAM_MAX + 1],
+            tagged: Vec::with_capacity(DATAGRAM_MAX),
+            dests: Vec::new(),
+            ids: Vec::new(),
+        }
+    }
 }
 
 /// What the engine thread and the controller share.
@@ -306,13 +319,7 @@ impl Drop for NetEngine {
 }
 
 fn serve(shared: &Shared, board: &Board, up: Option<&Uplink>, stop: &AtomicBool) {
-    let mut bufs = Buffers {
-        scratch: Scratch::default(),
-        datagram: vec![0u8; DATAGRAM_MAX + 1],
-        tagged: Vec::with_capacity(DATAGRAM_MAX),
-        dests: Vec::new(),
-        ids: Vec::new(),
-    };
+    let mut bufs = Buffers::new();
     let mut vectors: Vec<u16> = Vec::new();
     let mut busy = false;
     let mut wait: Option<f64> = None;

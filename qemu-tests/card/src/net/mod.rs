@@ -13,6 +13,8 @@ mod switch;
 mod uplink;
 
 pub(crate) use engine::NetEngine;
+#[cfg(feature = "fuzzing")]
+pub(crate) use engine::{Buffers, NetState};
 pub(crate) use port::{Port, Rings};
 pub(crate) use uplink::Uplink;
 
