@@ -570,23 +570,30 @@ impl Controller {
         for q in io.path.queues() {
             queues.push(q.clone(), GFP_KERNEL)?;
         }
-        let entries = u32::from(IO_QUEUE_ENTRIES) - 1;
+        let entries = u32::from(IO_QUEUE_ENTRIES);
         for q in queues.iter() {
             q.reset();
-            let qid = u32::from(q.qid);
+            let new = regs::NewQueue {
+                qid: q.qid,
+                entries,
+            };
             self.hw.bar2.write32(regs::cq_head_doorbell(q.qid), 0)?;
             self.admin_command(SubmissionEntry {
                 opcode: regs::ADMIN_CREATE_IO_CQ,
                 prp1: q.cq_dma(),
-                cdw10: qid | entries << 16,
-                cdw11: 1 | 2 | qid << 16,
+                cdw10: new.cdw10(),
+                cdw11: regs::CqOptions {
+                    interrupts: true,
+                    vector: q.qid,
+                }
+                .cdw11(),
                 ..SubmissionEntry::default()
             })?;
             self.admin_command(SubmissionEntry {
                 opcode: regs::ADMIN_CREATE_IO_SQ,
                 prp1: q.sq_dma(),
-                cdw10: qid | entries << 16,
-                cdw11: 1 | qid << 16,
+                cdw10: new.cdw10(),
+                cdw11: regs::SqOptions { cqid: q.qid }.cdw11(),
                 ..SubmissionEntry::default()
             })?;
         }
@@ -797,7 +804,7 @@ impl Controller {
         let sqe = SubmissionEntry {
             opcode: regs::ADMIN_IDENTIFY,
             prp1: self.buf.dma_handle(),
-            cdw10: u32::from(regs::CNS_CONTROLLER),
+            cdw10: regs::IdentifyCns::Controller.cdw10(),
             ..SubmissionEntry::default()
         };
         self.admin_command(sqe)?;

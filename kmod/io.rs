@@ -242,18 +242,30 @@ impl IoPath {
                 };
                 sqe.prp1 = prp1;
                 sqe.prp2 = prp2;
-                sqe.cdw10 = slba as u32;
-                sqe.cdw11 = (slba >> 32) as u32;
-                sqe.cdw12 = (blocks - 1) | if rq.fua() { regs::RW_FUA } else { 0 };
+                let start = regs::StartLba { lba: slba };
+                sqe.cdw10 = start.cdw10();
+                sqe.cdw11 = start.cdw11();
+                sqe.cdw12 = regs::IoBlocks {
+                    blocks,
+                    fua: rq.fua(),
+                    deallocate: false,
+                }
+                .cdw12();
             }
             Op::WriteZeroes => {
                 if blocks == 0 || blocks > 0x1_0000 {
                     return Err(Status::IoErr);
                 }
                 sqe.opcode = regs::IO_WRITE_ZEROES;
-                sqe.cdw10 = slba as u32;
-                sqe.cdw11 = (slba >> 32) as u32;
-                sqe.cdw12 = (blocks - 1) | regs::WZ_DEALLOCATE;
+                let start = regs::StartLba { lba: slba };
+                sqe.cdw10 = start.cdw10();
+                sqe.cdw11 = start.cdw11();
+                sqe.cdw12 = regs::IoBlocks {
+                    blocks,
+                    fua: false,
+                    deallocate: true,
+                }
+                .cdw12();
             }
             Op::Discard => {
                 let (list, dma) = rq.prp_list().ok_or(Status::Busy)?;
@@ -267,8 +279,8 @@ impl IoPath {
                 list[1] = range.slba;
                 sqe.opcode = regs::IO_DATASET_MANAGEMENT;
                 sqe.prp1 = dma;
-                sqe.cdw10 = 0;
-                sqe.cdw11 = regs::DSM_DEALLOCATE;
+                sqe.cdw10 = regs::DsmRanges { ranges: 1 }.cdw10();
+                sqe.cdw11 = regs::DsmAttributes { deallocate: true }.cdw11();
             }
             Op::Unsupported => return Err(Status::NotSupp),
         }

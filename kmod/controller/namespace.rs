@@ -4,6 +4,7 @@
 //! pool log page. Arguments are validated before the card sees them.
 
 use core::mem::offset_of;
+use core::mem::size_of;
 
 use kernel::error::code::{EBUSY, EEXIST, EINVAL, ENODEV};
 use kernel::prelude::*;
@@ -42,7 +43,7 @@ impl Controller {
             opcode: regs::ADMIN_IDENTIFY,
             nsid,
             prp1: self.buf.dma_handle(),
-            cdw10: u32::from(regs::CNS_NAMESPACE),
+            cdw10: regs::IdentifyCns::Namespace.cdw10(),
             ..SubmissionEntry::default()
         })?;
         let b = &self.buf;
@@ -70,15 +71,15 @@ impl Controller {
     fn namespace_ids(&mut self, attached_only: bool, out: &mut KVec<u32>) -> Result {
         self.buf.zero();
         let cns = if attached_only {
-            regs::CNS_ACTIVE_NS_LIST
+            regs::IdentifyCns::ActiveNsList
         } else {
-            regs::CNS_ALLOCATED_NS_LIST
+            regs::IdentifyCns::AllocatedNsList
         };
         self.admin_command(SubmissionEntry {
             opcode: regs::ADMIN_IDENTIFY,
             nsid: 0,
             prp1: self.buf.dma_handle(),
-            cdw10: u32::from(cns),
+            cdw10: cns.cdw10(),
             ..SubmissionEntry::default()
         })?;
         for i in 0..regs::IDENTIFY_SIZE / 4 {
@@ -116,7 +117,7 @@ impl Controller {
         let cqe = self.admin_command(SubmissionEntry {
             opcode: regs::ADMIN_NS_MANAGEMENT,
             prp1: self.buf.dma_handle(),
-            cdw10: regs::NS_MGMT_CREATE,
+            cdw10: regs::NsManagement::Create.cdw10(),
             ..SubmissionEntry::default()
         })?;
         pr_info!(
@@ -139,7 +140,7 @@ impl Controller {
         self.admin_command(SubmissionEntry {
             opcode: regs::ADMIN_NS_MANAGEMENT,
             nsid,
-            cdw10: regs::NS_MGMT_DELETE,
+            cdw10: regs::NsManagement::Delete.cdw10(),
             ..SubmissionEntry::default()
         })?;
         pr_info!("{}: namespace {} deleted\n", self.name(), nsid);
@@ -189,7 +190,7 @@ impl Controller {
         self.admin_command(SubmissionEntry {
             opcode: regs::ADMIN_NS_ATTACHMENT,
             nsid,
-            cdw10: regs::NS_ATTACH,
+            cdw10: regs::NsAttachment::Attach.cdw10(),
             ..SubmissionEntry::default()
         })?;
         if let Err(e) = self.add_disk(nsid) {
@@ -197,7 +198,7 @@ impl Controller {
             let _ = self.admin_command(SubmissionEntry {
                 opcode: regs::ADMIN_NS_ATTACHMENT,
                 nsid,
-                cdw10: regs::NS_DETACH,
+                cdw10: regs::NsAttachment::Detach.cdw10(),
                 ..SubmissionEntry::default()
             });
             return Err(e);
@@ -225,7 +226,7 @@ impl Controller {
         self.admin_command(SubmissionEntry {
             opcode: regs::ADMIN_NS_ATTACHMENT,
             nsid,
-            cdw10: regs::NS_DETACH,
+            cdw10: regs::NsAttachment::Detach.cdw10(),
             ..SubmissionEntry::default()
         })?;
         Ok(())
@@ -264,11 +265,11 @@ impl Controller {
     /// The pool's capacity and use.
     pub(crate) fn pool_info(&mut self) -> Result<DiaPoolInfo> {
         self.buf.zero();
-        let dwords = (core::mem::size_of::<PoolStatus>() / 4) as u32;
         self.admin_command(SubmissionEntry {
             opcode: regs::ADMIN_GET_LOG_PAGE,
             prp1: self.buf.dma_handle(),
-            cdw10: u32::from(regs::LOG_POOL_STATUS) | (dwords - 1) << 16,
+            cdw10: regs::LogPage::of_bytes(regs::LogId::PoolStatus, size_of::<PoolStatus>())
+                .cdw10(),
             ..SubmissionEntry::default()
         })?;
         let b = &self.buf;
@@ -317,12 +318,12 @@ impl Controller {
             return Err(EINVAL);
         }
         self.buf.zero();
-        let dwords = (core::mem::size_of::<NamespaceStats>() / 4) as u32;
         self.admin_command(SubmissionEntry {
             opcode: regs::ADMIN_GET_LOG_PAGE,
             nsid,
             prp1: self.buf.dma_handle(),
-            cdw10: u32::from(regs::LOG_NS_STATS) | (dwords - 1) << 16,
+            cdw10: regs::LogPage::of_bytes(regs::LogId::NsStats, size_of::<NamespaceStats>())
+                .cdw10(),
             ..SubmissionEntry::default()
         })?;
         self.buf.read(0)

@@ -105,7 +105,7 @@ impl Controller {
         let cqe = self.admin_command(SubmissionEntry {
             opcode: regs::ADMIN_CREATE_PORT,
             prp1: self.buf.dma_handle(),
-            cdw10: u32::from(want),
+            cdw10: regs::PortTarget { port: want }.cdw10(),
             ..SubmissionEntry::default()
         })?;
         let id = u16::try_from(cqe.result).map_err(|_| EIO)?;
@@ -206,9 +206,10 @@ impl Controller {
     }
 
     fn port_delete_on_card(&mut self, id: u32) -> Result {
+        let port = u16::try_from(id).map_err(|_| EINVAL)?;
         self.admin_command(SubmissionEntry {
             opcode: regs::ADMIN_DELETE_PORT,
-            cdw10: id,
+            cdw10: regs::PortTarget { port }.cdw10(),
             ..SubmissionEntry::default()
         })
         .map(drop)
@@ -264,7 +265,10 @@ impl Controller {
         self.admin_command(SubmissionEntry {
             opcode: regs::ADMIN_SET_PORT,
             prp1: self.buf.dma_handle(),
-            cdw10: id,
+            cdw10: regs::PortTarget {
+                port: u16::try_from(id).map_err(|_| EINVAL)?,
+            }
+            .cdw10(),
             ..SubmissionEntry::default()
         })?;
         if let Some(p) = self.ports.get_mut(i).and_then(Option::as_mut) {
@@ -286,12 +290,18 @@ impl Controller {
             )
         };
         self.buf.zero();
-        let dwords = (core::mem::size_of::<PortStats>() / 4) as u32;
         self.admin_command(SubmissionEntry {
             opcode: regs::ADMIN_GET_LOG_PAGE,
             prp1: self.buf.dma_handle(),
-            cdw10: u32::from(regs::LOG_PORT_STATS) | (dwords - 1) << 16,
-            cdw11: id & 0xffff,
+            cdw10: regs::LogPage::of_bytes(
+                regs::LogId::PortStats,
+                core::mem::size_of::<PortStats>(),
+            )
+            .cdw10(),
+            cdw11: regs::PortStatsLog {
+                port: u16::try_from(id).map_err(|_| EINVAL)?,
+            }
+            .cdw11(),
             ..SubmissionEntry::default()
         })?;
         let stats: PortStats = self.buf.read(0)?;
