@@ -168,6 +168,12 @@ pub(crate) struct Controller {
     failed: bool,
     /// When I/O last made the recovery work look for a dead card's return.
     last_revival_ms: u64,
+    /// The firmware was seen dead (stopped, or its heartbeat): the card
+    /// that comes back lost its volatile write cache.
+    firmware_died: bool,
+    /// `REG_FW_BOOT_ID` when the card last became ready: a different value
+    /// after a reset means the firmware restarted (perhaps unseen).
+    boot_id: u64,
     /// Card number, for disk names.
     index: u32,
     /// From Identify: the card has a volatile write cache.
@@ -232,6 +238,8 @@ impl Controller {
             enabled: false,
             failed: false,
             last_revival_ms: 0,
+            firmware_died: false,
+            boot_id: 0,
             index,
             vwc: false,
             max_transfer: 0,
@@ -337,6 +345,7 @@ impl Controller {
         match self.wait_csts(regs::CSTS_RDY | regs::CSTS_CFS, regs::CSTS_RDY) {
             Ok(()) => {
                 self.failed = false;
+                self.boot_id = self.hw.bar2.read64(regs::REG_FW_BOOT_ID)?;
                 Ok(())
             }
             Err(e) => {
@@ -372,6 +381,7 @@ impl Controller {
         );
         if self.hw.bar2.read32(regs::REG_FW_STATUS)? != regs::FW_STATUS_RUNNING {
             pr_err!("{}: card firmware is not running\n", self.name());
+            self.firmware_died = true;
             // Stopped firmware touches no memory: what it held fails now
             // (a restarted firmware starts from a reset, with new queues).
             self.fail_in_flight();
@@ -382,12 +392,14 @@ impl Controller {
                 "{}: card firmware heartbeat stopped; the card is dead\n",
                 self.name()
             );
+            self.firmware_died = true;
             self.fail_in_flight();
             return Err(EIO);
         }
         if let Some(io) = &self.io {
             io.set.quiesce();
         }
+        let boot_before = self.boot_id;
         let result = self.reset_and_restart();
         if let Some(io) = &self.io {
             io.set.unquiesce();
@@ -395,6 +407,10 @@ impl Controller {
         }
         result?;
         pr_info!("{}: card reset complete\n", self.name());
+        let restarted = self.boot_id != boot_before;
+        if core::mem::take(&mut self.firmware_died) || restarted {
+            self.report_lost_cache();
+        }
         Ok(())
     }
 
@@ -423,6 +439,25 @@ impl Controller {
                 self.name(),
                 requeued
             );
+        }
+    }
+
+    /// The firmware died and came back: whatever its volatile cache held is
+    /// gone. Each namespace with writes since its last flush fails its next
+    /// flush, so the loss reaches fsync and file systems instead of passing
+    /// silently.
+    fn report_lost_cache(&self) {
+        for d in self.disks.iter().flatten() {
+            let ns = d.disk.data();
+            if ns.unflushed() {
+                ns.cache_lost
+                    .store(true, core::sync::atomic::Ordering::Relaxed);
+                pr_err!(
+                    "{}: {}: the card restarted with writes not yet flushed; they may be lost, and the next flush reports it\n",
+                    self.name(),
+                    &*d.name
+                );
+            }
         }
     }
 

@@ -14,7 +14,7 @@
 //! A command id carries a generation besides the tag, so a late completion
 //! of an earlier submission of the same tag is recognised and dropped.
 
-use core::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering};
 
 use kernel::error::code::EINVAL;
 use kernel::prelude::*;
@@ -294,6 +294,33 @@ pub(crate) struct NsData {
     pub(crate) nsid: u32,
     /// log2 of the block size.
     pub(crate) lba_shift: u8,
+    /// Writes (not FUA), write-zeroes and discards submitted so far: what
+    /// the card's volatile cache may hold until a flush.
+    pub(crate) writes: AtomicU64,
+    /// The highest `writes` a successful flush covered.
+    pub(crate) flushed: AtomicU64,
+    /// The card's firmware died with writes of this namespace unflushed:
+    /// the next flush fails, so fsync (and a file system's journal) learns
+    /// that acknowledged writes may be gone.
+    pub(crate) cache_lost: AtomicBool,
+}
+
+impl NsData {
+    /// A namespace's I/O data.
+    pub(crate) fn new(nsid: u32, lba_shift: u8) -> Self {
+        Self {
+            nsid,
+            lba_shift,
+            writes: AtomicU64::new(0),
+            flushed: AtomicU64::new(0),
+            cache_lost: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether writes went to the card's cache since the last flush.
+    pub(crate) fn unflushed(&self) -> bool {
+        self.writes.load(Ordering::Relaxed) > self.flushed.load(Ordering::Relaxed)
+    }
 }
 
 fn status_of(code: u16) -> Status {
@@ -325,6 +352,27 @@ impl Operations for IoPath {
             return Status::IoErr;
         };
         let mut rq = rq;
+        match rq.op() {
+            Op::Flush => {
+                if ns.cache_lost.swap(false, Ordering::Relaxed) {
+                    pr_err!(
+                        "namespace {}: the card lost its volatile cache (its firmware died) with writes not yet flushed; failing this flush so the loss is reported\n",
+                        ns.nsid
+                    );
+                    return Status::IoErr;
+                }
+                rq.data()
+                    .flush_mark
+                    .store(ns.writes.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+            Op::Write if !rq.fua() => {
+                ns.writes.fetch_add(1, Ordering::Relaxed);
+            }
+            Op::WriteZeroes | Op::Discard => {
+                ns.writes.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
         let sqe = match Self::build(ns, &mut rq) {
             Ok(sqe) => sqe,
             Err(s) => return s,
@@ -348,10 +396,16 @@ impl Operations for IoPath {
         }
     }
 
-    fn complete(&self, rq: Request<'_>) {
+    fn complete(&self, ns: &NsData, rq: Request<'_>) {
         rq.unmap();
         let code = rq.data().status.load(Ordering::Relaxed);
         let status = u16::try_from(code).map_or(Status::IoErr, status_of);
+        if status == Status::Ok && rq.op() == Op::Flush {
+            ns.flushed.fetch_max(
+                rq.data().flush_mark.load(Ordering::Relaxed),
+                Ordering::Relaxed,
+            );
+        }
         rq.end(status);
     }
 

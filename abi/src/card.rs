@@ -51,6 +51,10 @@ pub const REG_HEARTBEAT: usize = 0x038;
 pub const REG_CARD_PEER: usize = 0x040;
 /// u32, RO: number of doorbell/interrupt vectors (admin + I/O queues).
 pub const REG_VECTORS: usize = 0x044;
+/// u64, RO (interface 1.3): a value the firmware picks anew, never 0, each
+/// time it starts. A driver that finds it changed across a reset knows the
+/// firmware restarted and its volatile write cache is gone.
+pub const REG_FW_BOOT_ID: usize = 0x048;
 
 /// Start of the doorbell array: queue `q` has its SQ tail at
 /// `DOORBELL_BASE + 8 * q` and its CQ head at `DOORBELL_BASE + 8 * q + 4`

@@ -152,13 +152,7 @@ impl Controller {
         let facts = self.identify_namespace(nsid)?;
         let set = self.io.as_ref().ok_or(ENODEV)?.set.clone();
         let name = CString::try_from_fmt(kernel::fmt!("dia{}n{}", self.index, nsid))?;
-        let data = Arc::new(
-            NsData {
-                nsid,
-                lba_shift: facts.lba_shift,
-            },
-            GFP_KERNEL,
-        )?;
+        let data = Arc::new(NsData::new(nsid, facts.lba_shift), GFP_KERNEL)?;
         let params = disk_params(
             facts.lba_shift,
             facts.size_blocks,

@@ -5,7 +5,7 @@
 
 use core::marker::PhantomData;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, AtomicU32};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
 
 use kernel::error::{code::EINVAL, Error, Result};
 use kernel::str::CStr;
@@ -73,6 +73,9 @@ impl Status {
 pub(crate) struct RequestData {
     /// Card status (`STATUS_*`) of the completed command.
     pub(crate) status: AtomicU32,
+    /// For a flush: the namespace's write count when it was submitted (what
+    /// it makes durable when it succeeds).
+    pub(crate) flush_mark: AtomicU64,
     /// Bumped at every submission; part of the command id, so a completion
     /// for an earlier life of the same tag is recognised as stale.
     pub(crate) generation: AtomicU32,
@@ -225,8 +228,8 @@ pub(crate) trait Operations: Send + Sync + Sized {
     fn queue_rq(&self, disk: &Self::Disk, hctx: u32, rq: Request<'_>, last: bool) -> Status;
     /// Rings the doorbell for requests queued without `last`.
     fn commit_rqs(&self, hctx: u32);
-    /// Ends a request the interrupt handler completed.
-    fn complete(&self, rq: Request<'_>);
+    /// Ends a request of `disk` the interrupt handler completed.
+    fn complete(&self, disk: &Self::Disk, rq: Request<'_>);
     /// A request ran past its timeout: the callback ends it, or says to
     /// wait longer (the card must not be left holding memory the block
     /// layer gives back).
@@ -450,6 +453,12 @@ impl<T: Operations> Disk<T> {
         Ok(Self { raw, data })
     }
 
+    /// The driver's data of this disk.
+    pub(crate) fn data(&self) -> &T::Disk {
+        // SAFETY: `data` owns a reference until `drop` (type invariant).
+        unsafe { &*self.data }
+    }
+
     /// How many times the disk is open (a mount counts).
     pub(crate) fn openers(&self) -> u32 {
         // SAFETY: `raw` is live (type invariant).
@@ -514,11 +523,20 @@ unsafe extern "C" fn complete_callback<T: Operations>(
     // SAFETY: as in `queue_rq_callback`.
     let ops = unsafe { ArcBorrow::<T>::from_raw(set_data.cast::<T>().cast_const()) };
     if let Some(raw) = NonNull::new(rq) {
+        // SAFETY: `rq` is live; its queue's data is the disk's reference,
+        // live while the disk exists, which outlives its requests.
+        let disk_data = unsafe { ffi::dia_shim_rq_disk_data(raw.as_ptr()) };
+        // SAFETY: as in `queue_rq_callback`.
+        let disk =
+            unsafe { ArcBorrow::<T::Disk>::from_raw(disk_data.cast::<T::Disk>().cast_const()) };
         // INVARIANT: the block layer lends `rq` for this call.
-        ops.complete(Request {
-            raw,
-            _lifetime: PhantomData,
-        });
+        ops.complete(
+            &disk,
+            Request {
+                raw,
+                _lifetime: PhantomData,
+            },
+        );
     }
 }
 

@@ -130,6 +130,7 @@ impl Controller {
         bar.write32(abi::REG_CARD_PEER, 0);
         bar.write32(abi::REG_VECTORS, u32::from(cfg.vectors));
         bar.write64(abi::REG_HEARTBEAT, 0);
+        bar.write64(abi::REG_FW_BOOT_ID, new_boot_id());
         let status = if cfg.fault == Some(Fault::NeverReady) {
             warn!("fault: never-ready; firmware status stays OFF");
             abi::FW_STATUS_OFF
@@ -766,4 +767,13 @@ impl Controller {
         info!(qid, "I/O completion queue deleted");
         Ok(0)
     }
+}
+
+/// A boot id for `REG_FW_BOOT_ID`: the start time in nanoseconds mixed with
+/// the process id; never 0, different at each firmware start.
+fn new_boot_id() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    (nanos ^ u64::from(std::process::id()).rotate_left(40)) | 1
 }
