@@ -138,6 +138,21 @@ pub fn module(paths: &Paths, ktree: &Path) -> Result<PathBuf> {
             .arg(paths.repo.join("kmod/dia_main.rs")),
         "rustfmt --check of kmod/ (fix with the same command without --check)",
     )?;
+    // Objects built against the other kernel flavour must not be reused.
+    let stamp = paths.out.join("dia.ko.kernel");
+    let tree = ktree.display().to_string();
+    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(tree.as_str()) {
+        run(
+            Command::new("make")
+                .arg("-C")
+                .arg(ktree)
+                .arg(format!("M={}", paths.repo.display()))
+                .args(["LLVM=1", "clean"])
+                .stdout(Stdio::null()),
+            "module clean",
+        )?;
+        std::fs::write(&stamp, &tree)?;
+    }
     run(
         Command::new("make")
             .arg("-C")
