@@ -891,22 +891,13 @@ impl Controller {
         }
         if self.disable().is_err() {
             pr_warn!(
-                "{}: card did not confirm reset; its port rings and I/O queues are leaked, not freed\n",
+                "{}: card did not confirm reset; bus mastering cleared before its memory is freed\n",
                 self.name()
             );
-            // The card may still write into them: their memory is never
-            // given back (the interrupts are freed, the rings are not).
-            for entry in self.ports.iter_mut() {
-                if let Some(entry) = entry.take() {
-                    core::mem::forget(entry.into_path());
-                }
-            }
-            core::mem::forget(core::mem::take(&mut self.parked));
-            if let Some(io) = self.io.take() {
-                core::mem::forget(io.path);
-                // The tag set has no disk left; it is freed.
-                drop(io.set);
-            }
+            // As the nvme driver does with a controller that will not
+            // disable: with bus mastering off the function cannot reach the
+            // queues and rings that are freed next.
+            self.hw.dev.clear_master();
         }
     }
 }

@@ -67,6 +67,14 @@ impl Device {
         Ok(Enabled { dev: *self })
     }
 
+    /// Stops the function's bus mastering: it can no longer read or write
+    /// memory (what the PCI core guarantees for a real device; the emulated
+    /// card cannot see its command register, see docs/card-interface.md).
+    pub(crate) fn clear_master(&self) {
+        // SAFETY: `raw` is valid (type invariant).
+        unsafe { ffi::dia_shim_pci_clear_master(self.as_raw()) }
+    }
+
     /// Claims the function's BARs for this driver; released when the guard drops.
     pub(crate) fn request_regions(&self) -> Result<Regions> {
         // SAFETY: `raw` is valid (type invariant).

@@ -71,6 +71,7 @@ int dia_shim_pci_enable(struct pci_dev *pdev)
 		pci_set_master(pdev);
 	return err;
 }
+void dia_shim_pci_clear_master(struct pci_dev *pdev) { pci_clear_master(pdev); }
 void dia_shim_pci_disable(struct pci_dev *pdev)
 {
 	pci_clear_master(pdev);

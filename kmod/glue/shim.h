@@ -30,6 +30,8 @@ unsigned short dia_shim_pci_vendor(struct pci_dev *pdev);
 unsigned short dia_shim_pci_device(struct pci_dev *pdev);
 const char *dia_shim_pci_name(struct pci_dev *pdev);
 int dia_shim_pci_enable(struct pci_dev *pdev);
+/* Clears bus mastering: the function can no longer reach memory. */
+void dia_shim_pci_clear_master(struct pci_dev *pdev);
 void dia_shim_pci_disable(struct pci_dev *pdev);
 int dia_shim_pci_request_regions(struct pci_dev *pdev);
 void dia_shim_pci_release_regions(struct pci_dev *pdev);
