@@ -13,13 +13,6 @@ load_dia() { /etc/init.d/dia load-module || fail "loading dia.ko (modprobe dia) 
 start_diad() { /etc/init.d/dia start-diad || fail "diad did not start"; }
 stop_diad() { /etc/init.d/dia stop-diad || fail "diad did not stop"; }
 
-# alive PID: the process runs (an exited child this shell has not reaped
-# yet is a zombie, state Z, and counts as gone).
-alive() {
-    [ -r "/proc/$1/stat" ] || return 1
-    [ "$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null)" != Z ]
-}
-
 # reboot_appliance: reboots this appliance (a scenario with `# state-disk:
 # on` keeps /var/lib/dia across it). The harness boots it again with the
 # same card and disks, and the scenario runs again from the top with
