@@ -745,10 +745,9 @@ impl Controller {
         let Some(io) = &self.io else {
             return false;
         };
-        let (tag, generation) = io_path::split_command_id(cid);
         io.set
-            .request(u32::from(sqid) - 1, tag)
-            .is_some_and(|rq| rq_generation(&rq) == generation)
+            .request(u32::from(sqid) - 1, io_path::tag_of(cid))
+            .is_some_and(|rq| io_path::current_command_id(&rq) == cid)
     }
 
     /// Run by the card's recovery work when I/O timers fired: every request
@@ -778,7 +777,7 @@ impl Controller {
                 .suspect
                 .swap(false, core::sync::atomic::Ordering::Relaxed)
             {
-                let cid = io_path::command_id(rq.tag(), rq_generation(&rq));
+                let cid = io_path::current_command_id(&rq);
                 // Out of memory only delays the check to the next timeout.
                 let _ = suspects.push((rq.hctx() as u16 + 1, cid), GFP_KERNEL);
             }
@@ -943,15 +942,4 @@ pub(crate) fn ascii(field: &[u8]) -> &str {
         .rposition(|&c| c != b' ' && c != 0)
         .map_or(0, |i| i + 1);
     core::str::from_utf8(&field[..end]).unwrap_or("?")
-}
-
-/// The generation part of a request's submission counter, as in its command id.
-fn rq_generation(rq: &crate::glue::blk::Request<'_>) -> u32 {
-    let (_, generation) = io_path::split_command_id(io_path::command_id(
-        0,
-        rq.data()
-            .generation
-            .load(core::sync::atomic::Ordering::Relaxed),
-    ));
-    generation
 }

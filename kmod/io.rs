@@ -41,15 +41,22 @@ const CID_TAG_BITS: u32 = 8;
 const _: () = assert!((IO_QUEUE_ENTRIES as u32) <= 1 << CID_TAG_BITS);
 
 /// The command id of a request's submission: tag and generation.
-pub(crate) fn command_id(tag: u32, generation: u32) -> u16 {
+fn command_id(tag: u32, generation: u32) -> u16 {
     let tag_mask = (1u32 << CID_TAG_BITS) - 1;
     ((tag & tag_mask) | (generation << CID_TAG_BITS)) as u16
 }
 
-/// The tag and generation a command id names.
-pub(crate) fn split_command_id(cid: u16) -> (u32, u32) {
-    let cid = u32::from(cid);
-    (cid & ((1 << CID_TAG_BITS) - 1), cid >> CID_TAG_BITS)
+/// The tag a command id names.
+pub(crate) fn tag_of(cid: u16) -> u32 {
+    u32::from(cid) & ((1 << CID_TAG_BITS) - 1)
+}
+
+/// The command id of a started request's current submission.
+pub(crate) fn current_command_id(rq: &Request<'_>) -> u16 {
+    command_id(
+        rq.tag(),
+        generation_bits(rq.data().generation.load(Ordering::Relaxed)),
+    )
 }
 
 /// The generation part of a request's counter, as it appears in a command id.
@@ -476,14 +483,10 @@ impl Handler for IoIrq {
                 head = 0;
                 phase = !phase;
             }
-            let (tag, generation) = split_command_id(cqe.cid);
-            let current = |rq: &Request<'_>| {
-                generation_bits(rq.data().generation.load(Ordering::Relaxed)) == generation
-            };
             match self
                 .set
-                .request(u32::from(q.qid) - 1, tag)
-                .filter(|rq| current(rq))
+                .request(u32::from(q.qid) - 1, tag_of(cqe.cid))
+                .filter(|rq| current_command_id(rq) == cqe.cid)
             {
                 Some(rq) => {
                     rq.data()
