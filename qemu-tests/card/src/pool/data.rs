@@ -1,0 +1,269 @@
+//! The data path: reads and writes between namespaces and guest memory
+//! (allocating on first write), Write Zeroes / deallocate, and flush, which
+//! syncs the data and commits changed metadata.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::sync::PoisonError;
+
+use super::format::{encode_meta, write_slot};
+use super::{Direction, Namespace, Pool, StorageError, CHUNK_BYTES, CHUNK_SHIFT};
+use crate::guest_memory::GuestMemory;
+
+/// Runs a vectored positional transfer to completion.
+fn transfer_all(
+    file: &File,
+    dir: Direction,
+    iovs: &mut [libc::iovec],
+    mut offset: u64,
+) -> std::io::Result<()> {
+    let mut first = 0usize;
+    while first < iovs.len() {
+        let rest = &mut iovs[first..];
+        let cnt = rest.len().min(1024) as i32;
+        let off =
+            i64::try_from(offset).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: every iovec points into live guest memory (bounds checked
+        // by GuestMemory::dma_ptr) for its length; the kernel copies to or
+        // from it; no Rust reference to that memory exists.
+        let n = unsafe {
+            match dir {
+                Direction::Read => libc::preadv(file.as_raw_fd(), rest.as_ptr(), cnt, off),
+                Direction::Write => libc::pwritev(file.as_raw_fd(), rest.as_ptr(), cnt, off),
+            }
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "short transfer at the end of a pool device",
+            ));
+        }
+        let mut n = n as usize;
+        offset += n as u64;
+        while n > 0 && first < iovs.len() {
+            let v = &mut iovs[first];
+            if n >= v.iov_len {
+                n -= v.iov_len;
+                first += 1;
+            } else {
+                // SAFETY: advancing inside the same iovec's buffer.
+                v.iov_base = unsafe { v.iov_base.cast::<u8>().add(n) }.cast();
+                v.iov_len -= n;
+                n = 0;
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Pool {
+    /// Moves `blocks` blocks at `slba` of namespace `nsid` between the pool
+    /// and the guest memory `segs` (whose lengths add up to the transfer).
+    /// A read of never-written blocks returns zeroes; a write allocates.
+    pub fn transfer(
+        &self,
+        dir: Direction,
+        nsid: u32,
+        slba: u64,
+        blocks: u64,
+        mem: &GuestMemory,
+        segs: &[(u64, usize)],
+    ) -> Result<(), StorageError> {
+        loop {
+            let st = self.read_state();
+            let ns = st
+                .namespaces
+                .get(&nsid)
+                .ok_or(StorageError::NoNamespace(nsid))?;
+            if !ns.attached {
+                return Err(StorageError::NotReady(nsid));
+            }
+            let (start, len) = ns.check_range(nsid, slba, blocks)?;
+            if dir == Direction::Write {
+                let first = (start >> CHUNK_SHIFT) as u32;
+                let last = ((start + len - 1) >> CHUNK_SHIFT) as u32;
+                if (first..=last).any(|l| !ns.map.contains_key(&l)) {
+                    let reclaimable = !st.pending_free.is_empty();
+                    drop(st);
+                    match self.allocate(nsid, start, len) {
+                        // Chunks freed since the last commit become usable
+                        // once a commit no longer maps them: commit now.
+                        Err(StorageError::PoolFull) if reclaimable => {
+                            self.flush()?;
+                            self.allocate(nsid, start, len)?;
+                        }
+                        other => other?,
+                    }
+                    // Look again: a discard may have raced the allocation.
+                    continue;
+                }
+            }
+            return self.move_data(dir, ns, start, len, mem, segs);
+        }
+    }
+
+    fn move_data(
+        &self,
+        dir: Direction,
+        ns: &Namespace,
+        start: u64,
+        len: u64,
+        mem: &GuestMemory,
+        segs: &[(u64, usize)],
+    ) -> Result<(), StorageError> {
+        let mut seg = 0usize;
+        let mut seg_off = 0usize;
+        let mut pos = start;
+        let end = start + len;
+        while pos < end {
+            let chunk = (pos >> CHUNK_SHIFT) as u32;
+            let in_chunk = pos & (CHUNK_BYTES - 1);
+            let piece = (CHUNK_BYTES - in_chunk).min(end - pos) as usize;
+            // The guest pages of this piece.
+            let mut iovs: Vec<libc::iovec> = Vec::new();
+            let mut need = piece;
+            while need > 0 {
+                let &(addr, seg_len) = segs.get(seg).ok_or_else(|| {
+                    std::io::Error::other("PRP segments shorter than the transfer")
+                })?;
+                let n = (seg_len - seg_off).min(need);
+                let p = mem.dma_ptr(addr + seg_off as u64, n)?;
+                iovs.push(libc::iovec {
+                    iov_base: p.cast(),
+                    iov_len: n,
+                });
+                need -= n;
+                seg_off += n;
+                if seg_off == seg_len {
+                    seg += 1;
+                    seg_off = 0;
+                }
+            }
+            match ns.map.get(&chunk) {
+                Some(&phys) => {
+                    let (dev, base) = self.locate(phys).ok_or_else(|| {
+                        std::io::Error::other(format!("chunk {phys} outside the pool"))
+                    })?;
+                    transfer_all(&dev.file, dir, &mut iovs, base + in_chunk)?;
+                }
+                None if dir == Direction::Read => {
+                    for v in &iovs {
+                        // SAFETY: each iovec was bounds-checked by dma_ptr.
+                        unsafe { std::ptr::write_bytes(v.iov_base.cast::<u8>(), 0, v.iov_len) };
+                    }
+                }
+                None => {
+                    return Err(std::io::Error::other("write to an unallocated chunk").into());
+                }
+            }
+            pos += piece as u64;
+        }
+        Ok(())
+    }
+
+    /// Zeroes (and deallocates where a whole chunk is covered) blocks of a
+    /// namespace: Write Zeroes and Dataset Management deallocate.
+    pub fn deallocate(&self, nsid: u32, slba: u64, blocks: u64) -> Result<(), StorageError> {
+        let mut st = self.write_state();
+        let st = &mut *st;
+        let ns = st
+            .namespaces
+            .get_mut(&nsid)
+            .ok_or(StorageError::NoNamespace(nsid))?;
+        if !ns.attached {
+            return Err(StorageError::NotReady(nsid));
+        }
+        let (start, len) = ns.check_range(nsid, slba, blocks)?;
+        let end = start + len;
+        let mut pos = start;
+        while pos < end {
+            let chunk = (pos >> CHUNK_SHIFT) as u32;
+            let in_chunk = pos & (CHUNK_BYTES - 1);
+            let piece = (CHUNK_BYTES - in_chunk).min(end - pos);
+            // The namespace's last chunk may be partial: covering up to the
+            // namespace's end counts as covering the chunk.
+            let ns_end = ns.size_blocks << ns.lba_shift;
+            let whole = in_chunk == 0 && (piece == CHUNK_BYTES || pos + piece == ns_end);
+            if let Some(&phys) = ns.map.get(&chunk) {
+                if whole {
+                    ns.map.remove(&chunk);
+                    self.punch_chunk(phys)?;
+                    st.clean[phys as usize] = true;
+                    st.pending_free.push(phys);
+                    st.dirty = true;
+                } else {
+                    self.punch_range(phys, in_chunk, piece)?;
+                }
+            }
+            pos += piece;
+        }
+        Ok(())
+    }
+
+    /// Makes every completed write durable: syncs the data, then commits
+    /// the metadata if it changed.
+    pub fn flush(&self) -> Result<(), StorageError> {
+        let mut generation = self.commit.lock().unwrap_or_else(PoisonError::into_inner);
+        for d in &self.devices {
+            d.file.sync_data()?;
+        }
+        let (payload, freed) = {
+            let mut st = self.write_state();
+            if !st.dirty {
+                return Ok(());
+            }
+            st.dirty = false;
+            (
+                encode_meta(&st.namespaces),
+                std::mem::take(&mut st.pending_free),
+            )
+        };
+        // Opening refuses a generation without a successor.
+        let next = generation.saturating_add(1);
+        let dev0 = &self.devices[0];
+        let written = write_slot(&dev0.file, self.slot_bytes, next, &payload)
+            .and_then(|()| dev0.file.sync_data());
+        let mut st = self.write_state();
+        match written {
+            Ok(()) => {
+                *generation = next;
+                st.free.extend(freed);
+                Ok(())
+            }
+            Err(e) => {
+                st.dirty = true;
+                st.pending_free.extend(freed);
+                Err(e.into())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pool::testing::*;
+
+    #[test]
+    fn partial_deallocate_zeroes_and_keeps_the_rest() {
+        let d = tmp("partial");
+        let pool = Pool::open(&spec(&d, &["a.img"], 16 << 20)).unwrap();
+        let m = mem();
+        let n = pool.create_namespace(1 << 10, 12, label("p")).unwrap();
+        pool.set_attached(n, true).unwrap();
+        write(&pool, &m, n, 0, &[7u8; 16384]).unwrap();
+        pool.deallocate(n, 1, 2).unwrap();
+        let back = read(&pool, &m, n, 0, 16384);
+        assert_eq!(&back[..4096], &[7u8; 4096][..]);
+        assert_eq!(&back[4096..12288], &[0u8; 8192][..]);
+        assert_eq!(&back[12288..], &[7u8; 4096][..]);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}

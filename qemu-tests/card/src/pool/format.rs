@@ -1,0 +1,317 @@
+//! The pool's on-disk format: the label every device starts with, the two
+//! metadata slots on device 0 (header and the encoded namespaces with their
+//! chunk maps), and their encoders and decoders. Nothing here does I/O but
+//! `write_slot`; opening (`open`) and committing (`data`) use it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+
+use dia_abi::card as abi;
+
+use super::{Namespace, CHUNK_BYTES, CHUNK_SHIFT, MAX_NAMESPACES};
+
+pub(super) const LABEL_BYTES: u64 = 4096;
+const LABEL_MAGIC: &[u8; 8] = b"DIAPOOL1";
+const META_MAGIC: &[u8; 8] = b"DIAMETA1";
+const FORMAT_VERSION: u32 = 2;
+/// magic, generation, payload length, payload CRC32.
+pub(super) const META_HEADER: usize = 8 + 8 + 4 + 4;
+/// nsid, lba_shift, attached, pad, size_blocks, label, QoS, map length.
+const NS_RECORD: usize = 4 + 1 + 1 + 2 + 8 + abi::LABEL_LEN + QOS_RECORD + 4;
+/// min/max IOPS, min/max bytes/s, weight, burst.
+const QOS_RECORD: usize = 4 * 8 + 4 + 4;
+
+pub(super) fn align_up(v: u64, to: u64) -> u64 {
+    v.div_ceil(to) * to
+}
+
+pub(super) fn slot_bytes_for(total_chunks: u64) -> u64 {
+    let max =
+        META_HEADER as u64 + 4 + u64::from(MAX_NAMESPACES) * NS_RECORD as u64 + total_chunks * 8;
+    align_up(max, 4096)
+}
+
+/// Fixed-size little-endian fields of a label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Label {
+    pub(super) pool_id: u64,
+    pub(super) index: u32,
+    pub(super) count: u32,
+    pub(super) device_bytes: u64,
+    pub(super) data_offset: u64,
+    pub(super) chunks: u32,
+    pub(super) slot_bytes: u64,
+}
+
+impl Label {
+    pub(super) fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(LABEL_BYTES as usize);
+        b.extend_from_slice(LABEL_MAGIC);
+        b.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        b.extend_from_slice(&CHUNK_SHIFT.to_le_bytes());
+        b.extend_from_slice(&self.pool_id.to_le_bytes());
+        b.extend_from_slice(&self.index.to_le_bytes());
+        b.extend_from_slice(&self.count.to_le_bytes());
+        b.extend_from_slice(&self.device_bytes.to_le_bytes());
+        b.extend_from_slice(&self.data_offset.to_le_bytes());
+        b.extend_from_slice(&self.chunks.to_le_bytes());
+        b.extend_from_slice(&self.slot_bytes.to_le_bytes());
+        let crc = crc32fast::hash(&b);
+        b.extend_from_slice(&crc.to_le_bytes());
+        b.resize(LABEL_BYTES as usize, 0);
+        b
+    }
+
+    /// `None`: no label (blank); `Err`: a damaged or foreign label.
+    pub(super) fn decode(b: &[u8]) -> Result<Option<Self>, String> {
+        if b.iter().all(|&x| x == 0) {
+            return Ok(None);
+        }
+        if &b[..8] != LABEL_MAGIC {
+            return Err("not a dia pool device (no DIAPOOL1 label) and not blank".into());
+        }
+        let mut r = Reader::new(&b[8..]);
+        let version = r.u32();
+        let shift = r.u32();
+        let label = Self {
+            pool_id: r.u64(),
+            index: r.u32(),
+            count: r.u32(),
+            device_bytes: r.u64(),
+            data_offset: r.u64(),
+            chunks: r.u32(),
+            slot_bytes: r.u64(),
+        };
+        let body = 8 + r.pos;
+        let crc = Reader::new(&b[body..]).u32();
+        if crc32fast::hash(&b[..body]) != crc {
+            return Err("pool label checksum mismatch (damaged label)".into());
+        }
+        if version != FORMAT_VERSION || shift != CHUNK_SHIFT {
+            return Err(format!(
+                "pool format {version} with chunk shift {shift}; this card reads format {FORMAT_VERSION}, shift {CHUNK_SHIFT}"
+            ));
+        }
+        Ok(Some(label))
+    }
+}
+
+/// A little-endian cursor over a byte slice that reads zeroes past the end
+/// (callers check lengths before trusting values).
+struct Reader<'a> {
+    b: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn new(b: &'a [u8]) -> Self {
+        Self { b, pos: 0 }
+    }
+    fn take<const N: usize>(&mut self) -> [u8; N] {
+        let mut out = [0u8; N];
+        if let Some(s) = self.b.get(self.pos..self.pos + N) {
+            out.copy_from_slice(s);
+        }
+        self.pos += N;
+        out
+    }
+    fn u8(&mut self) -> u8 {
+        self.take::<1>()[0]
+    }
+    fn u16(&mut self) -> u16 {
+        u16::from_le_bytes(self.take())
+    }
+    fn u32(&mut self) -> u32 {
+        u32::from_le_bytes(self.take())
+    }
+    fn u64(&mut self) -> u64 {
+        u64::from_le_bytes(self.take())
+    }
+    fn overrun(&self) -> bool {
+        self.pos > self.b.len()
+    }
+}
+
+pub(super) fn encode_meta(namespaces: &BTreeMap<u32, Namespace>) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend_from_slice(&(namespaces.len() as u32).to_le_bytes());
+    for (&nsid, ns) in namespaces {
+        b.extend_from_slice(&nsid.to_le_bytes());
+        b.push(ns.lba_shift);
+        b.push(u8::from(ns.attached));
+        b.extend_from_slice(&0u16.to_le_bytes());
+        b.extend_from_slice(&ns.size_blocks.to_le_bytes());
+        b.extend_from_slice(&ns.label);
+        let q = &ns.qos;
+        for v in [q.min_iops, q.max_iops, q.min_bytes_per_s, q.max_bytes_per_s] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        b.extend_from_slice(&q.weight.to_le_bytes());
+        b.extend_from_slice(&q.burst_ms.to_le_bytes());
+        b.extend_from_slice(&(ns.map.len() as u32).to_le_bytes());
+        let mut map: Vec<(u32, u32)> = ns.map.iter().map(|(&l, &p)| (l, p)).collect();
+        map.sort_unstable();
+        for (l, p) in map {
+            b.extend_from_slice(&l.to_le_bytes());
+            b.extend_from_slice(&p.to_le_bytes());
+        }
+    }
+    b
+}
+
+pub(super) fn decode_meta(b: &[u8], total_chunks: u32) -> Result<BTreeMap<u32, Namespace>, String> {
+    let mut r = Reader::new(b);
+    let count = r.u32();
+    if count > MAX_NAMESPACES {
+        return Err(format!("{count} namespaces"));
+    }
+    let mut used = vec![false; total_chunks as usize];
+    let mut out = BTreeMap::new();
+    for _ in 0..count {
+        let nsid = r.u32();
+        let lba_shift = r.u8();
+        let attached = r.u8() != 0;
+        let _pad = r.u16();
+        let size_blocks = r.u64();
+        let label = r.take::<{ abi::LABEL_LEN }>();
+        let qos = abi::QosSettings {
+            min_iops: r.u64(),
+            max_iops: r.u64(),
+            min_bytes_per_s: r.u64(),
+            max_bytes_per_s: r.u64(),
+            weight: r.u32(),
+            burst_ms: r.u32(),
+        };
+        let n = r.u32();
+        if nsid == 0 || nsid > MAX_NAMESPACES || out.contains_key(&nsid) {
+            return Err(format!("bad namespace id {nsid}"));
+        }
+        // As create_namespace checks it: `checked_shl` only checks the
+        // shift amount, so a size whose bytes overflow u64 (and wrap below
+        // the limit) must be refused by its block count.
+        if !(abi::LBA_SHIFT_MIN..=abi::LBA_SHIFT_MAX).contains(&lba_shift)
+            || size_blocks == 0
+            || size_blocks > u64::MAX >> lba_shift
+            || (size_blocks << lba_shift) > abi::NAMESPACE_MAX_BYTES
+        {
+            return Err(format!("namespace {nsid}: bad geometry"));
+        }
+        let logical_chunks = (size_blocks << lba_shift).div_ceil(CHUNK_BYTES);
+        if u64::from(n) > u64::from(total_chunks) {
+            return Err(format!("namespace {nsid}: {n} chunks"));
+        }
+        let mut map = HashMap::with_capacity(n as usize);
+        for _ in 0..n {
+            let (l, p) = (r.u32(), r.u32());
+            if u64::from(l) >= logical_chunks || p >= total_chunks || used[p as usize] {
+                return Err(format!("namespace {nsid}: bad chunk mapping {l}->{p}"));
+            }
+            used[p as usize] = true;
+            if map.insert(l, p).is_some() {
+                return Err(format!("namespace {nsid}: chunk {l} mapped twice"));
+            }
+        }
+        if r.overrun() {
+            return Err("truncated".into());
+        }
+        out.insert(
+            nsid,
+            Namespace {
+                size_blocks,
+                lba_shift,
+                attached,
+                label,
+                qos,
+                map,
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// A metadata slot's bytes: header (magic, generation, length, CRC) and
+/// payload.
+pub(super) fn slot_image(generation: u64, payload: &[u8]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(META_HEADER + payload.len());
+    b.extend_from_slice(META_MAGIC);
+    b.extend_from_slice(&generation.to_le_bytes());
+    b.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    b.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    b.extend_from_slice(payload);
+    b
+}
+
+pub(super) fn write_slot(
+    file: &File,
+    slot_bytes: u64,
+    generation: u64,
+    payload: &[u8],
+) -> std::io::Result<()> {
+    let b = slot_image(generation, payload);
+    if b.len() as u64 > slot_bytes {
+        return Err(std::io::Error::other("metadata larger than its slot"));
+    }
+    file.write_all_at(&b, LABEL_BYTES + (generation % 2) * slot_bytes)
+}
+
+/// Reads metadata slot `slot` (0 or 1). The header is not covered by the
+/// CRC, so a generation that commit could not have written there is
+/// refused as damage: generation g lives in slot g % 2 (a slot claiming
+/// the other parity would have the next commit overwrite the newest
+/// metadata), and u64::MAX has no successor to commit.
+pub(super) fn read_slot(
+    raw: &[u8],
+    slot: u64,
+    total_chunks: u32,
+) -> Result<(u64, BTreeMap<u32, Namespace>), String> {
+    if &raw[..8] != META_MAGIC {
+        return Err("no metadata magic".into());
+    }
+    let mut r = Reader::new(&raw[8..]);
+    let generation = r.u64();
+    if generation % 2 != slot % 2 || generation == u64::MAX {
+        return Err(format!("generation {generation} cannot be in slot {slot}"));
+    }
+    let len = r.u32() as usize;
+    let crc = r.u32();
+    let payload = raw
+        .get(META_HEADER..META_HEADER + len)
+        .ok_or("metadata length beyond its slot")?;
+    if crc32fast::hash(payload) != crc {
+        return Err(format!(
+            "generation {generation}: checksum mismatch (torn write)"
+        ));
+    }
+    let ns =
+        decode_meta(payload, total_chunks).map_err(|e| format!("generation {generation}: {e}"))?;
+    Ok((generation, ns))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pool::testing::*;
+
+    /// Found by the pool_meta fuzz target: a size whose bytes overflow
+    /// u64 wrapped below the 1 PiB limit and was accepted.
+    #[test]
+    fn metadata_with_an_overflowing_namespace_size_is_refused() {
+        let ns = |size_blocks| Namespace {
+            size_blocks,
+            lba_shift: 9,
+            attached: true,
+            label: label("huge"),
+            qos: abi::QosSettings::default(),
+            map: HashMap::new(),
+        };
+        let meta = |size_blocks| BTreeMap::from([(1, ns(size_blocks))]);
+        assert!(decode_meta(&encode_meta(&meta(1 << 20)), 8).is_ok());
+        for size in [0xff00_0000_0000_0000, u64::MAX, (u64::MAX >> 9) + 1] {
+            assert!(
+                decode_meta(&encode_meta(&meta(size)), 8).is_err(),
+                "{size:#x} blocks of 512 bytes accepted"
+            );
+        }
+    }
+}
