@@ -13,10 +13,15 @@ use super::{Namespace, CHUNK_BYTES, CHUNK_SHIFT, MAX_NAMESPACES};
 
 pub(super) const LABEL_BYTES: u64 = 4096;
 const LABEL_MAGIC: &[u8; 8] = b"DIAPOOL1";
-const META_MAGIC: &[u8; 8] = b"DIAMETA1";
-const FORMAT_VERSION: u32 = 2;
-/// magic, generation, payload length, payload CRC32.
-pub(super) const META_HEADER: usize = 8 + 8 + 4 + 4;
+const META_MAGIC: &[u8; 8] = b"DIAMETA2";
+/// 3: the metadata slot's CRC covers its header too (`DIAMETA2`); format 2
+/// slots (`DIAMETA1`) had it over the payload only.
+const FORMAT_VERSION: u32 = 3;
+/// The slot header's fields the CRC covers: magic, generation, payload
+/// length.
+const META_FIELDS: usize = 8 + 8 + 4;
+/// Those fields and the CRC32 over them and the payload.
+pub(super) const META_HEADER: usize = META_FIELDS + 4;
 /// nsid, lba_shift, attached, pad, size_blocks, label, QoS, map length.
 const NS_RECORD: usize = 4 + 1 + 1 + 2 + 8 + abi::LABEL_LEN + QOS_RECORD + 4;
 /// min/max IOPS, min/max bytes/s, weight, burst.
@@ -230,6 +235,16 @@ pub(super) fn decode_meta(b: &[u8], total_chunks: u32) -> Result<BTreeMap<u32, N
     Ok(out)
 }
 
+/// The CRC32 of a metadata slot: over its header's fields (magic,
+/// generation, length) and its payload, so no byte a reader trusts is
+/// outside it.
+fn slot_crc(fields: &[u8], payload: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(fields);
+    h.update(payload);
+    h.finalize()
+}
+
 /// A metadata slot's bytes: header (magic, generation, length, CRC) and
 /// payload.
 pub(super) fn slot_image(generation: u64, payload: &[u8]) -> Vec<u8> {
@@ -237,7 +252,8 @@ pub(super) fn slot_image(generation: u64, payload: &[u8]) -> Vec<u8> {
     b.extend_from_slice(META_MAGIC);
     b.extend_from_slice(&generation.to_le_bytes());
     b.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    b.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    let crc = slot_crc(&b, payload);
+    b.extend_from_slice(&crc.to_le_bytes());
     b.extend_from_slice(payload);
     b
 }
@@ -255,11 +271,14 @@ pub(super) fn write_slot(
     file.write_all_at(&b, LABEL_BYTES + (generation % 2) * slot_bytes)
 }
 
-/// Reads metadata slot `slot` (0 or 1). The header is not covered by the
-/// CRC, so a generation that commit could not have written there is
-/// refused as damage: generation g lives in slot g % 2 (a slot claiming
-/// the other parity would have the next commit overwrite the newest
-/// metadata), and u64::MAX has no successor to commit.
+/// Reads metadata slot `slot` (0 or 1) from `raw` (at least
+/// [`META_HEADER`] bytes). Nothing is believed before the CRC over the
+/// header and the payload matches: a torn or damaged slot, header
+/// included, is refused and the other slot is used. A generation that
+/// commit could not have written there is refused as damage too, CRC or
+/// not: generation g lives in slot g % 2 (a slot claiming the other parity
+/// would have the next commit overwrite the newest metadata), and u64::MAX
+/// has no successor to commit.
 pub(super) fn read_slot(
     raw: &[u8],
     slot: u64,
@@ -270,18 +289,17 @@ pub(super) fn read_slot(
     }
     let mut r = Reader::new(&raw[8..]);
     let generation = r.u64();
-    if generation % 2 != slot % 2 || generation == u64::MAX {
-        return Err(format!("generation {generation} cannot be in slot {slot}"));
-    }
     let len = r.u32() as usize;
     let crc = r.u32();
     let payload = raw
-        .get(META_HEADER..META_HEADER + len)
+        .get(META_HEADER..)
+        .and_then(|rest| rest.get(..len))
         .ok_or("metadata length beyond its slot")?;
-    if crc32fast::hash(payload) != crc {
-        return Err(format!(
-            "generation {generation}: checksum mismatch (torn write)"
-        ));
+    if slot_crc(&raw[..META_FIELDS], payload) != crc {
+        return Err("checksum mismatch (torn write or damaged header)".into());
+    }
+    if generation % 2 != slot % 2 || generation == u64::MAX {
+        return Err(format!("generation {generation} cannot be in slot {slot}"));
     }
     let ns =
         decode_meta(payload, total_chunks).map_err(|e| format!("generation {generation}: {e}"))?;
@@ -312,6 +330,37 @@ mod tests {
                 decode_meta(&encode_meta(&meta(size)), 8).is_err(),
                 "{size:#x} blocks of 512 bytes accepted"
             );
+        }
+    }
+
+    /// Every header byte is under the CRC: a slot damaged anywhere in its
+    /// header or payload is refused, never decoded with a wrong generation
+    /// or length.
+    #[test]
+    fn a_damaged_slot_header_or_payload_is_refused() {
+        let ns = Namespace {
+            size_blocks: 1 << 10,
+            lba_shift: 12,
+            attached: true,
+            label: label("crc"),
+            qos: abi::QosSettings::default(),
+            map: HashMap::from([(0, 3)]),
+        };
+        let payload = encode_meta(&BTreeMap::from([(1, ns)]));
+        let mut good = slot_image(4, &payload);
+        // As read from the device: the slot's tail is zeroes.
+        good.resize(good.len() + 64, 0);
+        let (generation, decoded) = read_slot(&good, 0, 8).unwrap();
+        assert_eq!((generation, decoded.len()), (4, 1));
+        for at in 0..META_HEADER + payload.len() {
+            for flip in [0x01, 0x80] {
+                let mut bad = good.clone();
+                bad[at] ^= flip;
+                assert!(
+                    read_slot(&bad, 0, 8).is_err(),
+                    "byte {at} ^ {flip:#x} of the slot accepted"
+                );
+            }
         }
     }
 }

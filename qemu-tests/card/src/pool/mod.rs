@@ -12,9 +12,10 @@
 //!   starts and how many chunks the device holds, and a CRC32;
 //! - device 0 then holds two metadata slots. A commit writes the whole
 //!   metadata (namespaces and their chunk maps) with a generation number and
-//!   a CRC to the slot the previous commit did not use, then syncs. Opening
-//!   takes the valid slot with the highest generation, so a crash mid-commit
-//!   falls back to the previous one;
+//!   a CRC over the slot's header and payload to the slot the previous
+//!   commit did not use, then syncs. Opening takes the valid slot with the
+//!   highest generation, so a crash mid-commit (or a damaged slot, header
+//!   included) falls back to the previous one;
 //! - data chunks follow, device after device.
 //!
 //! Crash safety. Data goes to the devices with positional writes (the host's

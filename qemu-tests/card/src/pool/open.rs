@@ -289,7 +289,7 @@ mod tests {
     }
 
     /// Found by the pool_meta fuzz target: a slot claiming generation
-    /// u64::MAX (the header has no CRC) won at open and the next commit
+    /// u64::MAX (the header had no CRC then) won at open and the next commit
     /// overflowed (in a release build: wrapped to 0 and lost every later
     /// commit at the next open). Such a slot, and one whose generation has
     /// the other slot's parity, are damage: the other slot is used.
@@ -362,6 +362,37 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("not a dia pool"), "{e}");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// A damaged header byte must not roll the pool back: the older slot's
+    /// generation raised by 2 (same parity) once made it the newest, and
+    /// the newer commit's namespaces were lost. The CRC covers the header:
+    /// the damaged slot is refused and the newest real commit is used.
+    #[test]
+    fn a_slot_with_a_damaged_header_is_refused() {
+        let d = tmp("header");
+        let s = spec(&d, &["a.img"], 16 << 20);
+        {
+            let pool = Pool::open(&s).unwrap();
+            // Generation 2 in slot 0, then generation 3 in slot 1.
+            pool.create_namespace(64, 12, label("one")).unwrap();
+            pool.create_namespace(64, 12, label("two")).unwrap();
+            assert_eq!(*pool.commit.lock().unwrap(), 3);
+        }
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(d.join("a.img"))
+            .unwrap();
+        // Slot 0's generation, low byte: 2 -> 4.
+        let mut byte = [0u8];
+        f.read_exact_at(&mut byte, LABEL_BYTES + 8).unwrap();
+        assert_eq!(byte[0], 2);
+        f.write_all_at(&[4], LABEL_BYTES + 8).unwrap();
+        let pool = Pool::open(&s).unwrap();
+        assert_eq!(pool.namespace_ids(0, false), vec![1, 2]);
+        assert_eq!(*pool.commit.lock().unwrap(), 3);
         let _ = std::fs::remove_dir_all(&d);
     }
 }
