@@ -128,6 +128,15 @@ pub const ADMIN_QUEUE_MAX_ENTRIES: u32 = 4096;
 // Queue entries (NVMe-shaped).
 // ---------------------------------------------------------------------------
 
+/// Bytes of a memory page as PRP entries describe memory (NVMe's memory page
+/// size, fixed here). PRP1 may start anywhere in its page (dword aligned);
+/// every later entry is page aligned and covers at most one page; a PRP list
+/// is one page of [`PRP_LIST_ENTRIES`] entries whose last chains to the next
+/// list page when more follow.
+pub const PRP_PAGE_BYTES: u64 = 4096;
+/// Entries (u64 addresses) of one PRP list page.
+pub const PRP_LIST_ENTRIES: usize = (PRP_PAGE_BYTES / 8) as usize;
+
 /// A 64-byte submission queue entry, laid out like NVMe's common command.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -255,10 +264,11 @@ pub const ADMIN_CREATE_IO_CQ: u8 = 0x05;
 /// Identify: CDW10 [`IdentifyCns`] (bits 7:0 select the structure,
 /// `CNS_*`); PRP1 points at a 4 KiB buffer.
 pub const ADMIN_IDENTIFY: u8 = 0x06;
-/// Abort (NVMe): CDW10 names the command, [`AbortTarget`]; CDW11 bit 0 is
-/// [`ABORT_KEEP_QUEUED`]. Result (completion dword 0): bit 0
-/// [`ABORT_RESULT_NOT_ABORTED`], bit 1 [`ABORT_RESULT_QUEUED`]. An aborted
-/// command completes on its own queue with [`STATUS_ABORT_REQUESTED`].
+/// Abort (NVMe): CDW10 names the command, [`AbortTarget`]; CDW11
+/// [`AbortOptions`] (bit 0 [`ABORT_KEEP_QUEUED`]). Result (completion dword
+/// 0), [`AbortResult`]: bit 0 [`ABORT_RESULT_NOT_ABORTED`], bit 1
+/// [`ABORT_RESULT_QUEUED`]. An aborted command completes on its own queue
+/// with [`STATUS_ABORT_REQUESTED`].
 pub const ADMIN_ABORT: u8 = 0x08;
 /// Abort CDW11 (vendor): a command waiting in the card's QoS scheduler (held
 /// on purpose by a ceiling, or queued behind the media's rate) is not
@@ -296,6 +306,92 @@ impl AbortTarget {
     }
 }
 
+/// CDW11 of Abort: what the driver asks for. Every bit but bit 0 is
+/// reserved and refused (unlike most words, whose unknown bits are ignored):
+/// a driver that sets one means something this card does not do.
+///
+/// ```
+/// use dia_abi::card::{AbortOptions, CommandWordError, ABORT_KEEP_QUEUED};
+///
+/// let query = AbortOptions { keep_queued: true };
+/// assert_eq!(query.cdw11(), ABORT_KEEP_QUEUED);
+/// assert_eq!(AbortOptions::from_cdw11(ABORT_KEEP_QUEUED), Ok(query));
+/// assert_eq!(AbortOptions::from_cdw11(0), Ok(AbortOptions::default()));
+/// assert_eq!(
+///     AbortOptions::from_cdw11(1 << 5),
+///     Err(CommandWordError::AbortReserved(1 << 5))
+/// );
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AbortOptions {
+    /// Bit 0, [`ABORT_KEEP_QUEUED`]: only ask whether the command waits in
+    /// the QoS scheduler; do not abort it.
+    pub keep_queued: bool,
+}
+
+impl AbortOptions {
+    /// Encodes the word.
+    pub const fn cdw11(self) -> u32 {
+        if self.keep_queued {
+            ABORT_KEEP_QUEUED
+        } else {
+            0
+        }
+    }
+
+    /// Decodes the word; a reserved bit set is refused.
+    pub const fn from_cdw11(cdw11: u32) -> Result<Self, CommandWordError> {
+        if cdw11 & !ABORT_KEEP_QUEUED != 0 {
+            return Err(CommandWordError::AbortReserved(cdw11));
+        }
+        Ok(Self {
+            keep_queued: cdw11 & ABORT_KEEP_QUEUED != 0,
+        })
+    }
+}
+
+/// Completion dword 0 of Abort: what became of the command.
+///
+/// ```
+/// use dia_abi::card::{AbortResult, ABORT_RESULT_NOT_ABORTED, ABORT_RESULT_QUEUED};
+///
+/// let waits = AbortResult { aborted: false, queued: true };
+/// assert_eq!(waits.dw0(), ABORT_RESULT_NOT_ABORTED | ABORT_RESULT_QUEUED);
+/// assert_eq!(AbortResult::from_dw0(waits.dw0()), waits);
+/// assert_eq!(AbortResult::from_dw0(0), AbortResult { aborted: true, queued: false });
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AbortResult {
+    /// Bit 0 clear ([`ABORT_RESULT_NOT_ABORTED`] is set when it was not):
+    /// the command was taken out and completes with
+    /// [`STATUS_ABORT_REQUESTED`] on its own queue.
+    pub aborted: bool,
+    /// Bit 1, [`ABORT_RESULT_QUEUED`]: the command waits in the QoS
+    /// scheduler (answered to [`AbortOptions::keep_queued`]).
+    pub queued: bool,
+}
+
+impl AbortResult {
+    /// Encodes the dword.
+    pub const fn dw0(self) -> u32 {
+        let not_aborted = if self.aborted {
+            0
+        } else {
+            ABORT_RESULT_NOT_ABORTED
+        };
+        let queued = if self.queued { ABORT_RESULT_QUEUED } else { 0 };
+        not_aborted | queued
+    }
+
+    /// Decodes the dword; other bits are ignored.
+    pub const fn from_dw0(dw0: u32) -> Self {
+        Self {
+            aborted: dw0 & ABORT_RESULT_NOT_ABORTED == 0,
+            queued: dw0 & ABORT_RESULT_QUEUED != 0,
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Command words. Each command dword with fields is a small typed value:
 // `cdw10()`/`cdw11()`/`cdw12()` encode it (the driver), `from_cdw10()`... decode
@@ -321,6 +417,8 @@ pub enum CommandWordError {
     Select(u8),
     /// A port id above 16 bits (the whole CDW10 of the port commands is the id).
     PortId(u32),
+    /// An Abort CDW11 with a reserved bit (any but [`ABORT_KEEP_QUEUED`]) set.
+    AbortReserved(u32),
 }
 
 impl CommandWordError {

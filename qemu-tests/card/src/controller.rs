@@ -426,25 +426,28 @@ impl Controller {
     /// that runs, has completed or is unknown is not aborted: the driver's
     /// next step for it is a controller reset, which waits for it.
     fn abort(&mut self, sqe: &SubmissionEntry) -> Result<u32, u16> {
-        if sqe.cdw11 & !abi::ABORT_KEEP_QUEUED != 0 {
-            return Err(abi::STATUS_INVALID_FIELD);
-        }
+        let options = abi::AbortOptions::from_cdw11(sqe.cdw11).map_err(|e| e.status())?;
         let target = abi::AbortTarget::from_cdw10(sqe.cdw10);
         let is_it = |p: &io_queue::Pending| p.qid == target.sqid && p.sqe.cid == target.cid;
+        let not_aborted = |queued| {
+            abi::AbortResult {
+                aborted: false,
+                queued,
+            }
+            .dw0()
+        };
         if target.sqid == 0 {
             // Admin commands run one at a time, in order: none waits.
-            return Ok(abi::ABORT_RESULT_NOT_ABORTED);
+            return Ok(not_aborted(false));
         }
-        if sqe.cdw11 & abi::ABORT_KEEP_QUEUED != 0 {
+        if options.keep_queued {
             let queued = self.io.sched().any(is_it);
             debug!(sqid = target.sqid, cid = target.cid, queued, "abort query");
-            return Ok(
-                abi::ABORT_RESULT_NOT_ABORTED | if queued { abi::ABORT_RESULT_QUEUED } else { 0 }
-            );
+            return Ok(not_aborted(queued));
         }
         let taken = self.io.sched().remove_where(is_it);
         if taken.is_empty() {
-            return Ok(abi::ABORT_RESULT_NOT_ABORTED);
+            return Ok(not_aborted(false));
         }
         let never = AtomicBool::new(false);
         for p in taken {
@@ -455,7 +458,11 @@ impl Controller {
                 Err(why) => self.fatal(&why),
             }
         }
-        Ok(0)
+        Ok(abi::AbortResult {
+            aborted: true,
+            queued: false,
+        }
+        .dw0())
     }
 
     fn identify(&mut self, sqe: &SubmissionEntry) -> Result<u32, u16> {

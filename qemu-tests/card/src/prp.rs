@@ -5,7 +5,7 @@ use dia_abi::card as abi;
 
 use crate::guest_memory::GuestMemory;
 
-const PAGE: u64 = 4096;
+const PAGE: u64 = abi::PRP_PAGE_BYTES;
 
 /// Splits a transfer of `len` bytes described by PRP1/PRP2 into guest
 /// (address, length) segments, following PRP lists as NVMe defines them:
