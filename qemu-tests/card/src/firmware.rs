@@ -26,6 +26,7 @@ use crate::pool::{Pool, PoolSpec};
 struct Running {
     stop: Arc<AtomicBool>,
     thread: JoinHandle<()>,
+    pool: Option<Arc<Pool>>,
 }
 
 /// The firmware: a controller that can be killed and restarted.
@@ -59,7 +60,7 @@ impl Firmware {
             Some(spec) => Some(Arc::new(Pool::open(spec)?)),
             None => None,
         };
-        let mut ctrl = Controller::new(self.board.clone(), self.cfg.clone(), pool);
+        let mut ctrl = Controller::new(self.board.clone(), self.cfg.clone(), pool.clone());
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
         let thread = std::thread::Builder::new()
@@ -67,7 +68,7 @@ impl Firmware {
             .spawn(move || ctrl.run(&s))?;
         self.boots += 1;
         info!(boot = self.boots, "firmware started");
-        self.running = Some(Running { stop, thread });
+        self.running = Some(Running { stop, thread, pool });
         Ok(())
     }
 
@@ -85,6 +86,12 @@ impl Firmware {
             .write32(abi::REG_FW_STATUS, abi::FW_STATUS_FAILED);
         warn!("firmware killed");
         Ok(())
+    }
+
+    /// The pool the running firmware serves (none while it is dead): the
+    /// fabric target reaches the card's namespaces through it.
+    pub fn pool(&self) -> Option<Arc<Pool>> {
+        self.running.as_ref().and_then(|r| r.pool.clone())
     }
 
     /// `running` or `dead`.

@@ -16,6 +16,7 @@ mod bar;
 mod board;
 mod controller;
 mod doorbell;
+mod fabric;
 mod fault;
 mod firmware;
 #[cfg(feature = "fuzzing")]
@@ -36,6 +37,13 @@ pub use bar::Bar;
 pub use board::Board;
 pub use controller::{CardConfig, Controller};
 pub use doorbell::{EventFd, Interrupts};
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub use fabric::fuzz as fabric_fuzz;
+pub use fabric::{
+    serve as serve_fabric, PoolSource, Target as FabricTarget, TargetConfig as FabricConfig,
+    MAX_CONNECTIONS as FABRIC_MAX_CONNECTIONS,
+};
 pub use fault::{Fault, FaultError};
 pub use firmware::{serve_control, Firmware};
 pub use guest_memory::{GuestMemory, MemoryError, SharedMemory};

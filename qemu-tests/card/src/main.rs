@@ -2,17 +2,19 @@
 //! `ivshmem-doorbell` device connects to, lays out the card's registers in
 //! BAR2 (shared memory), maps the guest's RAM for DMA, opens its flash pool
 //! and runs the firmware until killed. `--uplink-bind`/`--uplink-peer`
-//! link its embedded switch to other cards over UDP. With `--control` the firmware can be
-//! crashed and restarted on request (for tests) while QEMU stays connected.
+//! link its embedded switch to other cards over UDP. `--fabric-listen` serves
+//! the card's namespaces to remote hosts over NVMe/TCP (docs/fabric.md).
+//! With `--control` the firmware can be crashed and restarted on request
+//! (for tests) while QEMU stays connected.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use dia_card::{
-    serve_control, Bar, Board, CardConfig, EventFd, Fault, Firmware, GuestMemory, Interrupts,
-    PoolSpec, Server, SharedMemory,
+    serve_control, serve_fabric, Bar, Board, CardConfig, EventFd, FabricConfig, Fault, Firmware,
+    GuestMemory, Interrupts, PoolSource, PoolSpec, Server, SharedMemory,
 };
 use tracing::info;
 
@@ -118,6 +120,20 @@ struct Args {
         requires = "uplink_bind"
     )]
     uplink_peers: Vec<std::net::SocketAddr>,
+    /// TCP address (ADDR:PORT) of the card's storage uplink: an NVMe over
+    /// Fabrics TCP target serving each attached namespace as subsystem
+    /// `nqn.2026-12.io.dia:<serial>:ns<NSID>`, with a discovery controller
+    /// (docs/fabric.md). Off without it.
+    #[arg(long, value_name = "ADDR:PORT")]
+    fabric_listen: Option<std::net::SocketAddr>,
+    /// Address the fabric's discovery log gives hosts (default: the
+    /// address each host's connection reached).
+    #[arg(long, value_name = "ADDR:PORT", requires = "fabric_listen")]
+    fabric_advertise: Option<std::net::SocketAddr>,
+    /// Most NVMe/TCP connections (queues) at once, all hosts together.
+    #[arg(long, default_value_t = dia_card::FABRIC_MAX_CONNECTIONS,
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    fabric_max_connections: u16,
     /// Inject a fault for tests: `exit-on-admin=OPCODE:N` (die on the N-th
     /// admin command with OPCODE, before completing it) or `never-ready`
     /// (firmware never reports running).
@@ -169,6 +185,12 @@ fn main() -> Result<()> {
     )
     .with_context(|| format!("listening on {}", args.socket.display()))?;
 
+    let fabric = args.fabric_listen.map(|listen| FabricConfig {
+        listen,
+        serial: args.serial.clone(),
+        advertise: args.fabric_advertise,
+        max_connections: usize::from(args.fabric_max_connections),
+    });
     let cfg = CardConfig {
         serial: args.serial,
         vectors: args.vectors,
@@ -206,6 +228,14 @@ fn main() -> Result<()> {
     if let Some(path) = &args.control {
         serve_control(firmware.clone(), path)
             .with_context(|| format!("listening on {}", path.display()))?;
+    }
+    if let Some(fabric) = fabric {
+        let listen = fabric.listen;
+        let fw = firmware.clone();
+        let pools: PoolSource =
+            Arc::new(move || fw.lock().unwrap_or_else(PoisonError::into_inner).pool());
+        serve_fabric(fabric, pools)
+            .with_context(|| format!("listening on {listen} for NVMe/TCP (--fabric-listen)"))?;
     }
     std::thread::Builder::new()
         .name("ivshmem".into())
