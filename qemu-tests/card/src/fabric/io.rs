@@ -19,19 +19,33 @@ fn failed(e: &StorageError) -> Outcome {
     Outcome::status(e.status())
 }
 
-/// The data a command moves, in bytes, when the command says so itself
-/// (Read, Write, Dataset Management); the SGL must describe exactly that.
-pub fn data_len(pool: Option<&Pool>, card_nsid: u32, cmd: &Command) -> Result<Option<u64>, u16> {
+/// How much data a command says it moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataLen {
+    /// Exactly this many bytes (Read, Write: the blocks).
+    Exact(u64),
+    /// At least this many (Dataset Management: its ranges; the Linux host
+    /// always sends a whole 4 KiB page of them).
+    AtLeast(u64),
+}
+
+/// The data a command moves, when the command says so itself; the SGL
+/// must describe that.
+pub fn data_len(
+    pool: Option<&Pool>,
+    card_nsid: u32,
+    cmd: &Command,
+) -> Result<Option<DataLen>, u16> {
     match cmd.opcode() {
         opcode::READ | opcode::WRITE => {
             let pool = pool.ok_or(status::NAMESPACE_NOT_READY)?;
             check_nsid(cmd, false)?;
             let shift = pool.io_lba_shift(card_nsid).map_err(|e| e.status())?;
-            Ok(Some(cmd.blocks() << shift))
+            Ok(Some(DataLen::Exact(cmd.blocks() << shift)))
         }
-        opcode::DATASET_MANAGEMENT => Ok(Some(
+        opcode::DATASET_MANAGEMENT => Ok(Some(DataLen::AtLeast(
             (u64::from(cmd.cdw(10) & 0xff) + 1) * DSM_RANGE_BYTES as u64,
-        )),
+        ))),
         _ => Ok(None),
     }
 }

@@ -21,7 +21,7 @@ use crate::guest_memory::{GuestMemory, SharedMemory};
 use super::admin::{self, Outcome};
 use super::command::{fctype, sgl_id, status, Command, ConnectData, Direction};
 use super::controller::{Ctrl, Shared, Subsystem};
-use super::io;
+use super::io::{self, DataLen};
 use super::pdu::{
     self, fes, Capsule, Completion, Data, Digests, Fatal, Header, IcResp, Limits, Pdu, R2t, Term,
     HEADER_BYTES,
@@ -325,8 +325,14 @@ impl Connection {
             return Ok(());
         };
         let pool = self.shared.pool();
+        let len = len as u64;
         match io::data_len(pool.as_deref(), nsid, cmd)? {
-            Some(want) if want != len as u64 => Err(status::SGL_LENGTH_INVALID | status::DNR),
+            Some(DataLen::Exact(want)) if want != len => {
+                Err(status::SGL_LENGTH_INVALID | status::DNR)
+            }
+            Some(DataLen::AtLeast(want)) if want > len => {
+                Err(status::SGL_LENGTH_INVALID | status::DNR)
+            }
             _ => Ok(()),
         }
     }

@@ -366,6 +366,16 @@ fn io_session(digests: Digests, name: &str) {
         .data
         .iter()
         .all(|&b| b == 0));
+    // Dataset Management as Linux sends it: one range in a whole page.
+    let mut dsm = [0u8; 64];
+    dsm[0] = opcode::DATASET_MANAGEMENT;
+    dsm[4] = 1;
+    dsm[44] = 1 << 2;
+    let mut ranges = vec![0u8; 4096];
+    ranges[4..8].copy_from_slice(&64u32.to_le_bytes());
+    ranges[8..16].copy_from_slice(&100u64.to_le_bytes());
+    assert_eq!(io.run(dsm, &ranges, true, 0).cqe.status, 0);
+    assert!(read_local(&pool, 1, 100, 256 << 10).iter().all(|&b| b == 0));
     // The namespace deleted locally: I/O fails, the queue stays usable.
     pool.set_attached(1, false).unwrap();
     pool.delete_namespace(1).unwrap();
