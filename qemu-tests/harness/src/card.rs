@@ -134,6 +134,14 @@ pub fn supports_uplink(binary: &Path) -> Result<bool> {
     Ok(String::from_utf8_lossy(&out.stdout).contains("--uplink-bind"))
 }
 
+/// A TCP port on 127.0.0.1 that was free a moment ago (for the card's
+/// NVMe/TCP target, `--fabric-listen`).
+pub fn free_tcp_port() -> Result<u16> {
+    let l =
+        std::net::TcpListener::bind("127.0.0.1:0").context("binding a TCP port on 127.0.0.1")?;
+    Ok(l.local_addr().context("TCP socket address")?.port())
+}
+
 /// `n` UDP ports on 127.0.0.1 that were free a moment ago (all bound at
 /// once so they differ, then released for the cards to bind).
 pub fn free_udp_ports(n: usize) -> Result<Vec<u16>> {

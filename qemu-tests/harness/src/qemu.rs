@@ -197,6 +197,15 @@ fn start_node(
     };
     let mut card_args = scenario.card_args.clone();
     card_args.extend(spec.uplink.iter().cloned());
+    // The card's NVMe/TCP target, reached from the guest through QEMU's
+    // user-mode network (the host's 127.0.0.1 is 10.0.2.2 there).
+    let fabric_port = if scenario.fabric {
+        let port = card::free_tcp_port()?;
+        card_args.extend(["--fabric-listen".into(), format!("127.0.0.1:{port}")]);
+        Some(port)
+    } else {
+        None
+    };
     let card = Card::start(
         &artefacts.card,
         dir,
@@ -220,6 +229,10 @@ fn start_node(
         append.push_str(&format!(" appliance.node={index} appliance.nodes={count}"));
     }
     let mut qemu_args = scenario.qemu_args.clone();
+    if let Some(port) = fabric_port {
+        append.push_str(&format!(" appliance.fabric_port={port}"));
+        qemu_args.extend(["-nic".to_string(), "user,model=virtio-net-pci".to_string()]);
+    }
     if scenario.state_disk {
         // The appliance's own disk for /var/lib/dia, kept across its reboots.
         let state = dir.join("state.img");

@@ -5,7 +5,10 @@
 //! `# appliances: N` (N appliances, each with its own card and QEMU, their
 //! cards linked by their uplinks; default 1), `# service: on` (the appliance
 //! loads `dia.ko` and starts diad at boot with its init script, as a real
-//! appliance does; by default the scenario does it through `lib.sh`).
+//! appliance does; by default the scenario does it through `lib.sh`),
+//! `# fabric: on` (the card serves NVMe/TCP on a free loopback port, the
+//! guest gets a user-mode NIC to reach it at 10.0.2.2, and the port is on
+//! the kernel command line as `appliance.fabric_port=`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -39,6 +42,9 @@ pub struct Scenario {
     pub service: bool,
     /// Each appliance has a state disk kept across its reboots.
     pub state_disk: bool,
+    /// Each card serves NVMe/TCP (`--fabric-listen`) and its guest has a
+    /// user-mode NIC that reaches it.
+    pub fabric: bool,
 }
 
 /// All scenarios, sorted by name (`lib.sh` is the shared library, not a scenario).
@@ -71,6 +77,7 @@ pub fn parse(path: &Path) -> Result<Scenario> {
         appliances: 1,
         service: false,
         state_disk: false,
+        fabric: false,
     };
     for line in text.lines().take_while(|l| l.starts_with('#')) {
         let body = line.trim_start_matches('#').trim();
@@ -98,6 +105,12 @@ pub fn parse(path: &Path) -> Result<Scenario> {
                     "{}: state-disk: is on or off, not '{other}'",
                     path.display()
                 ),
+            };
+        } else if let Some(v) = body.strip_prefix("fabric:") {
+            s.fabric = match v.trim() {
+                "on" => true,
+                "off" => false,
+                other => anyhow::bail!("{}: fabric: is on or off, not '{other}'", path.display()),
             };
         } else if let Some(v) = body.strip_prefix("appliances:") {
             s.appliances = v
@@ -199,6 +212,9 @@ mod tests {
         assert_eq!(s.summary, "Two nodes boot.");
         let s = parse_text("one", "# One node.\n")?;
         assert_eq!(s.appliances, 1);
+        assert!(!s.fabric);
+        assert!(parse_text("fab", "# fabric: on\n# NVMe/TCP.\n")?.fabric);
+        assert!(parse_text("bad", "# fabric: yes\n").is_err());
         assert!(parse_text("bad", "# appliances: 0\n").is_err());
         assert!(parse_text("bad", "# appliances: many\n").is_err());
         Ok(())
