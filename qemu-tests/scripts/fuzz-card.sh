@@ -6,6 +6,10 @@
 # passes nightly-only compiler flags (sanitizer, coverage); on a stable
 # toolchain RUSTC_BOOTSTRAP=1 lets them through, so no nightly is needed.
 #
+# The targets (`cargo fuzz list`, from card/fuzz/Cargo.toml): admin, nvm_io,
+# prp, port_tx, pool_meta, and fabric_pdu (the NVMe/TCP target's PDU parser
+# and connection state machine).
+#
 # Usage: fuzz-card.sh [SECONDS]    (per target; default 20)
 #   FUZZ_TARGETS="prp nvm_io" runs only those targets.
 # What a run adds to a corpus stays in card/fuzz/work/TARGET (not
