@@ -2,9 +2,9 @@
 //! creates its `/dev/dia` node; remove tears both down. Open files keep the
 //! `Card` alive after remove and then get `ENODEV`.
 
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 
-use kernel::error::code::{ENODEV, ENOENT};
+use kernel::error::code::{ENODEV, ENOENT, ENOSPC};
 use kernel::prelude::*;
 use kernel::str::CString;
 use kernel::sync::{Arc, Mutex};
@@ -17,8 +17,49 @@ use crate::glue::{miscdev, net, pci};
 use crate::port::PortPath;
 use crate::slots;
 
-/// Next card index (`/dev/dia` for card 0, `/dev/dia1` for card 1, ...).
-static NEXT_INDEX: AtomicU32 = AtomicU32::new(0);
+/// Card indices in use, one bit each (`/dev/dia` for card 0, `/dev/dia1`
+/// for card 1, ...): a card removed and found again (PCI remove and rescan,
+/// a hot-plugged card) gets the lowest free index, so the appliance's one
+/// card is `/dev/dia` again, as `nvme0` is for nvme's instance allocator.
+static INDICES: AtomicU64 = AtomicU64::new(0);
+
+/// A card index held from probe to the end of remove, when every name made
+/// from it (`/dev/dia`, `dia0n1`, `dia0p1`) is gone.
+///
+/// # Invariants
+///
+/// `self.0 < 64` and its bit is set in [`INDICES`] for as long as `self`
+/// lives.
+struct CardIndex(u32);
+
+impl CardIndex {
+    /// The lowest free index; `ENOSPC` with 64 cards bound.
+    fn take() -> Result<Self> {
+        let mut used = INDICES.load(Ordering::Relaxed);
+        loop {
+            let index = (!used).trailing_zeros();
+            if index >= 64 {
+                return Err(ENOSPC);
+            }
+            match INDICES.compare_exchange_weak(
+                used,
+                used | 1 << index,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                // INVARIANT: index < 64 and this thread just set its bit.
+                Ok(_) => return Ok(Self(index)),
+                Err(now) => used = now,
+            }
+        }
+    }
+}
+
+impl Drop for CardIndex {
+    fn drop(&mut self) {
+        INDICES.fetch_and(!(1 << self.0), Ordering::AcqRel);
+    }
+}
 
 /// State shared by the PCI binding and open `/dev/dia` files.
 #[pin_data]
@@ -153,6 +194,8 @@ pub(crate) struct BoundCard {
     // Field order is drop order: the device node goes before the card state.
     misc: Option<miscdev::Registration<Card>>,
     card: Arc<Card>,
+    /// Freed last, after the names made from it are gone.
+    index: CardIndex,
 }
 
 /// The PCI driver for dia cards.
@@ -169,7 +212,8 @@ impl pci::Driver for CardDriver {
             dev.device_id()
         );
         let hw = Hardware::probe(dev)?;
-        let index = NEXT_INDEX.fetch_add(1, Ordering::Relaxed);
+        let held = CardIndex::take()?;
+        let index = held.0;
         let mut ctrl = Controller::new(hw, index)?;
         let id = ctrl.identify()?;
         ctrl.setup_io()?;
@@ -213,6 +257,7 @@ impl pci::Driver for CardDriver {
             BoundCard {
                 misc: Some(misc),
                 card,
+                index: held,
             },
             GFP_KERNEL,
         )?)
@@ -236,6 +281,6 @@ impl pci::Driver for CardDriver {
         // A recovery run queued before that finds no controller; wait for
         // it before this module's code can go away (not under the lock).
         crate::glue::work::cancel_sync(&data.card.recovery);
-        pr_info!("{}: card {} removed\n", dev.name(), data.card.index);
+        pr_info!("{}: card {} removed\n", dev.name(), data.index.0);
     }
 }

@@ -115,7 +115,8 @@ impl NetDev {
         check(unsafe { ffi::dia_shim_netdev_set_mtu(self.as_raw(), u32::from(mtu)) })
     }
 
-    /// Carrier (link) on or off.
+    /// Carrier (link) on or off; ignored while the device is not (or no
+    /// longer) registered, so no carrier event outlives unregistering.
     pub(crate) fn set_carrier(&self, on: bool) {
         // SAFETY: `raw` is live (type invariant); callable from any context.
         unsafe { ffi::dia_shim_netif_carrier(self.as_raw(), i32::from(on)) }

@@ -19,6 +19,17 @@ struct dia_shim_netdev {
 	void *data;
 	struct dia_shim_net_ops ops;
 	int registered;
+	/*
+	 * Carrier changes are allowed (under carrier_lock) only from just
+	 * before register_netdev() until just before unregister_netdev(): a
+	 * carrier event on a device that finished unregistering would queue
+	 * it on the linkwatch list after unregister flushed that list, and
+	 * free_netdev() would leave the list pointing at freed memory (found
+	 * by the ioctl fuzzer: a card recovery turning carriers off while
+	 * PCI remove unregistered the ports).
+	 */
+	spinlock_t carrier_lock;
+	int carrier_live;
 };
 
 static struct dia_shim_netdev *to_nd(struct net_device *dev)
@@ -95,6 +106,7 @@ struct dia_shim_netdev *dia_shim_netdev_new(struct pci_dev *pdev, const char *na
 		return NULL;
 	}
 	*(struct dia_shim_netdev **)netdev_priv(dev) = nd;
+	spin_lock_init(&nd->carrier_lock);
 	nd->dev = dev;
 	nd->pdev = pdev;
 	strscpy(dev->name, name, IFNAMSIZ);
@@ -128,16 +140,31 @@ int dia_shim_netdev_register(struct dia_shim_netdev *nd, void *data,
 {
 	int err;
 
+	unsigned long flags;
+
 	nd->data = data;
 	nd->ops = *ops;
+	spin_lock_irqsave(&nd->carrier_lock, flags);
+	nd->carrier_live = 1;
+	spin_unlock_irqrestore(&nd->carrier_lock, flags);
 	err = register_netdev(nd->dev);
-	if (!err)
+	if (!err) {
 		nd->registered = 1;
+	} else {
+		spin_lock_irqsave(&nd->carrier_lock, flags);
+		nd->carrier_live = 0;
+		spin_unlock_irqrestore(&nd->carrier_lock, flags);
+	}
 	return err;
 }
 
 void dia_shim_netdev_unregister(struct dia_shim_netdev *nd)
 {
+	unsigned long flags;
+
+	spin_lock_irqsave(&nd->carrier_lock, flags);
+	nd->carrier_live = 0;
+	spin_unlock_irqrestore(&nd->carrier_lock, flags);
 	if (nd->registered)
 		unregister_netdev(nd->dev);
 	nd->registered = 0;
@@ -158,10 +185,16 @@ int dia_shim_netdev_set_mtu(struct dia_shim_netdev *nd, unsigned int mtu)
 
 void dia_shim_netif_carrier(struct dia_shim_netdev *nd, int on)
 {
-	if (on)
-		netif_carrier_on(nd->dev);
-	else
-		netif_carrier_off(nd->dev);
+	unsigned long flags;
+
+	spin_lock_irqsave(&nd->carrier_lock, flags);
+	if (nd->carrier_live) {
+		if (on)
+			netif_carrier_on(nd->dev);
+		else
+			netif_carrier_off(nd->dev);
+	}
+	spin_unlock_irqrestore(&nd->carrier_lock, flags);
 }
 
 void dia_shim_netif_stop_queue(struct dia_shim_netdev *nd) { netif_stop_queue(nd->dev); }

@@ -3,6 +3,8 @@
 //! pointers and random arguments, to prove the driver answers each with an
 //! errno and never an oops. Exit code 0 means every check held.
 
+mod fuzz;
+
 use std::ffi::CString;
 use std::process::ExitCode;
 
@@ -18,7 +20,7 @@ use dia_abi::ioctl::{
 
 const DEVICE: &str = "/dev/dia";
 const USAGE: &str =
-    "usage: dia-guest-check identify | ioctl-errors | ioctl-fuzz [--iterations N] [--seed S]
+    "usage: dia-guest-check identify | ioctl-errors | ioctl-fuzz [--iterations N] [--threads T] [--seed S] [--seconds S] [--chaos]
        | ns-create BYTES [LABEL] [--lba-shift S] | ns-delete N | ns-attach N | ns-detach N
        | ns-info N | ns-stats N | ns-list | pool | ns-set-qos N --max-iops IOPS
        | port-create VLAN MTU [MAX_BPS] | port-set N VLAN MTU [MAX_BPS] | port-delete N
@@ -30,7 +32,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("identify") => identify(),
         Some("ioctl-errors") => ioctl_errors(),
-        Some("ioctl-fuzz") => ioctl_fuzz(&args[1..]),
+        Some("ioctl-fuzz") => fuzz::ioctl_fuzz(&args[1..]),
         Some(cmd) if cmd.starts_with("ns-") || cmd == "pool" => namespace(cmd, &args[1..]),
         Some(cmd) if cmd.starts_with("port-") => port(cmd, &args[1..]),
         _ => Err(USAGE.into()),
@@ -116,7 +118,7 @@ fn expect_errno(what: &str, got: Result<i32, i32>, want: i32) -> Result<(), Stri
     }
 }
 
-/// Two pages where the second is unmapped: a buffer that ends early.
+/// Two pages where the second is inaccessible: a buffer that ends early.
 struct ShortBuffer {
     base: *mut libc::c_void,
     page: usize,
@@ -141,8 +143,10 @@ impl ShortBuffer {
         if base == libc::MAP_FAILED {
             return Err("mmap failed".into());
         }
-        // SAFETY: unmaps the second page of our own mapping.
-        unsafe { libc::munmap(base.cast::<u8>().add(page).cast(), page) };
+        // The second page stays mapped but inaccessible: an unmapped hole
+        // could be reused by another thread's mapping.
+        // SAFETY: changes the protection of the second page of our own mapping.
+        unsafe { libc::mprotect(base.cast::<u8>().add(page).cast(), page, libc::PROT_NONE) };
         Ok(Self { base, page })
     }
 
@@ -154,8 +158,8 @@ impl ShortBuffer {
 
 impl Drop for ShortBuffer {
     fn drop(&mut self) {
-        // SAFETY: unmaps the first page, which we still own.
-        unsafe { libc::munmap(self.base, self.page) };
+        // SAFETY: unmaps both pages of our own mapping.
+        unsafe { libc::munmap(self.base, 2 * self.page) };
     }
 }
 
@@ -208,18 +212,6 @@ fn ioctl_errors() -> Result<(), String> {
     Ok(())
 }
 
-/// xorshift64*: deterministic, seedable, dependency-free.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
-
 fn flag(args: &[String], name: &str, default: u64) -> Result<u64, String> {
     match args.iter().position(|a| a == name) {
         None => Ok(default),
@@ -229,55 +221,6 @@ fn flag(args: &[String], name: &str, default: u64) -> Result<u64, String> {
             .parse()
             .map_err(|e| format!("{name}: {e}")),
     }
-}
-
-fn ioctl_fuzz(args: &[String]) -> Result<(), String> {
-    let iterations = flag(args, "--iterations", 1000)?;
-    let mut rng = Rng(flag(args, "--seed", 1)?.max(1));
-    let dev = Dev::open()?;
-    let short = ShortBuffer::new()?;
-    let mut buf = vec![0u8; 1 << 16];
-    let mut errnos = std::collections::BTreeMap::<i32, u64>::new();
-    for _ in 0..iterations {
-        let r = rng.next();
-        let cmd = match r % 4 {
-            // Our magic with random number, direction and size.
-            0 | 1 => ioc(
-                (r >> 8) as u32 & 3,
-                (r >> 16) as u8,
-                (r >> 24) as usize & 0x3fff,
-            ),
-            // The real request.
-            2 => DIA_IOC_IDENTIFY,
-            // Anything at all.
-            _ => (r >> 32) as u32,
-        };
-        let arg = match (r >> 40) % 5 {
-            0 => 0,
-            1 => buf.as_mut_ptr() as usize,
-            2 => short.tail(((r >> 48) % 200) as usize + 1),
-            3 => 0xffff_8880_0000_0000 + ((r >> 20) & 0xffff_f000) as usize,
-            _ => rng.next() as usize,
-        };
-        match dev.ioctl(cmd, arg) {
-            Ok(_) => *errnos.entry(0).or_default() += 1,
-            Err(e) => *errnos.entry(e).or_default() += 1,
-        }
-    }
-    for (e, n) in &errnos {
-        let name = if *e == 0 {
-            "success".to_string()
-        } else {
-            std::io::Error::from_raw_os_error(*e).to_string()
-        };
-        println!("{n:6} x {name}");
-    }
-    let allowed = [0, libc::ENOTTY, libc::EFAULT, libc::EINVAL];
-    if let Some(bad) = errnos.keys().find(|e| !allowed.contains(e)) {
-        return Err(format!("unexpected errno {bad} from the fuzzed ioctls"));
-    }
-    println!("ok: {iterations} random ioctls, driver alive");
-    Ok(())
 }
 
 fn errno_name(e: i32) -> String {

@@ -228,6 +228,12 @@ fn start_node(
     if count > 1 {
         append.push_str(&format!(" appliance.node={index} appliance.nodes={count}"));
     }
+    // Extra words for the guest's command line, e.g. a longer run of a
+    // scenario than CI's (`DIA_GUEST_APPEND=appliance.fuzz_calls=1000000`).
+    if let Some(extra) = std::env::var_os("DIA_GUEST_APPEND") {
+        append.push(' ');
+        append.push_str(&extra.to_string_lossy());
+    }
     let mut qemu_args = scenario.qemu_args.clone();
     if let Some(port) = fabric_port {
         append.push_str(&format!(" appliance.fabric_port={port}"));
