@@ -78,13 +78,7 @@ impl Pool {
     ) -> Result<(), StorageError> {
         loop {
             let st = self.read_state();
-            let ns = st
-                .namespaces
-                .get(&nsid)
-                .ok_or(StorageError::NoNamespace(nsid))?;
-            if !ns.attached {
-                return Err(StorageError::NotReady(nsid));
-            }
+            let ns = st.attached(nsid)?;
             let (start, len) = ns.check_range(nsid, slba, blocks)?;
             if dir == Direction::Write {
                 let first = (start >> CHUNK_SHIFT) as u32;

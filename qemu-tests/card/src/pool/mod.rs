@@ -158,6 +158,20 @@ struct State {
     dirty: bool,
 }
 
+impl State {
+    /// A namespace I/O may use: it exists and is attached.
+    fn attached(&self, nsid: u32) -> Result<&Namespace, StorageError> {
+        let ns = self
+            .namespaces
+            .get(&nsid)
+            .ok_or(StorageError::NoNamespace(nsid))?;
+        if !ns.attached {
+            return Err(StorageError::NotReady(nsid));
+        }
+        Ok(ns)
+    }
+}
+
 /// An open pool.
 #[derive(Debug)]
 pub struct Pool {

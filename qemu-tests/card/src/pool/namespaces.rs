@@ -135,13 +135,7 @@ impl Pool {
     /// log2 of the block size of an attached namespace.
     pub fn io_lba_shift(&self, nsid: u32) -> Result<u8, StorageError> {
         let st = self.read_state();
-        let ns = st
-            .namespaces
-            .get(&nsid)
-            .ok_or(StorageError::NoNamespace(nsid))?;
-        if !ns.attached {
-            return Err(StorageError::NotReady(nsid));
-        }
+        let ns = st.attached(nsid)?;
         Ok(ns.lba_shift)
     }
 }
