@@ -41,9 +41,50 @@ pub const REG_CC: usize = 0x018;
 pub const REG_CSTS: usize = 0x01c;
 /// u32, RW: admin queue attributes: SQ size - 1 in bits 11:0, CQ size - 1 in bits 27:16.
 pub const REG_AQA: usize = 0x020;
-/// u64, RW: guest-physical address of the admin submission queue (4 KiB aligned).
+/// Every queue and ring the driver places in guest memory (admin and I/O
+/// queues, port rings) starts on a multiple of this.
+pub const QUEUE_ALIGN_BYTES: u64 = 4096;
+
+/// The [`REG_AQA`] register: the admin queues' sizes, each stored as
+/// entries - 1 in 12 bits (SQ in bits 11:0, CQ in bits 27:16).
+///
+/// ```
+/// use dia_abi::card::AdminQueueAttributes;
+///
+/// let aqa = AdminQueueAttributes { sq_entries: 32, cq_entries: 64 };
+/// assert_eq!(aqa.reg(), 31 | 63 << 16);
+/// assert_eq!(AdminQueueAttributes::from_reg(aqa.reg()), aqa);
+/// // Bits outside the two fields are ignored.
+/// assert_eq!(AdminQueueAttributes::from_reg(0xf000_f000).sq_entries, 1);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdminQueueAttributes {
+    /// Entries of the admin submission queue (1..=4096).
+    pub sq_entries: u16,
+    /// Entries of the admin completion queue (1..=4096).
+    pub cq_entries: u16,
+}
+
+impl AdminQueueAttributes {
+    /// Encodes the register (each size must be 1..=4096).
+    pub const fn reg(self) -> u32 {
+        (self.sq_entries as u32 - 1) & 0xfff | ((self.cq_entries as u32 - 1) & 0xfff) << 16
+    }
+
+    /// Decodes the register.
+    pub const fn from_reg(reg: u32) -> Self {
+        Self {
+            sq_entries: (reg & 0xfff) as u16 + 1,
+            cq_entries: ((reg >> 16) & 0xfff) as u16 + 1,
+        }
+    }
+}
+
+/// u64, RW: guest-physical address of the admin submission queue
+/// ([`QUEUE_ALIGN_BYTES`] aligned).
 pub const REG_ASQ: usize = 0x028;
-/// u64, RW: guest-physical address of the admin completion queue (4 KiB aligned).
+/// u64, RW: guest-physical address of the admin completion queue
+/// ([`QUEUE_ALIGN_BYTES`] aligned).
 pub const REG_ACQ: usize = 0x030;
 /// u64, RO: incremented by the firmware at least every [`HEARTBEAT_MS`] while it runs.
 pub const REG_HEARTBEAT: usize = 0x038;

@@ -273,14 +273,14 @@ impl Controller {
     fn enable(&mut self) {
         let bar = self.bar();
         let aqa = bar.read32(abi::REG_AQA);
-        let sq_entries = (aqa & 0xfff) + 1;
-        let cq_entries = ((aqa >> 16) & 0xfff) + 1;
+        let abi::AdminQueueAttributes {
+            sq_entries: sqn,
+            cq_entries: cqn,
+        } = abi::AdminQueueAttributes::from_reg(aqa);
         let asq = bar.read64(abi::REG_ASQ);
         let acq = bar.read64(abi::REG_ACQ);
-        let sizes_ok = (2..=abi::ADMIN_QUEUE_MAX_ENTRIES).contains(&sq_entries)
-            && (2..=abi::ADMIN_QUEUE_MAX_ENTRIES).contains(&cq_entries);
-        // Sizes are at most 4096 here, so they fit u16.
-        let (sqn, cqn) = (sq_entries as u16, cq_entries as u16);
+        let sizes_ok = (2..=abi::ADMIN_QUEUE_MAX_ENTRIES).contains(&u32::from(sqn))
+            && (2..=abi::ADMIN_QUEUE_MAX_ENTRIES).contains(&u32::from(cqn));
         if !sizes_ok {
             return self.fatal(&format!("bad AQA {aqa:#x}"));
         }

@@ -9,7 +9,8 @@ use dia_abi::card::{self as abi, CompletionEntry, SubmissionEntry};
 
 use crate::guest_memory::{GuestMemory, MemoryError};
 
-/// Validates a queue's placement: 4 KiB aligned, whole queue in guest memory.
+/// Validates a queue's placement: [`abi::QUEUE_ALIGN_BYTES`] aligned, whole
+/// queue in guest memory.
 pub(crate) fn check_placement(
     mem: &GuestMemory,
     base: u64,
@@ -17,7 +18,7 @@ pub(crate) fn check_placement(
     entry_size: usize,
 ) -> bool {
     let bytes = usize::from(entries) * entry_size;
-    base.is_multiple_of(4096)
+    base.is_multiple_of(abi::QUEUE_ALIGN_BYTES)
         && base
             .checked_add(bytes as u64)
             .is_some_and(|end| end <= mem.size() as u64)
