@@ -19,6 +19,16 @@ impl EventFd {
         )?))
     }
 
+    /// Wraps an eventfd descriptor handed over by the board process.
+    ///
+    /// # Safety
+    ///
+    /// `fd` must be an eventfd (non-blocking, as [`Self::new`] makes them).
+    pub unsafe fn from_owned_fd(fd: OwnedFd) -> Self {
+        // SAFETY: the caller guarantees `fd` is an eventfd.
+        Self(unsafe { NixEventFd::from_owned_fd(fd) })
+    }
+
     /// Adds one to the counter (wakes the reader).
     pub fn signal(&self) {
         // A full counter (2^64-2 pending) cannot happen with a live reader;

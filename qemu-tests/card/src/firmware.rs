@@ -6,8 +6,11 @@
 //! committed metadata) and the registers are laid out afresh, so the driver
 //! must reset the controller, as after a real firmware restart.
 //!
-//! `serve_control` answers one-line commands on a unix socket (`kill`,
-//! `start`, `status`), which is how the test harness crashes the card.
+//! This in-process kill is what the host tests use; the `dia-card` binary
+//! runs the firmware in a process of its own (`supervisor`), whose kill is a
+//! real `SIGKILL`. Both are a [`FirmwareControl`]: `serve_control` answers
+//! one-line commands on a unix socket (`kill`, `start`, `status`), which is
+//! how the test harness crashes the card.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixListener;
@@ -104,8 +107,35 @@ impl Firmware {
     }
 }
 
+/// A firmware that can be crashed and booted again.
+pub trait FirmwareControl {
+    /// Boots it (opening the pool).
+    fn start(&mut self) -> anyhow::Result<()>;
+    /// Stops it as a crash would (no flush, no commit).
+    fn kill(&mut self) -> anyhow::Result<()>;
+    /// `running` or `dead`.
+    fn status(&mut self) -> &'static str;
+}
+
+impl FirmwareControl for Firmware {
+    fn start(&mut self) -> anyhow::Result<()> {
+        Firmware::start(self)
+    }
+
+    fn kill(&mut self) -> anyhow::Result<()> {
+        Firmware::kill(self)
+    }
+
+    fn status(&mut self) -> &'static str {
+        Firmware::status(self)
+    }
+}
+
 /// Serves the control socket at `path` (one command per connection).
-pub fn serve_control(fw: Arc<Mutex<Firmware>>, path: &Path) -> std::io::Result<JoinHandle<()>> {
+pub fn serve_control<F: FirmwareControl + Send + 'static>(
+    fw: Arc<Mutex<F>>,
+    path: &Path,
+) -> std::io::Result<JoinHandle<()>> {
     let _ = std::fs::remove_file(path);
     let listener = UnixListener::bind(path)?;
     std::thread::Builder::new()

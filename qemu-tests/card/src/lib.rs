@@ -5,7 +5,8 @@
 //! I/O queue engines (`io_queue`), which pass every I/O command through the
 //! storage QoS scheduler (`qos`, ceilings on `token_bucket`) and execute it
 //! (`nvm`) on the flash pool (`pool`), a firmware that can be killed and
-//! restarted (`firmware`), the network function (`net`: ports, embedded
+//! restarted (`firmware`; in the binary, a process of its own under the
+//! board process: `supervisor`), the network function (`net`: ports, embedded
 //! switch, uplink, rate limits, checksum offload), fault injection (`fault`)
 //! and the ivshmem server QEMU connects to (`ivshmem`). The `dia-card` binary
 //! wires them together; tests drive the controller directly as a userspace
@@ -31,6 +32,7 @@ mod pool;
 mod prp;
 pub mod qos;
 mod queue;
+mod supervisor;
 mod token_bucket;
 
 pub use bar::Bar;
@@ -45,8 +47,9 @@ pub use fabric::{
     MAX_CONNECTIONS as FABRIC_MAX_CONNECTIONS,
 };
 pub use fault::{Fault, FaultError};
-pub use firmware::{serve_control, Firmware};
+pub use firmware::{serve_control, Firmware, FirmwareControl};
 pub use guest_memory::{GuestMemory, MemoryError, SharedMemory};
 pub use ivshmem::Server;
 pub use net::MAX_PORTS;
 pub use pool::{Pool, PoolSpec, CHUNK_BYTES, MAX_NAMESPACES};
+pub use supervisor::{FirmwareFds, FirmwareProcess, InheritedFds};

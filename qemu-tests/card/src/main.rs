@@ -4,9 +4,14 @@
 //! and runs the firmware until killed. `--uplink-bind`/`--uplink-peer`
 //! link its embedded switch to other cards over UDP. `--fabric-listen` serves
 //! the card's namespaces to remote hosts over NVMe/TCP (docs/fabric.md).
-//! With `--control` the firmware can be crashed and restarted on request
+//! The process started is the *board process* (ivshmem server, BAR,
+//! eventfds); it runs the firmware as a child process of the same binary
+//! (`--firmware-child`, see `supervisor` in the library). With `--control`
+//! the firmware process can be killed (`SIGKILL`) and restarted on request
 //! (for tests) while QEMU stays connected.
 
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -14,7 +19,8 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use dia_card::{
     serve_control, serve_fabric, Bar, Board, CardConfig, EventFd, FabricConfig, Fault, Firmware,
-    GuestMemory, Interrupts, PoolSource, PoolSpec, Server, SharedMemory,
+    FirmwareControl, FirmwareFds, FirmwareProcess, GuestMemory, Interrupts, PoolSource, PoolSpec,
+    Server, SharedMemory,
 };
 use tracing::info;
 
@@ -139,6 +145,10 @@ struct Args {
     /// (firmware never reports running).
     #[arg(long)]
     fault: Option<Fault>,
+    /// Internal: run as the firmware process of a board process, with the
+    /// descriptors it handed over (`ram=N,bar=N,ready=N,doorbells=..,irqs=..`).
+    #[arg(long, hide = true, value_parser = FirmwareFds::parse)]
+    firmware_child: Option<FirmwareFds>,
 }
 
 fn main() -> Result<()> {
@@ -159,10 +169,20 @@ fn main() -> Result<()> {
     if args.guest_ram_size == 0 || args.guest_ram_size > 2 << 30 {
         bail!("--guest-ram-size must be 1 byte to 2 GiB (guest RAM must stay below the PCI hole)");
     }
+    match args.firmware_child.clone() {
+        Some(fds) => firmware_process(args, &fds),
+        None => board_process(args),
+    }
+}
+
+/// The board process: creates what outlives the firmware, starts the
+/// firmware process, serves QEMU and the control socket.
+fn board_process(args: Args) -> Result<()> {
     let ram_len = usize::try_from(args.guest_ram_size)?;
     let ram = SharedMemory::file(&args.guest_ram, ram_len)
         .with_context(|| format!("mapping guest RAM {}", args.guest_ram.display()))?;
     let bar_mem = SharedMemory::anonymous("dia-bar2", args.bar_size).context("creating BAR2")?;
+    let bar_fd = bar_mem.fd().try_clone()?;
     let vectors = usize::from(args.vectors);
     let doorbells: Vec<EventFd> = (0..vectors)
         .map(|_| EventFd::new())
@@ -170,10 +190,27 @@ fn main() -> Result<()> {
     let guest: Vec<EventFd> = (0..vectors)
         .map(|_| EventFd::new())
         .collect::<Result<_, _>>()?;
-
+    let fds = FirmwareFds {
+        guest_ram: ram.fd().as_raw_fd(),
+        bar: bar_fd.as_raw_fd(),
+        // Filled in per start (a fresh pipe each time).
+        ready: -1,
+        doorbells: doorbells.iter().map(AsRawFd::as_raw_fd).collect(),
+        irqs: guest.iter().map(AsRawFd::as_raw_fd).collect(),
+    };
+    let bar = Arc::new(Bar::new(bar_mem)?);
+    let exe = std::env::current_exe().context("finding the dia-card executable")?;
+    let child_args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let mut firmware = FirmwareProcess::new(exe, child_args, fds, bar);
+    firmware.start().context("starting the firmware")?;
+    let firmware = Arc::new(Mutex::new(firmware));
+    if let Some(path) = &args.control {
+        serve_control(firmware.clone(), path)
+            .with_context(|| format!("listening on {}", path.display()))?;
+    }
     let server = Server::bind(
         &args.socket,
-        bar_mem.fd().try_clone()?,
+        bar_fd,
         doorbells
             .iter()
             .map(|d| d.try_clone_fd())
@@ -184,7 +221,39 @@ fn main() -> Result<()> {
             .collect::<Result<_, _>>()?,
     )
     .with_context(|| format!("listening on {}", args.socket.display()))?;
+    std::thread::Builder::new()
+        .name("ivshmem".into())
+        .spawn(move || server.serve())?;
+    info!(socket = %args.socket.display(), vectors, "listening");
+    // `ram`, the eventfds and `firmware` live as long as the process.
+    let _keep = (ram, doorbells, guest, firmware);
+    loop {
+        std::thread::park();
+    }
+}
 
+/// The firmware process: maps what the board process handed over, opens
+/// the pool, runs the controller (and the fabric target) until killed.
+fn firmware_process(args: Args, fds: &FirmwareFds) -> Result<()> {
+    // Die with the board process; and if it is already gone, do not start.
+    nix::sys::prctl::set_pdeathsig(Some(nix::sys::signal::Signal::SIGKILL))?;
+    if nix::unistd::getppid() == nix::unistd::Pid::from_raw(1) {
+        bail!("the board process is gone");
+    }
+    // SAFETY: the board process opened these descriptors for this process
+    // (clearing close-on-exec only on them) and nothing else here owns them.
+    let fds = unsafe { fds.take() }.context("taking the board's descriptors")?;
+    let ram = SharedMemory::map(fds.guest_ram, usize::try_from(args.guest_ram_size)?)
+        .context("mapping guest RAM")?;
+    let bar = Bar::new(SharedMemory::map(fds.bar, args.bar_size).context("mapping BAR2")?)?;
+    let wrap = |v: Vec<OwnedFd>| {
+        v.into_iter().map(|fd| {
+            // SAFETY: the board process made these with `EventFd::new`.
+            unsafe { EventFd::from_owned_fd(fd) }
+        })
+    };
+    let doorbells: Vec<EventFd> = wrap(fds.doorbells).collect();
+    let guest: Vec<EventFd> = wrap(fds.irqs).collect();
     let fabric = args.fabric_listen.map(|listen| FabricConfig {
         listen,
         serial: args.serial.clone(),
@@ -213,7 +282,7 @@ fn main() -> Result<()> {
         uplink_peers: args.uplink_peers,
     };
     let board = Arc::new(Board {
-        bar: Bar::new(bar_mem)?,
+        bar,
         mem: GuestMemory::new(ram),
         irq: Interrupts::new(guest),
         doorbells,
@@ -225,10 +294,6 @@ fn main() -> Result<()> {
     let mut firmware = Firmware::new(board, cfg, pool);
     firmware.start().context("starting the firmware")?;
     let firmware = Arc::new(Mutex::new(firmware));
-    if let Some(path) = &args.control {
-        serve_control(firmware.clone(), path)
-            .with_context(|| format!("listening on {}", path.display()))?;
-    }
     if let Some(fabric) = fabric {
         let listen = fabric.listen;
         let fw = firmware.clone();
@@ -237,10 +302,10 @@ fn main() -> Result<()> {
         serve_fabric(fabric, pools)
             .with_context(|| format!("listening on {listen} for NVMe/TCP (--fabric-listen)"))?;
     }
-    std::thread::Builder::new()
-        .name("ivshmem".into())
-        .spawn(move || server.serve())?;
-    info!(socket = %args.socket.display(), vectors, "listening");
+    // Up: tell the board process.
+    std::fs::File::from(fds.ready)
+        .write_all(&[1])
+        .context("reporting readiness")?;
     loop {
         std::thread::park();
     }
