@@ -714,6 +714,24 @@ pub fn fill_ascii(dst: &mut [u8], src: &str) {
     }
 }
 
+/// Bytes of the serial number field of [`IdentifyController`] (NVMe's SN).
+pub const SERIAL_BYTES: usize = 20;
+
+/// `serial` as Identify Controller's serial field: ASCII, space padded,
+/// truncated to [`SERIAL_BYTES`]. Port MACs derive from this field.
+///
+/// ```
+/// use dia_abi::card::{serial_field, IdentifyController};
+///
+/// let id = IdentifyController { serial: serial_field("DIA-1"), ..Default::default() };
+/// assert_eq!(&id.serial, b"DIA-1               ");
+/// ```
+pub fn serial_field(serial: &str) -> [u8; SERIAL_BYTES] {
+    let mut field = [b' '; SERIAL_BYTES];
+    fill_ascii(&mut field, serial);
+    field
+}
+
 // ---------------------------------------------------------------------------
 // Storage (interface 1.0): namespaces carved from the card's flash pool, and
 // the NVM I/O command set. NVMe-shaped; see docs/card-interface.md.
@@ -1475,9 +1493,11 @@ pub struct PortCreate {
     pub tx_ring: u64,
     /// Guest-physical address of the receive ring (4 KiB aligned).
     pub rx_ring: u64,
-    /// Transmit ring entries, a power of two, 2..=[`PORT_RING_MAX`].
+    /// Transmit ring entries, a power of two,
+    /// [`PORT_RING_MIN`]..=[`PORT_RING_MAX`].
     pub tx_entries: u16,
-    /// Receive ring entries, a power of two, 2..=[`PORT_RING_MAX`].
+    /// Receive ring entries, a power of two,
+    /// [`PORT_RING_MIN`]..=[`PORT_RING_MAX`].
     pub rx_entries: u16,
     /// MSI-X vector (and doorbell vector) of the port: not 0 and not one an
     /// I/O completion queue uses; the card raises it, the driver rings it.
@@ -1490,6 +1510,66 @@ pub struct PortCreate {
     pub reserved2: [u8; 2],
 }
 const _: () = assert!(core::mem::size_of::<PortCreate>() == 64);
+
+/// Smallest ring, in descriptors.
+pub const PORT_RING_MIN: u16 = 2;
+
+/// Whether a port ring of `entries` descriptors is one the card takes: a
+/// power of two, [`PORT_RING_MIN`]..=[`PORT_RING_MAX`].
+pub const fn port_ring_entries_ok(entries: u16) -> bool {
+    entries.is_power_of_two() && entries >= PORT_RING_MIN && entries <= PORT_RING_MAX
+}
+
+/// Why the card refuses a [`PortCreate`] (`STATUS_INVALID_FIELD`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PortCreateError {
+    /// The configuration is refused.
+    Config(PortConfigError),
+    /// A reserved field is not zero.
+    Reserved,
+    /// A ring's entries are not a power of two in
+    /// [`PORT_RING_MIN`]..=[`PORT_RING_MAX`].
+    RingEntries(u16),
+}
+
+impl PortCreate {
+    /// Checks what Create Port can check without guest memory, as the card
+    /// does, in this order: the configuration, the reserved fields, the
+    /// rings' entries. (Where the rings lie, the vector and the port id are
+    /// the card's to check.)
+    ///
+    /// ```
+    /// use dia_abi::card::{PortConfig, PortCreate, PortCreateError};
+    ///
+    /// let ok = PortCreate {
+    ///     config: PortConfig { vlan: 1, mtu: 1500, ..Default::default() },
+    ///     tx_entries: 256,
+    ///     rx_entries: 64,
+    ///     ..Default::default()
+    /// };
+    /// assert_eq!(ok.validate(), Ok(()));
+    /// assert_eq!(
+    ///     PortCreate { rx_entries: 48, ..ok }.validate(),
+    ///     Err(PortCreateError::RingEntries(48))
+    /// );
+    /// assert_eq!(PortCreate { reserved: 1, ..ok }.validate(), Err(PortCreateError::Reserved));
+    /// ```
+    pub const fn validate(&self) -> Result<(), PortCreateError> {
+        if let Err(e) = self.config.validate() {
+            return Err(PortCreateError::Config(e));
+        }
+        if self.reserved != 0 || self.reserved2[0] != 0 || self.reserved2[1] != 0 {
+            return Err(PortCreateError::Reserved);
+        }
+        if !port_ring_entries_ok(self.tx_entries) {
+            return Err(PortCreateError::RingEntries(self.tx_entries));
+        }
+        if !port_ring_entries_ok(self.rx_entries) {
+            return Err(PortCreateError::RingEntries(self.rx_entries));
+        }
+        Ok(())
+    }
+}
 
 /// Port registers: a block of [`PORT_REG_STRIDE`] bytes per port in BAR2.
 pub const PORT_REG_BASE: usize = 0x8000;

@@ -10,15 +10,6 @@ use crate::guest_memory::{pod_bytes, pod_from_bytes};
 use crate::net::{self, Port, Rings};
 use crate::queue::check_placement;
 
-/// Checks a port configuration (Create and Set Port).
-fn check_config(cfg: &PortConfig) -> Result<(), u16> {
-    cfg.validate().map_err(|_| abi::STATUS_INVALID_FIELD)
-}
-
-fn ring_entries_ok(n: u16) -> bool {
-    n.is_power_of_two() && (2..=abi::PORT_RING_MAX).contains(&n)
-}
-
 impl Controller {
     /// Most ports this card offers.
     pub(super) fn max_ports(&self) -> u16 {
@@ -51,7 +42,7 @@ impl Controller {
         let mut raw = [0u8; std::mem::size_of::<PortConfig>()];
         self.read_prp(sqe, &mut raw)?;
         let cfg: PortConfig = pod_from_bytes(&raw);
-        check_config(&cfg)?;
+        cfg.validate().map_err(|_| abi::STATUS_INVALID_FIELD)?;
         Ok(cfg)
     }
 
@@ -63,15 +54,10 @@ impl Controller {
         let mut raw = [0u8; std::mem::size_of::<PortCreate>()];
         self.read_prp(sqe, &mut raw)?;
         let mut create: PortCreate = pod_from_bytes(&raw);
-        check_config(&create.config)?;
-        if create.reserved != 0 || create.reserved2 != [0; 2] {
-            return Err(abi::STATUS_INVALID_FIELD);
-        }
+        create.validate().map_err(|_| abi::STATUS_INVALID_FIELD)?;
         let mem = &self.board.mem;
         let (tx_n, rx_n) = (create.tx_entries, create.rx_entries);
-        if !ring_entries_ok(tx_n)
-            || !ring_entries_ok(rx_n)
-            || !check_placement(mem, create.tx_ring, tx_n, abi::PORT_DESC_SIZE)
+        if !check_placement(mem, create.tx_ring, tx_n, abi::PORT_DESC_SIZE)
             || !check_placement(mem, create.rx_ring, rx_n, abi::PORT_DESC_SIZE)
         {
             return Err(abi::STATUS_INVALID_FIELD);
@@ -81,11 +67,7 @@ impl Controller {
             return Err(abi::STATUS_INVALID_VECTOR);
         }
         let max_ports = self.max_ports();
-        let serial = {
-            let mut s = [b' '; 20];
-            abi::fill_ascii(&mut s, &self.cfg.serial);
-            s
-        };
+        let serial = abi::serial_field(&self.cfg.serial);
         let board = self.board.clone();
         let q = self.queues()?;
         // The vector's doorbell and interrupt must be the port's alone: no

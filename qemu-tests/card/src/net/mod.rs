@@ -25,7 +25,7 @@ pub const MAX_PORTS: u16 = 64;
 /// locally administered unicast `02:d1:c0:c1:c2:id`, where c0..c2 are the
 /// first three bytes of the little-endian CRC-32 (IEEE) of the 20-byte,
 /// space-padded serial field and `id` is the port id's low byte.
-pub(crate) fn port_mac(serial: &[u8; 20], id: u16) -> [u8; 6] {
+pub(crate) fn port_mac(serial: &[u8; dia_abi::card::SERIAL_BYTES], id: u16) -> [u8; 6] {
     let c = crc32fast::hash(serial).to_le_bytes();
     [0x02, 0xd1, c[0], c[1], c[2], id as u8]
 }
@@ -36,8 +36,7 @@ mod tests {
 
     #[test]
     fn macs_are_stable_local_unicast_and_distinct() {
-        let mut serial = [b' '; 20];
-        dia_abi::card::fill_ascii(&mut serial, "DIA-0000000001");
+        let serial = dia_abi::card::serial_field("DIA-0000000001");
         let a = port_mac(&serial, 1);
         assert_eq!(a, port_mac(&serial, 1));
         assert_eq!(a[0] & 0x03, 0x02, "locally administered unicast");
