@@ -7,7 +7,7 @@ use std::os::fd::AsRawFd;
 use std::sync::PoisonError;
 
 use super::format::{encode_meta, write_slot};
-use super::{Direction, Namespace, Pool, StorageError, CHUNK_BYTES, CHUNK_SHIFT};
+use super::{attached, Direction, Namespace, Pool, StorageError, CHUNK_BYTES, CHUNK_SHIFT};
 use crate::guest_memory::GuestMemory;
 
 /// Runs a vectored positional transfer to completion.
@@ -167,13 +167,7 @@ impl Pool {
     pub fn deallocate(&self, nsid: u32, slba: u64, blocks: u64) -> Result<(), StorageError> {
         let mut st = self.write_state();
         let st = &mut *st;
-        let ns = st
-            .namespaces
-            .get_mut(&nsid)
-            .ok_or(StorageError::NoNamespace(nsid))?;
-        if !ns.attached {
-            return Err(StorageError::NotReady(nsid));
-        }
+        let ns = attached(nsid, st.namespaces.get_mut(&nsid))?;
         let (start, len) = ns.check_range(nsid, slba, blocks)?;
         let end = start + len;
         let mut pos = start;

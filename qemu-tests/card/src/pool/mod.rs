@@ -161,15 +161,23 @@ struct State {
 impl State {
     /// A namespace I/O may use: it exists and is attached.
     fn attached(&self, nsid: u32) -> Result<&Namespace, StorageError> {
-        let ns = self
-            .namespaces
-            .get(&nsid)
-            .ok_or(StorageError::NoNamespace(nsid))?;
-        if !ns.attached {
-            return Err(StorageError::NotReady(nsid));
-        }
-        Ok(ns)
+        attached(nsid, self.namespaces.get(&nsid))
     }
+}
+
+/// `ns`, the namespace `nsid` looked up (shared or mutable), if I/O may use
+/// it: it exists and is attached. The rule of [`State::attached`], for a
+/// caller that borrows only the namespace map so it can change the rest of
+/// the state meanwhile.
+fn attached<N: std::ops::Deref<Target = Namespace>>(
+    nsid: u32,
+    ns: Option<N>,
+) -> Result<N, StorageError> {
+    let ns = ns.ok_or(StorageError::NoNamespace(nsid))?;
+    if !ns.attached {
+        return Err(StorageError::NotReady(nsid));
+    }
+    Ok(ns)
 }
 
 /// An open pool.
