@@ -212,14 +212,22 @@ pub(crate) fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).trim_end().to_string()
 }
 
-pub(crate) const AQA: u32 = (ADMIN_DEPTH as u32 - 1) | (ADMIN_DEPTH as u32 - 1) << 16;
+pub(crate) const AQA: u32 = abi::AdminQueueAttributes {
+    sq_entries: ADMIN_DEPTH,
+    cq_entries: ADMIN_DEPTH,
+}
+.reg();
 
 pub(crate) fn create_cq(qid: u16, entries: u16, base: u64, vector: u16) -> SubmissionEntry {
     SubmissionEntry {
         opcode: abi::ADMIN_CREATE_IO_CQ,
         prp1: base,
-        cdw10: u32::from(qid) | (u32::from(entries) - 1) << 16,
-        cdw11: 1 | 2 | u32::from(vector) << 16,
+        cdw10: new_queue(qid, entries),
+        cdw11: abi::CqOptions {
+            interrupts: true,
+            vector,
+        }
+        .cdw11(),
         ..Default::default()
     }
 }
@@ -228,16 +236,24 @@ pub(crate) fn create_sq(qid: u16, entries: u16, base: u64, cqid: u16) -> Submiss
     SubmissionEntry {
         opcode: abi::ADMIN_CREATE_IO_SQ,
         prp1: base,
-        cdw10: u32::from(qid) | (u32::from(entries) - 1) << 16,
-        cdw11: 1 | u32::from(cqid) << 16,
+        cdw10: new_queue(qid, entries),
+        cdw11: abi::SqOptions { cqid }.cdw11(),
         ..Default::default()
     }
+}
+
+fn new_queue(qid: u16, entries: u16) -> u32 {
+    abi::NewQueue {
+        qid,
+        entries: u32::from(entries),
+    }
+    .cdw10()
 }
 
 pub(crate) fn delete(opcode: u8, qid: u16) -> SubmissionEntry {
     SubmissionEntry {
         opcode,
-        cdw10: u32::from(qid),
+        cdw10: abi::DeleteQueue { qid }.cdw10(),
         ..Default::default()
     }
 }

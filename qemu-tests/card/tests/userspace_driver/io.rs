@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use dia_abi::card::{self as abi, CompletionEntry, SubmissionEntry};
 use dia_card::PoolSpec;
 
-use crate::driver::{create_cq, create_sq, TestDriver, BUF};
+use crate::driver::{create_cq, create_sq, TestDriver, AQA, BUF};
 use crate::ring::RingState;
 
 pub(crate) const IO_DEPTH: u16 = 32;
@@ -26,6 +26,44 @@ pub(crate) fn pool_spec(dir: &std::path::Path) -> PoolSpec {
     PoolSpec {
         paths: vec![dir.join("pool.img")],
         create_bytes: Some(64 << 20),
+    }
+}
+
+/// A started and enabled card on a fresh pool in a scratch directory of
+/// its own (`pool_dir(name)`), which goes away after the card when this is
+/// dropped. Derefs to the driver.
+pub(crate) struct PooledCard {
+    d: TestDriver,
+    dir: PathBuf,
+}
+
+impl PooledCard {
+    pub(crate) fn start(name: &str) -> Self {
+        let dir = pool_dir(name);
+        let mut d = TestDriver::start_with(Some(pool_spec(&dir)));
+        assert!(d.enable(AQA));
+        Self { d, dir }
+    }
+}
+
+impl std::ops::Deref for PooledCard {
+    type Target = TestDriver;
+    fn deref(&self) -> &TestDriver {
+        &self.d
+    }
+}
+
+impl std::ops::DerefMut for PooledCard {
+    fn deref_mut(&mut self) -> &mut TestDriver {
+        &mut self.d
+    }
+}
+
+impl Drop for PooledCard {
+    fn drop(&mut self) {
+        // The card's pool files are closed when `d` drops, after this; the
+        // directory entries can go first.
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -129,9 +167,13 @@ pub(crate) fn rw(
         nsid,
         prp1,
         prp2,
-        cdw10: slba as u32,
-        cdw11: (slba >> 32) as u32,
-        cdw12: blocks - 1,
+        cdw10: abi::StartLba { lba: slba }.cdw10(),
+        cdw11: abi::StartLba { lba: slba }.cdw11(),
+        cdw12: abi::IoBlocks {
+            blocks,
+            ..Default::default()
+        }
+        .cdw12(),
         ..Default::default()
     }
 }
@@ -175,6 +217,22 @@ pub(crate) fn create_ns(
         cdw10: abi::NS_MGMT_CREATE,
         ..Default::default()
     })
+}
+
+/// Creates a namespace and attaches it (the attach must succeed); its id.
+pub(crate) fn create_attached_ns(d: &mut TestDriver, blocks: u64, shift: u8, label: &str) -> u32 {
+    let nsid = create_ns(d, blocks, shift, label).result;
+    attach_ns(d, nsid);
+    nsid
+}
+
+/// Attaches namespace `nsid`, which must succeed.
+pub(crate) fn attach_ns(d: &mut TestDriver, nsid: u32) {
+    assert_eq!(
+        ns_admin(d, abi::ADMIN_NS_ATTACHMENT, nsid, abi::NS_ATTACH),
+        0,
+        "attach namespace {nsid}"
+    );
 }
 
 pub(crate) fn ns_admin(d: &mut TestDriver, opcode: u8, nsid: u32, select: u32) -> u16 {

@@ -158,95 +158,27 @@ fn create_port_arguments_are_validated() {
     assert_eq!(p.id, 5);
     let good = port_create(1, 100, 3);
     type Edit = fn(&mut abi::PortCreate);
+    use abi::STATUS_INVALID_VECTOR as VECTOR;
+    use abi::{STATUS_INVALID_FIELD as FIELD, STATUS_INVALID_PORT as PORT};
     let cases: [(&str, u16, Edit, u16); 18] = [
-        (
-            "vlan 0",
-            0,
-            |c| c.config.vlan = 0,
-            abi::STATUS_INVALID_FIELD,
-        ),
-        (
-            "vlan 4095",
-            0,
-            |c| c.config.vlan = 4095,
-            abi::STATUS_INVALID_FIELD,
-        ),
-        (
-            "mtu 67",
-            0,
-            |c| c.config.mtu = 67,
-            abi::STATUS_INVALID_FIELD,
-        ),
-        (
-            "mtu 9001",
-            0,
-            |c| c.config.mtu = 9001,
-            abi::STATUS_INVALID_FIELD,
-        ),
-        (
-            "burst",
-            0,
-            |c| c.config.limits.burst_ms = 10_001,
-            abi::STATUS_INVALID_FIELD,
-        ),
-        (
-            "reserved",
-            0,
-            |c| c.config.reserved = 1,
-            abi::STATUS_INVALID_FIELD,
-        ),
-        (
-            "reserved2",
-            0,
-            |c| c.reserved2 = [0, 1],
-            abi::STATUS_INVALID_FIELD,
-        ),
-        ("tx align", 0, |c| c.tx_ring += 8, abi::STATUS_INVALID_FIELD),
-        (
-            "rx outside",
-            0,
-            |c| c.rx_ring = RAM as u64,
-            abi::STATUS_INVALID_FIELD,
-        ),
-        (
-            "entries 3",
-            0,
-            |c| c.tx_entries = 3,
-            abi::STATUS_INVALID_FIELD,
-        ),
-        (
-            "entries 1",
-            0,
-            |c| c.rx_entries = 1,
-            abi::STATUS_INVALID_FIELD,
-        ),
-        (
-            "entries 512",
-            0,
-            |c| c.rx_entries = 512,
-            abi::STATUS_INVALID_FIELD,
-        ),
-        ("vector 0", 0, |c| c.vector = 0, abi::STATUS_INVALID_VECTOR),
-        (
-            "vector 70",
-            0,
-            |c| c.vector = 70,
-            abi::STATUS_INVALID_VECTOR,
-        ),
-        (
-            "vector of CQ 1",
-            0,
-            |c| c.vector = 1,
-            abi::STATUS_INVALID_VECTOR,
-        ),
-        (
-            "vector of port 5",
-            0,
-            |c| c.vector = 2,
-            abi::STATUS_INVALID_VECTOR,
-        ),
-        ("id in use", 5, |_| {}, abi::STATUS_INVALID_PORT),
-        ("id 65", 65, |_| {}, abi::STATUS_INVALID_PORT),
+        ("vlan 0", 0, |c| c.config.vlan = 0, FIELD),
+        ("vlan 4095", 0, |c| c.config.vlan = 4095, FIELD),
+        ("mtu 67", 0, |c| c.config.mtu = 67, FIELD),
+        ("mtu 9001", 0, |c| c.config.mtu = 9001, FIELD),
+        ("burst", 0, |c| c.config.limits.burst_ms = 10_001, FIELD),
+        ("reserved", 0, |c| c.config.reserved = 1, FIELD),
+        ("reserved2", 0, |c| c.reserved2 = [0, 1], FIELD),
+        ("tx align", 0, |c| c.tx_ring += 8, FIELD),
+        ("rx outside", 0, |c| c.rx_ring = RAM as u64, FIELD),
+        ("entries 3", 0, |c| c.tx_entries = 3, FIELD),
+        ("entries 1", 0, |c| c.rx_entries = 1, FIELD),
+        ("entries 512", 0, |c| c.rx_entries = 512, FIELD),
+        ("vector 0", 0, |c| c.vector = 0, VECTOR),
+        ("vector 70", 0, |c| c.vector = 70, VECTOR),
+        ("vector of CQ 1", 0, |c| c.vector = 1, VECTOR),
+        ("vector of port 5", 0, |c| c.vector = 2, VECTOR),
+        ("id in use", 5, |_| {}, PORT),
+        ("id 65", 65, |_| {}, PORT),
     ];
     for (what, wanted, edit, want) in cases {
         let mut c = good;
@@ -281,8 +213,8 @@ fn create_port_arguments_are_validated() {
     let cqe = d.submit(SubmissionEntry {
         opcode: abi::ADMIN_GET_LOG_PAGE,
         nsid: 1,
-        cdw10: u32::from(abi::LOG_PORT_STATS) | (64 / 4 - 1) << 16,
-        cdw11: 5,
+        cdw10: abi::LogPage::of_bytes(abi::LogId::PortStats, 64).cdw10(),
+        cdw11: abi::PortStatsLog { port: 5 }.cdw11(),
         prp1: BUF,
         ..Default::default()
     });

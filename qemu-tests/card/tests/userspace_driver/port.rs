@@ -130,8 +130,8 @@ impl TestDriver {
     pub(crate) fn port_stats(&mut self, id: u16) -> (u16, abi::PortStats) {
         let cqe = self.submit(SubmissionEntry {
             opcode: abi::ADMIN_GET_LOG_PAGE,
-            cdw10: u32::from(abi::LOG_PORT_STATS) | (64 / 4 - 1) << 16,
-            cdw11: u32::from(id),
+            cdw10: abi::LogPage::of_bytes(abi::LogId::PortStats, 64).cdw10(),
+            cdw11: abi::PortStatsLog { port: id }.cdw11(),
             prp1: BUF,
             ..Default::default()
         });

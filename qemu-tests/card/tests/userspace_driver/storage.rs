@@ -8,9 +8,7 @@ use crate::io::*;
 
 #[test]
 fn namespaces_and_io_on_two_queues() {
-    let dir = pool_dir("io");
-    let mut d = TestDriver::start_with(Some(pool_spec(&dir)));
-    assert!(d.enable(AQA));
+    let mut d = PooledCard::start("io");
     assert_eq!(d.identify(BUF, 0).status_code(), 0);
     let id = d.read_identify(BUF);
     assert_ne!(id.capabilities & abi::CARD_CAP_STORAGE, 0);
@@ -47,10 +45,7 @@ fn namespaces_and_io_on_two_queues() {
         abi::STATUS_NAMESPACE_NOT_READY,
         "I/O before attach"
     );
-    assert_eq!(
-        ns_admin(&mut d, abi::ADMIN_NS_ATTACHMENT, nsid, abi::NS_ATTACH),
-        0
-    );
+    attach_ns(&mut d, nsid);
     assert_eq!(
         ns_admin(&mut d, abi::ADMIN_NS_ATTACHMENT, nsid, abi::NS_ATTACH),
         abi::STATUS_NS_ALREADY_ATTACHED
@@ -160,20 +155,12 @@ fn namespaces_and_io_on_two_queues() {
         0
     );
     assert_eq!(identify_ns(&mut d, nsid).0, abi::STATUS_INVALID_NAMESPACE);
-    drop(d);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn flushed_data_survives_a_firmware_crash() {
-    let dir = pool_dir("crash");
-    let mut d = TestDriver::start_with(Some(pool_spec(&dir)));
-    assert!(d.enable(AQA));
-    let nsid = create_ns(&mut d, 1 << 14, 12, "keep").result;
-    assert_eq!(
-        ns_admin(&mut d, abi::ADMIN_NS_ATTACHMENT, nsid, abi::NS_ATTACH),
-        0
-    );
+    let mut d = PooledCard::start("crash");
+    let nsid = create_attached_ns(&mut d, 1 << 14, 12, "keep");
     let mut q = IoQ::create(&mut d, 1);
     let data = pattern(9, 8192);
     d.mem.write(WBUF, &data).unwrap();
@@ -198,8 +185,6 @@ fn flushed_data_survives_a_firmware_crash() {
     let mut back = vec![0u8; 8192];
     d.mem.read(RBUF, &mut back).unwrap();
     assert!(back == data, "flushed data lost across the crash");
-    drop(d);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Unwritten blocks read as zeroes for every tenant: space a crash gave
@@ -207,14 +192,8 @@ fn flushed_data_survives_a_firmware_crash() {
 /// namespace gave back never shows its old bytes in the next namespace.
 #[test]
 fn no_namespace_reads_another_ones_data_after_a_crash_or_delete() {
-    let dir = pool_dir("leak");
-    let mut d = TestDriver::start_with(Some(pool_spec(&dir)));
-    assert!(d.enable(AQA));
-    let a = create_ns(&mut d, 1 << 14, 12, "a").result;
-    assert_eq!(
-        ns_admin(&mut d, abi::ADMIN_NS_ATTACHMENT, a, abi::NS_ATTACH),
-        0
-    );
+    let mut d = PooledCard::start("leak");
+    let a = create_attached_ns(&mut d, 1 << 14, 12, "a");
     let mut q = IoQ::create(&mut d, 1);
     // Sixteen blocks of the pool's first chunk, never flushed.
     d.mem.write(WBUF, &[0xa5; 16 * 4096]).unwrap();
@@ -227,11 +206,7 @@ fn no_namespace_reads_another_ones_data_after_a_crash_or_delete() {
     let mut q = IoQ::create(&mut d, 1);
     assert!(all_zero(&read_blocks(&d, &mut q, a, 0, 16)), "lost write");
     // A new namespace gets the chunk the crash freed (the lowest free).
-    let b = create_ns(&mut d, 1 << 14, 12, "b").result;
-    assert_eq!(
-        ns_admin(&mut d, abi::ADMIN_NS_ATTACHMENT, b, abi::NS_ATTACH),
-        0
-    );
+    let b = create_attached_ns(&mut d, 1 << 14, 12, "b");
     d.mem.write(WBUF, &[0x5b; 4096]).unwrap();
     assert_eq!(q.run(&d, rw(abi::IO_WRITE, b, 3, 1, WBUF, 0)), 0);
     let back = read_blocks(&d, &mut q, b, 0, 16);
@@ -255,26 +230,18 @@ fn no_namespace_reads_another_ones_data_after_a_crash_or_delete() {
         ns_admin(&mut d, abi::ADMIN_NS_MANAGEMENT, b, abi::NS_MGMT_DELETE),
         0
     );
-    let c = create_ns(&mut d, 1 << 14, 12, "c").result;
-    assert_eq!(
-        ns_admin(&mut d, abi::ADMIN_NS_ATTACHMENT, c, abi::NS_ATTACH),
-        0
-    );
+    let c = create_attached_ns(&mut d, 1 << 14, 12, "c");
     assert_eq!(q.run(&d, rw(abi::IO_WRITE, c, 9, 1, WBUF, 0)), 0);
     let back = read_blocks(&d, &mut q, c, 0, 16);
     assert!(
         all_zero(&back[..9 * 4096]) && all_zero(&back[10 * 4096..]),
         "namespace {c} reads deleted namespace {b}'s data"
     );
-    drop(d);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn qos_is_validated_admitted_and_counted() {
-    let dir = pool_dir("qos");
-    let mut d = TestDriver::start_with(Some(pool_spec(&dir)));
-    assert!(d.enable(AQA));
+    let mut d = PooledCard::start("qos");
     assert_eq!(d.identify(BUF, 0).status_code(), 0);
     let id = d.read_identify(BUF);
     assert_ne!(id.capabilities & abi::CARD_CAP_QOS, 0);
@@ -329,10 +296,7 @@ fn qos_is_validated_admitted_and_counted() {
     );
 
     // Counters: two writes and a read of 4 KiB.
-    assert_eq!(
-        ns_admin(&mut d, abi::ADMIN_NS_ATTACHMENT, a, abi::NS_ATTACH),
-        0
-    );
+    attach_ns(&mut d, a);
     let mut q = IoQ::create(&mut d, 1);
     for slba in [0, 1] {
         assert_eq!(q.run(&d, rw(abi::IO_WRITE, a, slba, 1, WBUF, 0)), 0);
@@ -342,8 +306,11 @@ fn qos_is_validated_admitted_and_counted() {
         opcode: abi::ADMIN_GET_LOG_PAGE,
         nsid: a,
         prp1: BUF,
-        cdw10: u32::from(abi::LOG_NS_STATS)
-            | ((std::mem::size_of::<abi::NamespaceStats>() / 4 - 1) as u32) << 16,
+        cdw10: abi::LogPage::of_bytes(
+            abi::LogId::NsStats,
+            std::mem::size_of::<abi::NamespaceStats>(),
+        )
+        .cdw10(),
         ..Default::default()
     });
     assert_eq!(cqe.status_code(), 0);
@@ -374,25 +341,12 @@ fn qos_is_validated_admitted_and_counted() {
         (abi::STATUS_QOS_ADMISSION, 1),
         "a's 9000 floor was kept"
     );
-    drop(d);
-    let _ = std::fs::remove_dir_all(&dir);
 }
-
-// ---------------------------------------------------------------------------
-// Network ports: the driver side of port rings, frames through the embedded
-// switch, validation, limits and the uplink between two cards.
-// ---------------------------------------------------------------------------
 
 #[test]
 fn abort_tells_a_held_command_from_a_lost_one_and_aborts_on_request() {
-    let dir = pool_dir("abort");
-    let mut d = TestDriver::start_with(Some(pool_spec(&dir)));
-    assert!(d.enable(AQA));
-    let nsid = create_ns(&mut d, 1024, 12, "slow").result;
-    assert_eq!(
-        ns_admin(&mut d, abi::ADMIN_NS_ATTACHMENT, nsid, abi::NS_ATTACH),
-        0
-    );
+    let mut d = PooledCard::start("abort");
+    let nsid = create_attached_ns(&mut d, 1024, 12, "slow");
     // 2 IOPS with the shortest burst: the card holds all but the first
     // read or two for seconds, on purpose.
     let slow = abi::QosSettings {
