@@ -26,6 +26,8 @@ use dia_card::fabric_fuzz::{self as fabric, Capsule, Data, Digests, IcReq, Pdu, 
 use dia_card::fuzz::ScratchDir;
 use libfuzzer_sys::fuzz_target;
 
+mod shared;
+
 #[derive(Arbitrary, Debug, Clone, Copy)]
 enum Sgl {
     /// In-capsule data of this many bytes (at this offset).
@@ -315,14 +317,10 @@ fuzz_target!(|bytes: &[u8]| {
 /// A target with namespace 1 (4096 blocks of 4 KiB) and 2 (1000 of 512 B).
 fn target(dir: &ScratchDir) -> Target {
     let pool = dir.pool(64 << 20);
-    let a = pool
-        .create_namespace(4096, 12, [b'a'; abi::LABEL_LEN])
-        .expect("a namespace");
-    pool.set_attached(a, true).expect("attach");
-    let b = pool
-        .create_namespace(1000, 9, [b'b'; abi::LABEL_LEN])
-        .expect("a namespace");
-    pool.set_attached(b, true).expect("attach");
+    for (blocks, shift, label) in [(4096, 12, b'a'), (1000, 9, b'b')] {
+        shared::attached_namespace(&pool, blocks, shift, [label; abi::LABEL_LEN])
+            .expect("a namespace");
+    }
     Target::new(Some(Arc::new(pool)), "DIA-FUZZ")
 }
 

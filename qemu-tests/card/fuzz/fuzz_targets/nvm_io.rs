@@ -23,6 +23,8 @@ use dia_card::fuzz::{self, ScratchDir};
 use dia_card::{GuestMemory, Pool};
 use libfuzzer_sys::fuzz_target;
 
+mod shared;
+
 const PAGE: u64 = 4096;
 const RAM: usize = 12 << 20;
 /// The chunk read back after a write goes here (1 MiB), its PRP list there.
@@ -263,17 +265,50 @@ fn gather(mem: &GuestMemory, segs: &[(u64, usize)]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-fn rw_entry(opcode: u8, nsid: u32, slba: u64, nlb: u32, prp1: u64, prp2: u64) -> SubmissionEntry {
+fn rw_entry(
+    opcode: u8,
+    nsid: u32,
+    slba: u64,
+    blocks: abi::IoBlocks,
+    prp1: u64,
+    prp2: u64,
+) -> SubmissionEntry {
+    let start = abi::StartLba { lba: slba };
     SubmissionEntry {
         opcode,
         nsid,
         prp1,
         prp2,
-        cdw10: slba as u32,
-        cdw11: (slba >> 32) as u32,
-        cdw12: nlb,
+        cdw10: start.cdw10(),
+        cdw11: start.cdw11(),
+        cdw12: blocks.cdw12(),
         ..Default::default()
     }
+}
+
+/// `blocks` blocks (1..=65536), nothing else set.
+fn io_blocks(blocks: u64) -> abi::IoBlocks {
+    abi::IoBlocks {
+        blocks: blocks as u32,
+        ..Default::default()
+    }
+}
+
+/// A Read or Write as the fuzzer asked for it, placed: the namespace's
+/// model (None for a namespace that does not exist) and id, the first
+/// block (within the namespace's size + 8), its block shift, the bytes,
+/// the PRPs, whether the model can follow them, and the segments they
+/// describe.
+struct Placed {
+    i: Option<usize>,
+    nsid: u32,
+    slba: u64,
+    shift: u8,
+    len: u64,
+    p1: u64,
+    p2: u64,
+    follow: bool,
+    segs: Result<Vec<(u64, usize)>, u16>,
 }
 
 struct Card {
@@ -322,7 +357,7 @@ impl Card {
                 2 => VERIFY + PAGE,
                 _ => VERIFY_LIST,
             };
-            let sqe = rw_entry(abi::IO_READ, nsid, first, (n - 1) as u32, VERIFY, prp2);
+            let sqe = rw_entry(abi::IO_READ, nsid, first, io_blocks(n), VERIFY, prp2);
             if self.run(&sqe) != abi::STATUS_SUCCESS {
                 continue;
             }
@@ -335,6 +370,28 @@ impl Card {
     fn flushed(&mut self) {
         for m in &mut self.models {
             m.dirty.clear();
+        }
+    }
+
+    /// Places a Read or Write of `nlb` + 1 blocks at `slba` of `ns`, its
+    /// data laid out as `layout` says (PRP lists in slot `list_slot`).
+    fn place(&self, ns: u8, slba: u32, nlb: u8, layout: Layout, list_slot: u64) -> Placed {
+        let (i, nsid) = self.pick(ns);
+        let shift = i.map_or(12, |i| self.models[i].shift);
+        let slba = u64::from(slba) % (i.map_or(1 << 20, |i| self.models[i].blocks) + 8);
+        let len = (u64::from(nlb) + 1) << shift;
+        let (p1, p2, follow) = prps(&self.mem, layout, len, list_slot);
+        let segs = fuzz::prp_segments(&self.mem, p1, p2, len as usize);
+        Placed {
+            i,
+            nsid,
+            slba,
+            shift,
+            len,
+            p1,
+            p2,
+            follow,
+            segs,
         }
     }
 
@@ -365,11 +422,10 @@ fuzz_target!(|input: Input| {
             9 + spec.shift % 4
         };
         let blocks = u64::from(spec.blocks % (1 << 16)) + 1;
-        let Ok(nsid) = pool.create_namespace(blocks, shift, [0; abi::LABEL_LEN]) else {
+        let Some(nsid) = shared::attached_namespace(&pool, blocks, shift, [0; abi::LABEL_LEN])
+        else {
             continue;
         };
-        pool.set_attached(nsid, true)
-            .expect("attach a new namespace");
         card.models.push(Model {
             nsid,
             shift,
@@ -390,13 +446,25 @@ fuzz_target!(|input: Input| {
                 nlb,
                 layout,
             } => {
-                let (i, nsid) = card.pick(ns);
-                let shift = i.map_or(12, |i| card.models[i].shift);
-                let slba = u64::from(slba) % (i.map_or(1 << 20, |i| card.models[i].blocks) + 8);
-                let len = (u64::from(nlb) + 1) << shift;
-                let (p1, p2, follow) = prps(&card.mem, layout, len, list_slot);
-                let sqe = rw_entry(abi::IO_READ, nsid, slba, u32::from(nlb), p1, p2);
-                let segs = fuzz::prp_segments(&card.mem, p1, p2, len as usize);
+                let Placed {
+                    i,
+                    nsid,
+                    slba,
+                    len: _,
+                    shift: _,
+                    p1,
+                    p2,
+                    follow,
+                    segs,
+                } = card.place(ns, slba, nlb, layout, list_slot);
+                let sqe = rw_entry(
+                    abi::IO_READ,
+                    nsid,
+                    slba,
+                    io_blocks(u64::from(nlb) + 1),
+                    p1,
+                    p2,
+                );
                 let status = card.run(&sqe);
                 if let (abi::STATUS_SUCCESS, Some(i), true, Ok(segs)) = (status, i, follow, segs) {
                     let m = &card.models[i];
@@ -419,13 +487,18 @@ fuzz_target!(|input: Input| {
                 layout,
                 fill,
             } => {
-                let (i, nsid) = card.pick(ns);
-                let shift = i.map_or(12, |i| card.models[i].shift);
-                let slba = u64::from(slba) % (i.map_or(1 << 20, |i| card.models[i].blocks) + 8);
-                let len = (u64::from(nlb) + 1) << shift;
-                let (p1, p2, follow) = prps(&card.mem, layout, len, list_slot);
+                let Placed {
+                    i,
+                    nsid,
+                    slba,
+                    shift,
+                    len,
+                    p1,
+                    p2,
+                    follow,
+                    segs,
+                } = card.place(ns, slba, nlb, layout, list_slot);
                 // The data: each block names itself, the write and the fill.
-                let segs = fuzz::prp_segments(&card.mem, p1, p2, len as usize);
                 let mut src = None;
                 if let (true, Ok(segs)) = (follow, &segs) {
                     let bytes: Vec<u8> = (0..len)
@@ -441,10 +514,11 @@ fuzz_target!(|input: Input| {
                     }
                     src = gather(&card.mem, segs);
                 }
-                let mut sqe = rw_entry(abi::IO_WRITE, nsid, slba, u32::from(nlb), p1, p2);
-                if fua {
-                    sqe.cdw12 |= abi::RW_FUA;
-                }
+                let n = abi::IoBlocks {
+                    fua,
+                    ..io_blocks(u64::from(nlb) + 1)
+                };
+                let sqe = rw_entry(abi::IO_WRITE, nsid, slba, n, p1, p2);
                 let status = card.run(&sqe);
                 let Some(i) = i else { continue };
                 let ok = status == abi::STATUS_SUCCESS;
@@ -496,10 +570,11 @@ fuzz_target!(|input: Input| {
             } => {
                 let (i, nsid) = card.pick(ns);
                 let slba = u64::from(slba) % (i.map_or(1 << 20, |i| card.models[i].blocks) + 8);
-                let mut sqe = rw_entry(abi::IO_WRITE_ZEROES, nsid, slba, u32::from(nlb), 0, 0);
-                if deallocate {
-                    sqe.cdw12 |= 1 << 25;
-                }
+                let n = abi::IoBlocks {
+                    deallocate,
+                    ..io_blocks(u64::from(nlb) + 1)
+                };
+                let sqe = rw_entry(abi::IO_WRITE_ZEROES, nsid, slba, n, 0, 0);
                 let status = card.run(&sqe);
                 if let Some(i) = i {
                     let m = &mut card.models[i];
@@ -554,8 +629,11 @@ fuzz_target!(|input: Input| {
                     nsid,
                     prp1: p1,
                     prp2: p2,
-                    cdw10: ranges.len() as u32 - 1,
-                    cdw11: abi::DSM_DEALLOCATE,
+                    cdw10: abi::DsmRanges {
+                        ranges: ranges.len() as u32,
+                    }
+                    .cdw10(),
+                    cdw11: abi::DsmAttributes { deallocate: true }.cdw11(),
                     ..Default::default()
                 };
                 let status = card.run(&sqe);
