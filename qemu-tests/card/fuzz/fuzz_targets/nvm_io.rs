@@ -311,6 +311,13 @@ struct Placed {
     segs: Result<Vec<(u64, usize)>, u16>,
 }
 
+impl Placed {
+    /// The command: `opcode` on these blocks, PRPs and namespace.
+    fn entry(&self, opcode: u8, blocks: abi::IoBlocks) -> SubmissionEntry {
+        rw_entry(opcode, self.nsid, self.slba, blocks, self.p1, self.p2)
+    }
+}
+
 struct Card {
     dir: ScratchDir,
     pool: Option<Pool>,
@@ -446,27 +453,12 @@ fuzz_target!(|input: Input| {
                 nlb,
                 layout,
             } => {
-                let Placed {
-                    i,
-                    nsid,
-                    slba,
-                    len: _,
-                    shift: _,
-                    p1,
-                    p2,
-                    follow,
-                    segs,
-                } = card.place(ns, slba, nlb, layout, list_slot);
-                let sqe = rw_entry(
-                    abi::IO_READ,
-                    nsid,
-                    slba,
-                    io_blocks(u64::from(nlb) + 1),
-                    p1,
-                    p2,
-                );
-                let status = card.run(&sqe);
-                if let (abi::STATUS_SUCCESS, Some(i), true, Ok(segs)) = (status, i, follow, segs) {
+                let at = card.place(ns, slba, nlb, layout, list_slot);
+                let slba = at.slba;
+                let status = card.run(&at.entry(abi::IO_READ, io_blocks(u64::from(nlb) + 1)));
+                if let (abi::STATUS_SUCCESS, Some(i), true, Ok(segs)) =
+                    (status, at.i, at.follow, at.segs)
+                {
                     let m = &card.models[i];
                     assert!(
                         slba + u64::from(nlb) < m.blocks,
@@ -487,23 +479,14 @@ fuzz_target!(|input: Input| {
                 layout,
                 fill,
             } => {
-                let Placed {
-                    i,
-                    nsid,
-                    slba,
-                    shift,
-                    len,
-                    p1,
-                    p2,
-                    follow,
-                    segs,
-                } = card.place(ns, slba, nlb, layout, list_slot);
+                let at = card.place(ns, slba, nlb, layout, list_slot);
+                let (i, slba) = (at.i, at.slba);
                 // The data: each block names itself, the write and the fill.
                 let mut src = None;
-                if let (true, Ok(segs)) = (follow, &segs) {
-                    let bytes: Vec<u8> = (0..len)
+                if let (true, Ok(segs)) = (at.follow, &at.segs) {
+                    let bytes: Vec<u8> = (0..at.len)
                         .map(|k| {
-                            let lba = slba + (k >> shift);
+                            let lba = slba + (k >> at.shift);
                             (lba.wrapping_mul(131) ^ (n as u64) << 3 ^ k) as u8 ^ fill
                         })
                         .collect();
@@ -518,8 +501,7 @@ fuzz_target!(|input: Input| {
                     fua,
                     ..io_blocks(u64::from(nlb) + 1)
                 };
-                let sqe = rw_entry(abi::IO_WRITE, nsid, slba, n, p1, p2);
-                let status = card.run(&sqe);
+                let status = card.run(&at.entry(abi::IO_WRITE, n));
                 let Some(i) = i else { continue };
                 let ok = status == abi::STATUS_SUCCESS;
                 let m = &mut card.models[i];
