@@ -14,11 +14,11 @@ use crate::abi::ioctl::{DiaIdentity, DIA_ABI_VERSION};
 use crate::glue::blk::{Disk, TagSet};
 use crate::glue::completion::Completion;
 use crate::glue::dma::CoherentAllocation;
-use crate::glue::io::Bar;
 use crate::glue::irq::{self, Handler};
+use crate::glue::mmio::Bar;
 use crate::glue::pci::{Device, Enabled, IrqVectors, Regions};
 use crate::glue::time::{self, ETIMEDOUT};
-use crate::io::{self as io_path, IoIrq, IoPath, IoQueue, IO_QUEUE_ENTRIES, IO_TIMEOUT_MS};
+use crate::io_path::{self, IoIrq, IoPath, IoQueue, IO_QUEUE_ENTRIES, IO_TIMEOUT_MS};
 use crate::ring::RingState;
 use kernel::str::CString;
 
@@ -332,9 +332,12 @@ impl Controller {
         self.asq.zero();
         self.acq.zero();
         self.ring = RingState::new(ADMIN_QUEUE_DEPTH).ok_or(EINVAL)?;
-        let qsize = u32::from(ADMIN_QUEUE_DEPTH) - 1;
+        let aqa = regs::AdminQueueAttributes {
+            sq_entries: ADMIN_QUEUE_DEPTH,
+            cq_entries: ADMIN_QUEUE_DEPTH,
+        };
         let bar2 = &self.hw.bar2;
-        bar2.write32(regs::REG_AQA, qsize | qsize << 16)?;
+        bar2.write32(regs::REG_AQA, aqa.reg())?;
         bar2.write64(regs::REG_ASQ, self.asq.dma_handle())?;
         bar2.write64(regs::REG_ACQ, self.acq.dma_handle())?;
         bar2.write32(regs::sq_tail_doorbell(0), 0)?;
@@ -645,7 +648,7 @@ impl Controller {
     /// Takes the next completion off the admin CQ, if the card posted one.
     fn next_admin_completion(&mut self) -> Result<Option<CompletionEntry>> {
         let (head, phase) = self.ring.cq_expect();
-        let Some(cqe) = crate::io::read_completion(&self.acq, head, phase)? else {
+        let Some(cqe) = io_path::read_completion(&self.acq, head, phase)? else {
             return Ok(None);
         };
         self.ring.cq_advance();
@@ -734,10 +737,10 @@ impl Controller {
         let cqe = self.admin_command(SubmissionEntry {
             opcode: regs::ADMIN_ABORT,
             cdw10: regs::AbortTarget { sqid, cid }.cdw10(),
-            cdw11: regs::ABORT_KEEP_QUEUED,
+            cdw11: regs::AbortOptions { keep_queued: true }.cdw11(),
             ..SubmissionEntry::default()
         })?;
-        Ok(cqe.result & regs::ABORT_RESULT_QUEUED != 0)
+        Ok(regs::AbortResult::from_dw0(cqe.result).queued)
     }
 
     /// Whether the request submitted as `cid` on `sqid` is still in flight.

@@ -13,7 +13,7 @@ mod card;
 mod chardev;
 mod controller;
 mod glue;
-mod io;
+mod io_path;
 mod port;
 mod port_ring;
 mod ring;

@@ -18,7 +18,7 @@ use crate::abi::card::{
 };
 use crate::abi::ioctl::{DiaNsInfo, DiaNsList, DiaNsQos, DiaPoolInfo, DIA_NS_LIST_MAX};
 use crate::glue::blk::Disk;
-use crate::io::{disk_params, NsData};
+use crate::io_path::{disk_params, NsData};
 
 /// What Identify Namespace says about one namespace.
 struct NsFacts {

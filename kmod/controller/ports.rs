@@ -44,18 +44,10 @@ pub(crate) struct NewPort {
     pub(crate) path: Arc<PortPath>,
 }
 
-/// Checks a configuration before the card sees it.
+/// Checks a configuration before the card sees it (the ABI's rule, the one
+/// the card applies).
 fn check_config(c: &PortConfig) -> Result {
-    let l = &c.limits;
-    if !(regs::VLAN_MIN..=regs::VLAN_MAX).contains(&c.vlan)
-        || !(regs::PORT_MTU_MIN..=regs::PORT_MTU_MAX).contains(&c.mtu)
-        || c.reserved != 0
-        || l.burst_ms > 10_000
-        || l.reserved != 0
-    {
-        return Err(EINVAL);
-    }
-    Ok(())
+    c.validate().map_err(|_| EINVAL)
 }
 
 impl Controller {

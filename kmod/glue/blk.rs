@@ -13,9 +13,13 @@ use kernel::sync::{Arc, ArcBorrow};
 
 use super::ffi;
 use super::pci::Device;
+use crate::abi::card::PRP_LIST_ENTRIES;
 
 /// Largest number of data segments in one request (one page each).
 pub(crate) const MAX_SEGMENTS: usize = ffi::DIA_SHIM_MAX_SEGMENTS as usize;
+
+// The shim's PRP page (list pages, segment boundary) is the card's.
+const _: () = assert!(ffi::DIA_SHIM_PRP_PAGE as u64 == crate::abi::card::PRP_PAGE_BYTES);
 
 /// What a request asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -176,14 +180,16 @@ impl Request<'_> {
         usize::try_from(n).map_err(|_| EINVAL)
     }
 
-    /// The request's PRP list page (512 entries): CPU view and bus address.
-    pub(crate) fn prp_list(&mut self) -> Option<(&mut [u64; 512], u64)> {
+    /// The request's PRP list page ([`PRP_LIST_ENTRIES`] entries): CPU view and
+    /// bus address.
+    pub(crate) fn prp_list(&mut self) -> Option<(&mut [u64; PRP_LIST_ENTRIES], u64)> {
         let mut dma = 0u64;
         // SAFETY: `raw` is live.
         let p = unsafe { ffi::dia_shim_rq_prp_list(self.raw.as_ptr(), &mut dma) };
+        let p = NonNull::new(p)?.as_ptr().cast::<[u64; PRP_LIST_ENTRIES]>();
         // SAFETY: a non-NULL result is a page-sized, page-aligned pool block
         // owned by this request until `unmap`; only this request's owner uses it.
-        NonNull::new(p).map(|p| (unsafe { &mut *p.as_ptr().cast::<[u64; 512]>() }, dma))
+        Some((unsafe { &mut *p }, dma))
     }
 
     /// Undoes `map` and frees the PRP list page.

@@ -104,6 +104,12 @@ struct request;
 
 /* Largest number of data segments (pages) in one request. */
 #define DIA_SHIM_MAX_SEGMENTS 128
+/*
+ * The card's PRP page (dia_abi::card::PRP_PAGE_BYTES; glue/blk.rs asserts
+ * they agree): the PRP list pages and the segment boundary, whatever the
+ * host's PAGE_SIZE.
+ */
+#define DIA_SHIM_PRP_PAGE 4096
 
 /* Request operations as the driver sees them. */
 #define DIA_RQ_READ 0

@@ -118,7 +118,8 @@ struct dia_shim_tagset *dia_shim_tagset_new(struct pci_dev *pdev, unsigned int n
 	ts->pdev = pdev;
 	ts->set_data = set_data;
 	ts->ops = *ops;
-	ts->prp_pool = dma_pool_create("dia-prp", &pdev->dev, PAGE_SIZE, PAGE_SIZE, 0);
+	ts->prp_pool = dma_pool_create("dia-prp", &pdev->dev, DIA_SHIM_PRP_PAGE,
+				       DIA_SHIM_PRP_PAGE, 0);
 	if (!ts->prp_pool) {
 		kfree(ts);
 		*err = -ENOMEM;
@@ -218,8 +219,8 @@ struct dia_shim_disk *dia_shim_disk_new(struct dia_shim_tagset *ts, const char *
 		.io_min = p->lba_size,
 		.max_hw_sectors = p->max_hw_sectors,
 		.max_segments = DIA_SHIM_MAX_SEGMENTS,
-		.max_segment_size = PAGE_SIZE,
-		.virt_boundary_mask = PAGE_SIZE - 1,
+		.max_segment_size = DIA_SHIM_PRP_PAGE,
+		.virt_boundary_mask = DIA_SHIM_PRP_PAGE - 1,
 		.max_hw_discard_sectors = p->max_discard_sectors,
 		.max_discard_segments = 1,
 		.discard_granularity = p->lba_size,

@@ -302,12 +302,11 @@ impl NetBench {
         vector: u16,
     ) -> bool {
         let mem = &self.board.mem;
-        let entries_ok = |n: u16| n.is_power_of_two() && (2..=abi::PORT_RING_MAX).contains(&n);
         let ok = (1..=net::MAX_PORTS).contains(&id)
             && self.state.port(id).is_none()
             && cfg.validate().is_ok()
-            && entries_ok(tx_entries)
-            && entries_ok(rx_entries)
+            && abi::port_ring_entries_ok(tx_entries)
+            && abi::port_ring_entries_ok(rx_entries)
             && check_placement(mem, tx_ring, tx_entries, abi::PORT_DESC_SIZE)
             && check_placement(mem, rx_ring, rx_entries, abi::PORT_DESC_SIZE)
             && vector != 0
@@ -315,8 +314,7 @@ impl NetBench {
         if !ok {
             return false;
         }
-        let mut serial = [b' '; 20];
-        abi::fill_ascii(&mut serial, "FUZZ-0001");
+        let serial = abi::serial_field("FUZZ-0001");
         let rings = Rings {
             tx_ring,
             tx_entries,

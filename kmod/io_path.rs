@@ -63,7 +63,9 @@ pub(crate) fn current_command_id(rq: &Request<'_>) -> u16 {
 fn generation_bits(counter: u32) -> u32 {
     counter & (u32::from(u16::MAX) >> CID_TAG_BITS)
 }
-const PAGE: u64 = 4096;
+
+/// The page every PRP entry after the first starts on (the card's rule).
+const PAGE: u64 = regs::PRP_PAGE_BYTES;
 
 /// One I/O queue pair in DMA memory.
 ///
