@@ -4,10 +4,10 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use kernel::error::code::{ENODEV, ENOENT, ENOSPC};
+use kernel::error::code::{ENODEV, ENOENT, ENOSPC, ERESTARTSYS};
 use kernel::prelude::*;
 use kernel::str::CString;
-use kernel::sync::{Arc, Mutex};
+use kernel::sync::{Arc, CondVar, Mutex};
 use kernel::workqueue::{self, impl_has_work, new_work, Work, WorkItem};
 
 use crate::abi::card::PortConfig;
@@ -62,6 +62,13 @@ impl Drop for CardIndex {
 }
 
 /// State shared by the PCI binding and open `/dev/dia` files.
+///
+/// # Invariants
+///
+/// `ctrl` is only locked by the holder of the gate (`busy` set by it), so
+/// the mutex is never contended and nobody sleeps uninterruptibly on it
+/// while the recovery work resets the card (which can take seconds): a
+/// request from user space waits at the gate interruptibly instead.
 #[pin_data]
 pub(crate) struct Card {
     /// Card number, used in device names.
@@ -69,6 +76,12 @@ pub(crate) struct Card {
     /// The controller; `None` once the card was removed.
     #[pin]
     ctrl: Mutex<Option<Controller>>,
+    /// The gate in front of `ctrl`: someone works on the controller.
+    #[pin]
+    busy: Mutex<bool>,
+    /// Signalled when `busy` clears.
+    #[pin]
+    idle: CondVar,
     /// Registered net devices of the ports. Kept apart from the controller:
     /// registering and unregistering take the RTNL, which is never taken
     /// while the controller is locked (lock order: RTNL, then controller).
@@ -89,7 +102,7 @@ impl WorkItem for Card {
 
     fn run(this: Arc<Card>) {
         // ENODEV after remove: nothing left to recover.
-        let _ = this.with_controller(|c| {
+        let _ = this.with_controller_uninterruptible(|c| {
             c.check_timeouts();
             Ok(())
         });
@@ -109,12 +122,56 @@ pub(crate) struct CreatedPort {
     pub(crate) ifname: [u8; DIA_IFNAME_LEN],
 }
 
+/// Passage through [`Card`]'s gate; leaving it lets the next one in.
+struct GatePass<'a>(&'a Card);
+
+impl Drop for GatePass<'_> {
+    fn drop(&mut self) {
+        *self.0.busy.lock() = false;
+        // All: a woken waiter may leave on a signal without passing.
+        self.0.idle.notify_all();
+    }
+}
+
 impl Card {
-    /// Runs `f` on the controller, or fails with `ENODEV` after removal.
+    /// Waits for the gate; with `interruptible`, a signal ends the wait
+    /// with `ERESTARTSYS` (the system call is restarted or fails EINTR).
+    fn pass_gate(&self, interruptible: bool) -> Result<GatePass<'_>> {
+        let mut busy = self.busy.lock();
+        while *busy {
+            if interruptible {
+                if self.idle.wait_interruptible(&mut busy) {
+                    return Err(ERESTARTSYS);
+                }
+            } else {
+                self.idle.wait(&mut busy);
+            }
+        }
+        *busy = true;
+        Ok(GatePass(self))
+    }
+
+    /// Runs `f` on the controller for a request from user space, or fails
+    /// with `ENODEV` after removal. While someone else (a reset by the
+    /// recovery work) has the controller, waits interruptibly.
     pub(crate) fn with_controller<R>(
         &self,
         f: impl FnOnce(&mut Controller) -> Result<R>,
     ) -> Result<R> {
+        let _pass = self.pass_gate(true)?;
+        let mut guard = self.ctrl.lock();
+        let ctrl = guard.as_mut().ok_or(ENODEV)?;
+        f(ctrl)
+    }
+
+    /// As [`Self::with_controller`], but not ended by a signal: for the
+    /// recovery work, probe and remove, and for undoing half-done requests
+    /// (an undo that a pending signal skipped would leave an orphan).
+    pub(crate) fn with_controller_uninterruptible<R>(
+        &self,
+        f: impl FnOnce(&mut Controller) -> Result<R>,
+    ) -> Result<R> {
+        let _pass = self.pass_gate(false)?;
         let mut guard = self.ctrl.lock();
         let ctrl = guard.as_mut().ok_or(ENODEV)?;
         f(ctrl)
@@ -137,7 +194,7 @@ impl Card {
         let new = self.with_controller(|c| c.port_create(config))?;
         let id = new.id;
         let undo = |e| {
-            let _ = self.with_controller(|c| c.port_delete(u32::from(id)));
+            let _ = self.with_controller_uninterruptible(|c| c.port_delete(u32::from(id)));
             e
         };
         let reg =
@@ -169,7 +226,8 @@ impl Card {
             // Unregistering takes the RTNL; the controller is not locked.
             drop(slot.take());
         }
-        self.with_controller(|c| c.port_delete(port))
+        // The net device is gone: finish, even with a signal pending.
+        self.with_controller_uninterruptible(|c| c.port_delete(port))
     }
 
     /// Changes a port's VLAN, MTU and limits (the net device's MTU too).
@@ -235,6 +293,8 @@ impl pci::Driver for CardDriver {
             pin_init!(Card {
                 index,
                 ctrl <- kernel::new_mutex!(Some(ctrl), "dia:card"),
+                busy <- kernel::new_mutex!(false, "dia:card_gate"),
+                idle <- kernel::new_condvar!("dia:card_idle"),
                 netdevs <- kernel::new_mutex!(KVec::new(), "dia:netdevs"),
                 recovery <- new_work!("dia:recovery"),
             }),
@@ -248,7 +308,7 @@ impl pci::Driver for CardDriver {
         };
         let misc = miscdev::Registration::new(&name, card.clone())?;
         // Timeouts reach the recovery work from here on (undone in remove).
-        card.with_controller(|c| {
+        card.with_controller_uninterruptible(|c| {
             c.attach_card(Some(card.clone()));
             Ok(())
         })?;
@@ -270,13 +330,17 @@ impl pci::Driver for CardDriver {
         data.card.unregister_ports();
         // Timeouts no longer reach the recovery work (and the card no
         // longer keeps itself alive through its I/O path).
-        let _ = data.card.with_controller(|c| {
+        let _ = data.card.with_controller_uninterruptible(|c| {
             c.attach_card(None);
             Ok(())
         });
         // Waits for an ioctl in flight, then stops and frees the hardware;
         // with the disks and the tag set gone no timeout fires any more.
-        let ctrl = data.card.ctrl.lock().take();
+        let ctrl = match data.card.pass_gate(false) {
+            Ok(_pass) => data.card.ctrl.lock().take(),
+            // Not interruptible: cannot fail.
+            Err(_) => None,
+        };
         drop(ctrl);
         // A recovery run queued before that finds no controller; wait for
         // it before this module's code can go away (not under the lock).

@@ -75,7 +75,7 @@ impl MiscDevice for Card {
                 req.nsid = this
                     .with_controller(|c| c.ns_create(req.size_bytes, req.lba_shift, &req.label))?;
                 write_out(arg, &req).inspect_err(|_| {
-                    let _ = this.with_controller(|c| c.ns_delete(req.nsid));
+                    let _ = this.with_controller_uninterruptible(|c| c.ns_delete(req.nsid));
                 })
             }
             ioctl::DIA_IOC_NS_DELETE => {
