@@ -404,16 +404,22 @@ impl Controller {
         }
         let boot_before = self.boot_id;
         let result = self.reset_and_restart();
+        if result.is_ok() {
+            let restarted = self.boot_id != boot_before;
+            // Before the queues run again: a flush that was in flight when
+            // the firmware died is requeued, and must report the lost cache
+            // rather than succeed on the new firmware (found by
+            // card-kill-cycles: an fsync succeeded for data the crash took).
+            if core::mem::take(&mut self.firmware_died) || restarted {
+                self.report_lost_cache();
+            }
+        }
         if let Some(io) = &self.io {
             io.set.unquiesce();
             io.set.kick_requeue();
         }
         result?;
         pr_info!("{}: card reset complete\n", self.name());
-        let restarted = self.boot_id != boot_before;
-        if core::mem::take(&mut self.firmware_died) || restarted {
-            self.report_lost_cache();
-        }
         Ok(())
     }
 
