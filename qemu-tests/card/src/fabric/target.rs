@@ -136,6 +136,32 @@ fn read_full(
     Ok(())
 }
 
+/// After a C2HTermReq: closes the sending side and reads (and drops) what
+/// the peer still sends, for at most [`TERM_DRAIN`], so the close is a FIN
+/// after the C2HTermReq and not a reset, which would make the peer's stack
+/// discard the C2HTermReq unread.
+fn drain_before_close(stream: &mut TcpStream) {
+    let _ = stream.shutdown(Shutdown::Write);
+    let deadline = std::time::Instant::now() + TERM_DRAIN;
+    let mut sink = [0u8; 4096];
+    let mut total = 0usize;
+    while total < TERM_DRAIN_MAX_BYTES {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            break;
+        }
+        match std::io::Read::read(stream, &mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => total += n,
+        }
+    }
+}
+
+/// How long a terminated connection's input is drained before it closes.
+const TERM_DRAIN: Duration = Duration::from_secs(1);
+/// Most bytes drained from a terminated connection.
+const TERM_DRAIN_MAX_BYTES: usize = 1 << 20;
+
 fn serve_connection(shared: &Arc<Shared>, mut stream: TcpStream, peer: &str) {
     let setup = stream
         .set_nodelay(true)
@@ -158,6 +184,7 @@ fn serve_connection(shared: &Arc<Shared>, mut stream: TcpStream, peer: &str) {
             Err(f) => {
                 warn!(peer, queue = ?conn.queue_id(), "fabric: {f}; closing with C2HTermReq");
                 let _ = stream.write_all(&conn.termination(&f, &head));
+                drain_before_close(&mut stream);
                 break ReadEnd::Closed;
             }
         };
@@ -179,6 +206,7 @@ fn serve_connection(shared: &Arc<Shared>, mut stream: TcpStream, peer: &str) {
             Err(Stop::Fatal(f)) => {
                 warn!(peer, queue = ?conn.queue_id(), "fabric: {f}; closing with C2HTermReq");
                 let _ = stream.write_all(&conn.termination(&f, &buf));
+                drain_before_close(&mut stream);
                 break ReadEnd::Closed;
             }
             Err(Stop::HostTerminated(fes)) => {
