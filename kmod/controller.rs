@@ -11,7 +11,7 @@ use kernel::sync::Arc;
 
 use crate::abi::card::{self as regs, CompletionEntry, IdentifyController, SubmissionEntry};
 use crate::abi::ioctl::{DiaIdentity, DIA_ABI_VERSION};
-use crate::glue::blk::{Disk, TagSet};
+use crate::glue::blk::{Disk, Op, TagSet};
 use crate::glue::completion::Completion;
 use crate::glue::dma::CoherentAllocation;
 use crate::glue::irq::{self, Handler};
@@ -438,8 +438,16 @@ impl Controller {
             reg.handler().handle();
         }
         let mut requeued = 0u32;
+        let cache_lost = self.firmware_died
+            || !matches!(self.hw.bar2.read64(regs::REG_FW_BOOT_ID), Ok(b) if b == self.boot_id);
         io.set.for_each_busy(|rq| {
             requeued += 1;
+            if cache_lost && matches!(rq.op(), Op::Flush) {
+                // Every flush in flight lost its cache, not only the next.
+                rq.data()
+                    .flush_lost
+                    .store(true, core::sync::atomic::Ordering::Relaxed);
+            }
             rq.requeue();
         });
         if requeued > 0 {

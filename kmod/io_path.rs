@@ -363,7 +363,11 @@ impl Operations for IoPath {
         let mut rq = rq;
         match rq.op() {
             Op::Flush => {
-                if ns.cache_lost.swap(false, Ordering::Relaxed) {
+                // A requeued lost flush fails and leaves the namespace's
+                // mark for the next new flush (both may have lost writes).
+                if rq.data().flush_lost.swap(false, Ordering::Relaxed)
+                    || ns.cache_lost.swap(false, Ordering::Relaxed)
+                {
                     pr_err!(
                         "namespace {}: the card lost its volatile cache (its firmware died) with writes not yet flushed; failing this flush so the loss is reported\n",
                         ns.nsid

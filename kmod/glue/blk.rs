@@ -86,6 +86,10 @@ pub(crate) struct RequestData {
     /// Set by the timeout handler: the request waits for the card to say
     /// whether it holds the command on purpose.
     pub(crate) suspect: AtomicBool,
+    /// Set by a reset that found the firmware restarted: this flush was in
+    /// flight when the card's volatile cache was lost, so it fails when it
+    /// is dispatched again instead of succeeding on the new firmware.
+    pub(crate) flush_lost: AtomicBool,
 }
 
 /// What the timeout handler decided.
