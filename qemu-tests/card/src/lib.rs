@@ -42,6 +42,7 @@ pub use doorbell::{EventFd, Interrupts};
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub use fabric::fuzz as fabric_fuzz;
+pub use fabric::initiator as fabric_initiator;
 pub use fabric::{
     serve as serve_fabric, PoolSource, Target as FabricTarget, TargetConfig as FabricConfig,
     MAX_CONNECTIONS as FABRIC_MAX_CONNECTIONS,

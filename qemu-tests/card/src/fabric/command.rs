@@ -82,6 +82,35 @@ pub mod opcode {
     pub const DATASET_MANAGEMENT: u8 = 0x09;
 }
 
+/// Property offsets (Property Get/Set), as in the controller registers.
+pub mod property {
+    /// Controller Capabilities (8 bytes).
+    pub const CAP: u32 = 0x00;
+    /// Controller Configuration.
+    pub const CC: u32 = 0x14;
+    /// Controller Status.
+    pub const CSTS: u32 = 0x1c;
+}
+
+/// Feature identifiers (Set/Get Features, command dword 10 bits 7:0).
+pub mod feature {
+    /// Number of Queues.
+    pub const NUMBER_OF_QUEUES: u8 = 0x07;
+    /// Keep Alive Timer.
+    pub const KEEP_ALIVE_TIMER: u8 = 0x0f;
+}
+
+/// Identify CNS values (command dword 10 bits 7:0).
+pub mod cns {
+    /// Identify Namespace.
+    pub const NAMESPACE: u8 = 0x00;
+    /// Identify Controller.
+    pub const CONTROLLER: u8 = 0x01;
+}
+
+/// The flags byte's PSDT (bits 7:6) = 01b: the data pointer is an SGL.
+pub const PSDT_SGL: u8 = 1 << 6;
+
 /// Which way a command's data moves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -241,6 +270,71 @@ impl Command {
     }
 }
 
+/// The host side: building a command (the same byte offsets the
+/// accessors above read).
+impl Command {
+    /// A command with opcode `op` and every other field zero.
+    pub fn new(op: u8) -> Self {
+        let mut c = Self([0; 64]);
+        c.0[0] = op;
+        c
+    }
+
+    /// A Fabrics command of type `fct`.
+    pub fn fabrics(fct: u8) -> Self {
+        let mut c = Self::new(opcode::FABRICS);
+        c.0[4] = fct;
+        c
+    }
+
+    fn put(&mut self, at: usize, v: &[u8]) {
+        self.0[at..at + v.len()].copy_from_slice(v);
+    }
+
+    /// Sets the flags byte.
+    pub fn set_flags(&mut self, flags: u8) {
+        self.0[1] = flags;
+    }
+
+    /// Sets the command identifier.
+    pub fn set_cid(&mut self, cid: u16) {
+        self.put(2, &cid.to_le_bytes());
+    }
+
+    /// Sets the namespace id (not for Fabrics commands).
+    pub fn set_nsid(&mut self, nsid: u32) {
+        self.put(4, &nsid.to_le_bytes());
+    }
+
+    /// Sets command dword `n` (10..=15).
+    pub fn set_cdw(&mut self, n: usize, v: u32) {
+        self.put(n * 4, &v.to_le_bytes());
+    }
+
+    /// Sets the data pointer to an SGL descriptor.
+    pub fn set_sgl(&mut self, sgl: Sgl) {
+        self.put(24, &sgl.addr.to_le_bytes());
+        self.put(32, &sgl.length.to_le_bytes());
+        self.put(36, &[0; 3]);
+        self.0[39] = sgl.id;
+    }
+
+    /// Connect: record format 0, queue id, SQ size (0's based), KATO (ms).
+    pub fn set_connect(&mut self, qid: u16, sqsize: u16, kato_ms: u32) {
+        self.put(40, &0u16.to_le_bytes());
+        self.put(42, &qid.to_le_bytes());
+        self.put(44, &sqsize.to_le_bytes());
+        self.put(48, &kato_ms.to_le_bytes());
+    }
+
+    /// Property Get/Set: size (`eight`: 8 bytes), offset and value (Set).
+    pub fn set_property(&mut self, eight: bool, offset: u32, value: u64) {
+        self.0[40] = u8::from(eight);
+        self.put(44, &offset.to_le_bytes());
+        self.put(48, &value.to_le_bytes());
+    }
+}
+
 /// The Connect command's data (1024 bytes).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectData {
@@ -273,6 +367,23 @@ impl ConnectData {
         })
     }
 }
+
+impl ConnectData {
+    /// The 1024 bytes of the Connect data (NQNs cut to leave a NUL).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = vec![0u8; CONNECT_DATA_BYTES];
+        b[..16].copy_from_slice(&self.hostid);
+        b[16..18].copy_from_slice(&self.cntlid.to_le_bytes());
+        for (at, s) in [(256, &self.subnqn), (512, &self.hostnqn)] {
+            let n = s.len().min(NQN_FIELD_BYTES - 1);
+            b[at..at + n].copy_from_slice(&s.as_bytes()[..n]);
+        }
+        b
+    }
+}
+
+/// Bytes of an NQN field in the Connect data.
+const NQN_FIELD_BYTES: usize = 256;
 
 /// A NUL-terminated (or full) NQN field as text.
 fn nqn(field: &[u8]) -> String {
@@ -316,6 +427,42 @@ mod tests {
         assert_eq!(Command(r).direction(), Direction::ToHost);
         r[0] = opcode::FLUSH;
         assert_eq!(Command(r).direction(), Direction::None);
+    }
+
+    #[test]
+    fn built_commands_read_back() {
+        let mut c = Command::fabrics(fctype::CONNECT);
+        c.set_cid(0xbeef);
+        c.set_connect(2, 127, 0);
+        c.set_sgl(Sgl {
+            addr: 0,
+            length: 1024,
+            id: sgl_id::IN_CAPSULE,
+        });
+        assert_eq!(
+            (c.cid(), c.connect_qid(), c.connect_sqsize()),
+            (0xbeef, 2, 127)
+        );
+        assert_eq!(c.sgl().length, 1024);
+        let mut r = Command::new(opcode::READ);
+        r.set_flags(PSDT_SGL);
+        r.set_nsid(1);
+        r.set_cdw(10, 5);
+        r.set_cdw(12, 7 | 1 << 30);
+        assert_eq!((r.nsid(), r.slba(), r.blocks(), r.fua()), (1, 5, 8, true));
+        let mut p = Command::fabrics(fctype::PROPERTY_SET);
+        p.set_property(false, property::CC, 0x46_0001);
+        assert_eq!(p.property_offset(), property::CC);
+        assert_eq!(p.property_value(), 0x46_0001);
+        let d = ConnectData {
+            hostid: [7; 16],
+            cntlid: 3,
+            subnqn: "nqn.sub".into(),
+            hostnqn: "h".repeat(300),
+        };
+        let back = ConnectData::parse(&d.encode()).unwrap();
+        assert_eq!((back.cntlid, back.subnqn.as_str()), (3, "nqn.sub"));
+        assert_eq!(back.hostnqn.len(), 255);
     }
 
     #[test]

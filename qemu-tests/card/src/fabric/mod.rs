@@ -5,6 +5,8 @@
 //! `command`/`identify` the NVMe structures, `controller` the subsystems and
 //! controllers, `admin`/`io` the commands, `queue` one connection's state
 //! machine and `target` its sockets and threads. See docs/fabric.md.
+//! `initiator` is the host side, the card connecting to a remote target
+//! (docs/fabric-initiator.md).
 
 mod admin;
 mod command;
@@ -13,6 +15,7 @@ mod digest;
 #[cfg(feature = "fuzzing")]
 pub mod fuzz;
 mod identify;
+pub mod initiator;
 mod io;
 mod pdu;
 mod queue;

@@ -573,6 +573,18 @@ pub fn decode(buf: &[u8], digests: Option<Digests>, limits: Limits) -> Result<Pd
 /// Encodes one PDU with the connection's digests (ICReq, ICResp and
 /// termination requests never carry digests).
 pub fn encode(pdu: &Pdu, digests: Digests) -> Vec<u8> {
+    encode_aligned(pdu, digests, 0)
+}
+
+/// Largest PDU data alignment (HPDA, CPDA): 32 dwords.
+pub const MAX_PDA: u8 = 31;
+
+/// Encodes one PDU as [`encode`] does, placing the data of a PDU that
+/// carries data at a PDO that is a multiple of `pda + 1` dwords (the
+/// receiver's HPDA or CPDA, at most [`MAX_PDA`]), padding after the header
+/// (digest) with zeroes.
+pub fn encode_aligned(pdu: &Pdu, digests: Digests, pda: u8) -> Vec<u8> {
+    let align = (usize::from(pda.min(MAX_PDA)) + 1) * 4;
     let mut out = Vec::new();
     match pdu {
         Pdu::IcReq(r) => {
@@ -609,12 +621,20 @@ pub fn encode(pdu: &Pdu, digests: Digests) -> Vec<u8> {
             out.extend_from_slice(extra);
         }
         Pdu::Cmd(c) => {
-            framed(&mut out, kind::CAPSULE_CMD, 0, digests, &c.sqe, &c.data);
+            framed(
+                &mut out,
+                kind::CAPSULE_CMD,
+                0,
+                digests,
+                align,
+                &c.sqe,
+                &c.data,
+            );
         }
         Pdu::Resp(c) => {
             let mut body = Vec::with_capacity(CQE_BYTES);
             c.write(&mut body);
-            framed(&mut out, kind::CAPSULE_RESP, 0, digests, &body, &[]);
+            framed(&mut out, kind::CAPSULE_RESP, 0, digests, align, &body, &[]);
         }
         Pdu::R2t(r) => {
             let mut body = Vec::with_capacity(16);
@@ -623,7 +643,7 @@ pub fn encode(pdu: &Pdu, digests: Digests) -> Vec<u8> {
             body.extend_from_slice(&r.offset.to_le_bytes());
             body.extend_from_slice(&r.length.to_le_bytes());
             body.extend_from_slice(&[0; 4]);
-            framed(&mut out, kind::R2T, 0, digests, &body, &[]);
+            framed(&mut out, kind::R2T, 0, digests, align, &body, &[]);
         }
         Pdu::H2cData(d) | Pdu::C2hData(d) => {
             let (k, mut flags) = if matches!(pdu, Pdu::H2cData(_)) {
@@ -643,7 +663,7 @@ pub fn encode(pdu: &Pdu, digests: Digests) -> Vec<u8> {
             body.extend_from_slice(&d.offset.to_le_bytes());
             body.extend_from_slice(&(d.data.len() as u32).to_le_bytes());
             body.extend_from_slice(&[0; 4]);
-            framed(&mut out, k, flags, digests, &body, &d.data);
+            framed(&mut out, k, flags, digests, align, &body, &d.data);
         }
     }
     out
@@ -665,8 +685,17 @@ fn ic(out: &mut Vec<u8>, k: u8, pfv: u16, pda: u8, d: Digests, max: u32) {
     out.resize(usize::from(hlen::IC), 0);
 }
 
-/// Header, type-specific header `body`, header digest, data, data digest.
-fn framed(out: &mut Vec<u8>, k: u8, mut flags: u8, d: Digests, body: &[u8], data: &[u8]) {
+/// Header, type-specific header `body`, header digest, padding to a PDO
+/// that is a multiple of `align`, data, data digest.
+fn framed(
+    out: &mut Vec<u8>,
+    k: u8,
+    mut flags: u8,
+    d: Digests,
+    align: usize,
+    body: &[u8],
+    data: &[u8],
+) {
     let hlen = HEADER_BYTES + body.len();
     let hd = d.header_len();
     let dd = if d.data && !data.is_empty() {
@@ -680,18 +709,24 @@ fn framed(out: &mut Vec<u8>, k: u8, mut flags: u8, d: Digests, body: &[u8], data
     if dd > 0 {
         flags |= flag::DDGST;
     }
-    // Every header here is at most 72 bytes; data is bounded by the caller.
+    // Every header here is at most 72 bytes (76 with its digest), `align`
+    // at most 128 bytes: PDO fits a byte. Data is bounded by the caller.
+    let pad = if data.is_empty() {
+        0
+    } else {
+        (hlen + hd).next_multiple_of(align.max(1)) - (hlen + hd)
+    };
     let pdo = if data.is_empty() {
         0
     } else {
-        (hlen + hd) as u8
+        (hlen + hd + pad) as u8
     };
     Header {
         kind: k,
         flags,
         hlen: hlen as u8,
         pdo,
-        plen: (hlen + hd + data.len() + dd) as u32,
+        plen: (hlen + hd + pad + data.len() + dd) as u32,
     }
     .write(out);
     out.extend_from_slice(body);
@@ -699,6 +734,7 @@ fn framed(out: &mut Vec<u8>, k: u8, mut flags: u8, d: Digests, body: &[u8], data
         let c = crc32c(&[&out[out.len() - hlen..]]);
         out.extend_from_slice(&c.to_le_bytes());
     }
+    out.resize(out.len() + pad, 0);
     out.extend_from_slice(data);
     if dd > 0 {
         out.extend_from_slice(&crc32c(&[data]).to_le_bytes());
@@ -807,6 +843,23 @@ mod tests {
                 let bytes = encode(&p, d);
                 let back = decode(&bytes, Some(d), LIMITS).unwrap_or_else(|e| panic!("{p:?}: {e}"));
                 assert_eq!(back, p, "digests {d:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn aligned_data_round_trips() {
+        for d in [NONE, BOTH] {
+            for p in samples() {
+                assert_eq!(encode_aligned(&p, d, 0), encode(&p, d), "{p:?}");
+                for pda in [1, 7, MAX_PDA] {
+                    let bytes = encode_aligned(&p, d, pda);
+                    let h = Header::parse(bytes.first_chunk::<HEADER_BYTES>().unwrap());
+                    if h.pdo != 0 {
+                        assert_eq!(usize::from(h.pdo) % ((usize::from(pda) + 1) * 4), 0);
+                    }
+                    assert_eq!(decode(&bytes, Some(d), LIMITS).unwrap(), p, "pda {pda}");
+                }
             }
         }
     }
