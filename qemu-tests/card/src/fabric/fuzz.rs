@@ -129,3 +129,10 @@ pub fn host_decode(mut out: &[u8], digests: Digests) -> Vec<Pdu> {
     }
     pdus
 }
+
+/// The `fabric_initiator` target: the initiator's receive path (and its
+/// ICResp check) on a target's bytes, with commands in flight; see
+/// `initiator::receive::drive` for the input's layout and what it checks.
+pub fn initiator_receive(bytes: &[u8]) {
+    super::initiator::receive::drive(bytes);
+}

@@ -329,8 +329,9 @@ impl Receiver {
 }
 
 /// Drives a receive path with bytes from a target, as the fuzz target does
-/// (`bytes[0]` picks the digests and CPDA, the rest is what the target
-/// sends), with three commands in flight: a read of 8 KiB (cid 1), a write
+/// (`bytes[0]` picks the digests (bits 1:0) and CPDA (bits 4:2); with bit
+/// 7 set the rest starts with an ICResp to check first; the rest is what
+/// the target sends), with three commands in flight: a read of 8 KiB (cid 1), a write
 /// of 12 KiB through R2T (cid 2), a command without data (cid 3). Checks
 /// what must hold whatever the target sends: no panic; a completed read's
 /// data is exactly its length; H2CData answers stay inside the write's
@@ -346,6 +347,15 @@ pub fn drive(bytes: &[u8]) {
         cpda: (mode >> 2) & 7,
         maxh2cdata: MIN_MAXH2CDATA,
     };
+    if mode & ICRESP_FIRST != 0 {
+        let Some(ic) = stream.get(..usize::from(pdu::hlen::IC)) else {
+            return;
+        };
+        if check_icresp(ic, n.digests).is_err() {
+            return;
+        }
+        stream = &stream[ic.len()..];
+    }
     let mut rx = Receiver::new(n);
     let write: Arc<Vec<u8>> = Arc::new((0..12288u32).map(|i| (i % 251) as u8).collect());
     rx.expect(
@@ -397,6 +407,10 @@ pub fn drive(bytes: &[u8]) {
         stream = &stream[plen..];
     }
 }
+
+/// [`drive`]'s mode bit: an ICResp comes first.
+#[cfg(any(test, feature = "fuzzing"))]
+const ICRESP_FIRST: u8 = 0x80;
 
 /// The H2CData PDUs the initiator sends are well formed and inside `write`.
 #[cfg(any(test, feature = "fuzzing"))]
@@ -638,6 +652,106 @@ mod tests {
         .is_err());
         assert!(check_icresp(&b(ok), Digests::default()).is_err());
         assert!(check_icresp(&b(ok)[..100], N.digests).is_err());
+    }
+
+    /// The seed corpus of the `fabric_initiator` fuzz target: real
+    /// exchanges for [`drive`]'s three commands.
+    fn seeds() -> Vec<(&'static str, Vec<u8>)> {
+        let none = Digests::default();
+        let both = N.digests;
+        let stream = |mode: u8, d: Digests, pdus: &[Pdu]| {
+            let mut b = vec![mode];
+            for p in pdus {
+                b.extend(pdu::encode(p, d));
+            }
+            b
+        };
+        let r2t = |offset, length| {
+            Pdu::R2t(R2t {
+                cid: 2,
+                ttag: 1,
+                offset,
+                length,
+            })
+        };
+        let all = [
+            data(1, 0, 4096, false),
+            data(1, 4096, 4096, true),
+            resp(1, 0),
+            r2t(0, 12288),
+            resp(2, 0),
+            resp(3, 0),
+        ];
+        let mut success = data(1, 0, 8192, true);
+        if let Pdu::C2hData(d) = &mut success {
+            d.success = true;
+        }
+        let mut ic = vec![ICRESP_FIRST];
+        ic.extend(pdu::encode(
+            &Pdu::IcResp(IcResp {
+                pfv: 0,
+                cpda: 0,
+                digests: none,
+                maxh2cdata: 4096,
+            }),
+            none,
+        ));
+        ic.extend(&stream(0, none, &[resp(3, 0x4002)])[1..]);
+        vec![
+            ("seed-all-plain", stream(0, none, &all)),
+            ("seed-all-digests", stream(3, both, &all)),
+            (
+                "seed-success-two-r2ts",
+                stream(
+                    0,
+                    none,
+                    &[success, r2t(0, 4096), r2t(4096, 8192), resp(2, 0)],
+                ),
+            ),
+            (
+                "seed-cpda-errors",
+                stream(2 << 2, none, &[r2t(0, 12288), resp(1, 0x80)]),
+            ),
+            (
+                "seed-c2h-term",
+                stream(
+                    0,
+                    none,
+                    &[Pdu::C2hTerm(pdu::Term {
+                        fes: fes::SEQUENCE,
+                        fei: 0,
+                        header: vec![4, 0, 72, 0, 72, 0, 0, 0],
+                    })],
+                ),
+            ),
+            ("seed-icresp", ic),
+        ]
+    }
+
+    fn corpus_dir() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/fabric_initiator")
+    }
+
+    /// Rewrites the seed corpus: `cargo test -p dia-card write_initiator_seeds -- --ignored`.
+    #[test]
+    #[ignore = "writes fuzz/corpus/fabric_initiator"]
+    fn write_initiator_seeds() {
+        std::fs::create_dir_all(corpus_dir()).unwrap();
+        for (name, bytes) in seeds() {
+            std::fs::write(corpus_dir().join(name), bytes).unwrap();
+        }
+    }
+
+    #[test]
+    fn the_seed_corpus_is_current_and_passes() {
+        for (name, bytes) in seeds() {
+            drive(&bytes);
+            let on_disk = std::fs::read(corpus_dir().join(name)).unwrap();
+            assert_eq!(
+                on_disk, bytes,
+                "{name} differs: rerun write_initiator_seeds"
+            );
+        }
     }
 
     #[test]
