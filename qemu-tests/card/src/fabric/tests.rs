@@ -21,7 +21,8 @@ use super::queue::{feed, Connection, Stop};
 use crate::guest_memory::{GuestMemory, SharedMemory};
 use crate::pool::{Direction, Pool, PoolSpec};
 
-struct Scratch(PathBuf);
+/// A scratch directory removed when dropped (also the initiator's tests).
+pub(super) struct Scratch(PathBuf);
 
 impl Drop for Scratch {
     fn drop(&mut self) {
@@ -30,8 +31,8 @@ impl Drop for Scratch {
 }
 
 /// A pool with one attached 4 KiB-block namespace of 64 MiB (id 1) and
-/// one detached one (id 2).
-fn pool(name: &str) -> (Scratch, Arc<Pool>) {
+/// one detached one (id 2). Also the initiator's tests' target pool.
+pub(super) fn pool(name: &str) -> (Scratch, Arc<Pool>) {
     let dir = std::env::temp_dir().join(format!("dia-fabric-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();

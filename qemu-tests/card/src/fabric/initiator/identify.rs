@@ -5,6 +5,7 @@
 //! `identify` module writes (a test reads the target's own pages back).
 
 use super::super::identify::IDENTIFY_BYTES;
+use super::super::pdu::{le16, le32, le64};
 use super::error::Error;
 use super::LBA_SHIFT_RANGE;
 
@@ -41,18 +42,6 @@ pub const ONCS_WRITE_ZEROES: u16 = 1 << 3;
 const CNTRLTYPE_IO: u8 = 1;
 /// Bytes of a command in a capsule, which IOCCSZ counts too.
 const SQE_BYTES: usize = 64;
-
-fn le16(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
-}
-
-fn le32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-fn le64(b: &[u8], at: usize) -> u64 {
-    u64::from(le32(b, at)) | u64::from(le32(b, at + 4)) << 32
-}
 
 /// What the initiator uses of Identify Controller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

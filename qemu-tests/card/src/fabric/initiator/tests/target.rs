@@ -5,56 +5,32 @@
 //! from many threads, Flush/Write Zeroes/deallocate, NVMe statuses, keep-
 //! alive, close.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use dia_abi::card as abi;
 
 use super::super::super::command::status;
 use super::super::super::controller::NQN_PREFIX;
 use super::super::super::{serve, TargetConfig, MDTS_BYTES};
 use super::super::{Config, Error, NamespaceInfo, Session, TransportError};
 use crate::guest_memory::{GuestMemory, SharedMemory};
-use crate::pool::{Direction, Pool, PoolSpec};
+use crate::pool::{Direction, Pool};
 
 const SERIAL: &str = "DIA-I";
 /// Namespace 1: 16384 blocks of 4 KiB (64 MiB).
 const NS_BLOCKS: u64 = 16384;
 
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// A target on 127.0.0.1 serving a pool with namespace 1 (attached, 4 KiB
 /// blocks) and namespace 2 (detached).
 struct Remote {
-    _dir: Scratch,
+    _dir: super::super::super::tests::Scratch,
     pool: Arc<Pool>,
     addr: std::net::SocketAddr,
 }
 
 impl Remote {
     fn start(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("dia-initiator-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let pool = Pool::open(&PoolSpec {
-            paths: vec![dir.join("pool.img")],
-            create_bytes: Some(256 << 20),
-        })
-        .unwrap();
-        let a = pool
-            .create_namespace(NS_BLOCKS, 12, [b'a'; abi::LABEL_LEN])
-            .unwrap();
-        pool.set_attached(a, true).unwrap();
-        pool.create_namespace(100, 9, [b'b'; abi::LABEL_LEN])
-            .unwrap();
-        let pool = Arc::new(pool);
+        // The fabric tests' pool: namespace 1 is NS_BLOCKS blocks of 4 KiB.
+        let (dir, pool) = super::super::super::tests::pool(&format!("initiator-{name}"));
         let p = pool.clone();
         let target = serve(
             TargetConfig {
@@ -67,7 +43,7 @@ impl Remote {
         )
         .unwrap();
         Self {
-            _dir: Scratch(dir),
+            _dir: dir,
             pool,
             addr: target.addr,
         }
