@@ -158,10 +158,7 @@ impl Card {
         &self,
         f: impl FnOnce(&mut Controller) -> Result<R>,
     ) -> Result<R> {
-        let _pass = self.pass_gate(true)?;
-        let mut guard = self.ctrl.lock();
-        let ctrl = guard.as_mut().ok_or(ENODEV)?;
-        f(ctrl)
+        self.through_gate(true, f)
     }
 
     /// As [`Self::with_controller`], but not ended by a signal: for the
@@ -171,7 +168,17 @@ impl Card {
         &self,
         f: impl FnOnce(&mut Controller) -> Result<R>,
     ) -> Result<R> {
-        let _pass = self.pass_gate(false)?;
+        self.through_gate(false, f)
+    }
+
+    /// Passes the gate, then runs `f` on the controller (`ENODEV` once
+    /// removed).
+    fn through_gate<R>(
+        &self,
+        interruptible: bool,
+        f: impl FnOnce(&mut Controller) -> Result<R>,
+    ) -> Result<R> {
+        let _pass = self.pass_gate(interruptible)?;
         let mut guard = self.ctrl.lock();
         let ctrl = guard.as_mut().ok_or(ENODEV)?;
         f(ctrl)
