@@ -84,9 +84,10 @@ pub(crate) struct Card {
     idle: CondVar,
     /// Registered net devices of the ports. Kept apart from the controller:
     /// registering and unregistering take the RTNL, which is never taken
-    /// while the controller is locked (lock order: RTNL, then controller).
+    /// while the controller is locked (lock order: `netdevs`, then the gate
+    /// or the RTNL; nothing holding either takes `netdevs`).
     #[pin]
-    netdevs: Mutex<KVec<Option<NetSlot>>>,
+    netdevs: Mutex<NetDevs>,
     /// The recovery work: checks timed-out I/O with the card and resets a
     /// card that lost commands, without waiting for anyone's ioctl.
     #[pin]
@@ -107,6 +108,13 @@ impl WorkItem for Card {
             Ok(())
         });
     }
+}
+
+/// The ports' registered net devices.
+struct NetDevs {
+    list: KVec<Option<NetSlot>>,
+    /// The card is being removed: no new net devices.
+    closed: bool,
 }
 
 /// A port's registered net device.
@@ -198,6 +206,12 @@ impl Card {
     /// Creates a port on the card and registers its net device (in the
     /// initial network namespace, down).
     pub(crate) fn create_port(&self, config: &PortConfig) -> Result<CreatedPort> {
+        // Held throughout: remove cannot unregister the ports between this
+        // port's registration and its filing (it would outlive the card).
+        let mut netdevs = self.netdevs.lock();
+        if netdevs.closed {
+            return Err(ENODEV);
+        }
         let new = self.with_controller(|c| c.port_create(config))?;
         let id = new.id;
         let undo = |e| {
@@ -212,7 +226,7 @@ impl Card {
         };
         // On allocation failure the slot (and so the registration) is
         // dropped under `netdevs`, which nothing holding the RTNL takes.
-        let inserted = slots::insert(&mut self.netdevs.lock(), slot);
+        let inserted = slots::insert(&mut netdevs.list, slot);
         inserted.map_err(|e| undo(e.into()))?;
         Ok(CreatedPort {
             port: id,
@@ -225,8 +239,9 @@ impl Card {
     /// port on the card.
     pub(crate) fn delete_port(&self, port: u32) -> Result {
         {
-            let mut list = self.netdevs.lock();
-            let slot = list
+            let mut netdevs = self.netdevs.lock();
+            let slot = netdevs
+                .list
                 .iter_mut()
                 .find(|s| s.as_ref().is_some_and(|s| u32::from(s.port) == port))
                 .ok_or(ENOENT)?;
@@ -239,16 +254,72 @@ impl Card {
 
     /// Changes a port's VLAN, MTU and limits (the net device's MTU too).
     pub(crate) fn set_port(&self, port: u32, config: &PortConfig) -> Result {
+        // Held throughout, so the net device is not unregistered between the
+        // card's change and the MTU's (see `dia_shim_netdev_set_mtu`).
+        let netdevs = self.netdevs.lock();
+        if netdevs.closed {
+            return Err(ENODEV);
+        }
         let nd = self.with_controller(|c| c.port_set(port, config))?;
+        let registered = netdevs
+            .list
+            .iter()
+            .flatten()
+            .any(|s| u32::from(s.port) == port);
+        if !registered {
+            // Being deleted: its net device is already gone.
+            return Err(ENOENT);
+        }
         nd.set_mtu(config.mtu)
     }
 
-    /// Unregisters every port's net device (before the card goes away).
-    /// Nothing holding the RTNL takes `netdevs`, so unregistering under it
-    /// is fine; only the controller lock must not be held.
+    /// Attaches a namespace and adds its block device. The device is added
+    /// with the gate open: reading its partition table is I/O, and I/O the
+    /// card loses is only ended by the recovery work, which needs the gate.
+    pub(crate) fn attach_namespace(&self, nsid: u32) -> Result {
+        let planned = self.with_controller(|c| c.ns_attach_begin(nsid))?;
+        let added = planned.add();
+        self.with_controller_uninterruptible(|c| c.ns_attach_end(nsid, added))
+    }
+
+    /// Removes a namespace's block device (refused while it is open), with
+    /// the gate open for the same reason, then detaches it on the card.
+    pub(crate) fn detach_namespace(&self, nsid: u32) -> Result {
+        let mut detaching = self.with_controller(|c| c.ns_detach_begin(nsid))?;
+        detaching.remove();
+        self.with_controller_uninterruptible(|c| c.ns_detach_end(detaching))
+    }
+
+    /// Removes every block device before the card goes away, with the gate
+    /// open so that the recovery work can still reset a card that lost
+    /// their last I/O, and waits for attaches and detaches under way.
+    fn remove_disks(&self) {
+        loop {
+            let Ok((disks, outside)) = self.with_controller_uninterruptible(|c| c.close_disks())
+            else {
+                // Out of memory: `Controller`'s drop removes what is left.
+                return;
+            };
+            let none = disks.is_empty();
+            drop(disks);
+            if none && outside == 0 {
+                return;
+            }
+            if none {
+                // Someone adds or removes one outside the gate: it finishes
+                // through the gate within an I/O timeout or a reset.
+                crate::glue::time::msleep(10);
+            }
+        }
+    }
+
+    /// Unregisters every port's net device (before the card goes away);
+    /// no new ones after this. Nothing holding the RTNL takes `netdevs`, so
+    /// unregistering under it is fine; only the controller must be free.
     fn unregister_ports(&self) {
-        let mut list = self.netdevs.lock();
-        for s in list.iter_mut() {
+        let mut netdevs = self.netdevs.lock();
+        netdevs.closed = true;
+        for s in netdevs.list.iter_mut() {
             drop(s.take());
         }
     }
@@ -302,7 +373,13 @@ impl pci::Driver for CardDriver {
                 ctrl <- kernel::new_mutex!(Some(ctrl), "dia:card"),
                 busy <- kernel::new_mutex!(false, "dia:card_gate"),
                 idle <- kernel::new_condvar!("dia:card_idle"),
-                netdevs <- kernel::new_mutex!(KVec::new(), "dia:netdevs"),
+                netdevs <- kernel::new_mutex!(
+                    NetDevs {
+                        list: KVec::new(),
+                        closed: false,
+                    },
+                    "dia:netdevs"
+                ),
                 recovery <- new_work!("dia:recovery"),
             }),
             GFP_KERNEL,
@@ -335,6 +412,8 @@ impl pci::Driver for CardDriver {
         drop(data.misc.take());
         // Net devices go before the controller (they use its rings).
         data.card.unregister_ports();
+        // Disks too, while the recovery work can still reach the card.
+        data.card.remove_disks();
         // Timeouts no longer reach the recovery work (and the card no
         // longer keeps itself alive through its I/O path).
         let _ = data.card.with_controller_uninterruptible(|c| {

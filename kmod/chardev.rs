@@ -85,12 +85,12 @@ impl MiscDevice for Card {
             }
             ioctl::DIA_IOC_NS_ATTACH => {
                 let nsid = ns_id(arg)?;
-                this.with_controller(|c| c.ns_attach(nsid))?;
+                this.attach_namespace(nsid)?;
                 Ok(0)
             }
             ioctl::DIA_IOC_NS_DETACH => {
                 let nsid = ns_id(arg)?;
-                this.with_controller(|c| c.ns_detach(nsid))?;
+                this.detach_namespace(nsid)?;
                 Ok(0)
             }
             ioctl::DIA_IOC_NS_INFO => {

@@ -11,14 +11,14 @@ use kernel::sync::Arc;
 
 use crate::abi::card::{self as regs, CompletionEntry, IdentifyController, SubmissionEntry};
 use crate::abi::ioctl::{DiaIdentity, DIA_ABI_VERSION};
-use crate::glue::blk::{Disk, Op, TagSet};
+use crate::glue::blk::{Disk, DiskParams, Op, TagSet};
 use crate::glue::completion::Completion;
 use crate::glue::dma::CoherentAllocation;
 use crate::glue::irq::{self, Handler};
 use crate::glue::mmio::Bar;
 use crate::glue::pci::{Device, Enabled, IrqVectors, Regions};
 use crate::glue::time::{self, ETIMEDOUT};
-use crate::io_path::{self, IoIrq, IoPath, IoQueue, IO_QUEUE_ENTRIES, IO_TIMEOUT_MS};
+use crate::io_path::{self, IoIrq, IoPath, IoQueue, NsData, IO_QUEUE_ENTRIES, IO_TIMEOUT_MS};
 use crate::ring::RingState;
 use kernel::str::CString;
 
@@ -142,6 +142,11 @@ pub(crate) struct Controller {
     // function last (`drop` removes disks and stops the card first).
     /// Slots of attached namespaces' disks (`None`: free slot).
     disks: KVec<Option<NsDisk>>,
+    /// Attaches and detaches whose block device is being added or removed
+    /// with the gate open.
+    outside: u32,
+    /// The card is being removed: no new block devices.
+    closing: bool,
     /// Slots of network ports (`None`: free slot); before `vectors`, as
     /// each holds an interrupt.
     ports: KVec<Option<ports::PortEntry>>,
@@ -192,11 +197,44 @@ struct IoState {
     path: Arc<IoPath>,
 }
 
-/// An attached namespace's block device.
+/// An attached namespace's block device slot.
 struct NsDisk {
     nsid: u32,
     name: CString,
-    disk: Disk<IoPath>,
+    /// `None` while the device is being added or removed outside the gate.
+    disk: Option<Disk<IoPath>>,
+}
+
+/// A block device to add for a just attached namespace: everything
+/// [`Disk::new`] needs, so it can run without the controller.
+pub(crate) struct PlannedDisk {
+    name: CString,
+    params: DiskParams,
+    data: Arc<NsData>,
+    set: Arc<TagSet<IoPath>>,
+}
+
+impl PlannedDisk {
+    /// Adds the block device (reads its partition table).
+    pub(crate) fn add(self) -> Result<Disk<IoPath>> {
+        Disk::new(&self.set, &self.name, &self.params, self.data)
+    }
+}
+
+/// A block device on its way out of a detach.
+pub(crate) struct DetachingDisk {
+    nsid: u32,
+    /// Its slot is reserved (and counted in `outside`) until the detach ends.
+    reserved: bool,
+    disk: Option<Disk<IoPath>>,
+}
+
+impl DetachingDisk {
+    /// Removes the block device; waits for its I/O, so never called
+    /// behind the card's gate.
+    pub(crate) fn remove(&mut self) {
+        drop(self.disk.take());
+    }
 }
 
 impl Controller {
@@ -220,6 +258,8 @@ impl Controller {
         let depth = usize::from(ADMIN_QUEUE_DEPTH);
         let mut ctrl = Self {
             disks: KVec::new(),
+            outside: 0,
+            closing: false,
             ports: KVec::new(),
             parked: KVec::new(),
             io_irqs: KVec::new(),
@@ -460,21 +500,32 @@ impl Controller {
     }
 
     /// The firmware died and came back: whatever its volatile cache held is
-    /// gone. Each namespace with writes since its last flush fails its next
-    /// flush, so the loss reaches fsync and file systems instead of passing
-    /// silently.
+    /// gone. Each namespace with writes since its last flush is fenced (see
+    /// `NsData::fenced`): its writes and flushes fail until its users close
+    /// it, so the loss reaches fsync and file systems instead of passing
+    /// silently. A disk nobody has open is not fenced: whoever wrote
+    /// closed it without asking for durability.
     fn report_lost_cache(&self) {
         for d in self.disks.iter().flatten() {
-            let ns = d.disk.data();
-            if ns.unflushed() {
-                ns.cache_lost
-                    .store(true, core::sync::atomic::Ordering::Relaxed);
-                pr_err!(
-                    "{}: {}: the card restarted with writes not yet flushed; they may be lost, and the next flush reports it\n",
+            let Some(disk) = &d.disk else { continue };
+            let ns = disk.data();
+            if !ns.unflushed() {
+                continue;
+            }
+            if disk.openers() == 0 {
+                pr_warn!(
+                    "{}: {}: the card restarted with writes not yet flushed; they may be lost (the disk is not open)\n",
                     self.name(),
                     &*d.name
                 );
+                continue;
             }
+            ns.fenced.store(true, core::sync::atomic::Ordering::Relaxed);
+            pr_err!(
+                "{}: {}: the card restarted with writes not yet flushed; they may be lost: writes and flushes fail until the disk is closed by all its users\n",
+                self.name(),
+                &*d.name
+            );
         }
     }
 

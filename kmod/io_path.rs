@@ -308,10 +308,14 @@ pub(crate) struct NsData {
     pub(crate) writes: AtomicU64,
     /// The highest `writes` a successful flush covered.
     pub(crate) flushed: AtomicU64,
-    /// The card's firmware died with writes of this namespace unflushed:
-    /// the next flush fails, so fsync (and a file system's journal) learns
-    /// that acknowledged writes may be gone.
-    pub(crate) cache_lost: AtomicBool,
+    /// The card's firmware died with writes of this namespace unflushed
+    /// (acknowledged, but only in its volatile cache): every write and
+    /// flush fails until the last opener closes the disk. Failing only the
+    /// next flush is not enough: its issuer may ignore the error (jbd2's
+    /// checkpoint does, then moves the journal tail past metadata the crash
+    /// took; found by card-kill-cycles), and a later flush or FUA write
+    /// would then succeed on a damaged volume. Reads still work.
+    pub(crate) fenced: AtomicBool,
 }
 
 impl NsData {
@@ -322,7 +326,7 @@ impl NsData {
             lba_shift,
             writes: AtomicU64::new(0),
             flushed: AtomicU64::new(0),
-            cache_lost: AtomicBool::new(false),
+            fenced: AtomicBool::new(false),
         }
     }
 
@@ -361,15 +365,18 @@ impl Operations for IoPath {
             return Status::IoErr;
         };
         let mut rq = rq;
-        match rq.op() {
+        let op = rq.op();
+        if ns.fenced.load(Ordering::Relaxed) && !matches!(op, Op::Read) {
+            // Reported when the fence went up (`report_lost_cache`).
+            return Status::IoErr;
+        }
+        match op {
             Op::Flush => {
-                // A requeued lost flush fails and leaves the namespace's
-                // mark for the next new flush (both may have lost writes).
-                if rq.data().flush_lost.swap(false, Ordering::Relaxed)
-                    || ns.cache_lost.swap(false, Ordering::Relaxed)
-                {
+                // A flush in flight when the firmware died (requeued by the
+                // reset) covered writes the crash may have taken.
+                if rq.data().flush_lost.swap(false, Ordering::Relaxed) {
                     pr_err!(
-                        "namespace {}: the card lost its volatile cache (its firmware died) with writes not yet flushed; failing this flush so the loss is reported\n",
+                        "namespace {}: a flush was in flight when the card's firmware died; failing it so the loss is reported\n",
                         ns.nsid
                     );
                     return Status::IoErr;
@@ -420,6 +427,15 @@ impl Operations for IoPath {
             );
         }
         rq.end(status);
+    }
+
+    fn last_close(&self, ns: &NsData) {
+        if ns.fenced.swap(false, Ordering::Relaxed) {
+            pr_info!(
+                "namespace {}: closed by its last user after the card lost its cache; writes and flushes accepted again\n",
+                ns.nsid
+            );
+        }
     }
 
     fn timeout(&self, rq: Request<'_>) -> TimeoutAction {

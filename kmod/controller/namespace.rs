@@ -11,14 +11,14 @@ use kernel::prelude::*;
 use kernel::str::CString;
 use kernel::sync::Arc;
 
-use super::{Controller, NsDisk};
+use super::{Controller, DetachingDisk, NsDisk, PlannedDisk};
 use crate::abi::card::{
     self as regs, IdentifyNamespace, NamespaceCreate, NamespaceStats, PoolStatus, QosSettings,
     SubmissionEntry,
 };
 use crate::abi::ioctl::{DiaNsInfo, DiaNsList, DiaNsQos, DiaPoolInfo, DIA_NS_LIST_MAX};
 use crate::glue::blk::Disk;
-use crate::io_path::{disk_params, NsData};
+use crate::io_path::{disk_params, IoPath, NsData};
 
 /// What Identify Namespace says about one namespace.
 struct NsFacts {
@@ -30,8 +30,16 @@ struct NsFacts {
 }
 
 impl Controller {
+    /// The slot of `nsid`'s block device, also while it is being added or
+    /// removed outside the gate.
     fn disk(&self, nsid: u32) -> Option<&NsDisk> {
         self.disks.iter().flatten().find(|d| d.nsid == nsid)
+    }
+
+    fn disk_mut(&mut self, nsid: u32) -> Option<&mut Option<NsDisk>> {
+        self.disks
+            .iter_mut()
+            .find(|slot| slot.as_ref().is_some_and(|d| d.nsid == nsid))
     }
 
     fn identify_namespace(&mut self, nsid: u32) -> Result<NsFacts> {
@@ -147,76 +155,155 @@ impl Controller {
         Ok(())
     }
 
-    /// Adds the block device of an attached namespace.
-    fn add_disk(&mut self, nsid: u32) -> Result {
+    /// What it takes to add the block device of attached namespace `nsid`.
+    fn plan_disk(&mut self, nsid: u32) -> Result<PlannedDisk> {
         let facts = self.identify_namespace(nsid)?;
         let set = self.io.as_ref().ok_or(ENODEV)?.set.clone();
-        let name = CString::try_from_fmt(kernel::fmt!("dia{}n{}", self.index, nsid))?;
-        let data = Arc::new(NsData::new(nsid, facts.lba_shift), GFP_KERNEL)?;
-        let params = disk_params(
-            facts.lba_shift,
-            facts.size_blocks,
-            self.max_transfer,
-            self.vwc,
-        );
-        let disk = Disk::new(&set, &name, &params, data)?;
-        pr_info!(
-            "{}: /dev/{} is namespace {} ({} blocks of {} bytes)\n",
-            self.name(),
-            &*name,
-            nsid,
-            facts.size_blocks,
-            1u32 << facts.lba_shift
-        );
-        let entry = NsDisk { nsid, name, disk };
-        crate::slots::insert(&mut self.disks, entry)?;
+        Ok(PlannedDisk {
+            name: self.disk_name(nsid)?,
+            params: disk_params(
+                facts.lba_shift,
+                facts.size_blocks,
+                self.max_transfer,
+                self.vwc,
+            ),
+            data: Arc::new(NsData::new(nsid, facts.lba_shift), GFP_KERNEL)?,
+            set,
+        })
+    }
+
+    fn disk_name(&self, nsid: u32) -> Result<CString> {
+        CString::try_from_fmt(kernel::fmt!("dia{}n{}", self.index, nsid))
+    }
+
+    /// Adds the block device of an attached namespace in place (probe only:
+    /// nobody can reset the card yet, so nothing waits on the gate).
+    fn add_disk(&mut self, nsid: u32) -> Result {
+        let planned = self.plan_disk(nsid)?;
+        let name = self.disk_name(nsid)?;
+        let disk = Some(planned.add()?);
+        pr_info!("{}: /dev/{} is namespace {}\n", self.name(), &*name, nsid);
+        crate::slots::insert(&mut self.disks, NsDisk { nsid, name, disk })?;
         Ok(())
     }
 
-    /// Attaches a namespace and adds its block device.
-    pub(crate) fn ns_attach(&mut self, nsid: u32) -> Result {
+    /// First half of an attach: attaches the namespace on the card and
+    /// reserves its disk slot. The block device is added by the caller
+    /// with the gate open (adding it reads the partition table, and a read
+    /// the card loses needs the recovery work, which passes the gate);
+    /// [`Self::ns_attach_end`] finishes.
+    pub(crate) fn ns_attach_begin(&mut self, nsid: u32) -> Result<PlannedDisk> {
         if nsid == 0 || nsid == u32::MAX {
             return Err(EINVAL);
+        }
+        if self.closing {
+            return Err(ENODEV);
         }
         if self.disk(nsid).is_some() {
             return Err(EEXIST);
         }
-        self.admin_command(SubmissionEntry {
-            opcode: regs::ADMIN_NS_ATTACHMENT,
+        let reserved = NsDisk {
             nsid,
-            cdw10: regs::NsAttachment::Attach.cdw10(),
-            ..SubmissionEntry::default()
-        })?;
-        if let Err(e) = self.add_disk(nsid) {
-            // Leave the card as we found it.
-            let _ = self.admin_command(SubmissionEntry {
+            name: self.disk_name(nsid)?,
+            disk: None,
+        };
+        // Reserved before the card is asked, so no undo can fail for memory.
+        crate::slots::insert(&mut self.disks, reserved)?;
+        let planned = self
+            .admin_command(SubmissionEntry {
                 opcode: regs::ADMIN_NS_ATTACHMENT,
                 nsid,
-                cdw10: regs::NsAttachment::Detach.cdw10(),
+                cdw10: regs::NsAttachment::Attach.cdw10(),
                 ..SubmissionEntry::default()
+            })
+            .and_then(|_| {
+                self.plan_disk(nsid).inspect_err(|_| {
+                    // Leave the card as we found it.
+                    let _ = self.detach_on_card(nsid);
+                })
             });
-            return Err(e);
+        match planned {
+            Ok(_) => self.outside += 1,
+            Err(_) => {
+                if let Some(slot) = self.disk_mut(nsid) {
+                    *slot = None;
+                }
+            }
         }
-        Ok(())
+        planned
     }
 
-    /// Removes the block device (refused while it is open) and detaches.
-    pub(crate) fn ns_detach(&mut self, nsid: u32) -> Result {
+    /// Second half of an attach: files the block device in its slot, or,
+    /// when adding it failed, frees the slot and detaches on the card.
+    pub(crate) fn ns_attach_end(&mut self, nsid: u32, added: Result<Disk<IoPath>>) -> Result {
+        self.outside -= 1;
+        let slot = self.disk_mut(nsid).ok_or(ENODEV)?;
+        match added {
+            Ok(disk) => {
+                if let Some(d) = slot.as_mut() {
+                    pr_info!("/dev/{} is namespace {}\n", &*d.name, nsid);
+                    d.disk = Some(disk);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                *slot = None;
+                let _ = self.detach_on_card(nsid);
+                Err(e)
+            }
+        }
+    }
+
+    /// First half of a detach: takes the block device out of its slot
+    /// (refused while it is open) and leaves the slot reserved. The caller
+    /// drops the device with the gate open (its last I/O may need the
+    /// recovery work), then [`Self::ns_detach_end`] detaches on the card.
+    pub(crate) fn ns_detach_begin(&mut self, nsid: u32) -> Result<DetachingDisk> {
         if nsid == 0 || nsid == u32::MAX {
             return Err(EINVAL);
         }
-        let slot = self
-            .disks
-            .iter_mut()
-            .find(|slot| slot.as_ref().is_some_and(|d| d.nsid == nsid));
-        if let Some(slot) = slot {
-            if slot.as_ref().is_some_and(|d| d.disk.openers() > 0) {
-                return Err(EBUSY);
-            }
-            if let Some(d) = slot.take() {
-                pr_info!("{}: /dev/{} removed\n", self.name(), &*d.name);
+        if self.closing {
+            return Err(ENODEV);
+        }
+        let Some(Some(d)) = self.disk_mut(nsid) else {
+            // No block device: the card may still have it attached.
+            return Ok(DetachingDisk {
+                nsid,
+                reserved: false,
+                disk: None,
+            });
+        };
+        match &d.disk {
+            // Being added or removed by someone else.
+            None => return Err(EBUSY),
+            Some(disk) if disk.openers() > 0 => return Err(EBUSY),
+            Some(_) => {}
+        }
+        let disk = d.disk.take();
+        pr_info!("/dev/{} removed\n", &*d.name);
+        self.outside += 1;
+        Ok(DetachingDisk {
+            nsid,
+            reserved: true,
+            disk,
+        })
+    }
+
+    /// Second half of a detach, once the block device is gone.
+    pub(crate) fn ns_detach_end(&mut self, detaching: DetachingDisk) -> Result {
+        let nsid = detaching.nsid;
+        if detaching.reserved {
+            self.outside -= 1;
+            if let Some(slot) = self.disk_mut(nsid) {
+                *slot = None;
             }
         }
+        // Normally gone already; dropped here if the caller did not.
+        drop(detaching.disk);
+        self.detach_on_card(nsid)
+    }
+
+    fn detach_on_card(&mut self, nsid: u32) -> Result {
         self.admin_command(SubmissionEntry {
             opcode: regs::ADMIN_NS_ATTACHMENT,
             nsid,
@@ -224,6 +311,27 @@ impl Controller {
             ..SubmissionEntry::default()
         })?;
         Ok(())
+    }
+
+    /// For removal: no new block devices from here on; hands out the ones
+    /// there are (to be dropped with the gate open) and how many attaches
+    /// and detaches are still under way outside the gate.
+    pub(crate) fn close_disks(&mut self) -> Result<(KVec<Disk<IoPath>>, u32)> {
+        self.closing = true;
+        let mut out = KVec::new();
+        for slot in self.disks.iter_mut() {
+            if let Some(d) = slot {
+                if d.disk.is_some() {
+                    out.reserve(1, GFP_KERNEL)?;
+                    if let Some(disk) = d.disk.take() {
+                        // Reserved just above: does not allocate.
+                        let _ = out.push(disk, GFP_KERNEL);
+                    }
+                    *slot = None;
+                }
+            }
+        }
+        Ok((out, self.outside))
     }
 
     /// One namespace's facts.
@@ -238,7 +346,7 @@ impl Controller {
             label: f.label,
             ..DiaNsInfo::default()
         };
-        if let Some(d) = self.disk(nsid) {
+        if let Some(d) = self.disk(nsid).filter(|d| d.disk.is_some()) {
             let name = d.name.as_bytes();
             let n = name.len().min(info.disk_name.len() - 1);
             info.disk_name[..n].copy_from_slice(&name[..n]);

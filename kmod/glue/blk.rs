@@ -244,6 +244,8 @@ pub(crate) trait Operations: Send + Sync + Sized {
     /// wait longer (the card must not be left holding memory the block
     /// layer gives back).
     fn timeout(&self, rq: Request<'_>) -> TimeoutAction;
+    /// The last opener of `disk` closed it.
+    fn last_close(&self, disk: &Self::Disk);
 }
 
 /// A blk-mq tag set with `T`'s callbacks.
@@ -269,6 +271,7 @@ impl<T: Operations> TagSet<T> {
         commit_rqs: Some(commit_rqs_callback::<T>),
         complete: Some(complete_callback::<T>),
         timeout: Some(timeout_callback::<T>),
+        last_close: Some(last_close_callback::<T>),
     };
 
     /// Creates a tag set of `queues` hardware queues of `depth` tags each.
@@ -572,4 +575,20 @@ unsafe extern "C" fn timeout_callback<T: Operations>(
         // BLK_EH_DONE: the callback ended the request.
         TimeoutAction::Done => 0,
     }
+}
+
+/// # Safety
+///
+/// Called by the shim with the tag set's `set_data` and a disk's
+/// `disk_data`, both live (the disk is not removed: the shim checks under
+/// the disk's open mutex).
+unsafe extern "C" fn last_close_callback<T: Operations>(
+    set_data: *mut core::ffi::c_void,
+    disk_data: *mut core::ffi::c_void,
+) {
+    // SAFETY: as in `queue_rq_callback`.
+    let ops = unsafe { ArcBorrow::<T>::from_raw(set_data.cast::<T>().cast_const()) };
+    // SAFETY: `disk_data` is the disk's reference, live while it exists.
+    let disk = unsafe { ArcBorrow::<T::Disk>::from_raw(disk_data.cast::<T::Disk>().cast_const()) };
+    ops.last_close(&disk);
 }

@@ -137,6 +137,8 @@ struct dia_shim_blk_ops {
 	void (*complete)(void *set_data, struct request *rq);
 	/* Returns 1 to re-arm the timer, 0 when the request was dealt with. */
 	int (*timeout)(void *set_data, struct request *rq);
+	/* The last opener of a disk closed it (not called once it is removed). */
+	void (*last_close)(void *set_data, void *disk_data);
 };
 
 struct dia_shim_tagset *dia_shim_tagset_new(struct pci_dev *pdev, unsigned int nr_hw_queues,

@@ -25,6 +25,7 @@ struct dia_shim_tagset {
 
 struct dia_shim_disk {
 	struct gendisk *disk;
+	struct dia_shim_tagset *ts;
 };
 
 /* The C part of every request's PDU; the Rust part follows it. */
@@ -204,9 +205,24 @@ void dia_shim_tagset_kick_requeue(struct dia_shim_tagset *ts)
 	mutex_unlock(&ts->set.tag_list_lock);
 }
 
+/*
+ * Called under the disk's open_mutex at every close. private_data is the
+ * shim disk until dia_shim_disk_remove clears it under the same mutex, so
+ * the tag set and the disk data are live here (a disk removed while open
+ * is closed later with private_data NULL).
+ */
+static void dia_release(struct gendisk *disk)
+{
+	struct dia_shim_disk *d = disk->private_data;
+
+	if (d && !disk_openers(disk))
+		d->ts->ops.last_close(d->ts->set_data, disk->queue->queuedata);
+}
+
 /* Opening a disk pins the module; I/O goes through blk-mq. */
 static const struct block_device_operations dia_bdev_ops = {
 	.owner = THIS_MODULE,
+	.release = dia_release,
 };
 
 struct dia_shim_disk *dia_shim_disk_new(struct dia_shim_tagset *ts, const char *name,
@@ -243,7 +259,9 @@ struct dia_shim_disk *dia_shim_disk_new(struct dia_shim_tagset *ts, const char *
 		kfree(d);
 		return NULL;
 	}
+	d->ts = ts;
 	d->disk->fops = &dia_bdev_ops;
+	d->disk->private_data = d;
 	strscpy(d->disk->disk_name, name, DISK_NAME_LEN);
 	set_capacity(d->disk, p->capacity_sectors);
 	*err = add_disk(d->disk);
@@ -257,6 +275,10 @@ struct dia_shim_disk *dia_shim_disk_new(struct dia_shim_tagset *ts, const char *
 
 void dia_shim_disk_remove(struct dia_shim_disk *d)
 {
+	/* Closes after this (of a disk removed while open) call back no one. */
+	mutex_lock(&d->disk->open_mutex);
+	d->disk->private_data = NULL;
+	mutex_unlock(&d->disk->open_mutex);
 	del_gendisk(d->disk);
 	put_disk(d->disk);
 	kfree(d);

@@ -177,6 +177,18 @@ int dia_shim_netdev_set_mtu(struct dia_shim_netdev *nd, unsigned int mtu)
 	int err;
 
 	rtnl_lock();
+	/*
+	 * Only while registered (reg_state changes under the RTNL): on a device
+	 * already unregistered, NETDEV_CHANGEMTU makes IPv4 create a new
+	 * in_device with sysctl entries under the device's name that nothing
+	 * removes, and the next device of that name fails to register with
+	 * "sysctl duplicate entry" (found by the ioctl fuzzer: PORT_SET racing
+	 * PORT_DELETE and PCI remove).
+	 */
+	if (nd->dev->reg_state != NETREG_REGISTERED) {
+		rtnl_unlock();
+		return -ENODEV;
+	}
 	nd->dev->max_mtu = mtu;
 	err = dev_set_mtu(nd->dev, mtu);
 	rtnl_unlock();
