@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tracing::{info, warn};
 
-use crate::card::CardDevice;
+use crate::card_device::CardDevice;
 use crate::error::ApiError;
 use crate::manager::Manager;
 

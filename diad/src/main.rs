@@ -3,7 +3,7 @@
 //! `diaconfig`, orchestrator plugins and the GUI use, on a unix socket.
 
 mod api;
-mod card;
+mod card_device;
 mod containers;
 mod error;
 mod host;

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::card::CardDevice;
+use crate::card_device::CardDevice;
 use crate::error::ApiError;
 use crate::host::Host;
 use crate::state::{self, DesiredState};

@@ -97,7 +97,7 @@ impl Manager {
 
 #[cfg(test)]
 mod tests {
-    use crate::card::CardDevice;
+    use crate::card_device::CardDevice;
     use crate::test_support::{manager, vol, LogHost};
 
     #[test]

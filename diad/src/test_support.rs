@@ -11,7 +11,7 @@ use dia::{Identity, Namespace, Pool};
 use dia_abi::card::QosSettings;
 use nix::errno::Errno;
 
-use crate::card::CardDevice;
+use crate::card_device::CardDevice;
 use crate::host::{Host, NsOp};
 use crate::manager::Manager;
 use crate::state::DesiredState;

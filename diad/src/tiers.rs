@@ -194,7 +194,7 @@ impl Manager {
 mod tests {
     use dia::api::CreateVolume;
 
-    use crate::card::CardDevice;
+    use crate::card_device::CardDevice;
     use crate::test_support::{manager, vol, LogHost};
 
     #[test]

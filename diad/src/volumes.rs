@@ -359,7 +359,7 @@ impl Manager {
 mod tests {
     use dia::api::{Attachment, CreateVolume};
 
-    use crate::card::CardDevice;
+    use crate::card_device::CardDevice;
     use crate::host::NsOp;
     use crate::state;
     use crate::test_support::{manager, vol, LogHost};

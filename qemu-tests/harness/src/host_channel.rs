@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::card::Card;
+use crate::card_process::CardProcess;
 
 /// How long a node waits at a barrier for the others.
 pub const BARRIER_TIMEOUT: Duration = Duration::from_secs(120);
@@ -100,7 +100,7 @@ impl Barrier {
 /// guest's console stream).
 pub fn serve(
     path: PathBuf,
-    card: Arc<Card>,
+    card: Arc<CardProcess>,
     barrier: Arc<Barrier>,
     log: impl Fn(String) + Send + 'static,
 ) {

@@ -5,7 +5,7 @@
 
 mod bench;
 mod build;
-mod card;
+mod card_process;
 mod host_channel;
 mod paths;
 mod progress;

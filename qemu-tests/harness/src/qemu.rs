@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use crate::build::Artefacts;
-use crate::card::{self, Card};
+use crate::card_process::{self, CardProcess};
 use crate::host_channel::{self, Barrier};
 use crate::paths::Paths;
 use crate::progress::Step;
@@ -46,7 +46,12 @@ pub enum Outcome {
     },
 }
 
-fn base_command(artefacts: &Artefacts, card: &Card, append: &str, extra: &[String]) -> Command {
+fn base_command(
+    artefacts: &Artefacts,
+    card: &CardProcess,
+    append: &str,
+    extra: &[String],
+) -> Command {
     let mut cmd = Command::new("qemu-system-x86_64");
     cmd.args(["-accel", "tcg,thread=multi", "-cpu", "max", "-smp", "2"])
         .args(["-m", &format!("{GUEST_RAM_MIB}M")])
@@ -74,7 +79,10 @@ fn base_command(artefacts: &Artefacts, card: &Card, append: &str, extra: &[Strin
         .arg(format!("socket,path={},id=card0", card.socket.display()))
         .args([
             "-device",
-            &format!("ivshmem-doorbell,chardev=card0,vectors={}", card::VECTORS),
+            &format!(
+                "ivshmem-doorbell,chardev=card0,vectors={}",
+                card_process::VECTORS
+            ),
         ])
         .args(extra);
     cmd
@@ -134,7 +142,7 @@ enum Event {
 
 /// One booted node: its card and its QEMU.
 struct Node {
-    card: Arc<Card>,
+    card: Arc<CardProcess>,
     qemu: Child,
     console: std::fs::File,
     console_path: PathBuf,
@@ -188,11 +196,11 @@ fn start_node(
     std::fs::create_dir_all(dir)?;
     let console_path = dir.join("console.log");
     let (card_name, serial) = if count == 1 {
-        (scenario.name.clone(), card::TEST_SERIAL.to_string())
+        (scenario.name.clone(), card_process::TEST_SERIAL.to_string())
     } else {
         (
             format!("{}-node{index}", scenario.name),
-            card::test_serial(index),
+            card_process::test_serial(index),
         )
     };
     let mut card_args = scenario.card_args.clone();
@@ -200,13 +208,13 @@ fn start_node(
     // The card's NVMe/TCP target, reached from the guest through QEMU's
     // user-mode network (the host's 127.0.0.1 is 10.0.2.2 there).
     let fabric_port = if scenario.fabric {
-        let port = card::free_tcp_port()?;
+        let port = card_process::free_tcp_port()?;
         card_args.extend(["--fabric-listen".into(), format!("127.0.0.1:{port}")]);
         Some(port)
     } else {
         None
     };
-    let card = Card::start(
+    let card = CardProcess::start(
         &artefacts.card,
         dir,
         &card_name,
@@ -280,7 +288,7 @@ const STATE_DISK_BYTES: u64 = 256 << 20;
 /// and host channel into `tx`.
 fn spawn_qemu(
     artefacts: &Artefacts,
-    card: &Arc<Card>,
+    card: &Arc<CardProcess>,
     boot: &Boot,
     barrier: &Arc<Barrier>,
     tx: &mpsc::Sender<Event>,
@@ -340,12 +348,14 @@ fn uplinks(artefacts: &Artefacts, count: usize) -> Result<Vec<Vec<String>>> {
     if count == 1 {
         return Ok(vec![Vec::new()]);
     }
-    if !card::supports_uplink(&artefacts.card)? {
+    if !card_process::supports_uplink(&artefacts.card)? {
         eprintln!("    note: this dia-card has no --uplink-bind yet: the nodes boot without a link between their cards");
         return Ok(vec![Vec::new(); count]);
     }
-    let ports = card::free_udp_ports(count)?;
-    Ok((0..count).map(|i| card::uplink_args(&ports, i)).collect())
+    let ports = card_process::free_udp_ports(count)?;
+    Ok((0..count)
+        .map(|i| card_process::uplink_args(&ports, i))
+        .collect())
 }
 
 fn run_once(paths: &Paths, artefacts: &Artefacts, scenario: &Scenario) -> Result<Outcome> {
@@ -546,12 +556,12 @@ fn run_once(paths: &Paths, artefacts: &Artefacts, scenario: &Scenario) -> Result
 pub fn boot_appliance(paths: &Paths, artefacts: &Artefacts, interactive: bool) -> Result<()> {
     let dir = paths.out.join("runs/boot");
     std::fs::create_dir_all(&dir)?;
-    let card = Card::start(
+    let card = CardProcess::start(
         &artefacts.card,
         &dir,
         "boot",
         GUEST_RAM_MIB,
-        card::TEST_SERIAL,
+        card_process::TEST_SERIAL,
         &[],
     )?;
     let mode = if interactive { "shell" } else { "demo" };

@@ -20,7 +20,7 @@ pub const VECTORS: u32 = 32;
 pub const POOL_SIZE: &str = "2G";
 
 /// A running card.
-pub struct Card {
+pub struct CardProcess {
     child: Child,
     /// The ivshmem server socket QEMU connects to.
     pub socket: PathBuf,
@@ -32,7 +32,7 @@ pub struct Card {
     pub control: PathBuf,
 }
 
-impl Card {
+impl CardProcess {
     /// Starts the card for a guest of `ram_mib` MiB with serial number
     /// `serial` and extra arguments (fault injection from the scenario,
     /// uplink flags).
@@ -105,7 +105,7 @@ impl Card {
     }
 }
 
-impl Card {
+impl CardProcess {
     /// Sends one line command to the card's control socket; returns its answer.
     pub fn control(&self, command: &str) -> Result<String> {
         use std::io::{BufRead, BufReader, Write};
@@ -166,7 +166,7 @@ pub fn uplink_args(ports: &[u16], node: usize) -> Vec<String> {
     args
 }
 
-impl Drop for Card {
+impl Drop for CardProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
