@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use dia_card::{
+use dia_card_model::{
     serve_control, serve_fabric, Bar, Board, CardConfig, EventFd, FabricConfig, Fault, Firmware,
     FirmwareControl, FirmwareFds, FirmwareProcess, GuestMemory, Interrupts, PoolSource, PoolSpec,
     Server, SharedMemory,
@@ -108,8 +108,8 @@ struct Args {
     media_bps: u64,
     /// Most network ports the card offers (ids 1..=N; each port also needs
     /// a vector of its own, see `--vectors`).
-    #[arg(long, default_value_t = dia_card::MAX_PORTS,
-          value_parser = clap::value_parser!(u16).range(1..=i64::from(dia_card::MAX_PORTS)))]
+    #[arg(long, default_value_t = dia_card_model::MAX_PORTS,
+          value_parser = clap::value_parser!(u16).range(1..=i64::from(dia_card_model::MAX_PORTS)))]
     max_ports: u16,
     /// UDP address (ADDR:PORT) the card's uplink listens on and sends from:
     /// frames switched to the uplink leave the card 802.1Q-tagged, one per
@@ -137,7 +137,7 @@ struct Args {
     #[arg(long, value_name = "ADDR:PORT", requires = "fabric_listen")]
     fabric_advertise: Option<std::net::SocketAddr>,
     /// Most NVMe/TCP connections (queues) at once, all hosts together.
-    #[arg(long, default_value_t = dia_card::FABRIC_MAX_CONNECTIONS,
+    #[arg(long, default_value_t = dia_card_model::FABRIC_MAX_CONNECTIONS,
           value_parser = clap::value_parser!(u16).range(1..=1024))]
     fabric_max_connections: u16,
     /// Inject a fault for tests: `exit-on-admin=OPCODE:N` (die on the N-th

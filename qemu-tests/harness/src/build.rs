@@ -179,7 +179,7 @@ pub fn host_card(paths: &Paths) -> Result<PathBuf> {
             "--release",
             "--quiet",
             "-p",
-            "dia-card",
+            "dia-card-model",
         ]),
         "card build",
     )?;

@@ -12,7 +12,7 @@
 
 use arbitrary::Arbitrary;
 use dia_abi::card::{self as abi, SubmissionEntry};
-use dia_card::fuzz::AdminBench;
+use dia_card_model::fuzz::AdminBench;
 use libfuzzer_sys::fuzz_target;
 
 const RAM: usize = 2 << 20;

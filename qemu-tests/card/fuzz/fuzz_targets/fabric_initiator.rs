@@ -14,7 +14,7 @@
 
 #![no_main]
 
-use dia_card::fabric_fuzz;
+use dia_card_model::fabric_fuzz;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|bytes: &[u8]| fabric_fuzz::initiator_receive(bytes));

@@ -22,8 +22,8 @@ use std::sync::Arc;
 
 use arbitrary::{Arbitrary, Unstructured};
 use dia_abi::card as abi;
-use dia_card::fabric_fuzz::{self as fabric, Capsule, Data, Digests, IcReq, Pdu, Target};
-use dia_card::fuzz::ScratchDir;
+use dia_card_model::fabric_fuzz::{self as fabric, Capsule, Data, Digests, IcReq, Pdu, Target};
+use dia_card_model::fuzz::ScratchDir;
 use libfuzzer_sys::fuzz_target;
 
 mod shared;

@@ -19,8 +19,8 @@ use std::collections::{HashMap, HashSet};
 
 use arbitrary::Arbitrary;
 use dia_abi::card::{self as abi, SubmissionEntry};
-use dia_card::fuzz::{self, ScratchDir};
-use dia_card::{GuestMemory, Pool};
+use dia_card_model::fuzz::{self, ScratchDir};
+use dia_card_model::{GuestMemory, Pool};
 use libfuzzer_sys::fuzz_target;
 
 mod shared;

@@ -13,7 +13,7 @@
 
 use arbitrary::Arbitrary;
 use dia_abi::card as abi;
-use dia_card::fuzz::{self, ScratchDir};
+use dia_card_model::fuzz::{self, ScratchDir};
 use libfuzzer_sys::fuzz_target;
 
 /// One namespace record as the pool encodes it.

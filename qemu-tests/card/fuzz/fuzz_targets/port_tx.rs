@@ -13,7 +13,7 @@
 
 use arbitrary::Arbitrary;
 use dia_abi::card::{self as abi, PortConfig, PortLimits, RxDescriptor, TxDescriptor};
-use dia_card::fuzz::NetBench;
+use dia_card_model::fuzz::NetBench;
 use libfuzzer_sys::fuzz_target;
 
 const RAM: usize = 16 << 20;

@@ -8,7 +8,7 @@
 
 use arbitrary::Arbitrary;
 use dia_abi::card as abi;
-use dia_card::fuzz;
+use dia_card_model::fuzz;
 use libfuzzer_sys::fuzz_target;
 
 const PAGE: u64 = 4096;

@@ -1,7 +1,7 @@
 //! What more than one target sets up the same way (`mod shared;` in each).
 
 use dia_abi::card as abi;
-use dia_card::Pool;
+use dia_card_model::Pool;
 
 /// Creates a namespace of `blocks` blocks of `1 << shift` bytes on `pool`
 /// and attaches it; `None` when the pool refuses the namespace (a bad

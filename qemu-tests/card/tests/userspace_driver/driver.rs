@@ -6,7 +6,7 @@ use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use dia_abi::card::{self as abi, CompletionEntry, IdentifyController, SubmissionEntry};
-use dia_card::{
+use dia_card_model::{
     Bar, Board, CardConfig, EventFd, Firmware, GuestMemory, Interrupts, PoolSpec, SharedMemory,
 };
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -86,7 +86,7 @@ impl TestDriver {
             qos_capacity_bps: 1 << 30,
             media_iops: 0,
             media_bps: 0,
-            max_ports: dia_card::MAX_PORTS,
+            max_ports: dia_card_model::MAX_PORTS,
             uplink_bind,
             uplink_peers,
         };

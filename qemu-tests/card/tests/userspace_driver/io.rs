@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use dia_abi::card::{self as abi, CompletionEntry, SubmissionEntry};
-use dia_card::PoolSpec;
+use dia_card_model::PoolSpec;
 
 use crate::driver::{create_cq, create_sq, TestDriver, AQA, BUF};
 use crate::ring::RingState;

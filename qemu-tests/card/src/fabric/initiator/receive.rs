@@ -732,7 +732,7 @@ mod tests {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/fabric_initiator")
     }
 
-    /// Rewrites the seed corpus: `cargo test -p dia-card write_initiator_seeds -- --ignored`.
+    /// Rewrites the seed corpus: `cargo test -p dia-card-model write_initiator_seeds -- --ignored`.
     #[test]
     #[ignore = "writes fuzz/corpus/fabric_initiator"]
     fn write_initiator_seeds() {
