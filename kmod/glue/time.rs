@@ -5,7 +5,7 @@ use kernel::error::Error;
 use super::ffi;
 
 /// `ETIMEDOUT`, which 6.12's `kernel::error::code` does not list.
-#[allow(non_snake_case)]
+#[expect(non_snake_case)]
 pub(crate) fn ETIMEDOUT() -> Error {
     Error::from_errno(-(kernel::bindings::ETIMEDOUT as i32))
 }

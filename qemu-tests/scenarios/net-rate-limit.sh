@@ -25,7 +25,6 @@ diaconfig port attach --container sink3 --network std --ip 10.20.0.11
 diaconfig port show lim | tee /tmp/lim
 expect_contains /tmp/lim "net100"
 tx_bytes() { diaconfig -o value=counters.tx_bytes port stats "$1"; }
-rate() { awk '/"sum_received"/ { f = 1 } f && /"bits_per_second"/ { gsub(/[^0-9.]/, "", $2); print int($2); exit }' "$1"; }
 # card_rate PORT: frame bits per second the card sent for PORT over 8 s
 # (long enough that a reading's round trip through diad is noise).
 card_rate() {
@@ -47,7 +46,7 @@ sleep 4
 card=$(card_rate lim)
 wait $jl || { cat /tmp/lim.json; fail "iperf3 on the limited port failed"; }
 wait $jf || { cat /tmp/free.json; fail "iperf3 on the unlimited port failed"; }
-lim=$(rate /tmp/lim.json); free=$(rate /tmp/free.json)
+lim=$(iperf_received_bps /tmp/lim.json); free=$(iperf_received_bps /tmp/free.json)
 log "MTU 9000: limited port: iperf3 $lim bit/s, card $card bit/s; unlimited neighbour at the same time: $free bit/s"
 diaconfig port stats lim
 within_pct $(( lim / 1000 )) 100000 5 || fail "iperf3 through a 100 Mbit/s port measured $lim bit/s"
@@ -61,7 +60,7 @@ j2=$!
 sleep 4
 card2=$(card_rate lim2)
 wait $j2 || { cat /tmp/lim2.json; fail "iperf3 on the standard-MTU limited port failed"; }
-lim2=$(rate /tmp/lim2.json)
+lim2=$(iperf_received_bps /tmp/lim2.json)
 log "MTU 1500: limited port: card $card2 bit/s of frames, iperf3 goodput $lim2 bit/s (TCP/IP/Ethernet headers are 4.4 % of a 1514-byte frame)"
 within_pct $(( card2 / 1000 )) 100000 5 || fail "the card sent $card2 bit/s on a 100 Mbit/s port at MTU 1500"
 # The tier changes at run time: best-effort lifts the limit.
@@ -69,7 +68,7 @@ diaconfig port set-tier lim best-effort
 in_ns sink iperf3 -s -D -1 -p 5201
 sleep 0.5
 in_ns lim iperf3 -c 10.10.0.11 -p 5201 -t 4 -O 1 -J > /tmp/lim3.json
-lim3=$(rate /tmp/lim3.json)
+lim3=$(iperf_received_bps /tmp/lim3.json)
 log "after set-tier best-effort: $lim3 bit/s"
 [ "$lim3" -gt 150000000 ] || fail "limit still applied after the tier change ($lim3 bit/s)"
 dmesg_clean

@@ -33,7 +33,7 @@ grep -qi "$mac_web" /tmp/neigh || fail "db learned another MAC than web's for 10
 nsenter -t "$pd" -n iperf3 -s -D -1
 sleep 0.5
 nsenter -t "$pw" -n iperf3 -c 10.10.0.11 -t 3 -J > /tmp/iperf.json || { cat /tmp/iperf.json; fail "iperf3 web -> db failed"; }
-bps=$(awk '/"sum_received"/ { f = 1 } f && /"bits_per_second"/ { gsub(/[^0-9.]/, "", $2); print int($2); exit }' /tmp/iperf.json)
+bps=$(iperf_received_bps /tmp/iperf.json)
 log "web -> db TCP: $bps bit/s"
 [ "${bps:-0}" -gt 1000000 ] || fail "TCP throughput ${bps} bit/s"
 diaconfig port stats web | tee /tmp/stats

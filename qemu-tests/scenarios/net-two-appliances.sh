@@ -31,7 +31,7 @@ fi
 barrier tcp-ready || fail "no TCP barrier"
 if [ "$DIA_NODE" = 0 ]; then
     nsenter -t "$pw" -n iperf3 -c "$peer" -t 3 -J > /tmp/iperf.json || { cat /tmp/iperf.json; fail "TCP across the uplink failed"; }
-    bps=$(awk '/"sum_received"/ { f = 1 } f && /"bits_per_second"/ { gsub(/[^0-9.]/, "", $2); print int($2); exit }' /tmp/iperf.json)
+    bps=$(iperf_received_bps /tmp/iperf.json)
     log "TCP between the appliances: $bps bit/s"
     [ "${bps:-0}" -gt 1000000 ] || fail "TCP throughput across the uplink ${bps} bit/s"
 fi
