@@ -279,7 +279,32 @@ impl Card {
     pub(crate) fn attach_namespace(&self, nsid: u32) -> Result {
         let planned = self.with_controller(|c| c.ns_attach_begin(nsid))?;
         let added = planned.add();
-        self.with_controller_uninterruptible(|c| c.ns_attach_end(nsid, added))
+        self.with_controller_uninterruptible(|c| c.ns_attach_end(nsid, added, true))
+    }
+
+    /// Adds block devices for the namespaces the card already has attached
+    /// (after a reload or a host reboot), each as an attach does: with the
+    /// gate open, so a card that dies while a partition table is read is
+    /// reset by the recovery work instead of hanging the probe.
+    fn add_found_disks(&self) -> Result {
+        let ids = self.with_controller_uninterruptible(|c| c.attached_namespaces())?;
+        for &nsid in ids.iter() {
+            let added = self
+                .with_controller_uninterruptible(|c| c.found_disk_begin(nsid))
+                .and_then(|planned| {
+                    let added = planned.add();
+                    self.with_controller_uninterruptible(|c| c.ns_attach_end(nsid, added, false))
+                });
+            if let Err(e) = added {
+                pr_warn!(
+                    "dia{}: namespace {}: no block device ({:?})\n",
+                    self.index,
+                    nsid,
+                    e
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Removes a namespace's block device (refused while it is open), with
@@ -311,6 +336,32 @@ impl Card {
                 crate::glue::time::msleep(10);
             }
         }
+    }
+
+    /// Takes the card down (remove, or a probe that failed after the card
+    /// was set up): net devices, then disks (while the recovery work can
+    /// still reach the card), then the controller, which stops the card.
+    fn shut_down(&self) {
+        // Net devices go before the controller (they use its rings).
+        self.unregister_ports();
+        self.remove_disks();
+        // Timeouts no longer reach the recovery work (and the card no
+        // longer keeps itself alive through its I/O path).
+        let _ = self.with_controller_uninterruptible(|c| {
+            c.attach_card(None);
+            Ok(())
+        });
+        // Waits for an ioctl in flight, then stops and frees the hardware;
+        // with the disks and the tag set gone no timeout fires any more.
+        let ctrl = match self.pass_gate(false) {
+            Ok(_pass) => self.ctrl.lock().take(),
+            // Not interruptible: cannot fail.
+            Err(_) => None,
+        };
+        drop(ctrl);
+        // A recovery run queued before that finds no controller; wait for
+        // it before this module's code can go away (not under the lock).
+        crate::glue::work::cancel_sync(&self.recovery);
     }
 
     /// Unregisters every port's net device (before the card goes away);
@@ -353,7 +404,6 @@ impl pci::Driver for CardDriver {
         let mut ctrl = Controller::new(hw, index)?;
         let id = ctrl.identify()?;
         ctrl.setup_io()?;
-        ctrl.discover_namespaces()?;
         pr_info!(
             "{}: {} serial {} firmware {} interface {}.{}, up to {} I/O queues of {} entries, {} MSI-X vectors, guest peer {}\n",
             dev.name(),
@@ -396,41 +446,29 @@ impl pci::Driver for CardDriver {
             c.attach_card(Some(card.clone()));
             Ok(())
         })?;
-        pr_info!("{}: card {} ready at /dev/{}\n", dev.name(), index, &*name);
-        Ok(KBox::new(
-            BoundCard {
-                misc: Some(misc),
-                card,
-                index: held,
-            },
-            GFP_KERNEL,
-        )?)
+        let bound = card.add_found_disks().and_then(|()| {
+            Ok(KBox::new(
+                BoundCard {
+                    misc: Some(misc),
+                    card: card.clone(),
+                    index: held,
+                },
+                GFP_KERNEL,
+            )?)
+        });
+        if bound.is_err() {
+            // The device node went with the failed closure's `misc`.
+            card.shut_down();
+        } else {
+            pr_info!("{}: card {} ready at /dev/{}\n", dev.name(), index, &*name);
+        }
+        bound
     }
 
     fn remove(dev: pci::Device, mut data: KBox<BoundCard>) {
         // No new opens from here on; open files keep `card` alive.
         drop(data.misc.take());
-        // Net devices go before the controller (they use its rings).
-        data.card.unregister_ports();
-        // Disks too, while the recovery work can still reach the card.
-        data.card.remove_disks();
-        // Timeouts no longer reach the recovery work (and the card no
-        // longer keeps itself alive through its I/O path).
-        let _ = data.card.with_controller_uninterruptible(|c| {
-            c.attach_card(None);
-            Ok(())
-        });
-        // Waits for an ioctl in flight, then stops and frees the hardware;
-        // with the disks and the tag set gone no timeout fires any more.
-        let ctrl = match data.card.pass_gate(false) {
-            Ok(_pass) => data.card.ctrl.lock().take(),
-            // Not interruptible: cannot fail.
-            Err(_) => None,
-        };
-        drop(ctrl);
-        // A recovery run queued before that finds no controller; wait for
-        // it before this module's code can go away (not under the lock).
-        crate::glue::work::cancel_sync(&data.card.recovery);
+        data.card.shut_down();
         pr_info!("{}: card {} removed\n", dev.name(), data.index.0);
     }
 }

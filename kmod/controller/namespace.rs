@@ -176,23 +176,22 @@ impl Controller {
         CString::try_from_fmt(kernel::fmt!("dia{}n{}", self.index, nsid))
     }
 
-    /// Adds the block device of an attached namespace in place (probe only:
-    /// nobody can reset the card yet, so nothing waits on the gate).
-    fn add_disk(&mut self, nsid: u32) -> Result {
-        let planned = self.plan_disk(nsid)?;
-        let name = self.disk_name(nsid)?;
-        let disk = Some(planned.add()?);
-        pr_info!("{}: /dev/{} is namespace {}\n", self.name(), &*name, nsid);
-        crate::slots::insert(&mut self.disks, NsDisk { nsid, name, disk })?;
-        Ok(())
-    }
-
     /// First half of an attach: attaches the namespace on the card and
     /// reserves its disk slot. The block device is added by the caller
     /// with the gate open (adding it reads the partition table, and a read
     /// the card loses needs the recovery work, which passes the gate);
     /// [`Self::ns_attach_end`] finishes.
     pub(crate) fn ns_attach_begin(&mut self, nsid: u32) -> Result<PlannedDisk> {
+        self.reserve_disk(nsid, true)
+    }
+
+    /// As [`Self::ns_attach_begin`] for a namespace the card already has
+    /// attached (found when the driver binds): no Namespace Attachment.
+    pub(crate) fn found_disk_begin(&mut self, nsid: u32) -> Result<PlannedDisk> {
+        self.reserve_disk(nsid, false)
+    }
+
+    fn reserve_disk(&mut self, nsid: u32, attach: bool) -> Result<PlannedDisk> {
         if nsid == 0 || nsid == u32::MAX {
             return Err(EINVAL);
         }
@@ -209,19 +208,25 @@ impl Controller {
         };
         // Reserved before the card is asked, so no undo can fail for memory.
         crate::slots::insert(&mut self.disks, reserved)?;
-        let planned = self
-            .admin_command(SubmissionEntry {
+        let attached = if attach {
+            self.admin_command(SubmissionEntry {
                 opcode: regs::ADMIN_NS_ATTACHMENT,
                 nsid,
                 cdw10: regs::NsAttachment::Attach.cdw10(),
                 ..SubmissionEntry::default()
             })
-            .and_then(|_| {
-                self.plan_disk(nsid).inspect_err(|_| {
+            .map(|_| ())
+        } else {
+            Ok(())
+        };
+        let planned = attached.and_then(|()| {
+            self.plan_disk(nsid).inspect_err(|_| {
+                if attach {
                     // Leave the card as we found it.
                     let _ = self.detach_on_card(nsid);
-                })
-            });
+                }
+            })
+        });
         match planned {
             Ok(_) => self.outside += 1,
             Err(_) => {
@@ -235,7 +240,14 @@ impl Controller {
 
     /// Second half of an attach: files the block device in its slot, or,
     /// when adding it failed, frees the slot and detaches on the card.
-    pub(crate) fn ns_attach_end(&mut self, nsid: u32, added: Result<Disk<IoPath>>) -> Result {
+    /// `undo_attach`: detach on the card when adding failed (an attach; not
+    /// for a namespace found attached).
+    pub(crate) fn ns_attach_end(
+        &mut self,
+        nsid: u32,
+        added: Result<Disk<IoPath>>,
+        undo_attach: bool,
+    ) -> Result {
         self.outside -= 1;
         let slot = self.disk_mut(nsid).ok_or(ENODEV)?;
         match added {
@@ -248,7 +260,9 @@ impl Controller {
             }
             Err(e) => {
                 *slot = None;
-                let _ = self.detach_on_card(nsid);
+                if undo_attach {
+                    let _ = self.detach_on_card(nsid);
+                }
                 Err(e)
             }
         }
@@ -431,29 +445,13 @@ impl Controller {
         self.buf.read(0)
     }
 
-    /// Adds block devices for namespaces the card already has attached
-    /// (after a reload or a card restart).
-    pub(crate) fn discover_namespaces(&mut self) -> Result {
-        if self.io.is_none() {
-            return Ok(());
-        }
+    /// The namespaces the card has attached (none without storage).
+    pub(crate) fn attached_namespaces(&mut self) -> Result<KVec<u32>> {
         let mut ids = KVec::new();
-        if self.namespace_ids(true, &mut ids).is_err() {
-            // A card without storage answers Invalid Field/Opcode.
-            return Ok(());
+        if self.io.is_none() || self.namespace_ids(true, &mut ids).is_err() {
+            // No storage (a card without it answers Invalid Field/Opcode).
+            return Ok(KVec::new());
         }
-        for nsid in ids.iter() {
-            if self.disk(*nsid).is_none() {
-                if let Err(e) = self.add_disk(*nsid) {
-                    pr_warn!(
-                        "{}: namespace {}: no block device ({:?})\n",
-                        self.name(),
-                        nsid,
-                        e
-                    );
-                }
-            }
-        }
-        Ok(())
+        Ok(ids)
     }
 }
