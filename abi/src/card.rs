@@ -965,12 +965,27 @@ pub struct IdentifyNamespace {
     pub label: [u8; LABEL_LEN],
     /// dia: 1 when attached.
     pub attached: u8,
+    /// dia: 1 when the namespace's data lives behind an NVMe/TCP target
+    /// (made by [`ADMIN_CREATE_REMOTE_NS`]; `remote_target` says where), 0
+    /// for a namespace of the card's pool. Reserved (zero) before.
+    pub remote: u8,
+    /// dia, remote namespaces only: the card's path to the target now,
+    /// `REMOTE_PATH_*` (0 for a local namespace).
+    pub remote_path: u8,
     /// Reserved, zero.
-    pub reserved2: [u8; 3647],
+    pub reserved3: u8,
+    /// dia, remote namespaces only (zero otherwise): the target, as
+    /// Create Remote Namespace gave it.
+    pub remote_target: RemoteTarget,
+    /// Reserved, zero.
+    pub reserved2: [u8; 3332],
 }
 const _: () = assert!(core::mem::size_of::<IdentifyNamespace>() == IDENTIFY_SIZE);
 const _: () = assert!(core::mem::offset_of!(IdentifyNamespace, lbaf0) == 128);
 const _: () = assert!(core::mem::offset_of!(IdentifyNamespace, label) == 384);
+const _: () = assert!(core::mem::offset_of!(IdentifyNamespace, attached) == 448);
+const _: () = assert!(core::mem::offset_of!(IdentifyNamespace, remote) == 449);
+const _: () = assert!(core::mem::offset_of!(IdentifyNamespace, remote_target) == 452);
 
 impl Default for IdentifyNamespace {
     fn default() -> Self {
@@ -986,7 +1001,11 @@ impl Default for IdentifyNamespace {
             reserved1: [0; 252],
             label: [0; LABEL_LEN],
             attached: 0,
-            reserved2: [0; 3647],
+            remote: 0,
+            remote_path: 0,
+            reserved3: 0,
+            remote_target: RemoteTarget::ZERO,
+            reserved2: [0; 3332],
         }
     }
 }
@@ -1292,6 +1311,265 @@ pub struct NamespaceStats {
     pub latency_us_log2: [u64; LATENCY_BUCKETS],
 }
 const _: () = assert!(core::mem::size_of::<NamespaceStats>() == 64 + 8 * LATENCY_BUCKETS);
+
+// ---------------------------------------------------------------------------
+// Remote namespaces (storage fabric, issue 14): a namespace of the card whose
+// data lives in a namespace of an NVMe/TCP target (another card's, or any
+// NVMe-oF target), reached by the card's own initiator. It is attached,
+// detached, deleted, listed, identified, limited and counted like a namespace
+// of the pool, and uses none of the pool's space. See docs/card-interface.md.
+// ---------------------------------------------------------------------------
+
+/// Create Remote Namespace (dia vendor admin command; opcode bits 1:0 = 01,
+/// host-to-card data, as NVMe's opcodes say): PRP1 points at
+/// [`RemoteNamespaceCreate`] (4 KiB page). The card connects to the target,
+/// reads the remote namespace's size and block size (Identify Namespace),
+/// closes that connection and records a new, detached namespace; result
+/// DW0 = its nsid. Errors: [`RemoteNamespaceCreate::validate`]'s status,
+/// [`STATUS_REMOTE_UNREACHABLE`], [`STATUS_REMOTE_REFUSED`] (DW0 = the
+/// target's status), [`STATUS_INVALID_FORMAT`] (a block size outside
+/// 512..=4096), [`STATUS_NS_ID_UNAVAILABLE`], and Invalid Opcode on a card
+/// without a pool (the namespace table lives in the pool's metadata).
+pub const ADMIN_CREATE_REMOTE_NS: u8 = 0xc9;
+
+/// Bytes of [`RemoteTarget::addr`]: the longest IPv6 literal (45
+/// characters, an IPv4-mapped form) and its NUL, rounded up.
+pub const REMOTE_ADDR_LEN: usize = 48;
+/// Bytes of an NQN field (NVMe-oF: NUL padded).
+pub const NQN_FIELD_LEN: usize = 256;
+/// Longest NQN in bytes (NVMe: 223).
+pub const NQN_MAX_LEN: usize = 223;
+/// [`RemoteTarget::digests`] bit 0: ask the target for header digests.
+pub const REMOTE_HEADER_DIGEST: u8 = 1 << 0;
+/// [`RemoteTarget::digests`] bit 1: ask the target for data digests.
+pub const REMOTE_DATA_DIGEST: u8 = 1 << 1;
+
+/// [`IdentifyNamespace::remote_path`]: no connection to the target, and
+/// none failed (detached, or no I/O since the attach or firmware start:
+/// the card connects at the first I/O).
+pub const REMOTE_PATH_IDLE: u8 = 0;
+/// [`IdentifyNamespace::remote_path`]: connected.
+pub const REMOTE_PATH_LIVE: u8 = 1;
+/// [`IdentifyNamespace::remote_path`]: the connection failed or could not
+/// be made; I/O completes with [`STATUS_TRANSIENT_TRANSPORT`] until a
+/// later attempt (at an I/O, after a backoff) connects again.
+pub const REMOTE_PATH_DOWN: u8 = 2;
+
+/// Transient Transport Error (NVMe generic status): a remote namespace's
+/// target cannot be reached now (the connection failed under the command,
+/// or is down and not yet reconnected). Retrying later may succeed.
+pub const STATUS_TRANSIENT_TRANSPORT: u16 = 0x022;
+/// Write Fault (NVMe media error): a Flush of a remote namespace whose
+/// connection to its target ended while writes the card had completed
+/// were not yet flushed there. A target that lost its cache lost them;
+/// the card cannot tell, so the Flush fails once (the next one covers only
+/// writes after it).
+pub const STATUS_WRITE_FAULT: u16 = 0x280;
+/// dia (command specific, Create Remote Namespace): no NVMe/TCP
+/// association could be made with the target: the TCP connection was
+/// refused or timed out, or the connection failed while setting up.
+pub const STATUS_REMOTE_UNREACHABLE: u16 = 0x1c4;
+/// dia (command specific, Create Remote Namespace): the target answered
+/// but refused: Connect failed (no such subsystem, host not allowed), the
+/// remote namespace is not there, or the target or the namespace is one
+/// the card cannot use (no SGLs, metadata formats). Result DW0: the
+/// target's NVMe status (status code type << 8 | status code) when it
+/// gave one, else 0.
+pub const STATUS_REMOTE_REFUSED: u16 = 0x1c5;
+
+/// Where a remote namespace's data is: an NVMe/TCP target, a subsystem on
+/// it and a namespace of that subsystem (312 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RemoteTarget {
+    /// The target's IP address as an ASCII literal (IPv4 dotted quad or
+    /// IPv6, no zone), NUL terminated and NUL padded. The card resolves
+    /// no names.
+    pub addr: [u8; REMOTE_ADDR_LEN],
+    /// The target's TCP port (NVMe/TCP's is 4420), not 0.
+    pub port: u16,
+    /// [`REMOTE_HEADER_DIGEST`] | [`REMOTE_DATA_DIGEST`]; other bits zero.
+    pub digests: u8,
+    /// Reserved, zero.
+    pub reserved: u8,
+    /// The namespace id on the target's subsystem: not 0, not 0xffffffff.
+    pub nsid: u32,
+    /// The subsystem's NQN, ASCII without spaces, 1..=[`NQN_MAX_LEN`]
+    /// bytes, NUL terminated and NUL padded.
+    pub subnqn: [u8; NQN_FIELD_LEN],
+}
+const _: () = assert!(core::mem::size_of::<RemoteTarget>() == 312);
+
+/// Why the card refuses a [`RemoteTarget`] or [`RemoteNamespaceCreate`]
+/// (each is [`STATUS_INVALID_FIELD`]: [`RemoteTargetError::status`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RemoteTargetError {
+    /// The address is not a NUL-terminated, NUL-padded IP literal.
+    Address,
+    /// The port is 0.
+    Port,
+    /// A digest bit other than the two defined is set.
+    Digests(u8),
+    /// The remote namespace id is 0 or 0xffffffff.
+    Nsid(u32),
+    /// The NQN is empty, too long, not NUL terminated and padded, or not
+    /// printable ASCII without spaces.
+    Nqn,
+    /// A reserved field is not zero.
+    Reserved,
+}
+
+impl RemoteTargetError {
+    /// The completion status the card answers.
+    pub const fn status(self) -> u16 {
+        STATUS_INVALID_FIELD
+    }
+}
+
+/// The text of a NUL-terminated, NUL-padded field of printable ASCII
+/// without spaces, at most `max` bytes; `None` if it is not one.
+fn nul_terminated_text(field: &[u8], max: usize) -> Option<&str> {
+    let len = field.iter().position(|&b| b == 0)?;
+    if len == 0 || len > max || field[len..].iter().any(|&b| b != 0) {
+        return None;
+    }
+    let text = &field[..len];
+    if !text.iter().all(|b| (0x21..=0x7e).contains(b)) {
+        return None;
+    }
+    core::str::from_utf8(text).ok()
+}
+
+/// Copies `src` into a NUL-padded field, leaving at least one NUL; `false`
+/// (and the field untouched) if it does not fit.
+fn fill_nul(dst: &mut [u8], src: &str) -> bool {
+    if src.len() >= dst.len() {
+        return false;
+    }
+    dst.fill(0);
+    dst[..src.len()].copy_from_slice(src.as_bytes());
+    true
+}
+
+impl RemoteTarget {
+    /// All zero (what Identify Namespace reports for a local namespace).
+    pub const ZERO: Self = Self {
+        addr: [0; REMOTE_ADDR_LEN],
+        port: 0,
+        digests: 0,
+        reserved: 0,
+        nsid: 0,
+        subnqn: [0; NQN_FIELD_LEN],
+    };
+
+    /// A target from its parts, checked as the card checks it.
+    ///
+    /// ```
+    /// use dia_abi::card::{RemoteTarget, RemoteTargetError, REMOTE_DATA_DIGEST};
+    ///
+    /// let t = RemoteTarget::new("10.0.2.2", 4420, 1, "nqn.2026-12.io.dia:DIA-1:ns3", 0).unwrap();
+    /// assert_eq!(t.ip(), "10.0.2.2".parse().ok());
+    /// assert_eq!(t.subnqn_str(), Some("nqn.2026-12.io.dia:DIA-1:ns3"));
+    /// assert_eq!(
+    ///     RemoteTarget::new("host.example", 4420, 1, "nqn.x", 0),
+    ///     Err(RemoteTargetError::Address)
+    /// );
+    /// assert!(RemoteTarget::new("fd00::7", 4420, 9, "nqn.x", REMOTE_DATA_DIGEST).is_ok());
+    /// ```
+    pub fn new(
+        addr: &str,
+        port: u16,
+        nsid: u32,
+        subnqn: &str,
+        digests: u8,
+    ) -> Result<Self, RemoteTargetError> {
+        let mut t = Self {
+            port,
+            digests,
+            nsid,
+            ..Self::ZERO
+        };
+        if !fill_nul(&mut t.addr, addr) {
+            return Err(RemoteTargetError::Address);
+        }
+        if !fill_nul(&mut t.subnqn, subnqn) {
+            return Err(RemoteTargetError::Nqn);
+        }
+        t.validate().map(|()| t)
+    }
+
+    /// Checks the target as the card does, in this order: address, port,
+    /// digests, reserved, namespace id, NQN.
+    pub fn validate(&self) -> Result<(), RemoteTargetError> {
+        if self.ip().is_none() {
+            return Err(RemoteTargetError::Address);
+        }
+        if self.port == 0 {
+            return Err(RemoteTargetError::Port);
+        }
+        if self.digests & !(REMOTE_HEADER_DIGEST | REMOTE_DATA_DIGEST) != 0 {
+            return Err(RemoteTargetError::Digests(self.digests));
+        }
+        if self.reserved != 0 {
+            return Err(RemoteTargetError::Reserved);
+        }
+        if self.nsid == 0 || self.nsid == u32::MAX {
+            return Err(RemoteTargetError::Nsid(self.nsid));
+        }
+        if self.subnqn_str().is_none() {
+            return Err(RemoteTargetError::Nqn);
+        }
+        Ok(())
+    }
+
+    /// The address, if the field holds a valid IP literal.
+    pub fn ip(&self) -> Option<core::net::IpAddr> {
+        nul_terminated_text(&self.addr, REMOTE_ADDR_LEN - 1)?
+            .parse()
+            .ok()
+    }
+
+    /// The subsystem NQN, if the field holds a valid one.
+    pub fn subnqn_str(&self) -> Option<&str> {
+        nul_terminated_text(&self.subnqn, NQN_MAX_LEN)
+    }
+}
+
+/// Create Remote Namespace data (start of a 4 KiB buffer), 512 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RemoteNamespaceCreate {
+    /// Where the data is.
+    pub target: RemoteTarget,
+    /// Label (the owner's name for it), as [`NamespaceCreate::label`].
+    pub label: [u8; LABEL_LEN],
+    /// Reserved, zero.
+    pub reserved: [u8; 136],
+}
+const _: () = assert!(core::mem::size_of::<RemoteNamespaceCreate>() == 512);
+
+impl RemoteNamespaceCreate {
+    /// Checks the request as the card does before it connects: the
+    /// target ([`RemoteTarget::validate`]), then the reserved bytes.
+    ///
+    /// ```
+    /// use dia_abi::card::{RemoteNamespaceCreate, RemoteTarget, RemoteTargetError, LABEL_LEN};
+    ///
+    /// let target = RemoteTarget::new("127.0.0.1", 4420, 1, "nqn.x", 0).unwrap();
+    /// let ok = RemoteNamespaceCreate { target, label: [0; LABEL_LEN], reserved: [0; 136] };
+    /// assert_eq!(ok.validate(), Ok(()));
+    /// let mut bad = ok;
+    /// bad.reserved[135] = 1;
+    /// assert_eq!(bad.validate(), Err(RemoteTargetError::Reserved));
+    /// ```
+    pub fn validate(&self) -> Result<(), RemoteTargetError> {
+        self.target.validate()?;
+        if self.reserved.iter().any(|&b| b != 0) {
+            return Err(RemoteTargetError::Reserved);
+        }
+        Ok(())
+    }
+}
 
 // ---------------------------------------------------------------------------
 // Network ports (interface 1.1, capability bit 1): virtual ports with their

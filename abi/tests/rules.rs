@@ -99,3 +99,112 @@ fn block_sizes_map_to_shifts() {
     }
     assert_eq!(NAMESPACE_MAX_BYTES, 1 << 50);
 }
+
+#[test]
+fn remote_namespace_creates_are_checked_as_the_card_does() {
+    let target = RemoteTarget::new(
+        "192.168.7.20",
+        4420,
+        1,
+        "nqn.2026-12.io.dia:DIA-2:ns5",
+        REMOTE_HEADER_DIGEST | REMOTE_DATA_DIGEST,
+    )
+    .unwrap();
+    let ok = RemoteNamespaceCreate {
+        target,
+        label: [b'v'; LABEL_LEN],
+        reserved: [0; 136],
+    };
+    assert_eq!(ok.validate(), Ok(()));
+    assert_eq!(ok.target.port, 4420);
+    assert_eq!(&ok.target.addr[..13], b"192.168.7.20\0");
+    let bad = |f: &dyn Fn(&mut RemoteNamespaceCreate)| {
+        let mut c = ok;
+        f(&mut c);
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.status(), STATUS_INVALID_FIELD);
+        e
+    };
+    // The address: an IP literal, NUL terminated and padded.
+    for addr in [
+        &b"not-an-ip"[..],
+        b"",
+        b"10.0.0.256",
+        b"fe80::1%eth0",
+        b"10.0.0.1 ",
+    ] {
+        assert_eq!(
+            bad(&|c| {
+                c.target.addr = [0; REMOTE_ADDR_LEN];
+                c.target.addr[..addr.len()].copy_from_slice(addr);
+            }),
+            RemoteTargetError::Address,
+            "{addr:?}"
+        );
+    }
+    assert_eq!(
+        bad(&|c| c.target.addr = [b'1'; REMOTE_ADDR_LEN]),
+        RemoteTargetError::Address,
+        "no NUL"
+    );
+    assert_eq!(
+        bad(&|c| c.target.addr[20] = b'x'),
+        RemoteTargetError::Address,
+        "bytes after the NUL"
+    );
+    // The longest IPv6 literal fits.
+    let long = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255";
+    assert_eq!(long.len(), 45);
+    assert!(RemoteTarget::new(long, 1, 1, "nqn.x", 0).is_ok());
+    assert_eq!(bad(&|c| c.target.port = 0), RemoteTargetError::Port);
+    assert_eq!(
+        bad(&|c| c.target.digests = 4),
+        RemoteTargetError::Digests(4)
+    );
+    assert_eq!(bad(&|c| c.target.reserved = 1), RemoteTargetError::Reserved);
+    assert_eq!(bad(&|c| c.target.nsid = 0), RemoteTargetError::Nsid(0));
+    assert_eq!(
+        bad(&|c| c.target.nsid = u32::MAX),
+        RemoteTargetError::Nsid(u32::MAX)
+    );
+    assert_eq!(
+        bad(&|c| c.target.subnqn = [0; NQN_FIELD_LEN]),
+        RemoteTargetError::Nqn,
+        "empty"
+    );
+    assert_eq!(
+        bad(&|c| c.target.subnqn[3] = b' '),
+        RemoteTargetError::Nqn,
+        "a space"
+    );
+    assert_eq!(
+        bad(&|c| c.target.subnqn[200] = b'x'),
+        RemoteTargetError::Nqn,
+        "bytes after the NUL"
+    );
+    // 223 bytes is the longest NQN; 224 is refused.
+    let nqn = "n".repeat(NQN_MAX_LEN);
+    assert!(RemoteTarget::new("::1", 1, 1, &nqn, 0).is_ok());
+    assert_eq!(
+        RemoteTarget::new("::1", 1, 1, &format!("{nqn}n"), 0),
+        Err(RemoteTargetError::Nqn)
+    );
+    assert_eq!(
+        RemoteTarget::new("::1", 1, 1, &"n".repeat(NQN_FIELD_LEN), 0),
+        Err(RemoteTargetError::Nqn)
+    );
+    assert_eq!(bad(&|c| c.reserved[0] = 1), RemoteTargetError::Reserved);
+    // The label is the owner's: anything goes.
+    let mut any_label = ok;
+    any_label.label = [0xff; LABEL_LEN];
+    assert_eq!(any_label.validate(), Ok(()));
+}
+
+#[test]
+fn identify_namespace_carries_the_remote_target_in_reserved_space() {
+    let id = IdentifyNamespace::default();
+    assert_eq!((id.remote, id.remote_path), (0, REMOTE_PATH_IDLE));
+    assert_eq!(id.remote_target, RemoteTarget::ZERO);
+    assert_eq!(std::mem::offset_of!(IdentifyNamespace, remote_path), 450);
+    assert_eq!(std::mem::offset_of!(IdentifyNamespace, reserved2), 764);
+}
