@@ -287,9 +287,19 @@ impl Session {
     /// whatever namespace handles remain.
     pub fn close(self) -> Result<(), Error> {
         let r = admin::shutdown(&self.inner.admin, DEFAULT_ENABLE_TIMEOUT);
+        self.abort();
+        r
+    }
+
+    /// Ends the association at once, without a shutdown notification (as
+    /// a crash would): every command in flight on any handle fails with
+    /// [`TransportError::Ended`], later calls fail at once, the
+    /// connections close. For a caller that must stop waiting now
+    /// (dropping the `Session` does not end it while namespace handles
+    /// live).
+    pub fn abort(&self) {
         self.inner.ended.store(true, Ordering::Release);
         self.inner.fuse.blow(TransportError::Ended);
-        r
     }
 }
 

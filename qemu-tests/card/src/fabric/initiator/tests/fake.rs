@@ -287,6 +287,28 @@ fn silence_mid_transfer_ends_within_the_timeout() {
     assert!(took >= TIMEOUT - Duration::from_millis(100), "{took:?}");
 }
 
+/// `abort` ends a read the target leaves hanging at once, from another
+/// thread, long before the command timeout, and the held handle is dead.
+#[test]
+fn abort_ends_a_hanging_read_at_once() {
+    let s = session(fake(Arc::new(|_, _, _| {})), false);
+    let ns = s.namespace(1).unwrap();
+    let reader = {
+        let ns = ns.clone();
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            (ns.read(0, &mut [0u8; 4096]), started.elapsed())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    s.abort();
+    let (r, took) = reader.join().unwrap();
+    assert_eq!(r, Err(Error::Transport(TransportError::Ended)));
+    assert!(took < TIMEOUT, "the read waited {took:?}");
+    assert_eq!(s.failure(), Some(TransportError::Ended));
+    assert!(matches!(ns.flush(), Err(Error::Transport(_))));
+}
+
 #[test]
 fn an_r2t_past_the_write_and_every_command_in_flight_fails() {
     // The first command is held; the second gets an R2T beyond its data.
