@@ -101,11 +101,10 @@ impl Shared {
     }
 
     /// Card namespaces exported now: the attached ones (those the card
-    /// serves I/O for).
+    /// serves I/O for) whose data is in the pool; a remote namespace (data
+    /// behind another target) is not served again from here.
     pub fn exported(&self) -> Vec<u32> {
-        self.pool()
-            .map(|p| p.namespace_ids(0, true))
-            .unwrap_or_default()
+        self.pool().map(|p| p.exported_ids()).unwrap_or_default()
     }
 
     /// The subsystem `nqn` names, if the target exports it now.
@@ -130,7 +129,7 @@ impl Shared {
     /// exported.
     pub fn namespace_info(&self, nsid: u32) -> Option<NamespaceInfo> {
         let ns = self.pool()?.namespace(nsid)?;
-        ns.attached.then(|| NamespaceInfo {
+        (ns.attached && ns.remote.is_none()).then(|| NamespaceInfo {
             size_blocks: ns.size_blocks,
             lba_shift: ns.lba_shift,
             nguid: nguid(&self.cfg.serial, nsid, &ns.label),

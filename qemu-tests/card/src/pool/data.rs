@@ -78,7 +78,7 @@ impl Pool {
     ) -> Result<(), StorageError> {
         loop {
             let st = self.read_state();
-            let ns = st.attached(nsid)?;
+            let ns = st.attached(nsid)?.local(nsid)?;
             let (start, len) = ns.check_range(nsid, slba, blocks)?;
             if dir == Direction::Write {
                 let first = (start >> CHUNK_SHIFT) as u32;
@@ -168,6 +168,7 @@ impl Pool {
         let mut st = self.write_state();
         let st = &mut *st;
         let ns = attached(nsid, st.namespaces.get_mut(&nsid))?;
+        ns.local(nsid)?;
         let (start, len) = ns.check_range(nsid, slba, blocks)?;
         let end = start + len;
         let mut pos = start;

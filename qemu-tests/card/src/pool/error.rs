@@ -34,6 +34,9 @@ pub enum StorageError {
     /// Unsupported block size.
     #[error("block size 2^{0} is not supported")]
     BadFormat(u8),
+    /// A remote namespace's target that does not pass its checks.
+    #[error("the remote namespace's target is not valid")]
+    BadRemote,
     /// Zero or too large a size.
     #[error("namespace size {0} blocks is not allowed")]
     BadSize(u64),
@@ -48,6 +51,10 @@ pub enum StorageError {
     /// No free chunk for a write.
     #[error("the pool is full")]
     PoolFull,
+    /// The pool's data path asked to move a remote namespace's data, which
+    /// is not in the pool.
+    #[error("namespace {0} is remote: its data is not in the pool")]
+    Remote(u32),
     /// A guest address outside guest memory.
     #[error(transparent)]
     Memory(#[from] MemoryError),
@@ -68,8 +75,13 @@ impl StorageError {
             Self::NoFreeId => abi::STATUS_NS_ID_UNAVAILABLE,
             Self::BadFormat(_) => abi::STATUS_INVALID_FORMAT,
             Self::BadSize(_) => abi::STATUS_NS_INSUFFICIENT_CAPACITY,
+            Self::BadRemote => abi::STATUS_INVALID_FIELD,
             Self::OutOfRange { .. } => abi::STATUS_LBA_OUT_OF_RANGE,
             Self::PoolFull => abi::STATUS_CAPACITY_EXCEEDED,
+            // Only the fabric target can ask (a host still connected to a
+            // subsystem whose nsid a remote namespace reuses): not one the
+            // pool serves.
+            Self::Remote(_) => abi::STATUS_INVALID_NAMESPACE,
             Self::Memory(_) => abi::STATUS_DATA_TRANSFER_ERROR,
             Self::Io(_) => abi::STATUS_INTERNAL_ERROR,
         }

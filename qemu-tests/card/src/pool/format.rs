@@ -9,23 +9,45 @@ use std::os::unix::fs::FileExt;
 
 use dia_abi::card as abi;
 
-use super::{Namespace, CHUNK_BYTES, CHUNK_SHIFT, MAX_NAMESPACES};
+use super::{Namespace, Remote, CHUNK_BYTES, CHUNK_SHIFT, MAX_NAMESPACES};
 
 pub(super) const LABEL_BYTES: u64 = 4096;
 const LABEL_MAGIC: &[u8; 8] = b"DIAPOOL1";
 const META_MAGIC: &[u8; 8] = b"DIAMETA2";
-/// 3: the metadata slot's CRC covers its header too (`DIAMETA2`); format 2
-/// slots (`DIAMETA1`) had it over the payload only.
-const FORMAT_VERSION: u32 = 3;
+/// 4: a namespace record says whether its data is in the pool (a chunk map
+/// follows) or behind a remote target (the target follows); format 3 had
+/// only the first kind. 3: the metadata slot's CRC covers its header too
+/// (`DIAMETA2`); format 2 slots (`DIAMETA1`) had it over the payload only.
+const FORMAT_VERSION: u32 = 4;
 /// The slot header's fields the CRC covers: magic, generation, payload
 /// length.
 const META_FIELDS: usize = 8 + 8 + 4;
 /// Those fields and the CRC32 over them and the payload.
 pub(super) const META_HEADER: usize = META_FIELDS + 4;
-/// nsid, lba_shift, attached, pad, size_blocks, label, QoS, map length.
-const NS_RECORD: usize = 4 + 1 + 1 + 2 + 8 + abi::LABEL_LEN + QOS_RECORD + 4;
+/// nsid, lba_shift, attached, kind, reserved, size_blocks, label, QoS.
+const NS_HEADER: usize = 4 + 1 + 1 + 1 + 1 + 8 + abi::LABEL_LEN + QOS_RECORD;
 /// min/max IOPS, min/max bytes/s, weight, burst.
 const QOS_RECORD: usize = 4 * 8 + 4 + 4;
+/// What follows a local namespace's header: the map length (its entries,
+/// 8 bytes each, are counted per chunk of the pool).
+const MAP_LENGTH: usize = 4;
+/// What follows a remote namespace's header: the target (address, port,
+/// digests, reserved, namespace id, NQN, as `abi::RemoteTarget`), then
+/// features and 3 reserved bytes.
+const REMOTE_RECORD: usize = abi::REMOTE_ADDR_LEN + 2 + 1 + 1 + 4 + abi::NQN_FIELD_LEN + 1 + 3;
+/// The largest namespace record without its chunk map.
+const NS_RECORD: usize = NS_HEADER
+    + if REMOTE_RECORD > MAP_LENGTH {
+        REMOTE_RECORD
+    } else {
+        MAP_LENGTH
+    };
+/// A record's kind: the data is in the pool's chunks.
+const KIND_LOCAL: u8 = 0;
+/// A record's kind: the data is behind a remote target.
+const KIND_REMOTE: u8 = 1;
+/// A remote record's features bit 0: deallocated blocks read as zeroes.
+const REMOTE_DEALLOCATED_ZEROES: u8 = 1 << 0;
 
 pub(super) fn align_up(v: u64, to: u64) -> u64 {
     v.div_ceil(to) * to
@@ -138,6 +160,48 @@ impl<'a> Reader<'a> {
     }
 }
 
+fn encode_remote(b: &mut Vec<u8>, remote: &Remote) {
+    let t = &remote.target;
+    b.extend_from_slice(&t.addr);
+    b.extend_from_slice(&t.port.to_le_bytes());
+    b.push(t.digests);
+    b.push(t.reserved);
+    b.extend_from_slice(&t.nsid.to_le_bytes());
+    b.extend_from_slice(&t.subnqn);
+    let features = if remote.deallocated_reads_zeroes {
+        REMOTE_DEALLOCATED_ZEROES
+    } else {
+        0
+    };
+    b.extend_from_slice(&[features, 0, 0, 0]);
+}
+
+fn decode_remote(r: &mut Reader<'_>, nsid: u32) -> Result<Remote, String> {
+    let target = abi::RemoteTarget {
+        addr: r.take(),
+        port: r.u16(),
+        digests: r.u8(),
+        reserved: r.u8(),
+        nsid: r.u32(),
+        subnqn: r.take(),
+    };
+    let features = r.u8();
+    let reserved = r.take::<3>();
+    if r.overrun() {
+        return Err("truncated".into());
+    }
+    if target.validate().is_err() {
+        return Err(format!("namespace {nsid}: bad remote target"));
+    }
+    if features & !REMOTE_DEALLOCATED_ZEROES != 0 || reserved != [0; 3] {
+        return Err(format!("namespace {nsid}: bad remote features"));
+    }
+    Ok(Remote {
+        target,
+        deallocated_reads_zeroes: features & REMOTE_DEALLOCATED_ZEROES != 0,
+    })
+}
+
 pub(super) fn encode_meta(namespaces: &BTreeMap<u32, Namespace>) -> Vec<u8> {
     let mut b = Vec::new();
     b.extend_from_slice(&(namespaces.len() as u32).to_le_bytes());
@@ -145,7 +209,12 @@ pub(super) fn encode_meta(namespaces: &BTreeMap<u32, Namespace>) -> Vec<u8> {
         b.extend_from_slice(&nsid.to_le_bytes());
         b.push(ns.lba_shift);
         b.push(u8::from(ns.attached));
-        b.extend_from_slice(&0u16.to_le_bytes());
+        b.push(if ns.remote.is_some() {
+            KIND_REMOTE
+        } else {
+            KIND_LOCAL
+        });
+        b.push(0);
         b.extend_from_slice(&ns.size_blocks.to_le_bytes());
         b.extend_from_slice(&ns.label);
         let q = &ns.qos;
@@ -154,6 +223,10 @@ pub(super) fn encode_meta(namespaces: &BTreeMap<u32, Namespace>) -> Vec<u8> {
         }
         b.extend_from_slice(&q.weight.to_le_bytes());
         b.extend_from_slice(&q.burst_ms.to_le_bytes());
+        if let Some(remote) = &ns.remote {
+            encode_remote(&mut b, remote);
+            continue;
+        }
         b.extend_from_slice(&(ns.map.len() as u32).to_le_bytes());
         let mut map: Vec<(u32, u32)> = ns.map.iter().map(|(&l, &p)| (l, p)).collect();
         map.sort_unstable();
@@ -176,8 +249,9 @@ pub(super) fn decode_meta(b: &[u8], total_chunks: u32) -> Result<BTreeMap<u32, N
     for _ in 0..count {
         let nsid = r.u32();
         let lba_shift = r.u8();
-        let attached = r.u8() != 0;
-        let _pad = r.u16();
+        let attached = r.u8();
+        let kind = r.u8();
+        let reserved = r.u8();
         let size_blocks = r.u64();
         let label = r.take::<{ abi::LABEL_LEN }>();
         let qos = abi::QosSettings {
@@ -188,9 +262,11 @@ pub(super) fn decode_meta(b: &[u8], total_chunks: u32) -> Result<BTreeMap<u32, N
             weight: r.u32(),
             burst_ms: r.u32(),
         };
-        let n = r.u32();
         if nsid == 0 || nsid > MAX_NAMESPACES || out.contains_key(&nsid) {
             return Err(format!("bad namespace id {nsid}"));
+        }
+        if attached > 1 || reserved != 0 {
+            return Err(format!("namespace {nsid}: bad flags"));
         }
         // As create_namespace checks it: `checked_shl` only checks the
         // shift amount, so a size whose bytes overflow u64 (and wrap below
@@ -202,11 +278,31 @@ pub(super) fn decode_meta(b: &[u8], total_chunks: u32) -> Result<BTreeMap<u32, N
         {
             return Err(format!("namespace {nsid}: bad geometry"));
         }
+        let mut namespace = Namespace {
+            size_blocks,
+            lba_shift,
+            attached: attached == 1,
+            label,
+            qos,
+            remote: None,
+            map: HashMap::new(),
+        };
+        match kind {
+            KIND_LOCAL => {}
+            KIND_REMOTE => {
+                namespace.remote = Some(decode_remote(&mut r, nsid)?);
+                out.insert(nsid, namespace);
+                continue;
+            }
+            other => return Err(format!("namespace {nsid}: unknown kind {other}")),
+        }
+        let n = r.u32();
         let logical_chunks = (size_blocks << lba_shift).div_ceil(CHUNK_BYTES);
         if u64::from(n) > u64::from(total_chunks) {
             return Err(format!("namespace {nsid}: {n} chunks"));
         }
-        let mut map = HashMap::with_capacity(n as usize);
+        let map = &mut namespace.map;
+        map.reserve(n as usize);
         for _ in 0..n {
             let (l, p) = (r.u32(), r.u32());
             if u64::from(l) >= logical_chunks || p >= total_chunks || used[p as usize] {
@@ -220,17 +316,16 @@ pub(super) fn decode_meta(b: &[u8], total_chunks: u32) -> Result<BTreeMap<u32, N
         if r.overrun() {
             return Err("truncated".into());
         }
-        out.insert(
-            nsid,
-            Namespace {
-                size_blocks,
-                lba_shift,
-                attached,
-                label,
-                qos,
-                map,
-            },
-        );
+        out.insert(nsid, namespace);
+    }
+    if r.overrun() {
+        return Err("truncated".into());
+    }
+    if r.pos != b.len() {
+        return Err(format!(
+            "{} bytes after the last namespace",
+            b.len() - r.pos
+        ));
     }
     Ok(out)
 }
@@ -321,6 +416,7 @@ mod tests {
             attached: true,
             label: label("huge"),
             qos: abi::QosSettings::default(),
+            remote: None,
             map: HashMap::new(),
         };
         let meta = |size_blocks| BTreeMap::from([(1, ns(size_blocks))]);
@@ -331,6 +427,110 @@ mod tests {
                 "{size:#x} blocks of 512 bytes accepted"
             );
         }
+    }
+
+    fn remote_ns() -> Namespace {
+        Namespace {
+            size_blocks: 1 << 20,
+            lba_shift: 9,
+            attached: true,
+            label: label("far"),
+            qos: abi::QosSettings {
+                max_iops: 500,
+                ..Default::default()
+            },
+            remote: Some(Remote {
+                target: abi::RemoteTarget::new(
+                    "fd00::2",
+                    4420,
+                    7,
+                    "nqn.2026-12.io.dia:B:ns7",
+                    abi::REMOTE_DATA_DIGEST,
+                )
+                .unwrap(),
+                deallocated_reads_zeroes: true,
+            }),
+            map: HashMap::new(),
+        }
+    }
+
+    /// A remote namespace's record keeps its target and geometry, beside
+    /// local ones with their chunk maps.
+    #[test]
+    fn remote_namespaces_round_trip_beside_local_ones() {
+        let local = Namespace {
+            size_blocks: 1 << 12,
+            lba_shift: 12,
+            attached: false,
+            label: label("near"),
+            qos: abi::QosSettings::default(),
+            remote: None,
+            map: HashMap::from([(0, 5), (3, 1)]),
+        };
+        let meta = BTreeMap::from([(1, local), (2, remote_ns())]);
+        let encoded = encode_meta(&meta);
+        let back = decode_meta(&encoded, 8).unwrap();
+        assert_eq!(back.len(), 2);
+        assert_eq!(back[&1].map, meta[&1].map);
+        assert_eq!(back[&1].remote, None);
+        assert_eq!(back[&2].remote, meta[&2].remote);
+        assert!(back[&2].map.is_empty() && back[&2].attached);
+        assert_eq!(back[&2].qos, meta[&2].qos);
+        assert_eq!(encode_meta(&back), encoded);
+        // The largest record fits the slot's reckoning: every id remote.
+        let all: BTreeMap<u32, Namespace> =
+            (1..=MAX_NAMESPACES).map(|id| (id, remote_ns())).collect();
+        assert!(META_HEADER + encode_meta(&all).len() <= slot_bytes_for(0) as usize);
+    }
+
+    /// A remote record whose target breaks a rule, an unknown kind, set
+    /// reserved bits, a cut record or bytes after the last one: refused.
+    #[test]
+    fn garbage_in_remote_records_is_refused() {
+        let good = encode_meta(&BTreeMap::from([(3, remote_ns())]));
+        assert!(decode_meta(&good, 8).is_ok());
+        // Offsets in the record: 4 (count), then nsid 4, shift, attached,
+        // kind, reserved, size 8, label, QoS, then the target.
+        let rec = 4;
+        let kind = rec + 6;
+        let target = rec + NS_HEADER;
+        let port = target + abi::REMOTE_ADDR_LEN;
+        let nsid = port + 4;
+        let nqn = nsid + 4;
+        let features = nqn + abi::NQN_FIELD_LEN;
+        let damaged = |at: usize, value: u8| {
+            let mut b = good.clone();
+            b[at] = value;
+            decode_meta(&b, 8)
+        };
+        for (at, value, what) in [
+            (kind, 2, "unknown kind"),
+            (kind + 1, 1, "reserved byte"),
+            (rec + 5, 2, "attached not 0 or 1"),
+            (target, b'x', "address"),
+            (port + 2, 4, "digest bits"),
+            (port + 3, 1, "target reserved"),
+            (nqn, 0, "empty NQN"),
+            (nqn + 100, b'q', "NQN padding"),
+            (features, 2, "features"),
+            (features + 3, 1, "features reserved"),
+        ] {
+            assert!(damaged(at, value).is_err(), "{what} accepted");
+        }
+        for (at, len, what) in [(port, 2, "port 0"), (nsid, 4, "remote nsid 0")] {
+            let mut b = good.clone();
+            b[at..at + len].fill(0);
+            assert!(decode_meta(&b, 8).is_err(), "{what} accepted");
+        }
+        for cut in [1, 4, 100, good.len() - rec - 1] {
+            assert!(
+                decode_meta(&good[..good.len() - cut], 8).is_err(),
+                "cut by {cut}"
+            );
+        }
+        let mut longer = good.clone();
+        longer.push(0);
+        assert!(decode_meta(&longer, 8).is_err(), "a trailing byte");
     }
 
     /// Every header byte is under the CRC: a slot damaged anywhere in its
@@ -344,6 +544,7 @@ mod tests {
             attached: true,
             label: label("crc"),
             qos: abi::QosSettings::default(),
+            remote: None,
             map: HashMap::from([(0, 3)]),
         };
         let payload = encode_meta(&BTreeMap::from([(1, ns)]));

@@ -33,6 +33,14 @@ fn check_decoded(namespaces: &BTreeMap<u32, Namespace>, total_chunks: u32) {
             ns.size_blocks,
             ns.lba_shift
         );
+        if let Some(remote) = &ns.remote {
+            assert!(ns.map.is_empty(), "remote namespace {nsid} maps chunks");
+            assert_eq!(
+                remote.target.validate(),
+                Ok(()),
+                "namespace {nsid}: remote target"
+            );
+        }
         let logical = (ns.size_blocks << ns.lba_shift).div_ceil(CHUNK_BYTES);
         for (&l, &p) in &ns.map {
             assert!(

@@ -2,7 +2,8 @@
 //! into 1 MiB chunks that thin-provisioned namespaces get on first write.
 //! This file holds the types and the `Pool` handle; its parts: `format`
 //! (on-disk label and metadata slots), `open` (opening, formatting,
-//! recovery), `namespaces` (the namespace commands), `allocator` (chunks
+//! recovery), `namespaces` (the namespace commands, and the table entries
+//! of remote namespaces, whose data is not in the pool), `allocator` (chunks
 //! handed out, freed and punched), `data` (transfers, deallocate, flush and
 //! commit), `error`, and `fuzzing` (the fuzz targets' hooks).
 //!
@@ -100,8 +101,25 @@ pub struct Namespace {
     pub label: [u8; abi::LABEL_LEN],
     /// Service level.
     pub qos: abi::QosSettings,
-    /// Logical chunk -> physical chunk, for allocated chunks only.
+    /// Where the data is when it is not in the pool: a remote namespace
+    /// (`None`: a namespace of the pool, in its chunks).
+    pub remote: Option<Remote>,
+    /// Logical chunk -> physical chunk, for allocated chunks only (always
+    /// empty for a remote namespace).
     map: HashMap<u32, u32>,
+}
+
+/// A remote namespace's target as the pool keeps it: the table entry of a
+/// namespace whose data lives behind an NVMe/TCP target (the card's I/O
+/// path reaches it through `crate::remote`; the pool moves none of its
+/// data and gives it no chunks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Remote {
+    /// Where the data is (checked: `RemoteTarget::validate` holds).
+    pub target: abi::RemoteTarget,
+    /// The remote namespace said deallocated blocks read as zeroes (when
+    /// it was created).
+    pub deallocated_reads_zeroes: bool,
 }
 
 impl Namespace {
@@ -119,6 +137,16 @@ impl Namespace {
                 let _ = nsid;
                 Err(StorageError::OutOfRange { slba, blocks })
             }
+        }
+    }
+
+    /// The namespace's data is in the pool: the data path may move it. A
+    /// remote namespace's I/O goes to its target, never to the pool's
+    /// devices (reaching here with one is a card bug, refused).
+    fn local(&self, nsid: u32) -> Result<&Self, StorageError> {
+        match self.remote {
+            None => Ok(self),
+            Some(_) => Err(StorageError::Remote(nsid)),
         }
     }
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use dia_abi::card as abi;
 
-use super::{Namespace, Pool, StorageError, MAX_NAMESPACES};
+use super::{Namespace, Pool, Remote, StorageError, MAX_NAMESPACES};
 
 impl Pool {
     /// A namespace's state.
@@ -24,12 +24,54 @@ impl Pool {
             .collect()
     }
 
+    /// Attached namespaces whose data is in the pool, ascending: the ones
+    /// the fabric target may export (a remote namespace is not re-exported).
+    pub fn exported_ids(&self) -> Vec<u32> {
+        self.read_state()
+            .namespaces
+            .iter()
+            .filter(|(_, ns)| ns.attached && ns.remote.is_none())
+            .map(|(&id, _)| id)
+            .collect()
+    }
+
     /// Creates a thin namespace (nothing allocated) and commits; returns its id.
     pub fn create_namespace(
         &self,
         size_blocks: u64,
         lba_shift: u8,
         label: [u8; abi::LABEL_LEN],
+    ) -> Result<u32, StorageError> {
+        self.insert_namespace(size_blocks, lba_shift, label, None)
+    }
+
+    /// Records a remote namespace (detached; its geometry is the remote
+    /// one's) and commits; returns its id. It takes a namespace id and no
+    /// chunk.
+    pub fn create_remote_namespace(
+        &self,
+        size_blocks: u64,
+        lba_shift: u8,
+        label: [u8; abi::LABEL_LEN],
+        remote: Remote,
+    ) -> Result<u32, StorageError> {
+        if remote.target.validate().is_err() {
+            return Err(StorageError::BadRemote);
+        }
+        self.insert_namespace(size_blocks, lba_shift, label, Some(remote))
+    }
+
+    /// Whether a namespace id is free for a create (without taking it).
+    pub fn has_free_id(&self) -> bool {
+        self.read_state().namespaces.len() < MAX_NAMESPACES as usize
+    }
+
+    fn insert_namespace(
+        &self,
+        size_blocks: u64,
+        lba_shift: u8,
+        label: [u8; abi::LABEL_LEN],
+        remote: Option<Remote>,
     ) -> Result<u32, StorageError> {
         if !(abi::LBA_SHIFT_MIN..=abi::LBA_SHIFT_MAX).contains(&lba_shift) {
             return Err(StorageError::BadFormat(lba_shift));
@@ -56,6 +98,7 @@ impl Pool {
                     attached: false,
                     label,
                     qos: abi::QosSettings::default(),
+                    remote,
                     map: HashMap::new(),
                 },
             );
@@ -168,6 +211,73 @@ mod tests {
         assert!(ns.attached);
         assert_eq!(&ns.label[..3], b"vol");
         assert_eq!(read(&pool, &m, 1, 300, 8192), data);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// A remote namespace is a table entry: it takes an id and no space,
+    /// the data path refuses it, the fabric target does not export it, it
+    /// survives a reopen with its target, and it is deleted like any other.
+    #[test]
+    fn remote_namespaces_are_entries_without_space() {
+        let d = tmp("remote");
+        let s = spec(&d, &["a.img"], 16 << 20);
+        let m = mem();
+        let target =
+            abi::RemoteTarget::new("127.0.0.1", 4420, 1, "nqn.2026-12.io.dia:X:ns1", 0).unwrap();
+        let remote = Remote {
+            target,
+            deallocated_reads_zeroes: true,
+        };
+        let (local, far) = {
+            let pool = Pool::open(&s).unwrap();
+            let local = pool.create_namespace(256, 12, label("near")).unwrap();
+            let far = pool
+                .create_remote_namespace(1 << 30, 9, label("far"), remote)
+                .unwrap();
+            pool.set_attached(local, true).unwrap();
+            pool.set_attached(far, true).unwrap();
+            assert_eq!(pool.usage().used_bytes, 0);
+            assert_eq!(pool.usage().namespaces, 2);
+            assert_eq!(pool.exported_ids(), vec![local]);
+            assert_eq!(pool.namespace_ids(0, true), vec![local, far]);
+            assert_eq!(pool.io_lba_shift(far).unwrap(), 9);
+            assert!(matches!(
+                write(&pool, &m, far, 0, &[1; 4096]),
+                Err(StorageError::Remote(n)) if n == far
+            ));
+            assert!(matches!(
+                pool.deallocate(far, 0, 8),
+                Err(StorageError::Remote(_))
+            ));
+            assert_eq!(pool.usage().used_bytes, 0, "nothing allocated for it");
+            let mut bad = remote;
+            bad.target.port = 0;
+            assert_eq!(
+                pool.create_remote_namespace(8, 9, label("bad"), bad)
+                    .unwrap_err()
+                    .status(),
+                abi::STATUS_INVALID_FIELD
+            );
+            assert_eq!(
+                pool.create_remote_namespace(0, 9, label("empty"), remote)
+                    .unwrap_err()
+                    .status(),
+                abi::STATUS_NS_INSUFFICIENT_CAPACITY
+            );
+            (local, far)
+        };
+        let pool = Pool::open(&s).unwrap();
+        let ns = pool.namespace(far).unwrap();
+        assert_eq!(ns.remote, Some(remote));
+        assert_eq!(
+            (ns.size_blocks, ns.lba_shift, ns.attached),
+            (1 << 30, 9, true)
+        );
+        assert_eq!(&ns.label[..3], b"far");
+        assert_eq!(pool.namespace(local).unwrap().remote, None);
+        pool.set_attached(far, false).unwrap();
+        pool.delete_namespace(far).unwrap();
+        assert_eq!(pool.namespace_ids(0, false), vec![local]);
         let _ = std::fs::remove_dir_all(&d);
     }
 
