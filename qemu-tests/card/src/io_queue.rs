@@ -4,12 +4,14 @@
 //! the scheduler says is next, whichever queue it came from: floors first,
 //! ceilings respected, spare capacity by weight. A command completes on its
 //! own queue's completion queue (shared and locked, as several SQs may use
-//! one CQ) and raises that CQ's vector. Per-namespace counters are kept here.
+//! one CQ) and raises that CQ's vector. A remote namespace's command is
+//! handed to its link (`remote`) once released, and completes from there.
+//! Per-namespace counters are kept here.
 
 use std::collections::HashMap;
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -23,6 +25,7 @@ use crate::nvm;
 use crate::pool::Pool;
 use crate::qos::{Next, Scheduler};
 use crate::queue::{CompletionQueue, SubmissionQueue};
+use crate::remote::{Job, RemoteLinks};
 
 /// A completion queue shared by the engines of the SQs that use it.
 pub(crate) type SharedCq = Arc<Mutex<CompletionQueue>>;
@@ -54,6 +57,32 @@ fn lower_priority() {
     }
 }
 
+/// Whether the commands of a submission queue may still touch guest
+/// memory (their data buffers, PRP lists, the completion queue). A queue's
+/// engine closes it when the queue goes away (a deletion or a reset),
+/// after waiting for its commands; one that still runs then (a remote
+/// namespace's, on a slow target) finds it closed and touches nothing, so
+/// the reset's promise holds whatever the target does.
+#[derive(Debug)]
+pub(crate) struct QueueGate(RwLock<bool>);
+
+impl QueueGate {
+    fn new() -> Self {
+        Self(RwLock::new(true))
+    }
+
+    /// Holds the gate open while the guard lives; `None` once it closed.
+    pub(crate) fn enter(&self) -> Option<RwLockReadGuard<'_, bool>> {
+        let open = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        (*open).then_some(open)
+    }
+
+    /// Closes it, waiting for every holder to leave.
+    fn close(&self) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = false;
+    }
+}
+
 /// A fetched command waiting for its turn.
 #[derive(Debug)]
 pub(crate) struct Pending {
@@ -65,6 +94,16 @@ pub(crate) struct Pending {
     fetched: Instant,
     /// Commands of this SQ fetched and not yet completed.
     inflight: Arc<AtomicUsize>,
+    /// Whether its queue still takes completions and data.
+    pub(crate) gate: Arc<QueueGate>,
+}
+
+impl Pending {
+    /// Forgets the command without completing it (its queue is gone, or
+    /// the firmware stops).
+    pub(crate) fn discard(self) {
+        self.inflight.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// What engines share with the controller.
@@ -85,11 +124,19 @@ pub(crate) struct IoContext {
     pub(crate) fault: Option<Fault>,
     /// I/O commands of the faulty namespace executed so far.
     fault_seen: AtomicUsize,
+    /// The attached remote namespaces' links to their targets.
+    pub(crate) remotes: RemoteLinks,
 }
 
 impl IoContext {
-    /// A context for a firmware run.
-    pub(crate) fn new(board: Arc<Board>, pool: Option<Arc<Pool>>, fault: Option<Fault>) -> Self {
+    /// A context for a firmware run; remote namespaces connect as
+    /// `host_nqn`.
+    pub(crate) fn new(
+        board: Arc<Board>,
+        pool: Option<Arc<Pool>>,
+        fault: Option<Fault>,
+        host_nqn: String,
+    ) -> Self {
         let fault =
             fault.filter(|f| matches!(f, Fault::LoseIo { .. } | Fault::DuplicateCompletion { .. }));
         Self {
@@ -101,6 +148,7 @@ impl IoContext {
             epoch: Instant::now(),
             fault,
             fault_seen: AtomicUsize::new(0),
+            remotes: RemoteLinks::new(host_nqn),
         }
     }
 
@@ -123,7 +171,9 @@ impl IoContext {
         self.epoch.elapsed().as_secs_f64()
     }
 
-    fn report_fatal(&self, why: String) {
+    /// Records a broken queue protocol for the controller to turn into a
+    /// fatal status (the first one wins).
+    pub(crate) fn report_fatal(&self, why: String) {
         let mut f = self.fatal.lock().unwrap_or_else(PoisonError::into_inner);
         f.get_or_insert(why);
     }
@@ -153,6 +203,7 @@ pub(crate) struct IoWorker {
     ctx: Arc<IoContext>,
     stop: Arc<AtomicBool>,
     inflight: Arc<AtomicUsize>,
+    gate: Arc<QueueGate>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -167,6 +218,7 @@ impl IoWorker {
         let cqid = sq.cqid;
         let stop = Arc::new(AtomicBool::new(false));
         let inflight = Arc::new(AtomicUsize::new(0));
+        let gate = Arc::new(QueueGate::new());
         let engine = Engine {
             ctx: ctx.clone(),
             qid,
@@ -174,6 +226,7 @@ impl IoWorker {
             cqid,
             cq,
             inflight: inflight.clone(),
+            gate: gate.clone(),
         };
         let s = stop.clone();
         let thread = std::thread::Builder::new()
@@ -185,6 +238,7 @@ impl IoWorker {
             ctx,
             stop,
             inflight,
+            gate,
             thread: Some(thread),
         })
     }
@@ -223,6 +277,8 @@ impl Drop for IoWorker {
                 left, "commands still running after the quiesce time; reset confirmed anyway"
             );
         }
+        // Whatever still runs touches no guest memory from here on.
+        self.gate.close();
     }
 }
 
@@ -233,6 +289,7 @@ struct Engine {
     cqid: u16,
     cq: SharedCq,
     inflight: Arc<AtomicUsize>,
+    gate: Arc<QueueGate>,
 }
 
 impl Engine {
@@ -314,6 +371,7 @@ impl Engine {
                 cq: self.cq.clone(),
                 fetched: Instant::now(),
                 inflight: self.inflight.clone(),
+                gate: self.gate.clone(),
             };
             sched.push(class, bytes, p, now);
         }
@@ -368,7 +426,8 @@ fn classify(pool: Option<&Pool>, sqe: &SubmissionEntry) -> (u32, u64) {
 }
 
 /// Executes a command and posts its completion; returns the vector to
-/// raise, if any.
+/// raise, if any. A command of a remote namespace is handed to its link,
+/// which completes it later: nothing to raise now.
 fn complete(
     ctx: &IoContext,
     class: u32,
@@ -376,9 +435,48 @@ fn complete(
     throttled: bool,
     stop: &AtomicBool,
 ) -> Result<Option<u16>, String> {
-    let board = &ctx.board;
     let started = Instant::now();
-    let status = nvm::execute(ctx.pool.as_deref(), &board.mem, &p.sqe);
+    let (p, status) = match ctx.remotes.get(p.sqe.nsid) {
+        Some(link) => {
+            let job = Job {
+                class,
+                p,
+                throttled,
+                started,
+            };
+            match link.push(job) {
+                Ok(()) => return Ok(None),
+                // Detached meanwhile: as a detached local namespace.
+                Err(job) => (job.p, abi::STATUS_NAMESPACE_NOT_READY),
+            }
+        }
+        None => {
+            let mut status = nvm::execute(ctx.pool.as_deref(), &ctx.board.mem, &p.sqe);
+            if p.sqe.opcode == abi::IO_FLUSH
+                && matches!(p.sqe.nsid, 0 | u32::MAX)
+                && status == abi::STATUS_SUCCESS
+            {
+                // Every namespace's completed writes, the remote ones' too.
+                status = ctx.remotes.flush_all();
+            }
+            (p, status)
+        }
+    };
+    finish(ctx, class, p, status, started, throttled, stop)
+}
+
+/// Counts a command that ran (from `started`) with `status` and posts its
+/// completion (unless an injected fault says otherwise); returns the
+/// vector to raise, if any.
+pub(crate) fn finish(
+    ctx: &IoContext,
+    class: u32,
+    p: Pending,
+    status: u16,
+    started: Instant,
+    throttled: bool,
+    stop: &AtomicBool,
+) -> Result<Option<u16>, String> {
     if status != abi::STATUS_SUCCESS {
         debug!(
             qid = p.qid,
@@ -415,6 +513,7 @@ fn complete(
                 cq: p.cq.clone(),
                 fetched: p.fetched,
                 inflight: p.inflight.clone(),
+                gate: p.gate.clone(),
             };
             twin.inflight.fetch_add(1, Ordering::AcqRel);
             let first = post(ctx, p, status, stop)?;

@@ -1,7 +1,9 @@
 //! The NVM I/O command set: Read, Write (FUA), Flush, Write Zeroes and
 //! Dataset Management (deallocate), executed against the pool with data
 //! moving straight between guest memory (PRPs) and the pool's devices.
-//! Every field of a command is checked; a bad one gets a status.
+//! Every field of a command is checked; a bad one gets a status. Commands
+//! on a remote namespace go to its target instead (`remote`), which reads
+//! a command's fields with the helpers here.
 
 use dia_abi::card::{self as abi, DsmRange, SubmissionEntry};
 
@@ -46,12 +48,31 @@ pub(crate) fn execute(pool: Option<&Pool>, mem: &GuestMemory, sqe: &SubmissionEn
     }
 }
 
-fn slba(sqe: &SubmissionEntry) -> u64 {
+/// The first block of a Read, Write or Write Zeroes.
+pub(crate) fn slba(sqe: &SubmissionEntry) -> u64 {
     abi::StartLba::from_cdw10_cdw11(sqe.cdw10, sqe.cdw11).lba
 }
 
-fn blocks(sqe: &SubmissionEntry) -> u64 {
+/// The blocks of a Read, Write or Write Zeroes (1..=65536).
+pub(crate) fn blocks(sqe: &SubmissionEntry) -> u64 {
     u64::from(abi::IoBlocks::from_cdw12(sqe.cdw12).blocks)
+}
+
+/// The ranges of a Dataset Management command, read from the guest
+/// memory its PRPs describe.
+pub(crate) fn dsm_ranges(mem: &GuestMemory, sqe: &SubmissionEntry) -> Result<Vec<DsmRange>, u16> {
+    // At most 256.
+    let count = abi::DsmRanges::from_cdw10(sqe.cdw10).ranges as usize;
+    let size = std::mem::size_of::<DsmRange>();
+    let segs = prp_segments(mem, sqe.prp1, sqe.prp2, count * size)?;
+    let mut raw = vec![0u8; count * size];
+    let mut off = 0;
+    for (addr, len) in segs {
+        mem.read(addr, &mut raw[off..off + len])
+            .map_err(|_| abi::STATUS_DATA_TRANSFER_ERROR)?;
+        off += len;
+    }
+    Ok(raw.chunks_exact(size).map(pod_from_bytes).collect())
 }
 
 fn rw(
@@ -99,18 +120,7 @@ fn dataset_management(
         // Only hints (access frequency etc.): nothing to do.
         return Ok(());
     }
-    // At most 256.
-    let count = abi::DsmRanges::from_cdw10(sqe.cdw10).ranges as usize;
-    let size = std::mem::size_of::<DsmRange>();
-    let segs = prp_segments(mem, sqe.prp1, sqe.prp2, count * size).map_err(Status16)?;
-    let mut raw = Vec::with_capacity(count * size);
-    for (addr, len) in segs {
-        let mut b = vec![0u8; len];
-        mem.read(addr, &mut b)
-            .map_err(|_| Status16(abi::STATUS_DATA_TRANSFER_ERROR))?;
-        raw.extend_from_slice(&b);
-    }
-    let ranges: Vec<DsmRange> = raw.chunks_exact(size).map(pod_from_bytes).collect();
+    let ranges = dsm_ranges(mem, sqe).map_err(Status16)?;
     // Check every range before changing anything.
     let ns = pool
         .namespace(sqe.nsid)
