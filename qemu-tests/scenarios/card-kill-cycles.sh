@@ -1,4 +1,4 @@
-# timeout: 2400
+# timeout: 3600
 # The card's firmware process is killed with SIGKILL (a real crash: no
 # flush, no commit, no destructor) and started again, cycle after cycle,
 # while fio writes with FUA (O_SYNC) and verifies on a raw volume and a
