@@ -1400,6 +1400,12 @@ pub struct RemoteTarget {
 }
 const _: () = assert!(core::mem::size_of::<RemoteTarget>() == 312);
 
+impl Default for RemoteTarget {
+    fn default() -> Self {
+        Self::ZERO
+    }
+}
+
 /// Why the card refuses a [`RemoteTarget`] or [`RemoteNamespaceCreate`]
 /// (each is [`STATUS_INVALID_FIELD`]: [`RemoteTargetError::status`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1547,6 +1553,16 @@ pub struct RemoteNamespaceCreate {
     pub reserved: [u8; 136],
 }
 const _: () = assert!(core::mem::size_of::<RemoteNamespaceCreate>() == 512);
+
+impl Default for RemoteNamespaceCreate {
+    fn default() -> Self {
+        Self {
+            target: RemoteTarget::ZERO,
+            label: [0; LABEL_LEN],
+            reserved: [0; 136],
+        }
+    }
+}
 
 impl RemoteNamespaceCreate {
     /// Checks the request as the card does before it connects: the

@@ -1,6 +1,6 @@
 //! The card's controller: the register handshake (CC.EN/CSTS.RDY, shutdown,
 //! fatal status), the admin queue and its commands (queues, Identify,
-//! namespaces, log pages). I/O queues are served by their own workers
+//! namespaces, remote namespaces, log pages). I/O queues are served by their own workers
 //! (`io_queue`). One `service` pass reads the registers and the admin
 //! doorbell and executes whatever is pending; `run` calls it whenever the
 //! admin doorbell fires and at least every `CARD_POLL_MS`. Whatever the
@@ -26,10 +26,11 @@ use crate::guest_memory::{pod_bytes, pod_from_bytes};
 use crate::io_queue::{self, IoContext, IoWorker};
 use crate::net::{NetEngine, Uplink};
 use crate::nvm::MAX_TRANSFER_BYTES;
-use crate::pool::{Pool, CHUNK_BYTES, MAX_NAMESPACES};
+use crate::pool::{Pool, Remote, CHUNK_BYTES, MAX_NAMESPACES};
 use crate::prp::prp_segments;
 use crate::qos::QosParams;
 use crate::queue::{check_placement, CompletionQueue, SubmissionQueue};
+use crate::remote;
 
 mod ports;
 
@@ -103,10 +104,21 @@ pub struct Controller {
     cfg: CardConfig,
     admin_seen: HashMap<u8, u32>,
     heartbeat_at: Instant,
-    /// I/Os per second a refused Set QoS was over capacity by.
-    admission_excess: u32,
+    /// The result dword of a command that fails with a status that has
+    /// one (QoS Admission: the excess; Remote Refused: the target's status).
+    error_result: u32,
     /// The uplink socket, bound for this firmware run.
     uplink: Option<Arc<Uplink>>,
+}
+
+impl Drop for Controller {
+    /// The firmware stops (a kill, as a crash): remote namespaces' links
+    /// end first (their queued commands dropped, their sessions ended at
+    /// once), so the I/O queues' engines, which stop next, wait for none
+    /// of them.
+    fn drop(&mut self) {
+        self.io.remotes.stop_all();
+    }
 }
 
 impl Controller {
@@ -138,11 +150,33 @@ impl Controller {
             abi::FW_STATUS_RUNNING
         };
         bar.write32(abi::REG_FW_STATUS, status);
-        let io = Arc::new(IoContext::new(board.clone(), pool, cfg.fault));
+        let io = Arc::new(IoContext::new(
+            board.clone(),
+            pool,
+            cfg.fault,
+            remote::host_nqn(&cfg.serial),
+        ));
         io.sched
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .set_media(cfg.media_iops as f64, cfg.media_bps as f64, io.now());
+        // Attached remote namespaces are served again (connecting at
+        // their first I/O).
+        if let Some(pool) = &io.pool {
+            for nsid in pool.namespace_ids(0, true) {
+                if let Some(ns) = pool.namespace(nsid) {
+                    if let Some(r) = &ns.remote {
+                        io.remotes.start(
+                            nsid,
+                            ns.size_blocks,
+                            ns.lba_shift,
+                            r,
+                            Arc::downgrade(&io),
+                        );
+                    }
+                }
+            }
+        }
         // Namespaces keep their service level across firmware restarts.
         if let Some(pool) = &io.pool {
             let now = io.now();
@@ -176,7 +210,7 @@ impl Controller {
             cfg,
             admin_seen: HashMap::new(),
             heartbeat_at: Instant::now(),
-            admission_excess: 0,
+            error_result: 0,
             uplink,
         }
     }
@@ -227,11 +261,7 @@ impl Controller {
                 self.fatal(&why);
             }
         }
-        if self.heartbeat_at.elapsed() >= Duration::from_millis(u64::from(abi::HEARTBEAT_MS / 2)) {
-            let hb = self.bar().read64(abi::REG_HEARTBEAT);
-            self.bar().write64(abi::REG_HEARTBEAT, hb.wrapping_add(1));
-            self.heartbeat_at = Instant::now();
-        }
+        self.tick_heartbeat();
         let cc = self.bar().read32(abi::REG_CC);
         let enabled = cc & abi::CC_EN != 0;
         match (&self.state, enabled) {
@@ -259,6 +289,15 @@ impl Controller {
                 }
             }
             self.process_admin();
+        }
+    }
+
+    /// Moves the heartbeat if half its period passed.
+    fn tick_heartbeat(&mut self) {
+        if self.heartbeat_at.elapsed() >= Duration::from_millis(u64::from(abi::HEARTBEAT_MS / 2)) {
+            let hb = self.bar().read64(abi::REG_HEARTBEAT);
+            self.bar().write64(abi::REG_HEARTBEAT, hb.wrapping_add(1));
+            self.heartbeat_at = Instant::now();
         }
     }
 
@@ -401,6 +440,7 @@ impl Controller {
             abi::ADMIN_NS_MANAGEMENT => self.ns_management(sqe),
             abi::ADMIN_NS_ATTACHMENT => self.ns_attachment(sqe),
             abi::ADMIN_SET_QOS => self.set_qos(sqe),
+            abi::ADMIN_CREATE_REMOTE_NS => self.create_remote_ns(sqe),
             abi::ADMIN_CREATE_PORT => self.create_port(sqe),
             abi::ADMIN_DELETE_PORT => self.delete_port(sqe),
             abi::ADMIN_SET_PORT => self.set_port(sqe),
@@ -410,13 +450,10 @@ impl Controller {
                 Err(abi::STATUS_INVALID_OPCODE)
             }
         };
+        let error_result = std::mem::take(&mut self.error_result);
         match done {
             Ok(result) => (abi::STATUS_SUCCESS, result),
-            Err(abi::STATUS_QOS_ADMISSION) => (
-                abi::STATUS_QOS_ADMISSION,
-                std::mem::take(&mut self.admission_excess),
-            ),
-            Err(status) => (status, 0),
+            Err(status) => (status, error_result),
         }
     }
 
@@ -512,6 +549,19 @@ impl Controller {
                     ..IdentifyNamespace::default()
                 };
                 id.label = ns.label;
+                if let Some(r) = &ns.remote {
+                    // What the target allocates is the target's to say:
+                    // not thin as far as this card knows, nothing used here.
+                    id.nuse = 0;
+                    id.nsfeat = if r.deallocated_reads_zeroes {
+                        1 << 2
+                    } else {
+                        0
+                    };
+                    id.remote = 1;
+                    id.remote_path = self.io.remotes.path(sqe.nsid);
+                    id.remote_target = r.target;
+                }
                 self.write_prp(sqe, pod_bytes(&id))
             }
             abi::IdentifyCns::ActiveNsList | abi::IdentifyCns::AllocatedNsList => {
@@ -595,8 +645,83 @@ impl Controller {
         };
         pool.set_attached(sqe.nsid, attach)
             .map_err(|e| e.status())?;
+        if let Some(ns) = pool.namespace(sqe.nsid) {
+            if let Some(r) = &ns.remote {
+                if attach {
+                    let ctx = Arc::downgrade(&self.io);
+                    self.io
+                        .remotes
+                        .start(sqe.nsid, ns.size_blocks, ns.lba_shift, r, ctx);
+                } else {
+                    self.io.remotes.stop(sqe.nsid);
+                }
+            }
+        }
         info!(nsid = sqe.nsid, attach, "namespace attachment changed");
         Ok(0)
+    }
+
+    /// Create Remote Namespace: checks the request, asks the target for
+    /// the remote namespace's size and format (on a thread of its own,
+    /// while this one keeps the heartbeat going; bounded by the
+    /// initiator's timeouts), and records a detached namespace with them.
+    fn create_remote_ns(&mut self, sqe: &SubmissionEntry) -> Result<u32, u16> {
+        if self.pool().is_none() {
+            return Err(abi::STATUS_INVALID_OPCODE);
+        }
+        let mut raw = vec![0u8; std::mem::size_of::<abi::RemoteNamespaceCreate>()];
+        self.read_prp(sqe, &mut raw)?;
+        let create: abi::RemoteNamespaceCreate = pod_from_bytes(&raw);
+        create.validate().map_err(|e| {
+            debug!("Create Remote Namespace refused: {e:?}");
+            e.status()
+        })?;
+        if !self.pool().is_some_and(Pool::has_free_id) {
+            return Err(abi::STATUS_NS_ID_UNAVAILABLE);
+        }
+        let target = create.target;
+        let host_nqn = self.io.remotes.host_nqn().to_string();
+        let probe = std::thread::Builder::new()
+            .name("remote-probe".into())
+            .spawn(move || remote::probe(&target, &host_nqn))
+            .map_err(|e| {
+                error!("no thread for a remote probe: {e}");
+                abi::STATUS_INTERNAL_ERROR
+            })?;
+        while !probe.is_finished() {
+            self.tick_heartbeat();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let info = match probe.join() {
+            Ok(Ok(info)) => info,
+            Ok(Err((status, result))) => {
+                self.error_result = result;
+                return Err(status);
+            }
+            Err(_) => return Err(abi::STATUS_INTERNAL_ERROR),
+        };
+        if !(abi::LBA_SHIFT_MIN..=abi::LBA_SHIFT_MAX).contains(&info.lba_shift) {
+            return Err(abi::STATUS_INVALID_FORMAT);
+        }
+        let pool = self.pool().ok_or(abi::STATUS_INVALID_OPCODE)?;
+        let remote = Remote {
+            target,
+            deallocated_reads_zeroes: info.deallocated_reads_zeroes,
+        };
+        let nsid = pool
+            .create_remote_namespace(info.blocks, info.lba_shift, create.label, remote)
+            .map_err(|e| e.status())?;
+        info!(
+            nsid,
+            blocks = info.blocks,
+            shift = info.lba_shift,
+            addr = ?target.ip(),
+            port = target.port,
+            subnqn = target.subnqn_str().unwrap_or("?"),
+            remote_nsid = target.nsid,
+            "remote namespace created"
+        );
+        Ok(nsid)
     }
 
     /// Set QoS: validates, admits the floors against the card's capacity,
@@ -627,7 +752,7 @@ impl Controller {
                 iops, bps, "QoS floors refused: over capacity"
             );
             // The result dword carries the excess; the status says why.
-            self.admission_excess = u32::try_from(over).unwrap_or(u32::MAX);
+            self.error_result = u32::try_from(over).unwrap_or(u32::MAX);
             return Err(abi::STATUS_QOS_ADMISSION);
         }
         pool.set_qos(sqe.nsid, q).map_err(|e| e.status())?;

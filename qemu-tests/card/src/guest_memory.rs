@@ -183,6 +183,8 @@ unsafe impl Pod for dia_abi::card::IdentifyNamespace {}
 // SAFETY: as above.
 unsafe impl Pod for dia_abi::card::NamespaceCreate {}
 // SAFETY: as above.
+unsafe impl Pod for dia_abi::card::RemoteNamespaceCreate {}
+// SAFETY: as above.
 unsafe impl Pod for dia_abi::card::PoolStatus {}
 // SAFETY: as above.
 unsafe impl Pod for dia_abi::card::DsmRange {}

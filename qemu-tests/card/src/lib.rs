@@ -4,7 +4,8 @@
 //! `prp`), the controller that executes admin commands (`controller`), the
 //! I/O queue engines (`io_queue`), which pass every I/O command through the
 //! storage QoS scheduler (`qos`, ceilings on `token_bucket`) and execute it
-//! (`nvm`) on the flash pool (`pool`), a firmware that can be killed and
+//! (`nvm`) on the flash pool (`pool`) or, for a remote namespace, on its
+//! NVMe/TCP target (`remote`, over `fabric::initiator`), a firmware that can be killed and
 //! restarted (`firmware`; in the binary, a process of its own under the
 //! board process: `supervisor`), the network function (`net`: ports, embedded
 //! switch, uplink, rate limits, checksum offload), fault injection (`fault`)
@@ -32,6 +33,7 @@ mod pool;
 mod prp;
 pub mod qos;
 mod queue;
+mod remote;
 mod supervisor;
 mod token_bucket;
 

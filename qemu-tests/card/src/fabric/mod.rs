@@ -23,6 +23,7 @@ mod target;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use controller::NQN_PREFIX;
 pub use controller::{PoolSource, TargetConfig};
 pub use target::{serve, Target};
 

@@ -4,7 +4,8 @@
 //! real eventfds. Checks the register handshake, Identify, queue wrap-around,
 //! I/O queue management, that malformed commands get an error status while
 //! the card keeps serving, and the storage path: namespaces, I/O on several
-//! queues at once, and data surviving a firmware crash and restart.
+//! queues at once, data surviving a firmware crash and restart, and remote
+//! namespaces served from another card's NVMe/TCP target.
 //!
 //! `driver` is the card and its admin queue, `io` and `port` what the
 //! storage and network tests drive; the queue and port ring bookkeeping is
@@ -17,6 +18,7 @@ mod driver;
 mod io;
 mod network;
 mod port;
+mod remote;
 mod storage;
 
 #[path = "../../../../kmod/ring.rs"]

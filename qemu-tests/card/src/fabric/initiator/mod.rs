@@ -27,7 +27,7 @@ use std::time::Duration;
 
 pub use error::{Error, Status, TransportError};
 pub use identify::{ControllerInfo, NamespaceInfo, ONCS_DSM, ONCS_WRITE_ZEROES};
-pub use session::{Config, RemoteNamespace, Session};
+pub use session::{host_id, Config, RemoteNamespace, Session};
 
 /// Entries of the admin queue the initiator asks for (Connect SQSIZE + 1).
 pub const ADMIN_QUEUE_ENTRIES: u16 = 32;
