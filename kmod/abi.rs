@@ -31,6 +31,12 @@ unsafe impl FromBytes for ioctl::DiaNsCreate {}
 // SAFETY: as above.
 unsafe impl AsBytes for ioctl::DiaNsCreate {}
 // SAFETY: as above.
+unsafe impl FromBytes for ioctl::DiaNsCreateRemote {}
+// SAFETY: as above.
+unsafe impl AsBytes for ioctl::DiaNsCreateRemote {}
+// SAFETY: as above (512 bytes: a 312-byte target, a label, reserved bytes).
+unsafe impl AsBytes for card::RemoteNamespaceCreate {}
+// SAFETY: as above.
 unsafe impl FromBytes for ioctl::DiaNsId {}
 // SAFETY: as above.
 unsafe impl FromBytes for ioctl::DiaNsInfo {}

@@ -12,8 +12,8 @@ use kernel::sync::ArcBorrow;
 use kernel::uaccess::UserSlice;
 
 use crate::abi::ioctl::{
-    self, DiaIdentity, DiaNsCreate, DiaNsId, DiaNsInfo, DiaNsList, DiaNsQos, DiaNsStats,
-    DiaPoolInfo, DiaPortCreate, DiaPortId, DiaPortInfo, DiaPortList, DiaPortSet,
+    self, DiaIdentity, DiaNsCreate, DiaNsCreateRemote, DiaNsId, DiaNsInfo, DiaNsList, DiaNsQos,
+    DiaNsStats, DiaPoolInfo, DiaPortCreate, DiaPortId, DiaPortInfo, DiaPortList, DiaPortSet,
 };
 use crate::card::Card;
 use crate::glue::cred;
@@ -24,6 +24,7 @@ fn mutates(cmd: u32) -> bool {
     matches!(
         cmd,
         ioctl::DIA_IOC_NS_CREATE
+            | ioctl::DIA_IOC_NS_CREATE_REMOTE
             | ioctl::DIA_IOC_NS_DELETE
             | ioctl::DIA_IOC_NS_ATTACH
             | ioctl::DIA_IOC_NS_DETACH
@@ -74,6 +75,16 @@ impl MiscDevice for Card {
                 }
                 req.nsid = this
                     .with_controller(|c| c.ns_create(req.size_bytes, req.lba_shift, &req.label))?;
+                write_out(arg, &req).inspect_err(|_| {
+                    let _ = this.with_controller_uninterruptible(|c| c.ns_delete(req.nsid));
+                })
+            }
+            ioctl::DIA_IOC_NS_CREATE_REMOTE => {
+                let mut req: DiaNsCreateRemote = read_in(arg)?;
+                if req.nsid != 0 || req.reserved != 0 || req.create.validate().is_err() {
+                    return Err(EINVAL);
+                }
+                req.nsid = this.with_controller(|c| c.ns_create_remote(&req.create))?;
                 write_out(arg, &req).inspect_err(|_| {
                     let _ = this.with_controller_uninterruptible(|c| c.ns_delete(req.nsid));
                 })

@@ -999,6 +999,12 @@ fn status_errno(status: u16) -> kernel::error::Error {
             kernel::error::Error::from_errno(-(kernel::bindings::EOPNOTSUPP as i32))
         }
         regs::STATUS_QOS_ADMISSION => edquot(),
+        regs::STATUS_REMOTE_UNREACHABLE => {
+            kernel::error::Error::from_errno(-(kernel::bindings::EHOSTUNREACH as i32))
+        }
+        regs::STATUS_REMOTE_REFUSED => {
+            kernel::error::Error::from_errno(-(kernel::bindings::ECONNREFUSED as i32))
+        }
         _ => EIO,
     }
 }

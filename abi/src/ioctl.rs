@@ -6,7 +6,7 @@
 /// ioctl "type" byte of every dia request.
 pub const DIA_IOC_MAGIC: u8 = b'D';
 /// Version of this ABI; reported in [`DiaIdentity::abi_version`].
-pub const DIA_ABI_VERSION: u32 = 4;
+pub const DIA_ABI_VERSION: u32 = 5;
 
 const IOC_NRBITS: u32 = 8;
 const IOC_TYPEBITS: u32 = 8;
@@ -293,6 +293,33 @@ pub const DIA_IOC_NS_STATS: u32 = ioc(
     IOC_READ | IOC_WRITE,
     0x18,
     core::mem::size_of::<DiaNsStats>(),
+);
+
+/// Argument of `DIA_IOC_NS_CREATE_REMOTE` (ABI 5): a namespace whose data
+/// lives in a namespace of an NVMe/TCP target, reached by the card.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DiaNsCreateRemote {
+    /// Out: the new namespace id (zero on input).
+    pub nsid: u32,
+    /// Reserved, zero.
+    pub reserved: u32,
+    /// In: the card's Create Remote Namespace data (target, label; its
+    /// reserved bytes zero), checked with
+    /// [`super::card::RemoteNamespaceCreate::validate`].
+    pub create: super::card::RemoteNamespaceCreate,
+}
+const _: () = assert!(core::mem::size_of::<DiaNsCreateRemote>() == 520);
+
+/// `DIA_IOC_NS_CREATE_REMOTE`: create a (detached) namespace whose data is
+/// on an NVMe/TCP target; the card connects once to size it. `EINVAL` for a
+/// malformed target, `EHOSTUNREACH` when no NVMe/TCP association could be
+/// made, `ECONNREFUSED` when the target refused (no such subsystem or
+/// namespace, host not allowed), `EOPNOTSUPP` on a card without a pool.
+pub const DIA_IOC_NS_CREATE_REMOTE: u32 = ioc(
+    IOC_READ | IOC_WRITE,
+    0x19,
+    core::mem::size_of::<DiaNsCreateRemote>(),
 );
 
 // ---------------------------------------------------------------------------

@@ -30,6 +30,12 @@ fn request_numbers_match_linux_encoding() {
     pin!(DIA_IOC_NS_SET_QOS, request_code_readwrite, 0x17, DiaNsQos);
     pin!(DIA_IOC_NS_STATS, request_code_readwrite, 0x18, DiaNsStats);
     pin!(
+        DIA_IOC_NS_CREATE_REMOTE,
+        request_code_readwrite,
+        0x19,
+        DiaNsCreateRemote
+    );
+    pin!(
         DIA_IOC_PORT_CREATE,
         request_code_readwrite,
         0x20,

@@ -14,7 +14,7 @@ use kernel::sync::Arc;
 use super::{Controller, DetachingDisk, NsDisk, PlannedDisk};
 use crate::abi::card::{
     self as regs, IdentifyNamespace, NamespaceCreate, NamespaceStats, PoolStatus, QosSettings,
-    SubmissionEntry,
+    RemoteNamespaceCreate, SubmissionEntry,
 };
 use crate::abi::ioctl::{DiaNsInfo, DiaNsList, DiaNsQos, DiaPoolInfo, DIA_NS_LIST_MAX};
 use crate::glue::blk::Disk;
@@ -133,6 +133,25 @@ impl Controller {
             self.name(),
             cqe.result,
             size_bytes
+        );
+        Ok(cqe.result)
+    }
+
+    /// Creates a namespace whose data is on an NVMe/TCP target (validated
+    /// by the caller; the card checks again); returns its id.
+    pub(crate) fn ns_create_remote(&mut self, create: &RemoteNamespaceCreate) -> Result<u32> {
+        self.buf.zero();
+        self.buf.write(0, create)?;
+        let cqe = self.admin_command(SubmissionEntry {
+            opcode: regs::ADMIN_CREATE_REMOTE_NS,
+            prp1: self.buf.dma_handle(),
+            ..SubmissionEntry::default()
+        })?;
+        pr_info!(
+            "{}: namespace {} created on NVMe/TCP target port {}\n",
+            self.name(),
+            cqe.result,
+            create.target.port
         );
         Ok(cqe.result)
     }

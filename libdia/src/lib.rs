@@ -15,7 +15,8 @@ use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use dia_abi::card::QosSettings;
+pub use dia_abi::card::RemoteTarget;
+use dia_abi::card::{QosSettings, RemoteNamespaceCreate};
 use dia_abi::ioctl::*;
 
 pub use error::Error;
@@ -30,6 +31,11 @@ mod sys {
     use dia_abi::ioctl::*;
     nix::ioctl_read_bad!(identify, DIA_IOC_IDENTIFY, DiaIdentity);
     nix::ioctl_readwrite_bad!(ns_create, DIA_IOC_NS_CREATE, DiaNsCreate);
+    nix::ioctl_readwrite_bad!(
+        ns_create_remote,
+        DIA_IOC_NS_CREATE_REMOTE,
+        DiaNsCreateRemote
+    );
     nix::ioctl_write_ptr_bad!(ns_delete, DIA_IOC_NS_DELETE, DiaNsId);
     nix::ioctl_write_ptr_bad!(ns_attach, DIA_IOC_NS_ATTACH, DiaNsId);
     nix::ioctl_write_ptr_bad!(ns_detach, DIA_IOC_NS_DETACH, DiaNsId);
@@ -105,6 +111,38 @@ impl Card {
         // SAFETY: `raw` is a valid DiaNsCreate, the type the request encodes.
         unsafe { sys::ns_create(self.file.as_raw_fd(), &mut raw) }
             .map_err(|e| Error::ioctl("DIA_IOC_NS_CREATE", DIA_IOC_NS_CREATE, e))?;
+        Ok(raw.nsid)
+    }
+
+    /// Creates a namespace whose data lives in namespace `target.nsid` of
+    /// the NVMe/TCP target `target` (the card connects once to learn its
+    /// size), labelled `label`; returns its id. It starts detached and is
+    /// used like any other: attach it and `/dev/dia<card>n<nsid>` appears.
+    pub fn create_remote_namespace(
+        &self,
+        target: &RemoteTarget,
+        label: &str,
+    ) -> Result<u32, Error> {
+        let mut raw = DiaNsCreateRemote {
+            nsid: 0,
+            reserved: 0,
+            create: RemoteNamespaceCreate {
+                target: *target,
+                label: [0; DIA_LABEL_LEN],
+                reserved: [0; 136],
+            },
+        };
+        let l = label.as_bytes();
+        if l.len() >= DIA_LABEL_LEN {
+            return Err(Error::Ioctl {
+                request: "DIA_IOC_NS_CREATE_REMOTE",
+                errno: nix::errno::Errno::ENAMETOOLONG,
+            });
+        }
+        raw.create.label[..l.len()].copy_from_slice(l);
+        // SAFETY: `raw` is a valid DiaNsCreateRemote, the type the request encodes.
+        unsafe { sys::ns_create_remote(self.file.as_raw_fd(), &mut raw) }
+            .map_err(|e| Error::ioctl("DIA_IOC_NS_CREATE_REMOTE", DIA_IOC_NS_CREATE_REMOTE, e))?;
         Ok(raw.nsid)
     }
 

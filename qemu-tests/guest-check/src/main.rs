@@ -8,20 +8,24 @@ mod fuzz;
 use std::ffi::CString;
 use std::process::ExitCode;
 
-use dia_abi::card::{PortConfig, PortLimits, QosSettings};
+use dia_abi::card::{
+    PortConfig, PortLimits, QosSettings, RemoteNamespaceCreate, RemoteTarget, LABEL_LEN,
+    REMOTE_DATA_DIGEST, REMOTE_HEADER_DIGEST,
+};
 use dia_abi::ioctl::{
-    ioc, DiaIdentity, DiaNsCreate, DiaNsId, DiaNsInfo, DiaNsList, DiaNsQos, DiaNsStats,
-    DiaPoolInfo, DiaPortCreate, DiaPortId, DiaPortInfo, DiaPortList, DiaPortSet, DIA_IOC_IDENTIFY,
-    DIA_IOC_NS_ATTACH, DIA_IOC_NS_CREATE, DIA_IOC_NS_DELETE, DIA_IOC_NS_DETACH, DIA_IOC_NS_INFO,
-    DIA_IOC_NS_LIST, DIA_IOC_NS_SET_QOS, DIA_IOC_NS_STATS, DIA_IOC_POOL_INFO, DIA_IOC_PORT_CREATE,
-    DIA_IOC_PORT_DELETE, DIA_IOC_PORT_INFO, DIA_IOC_PORT_LIST, DIA_IOC_PORT_SET, IOC_READ,
-    IOC_WRITE,
+    ioc, DiaIdentity, DiaNsCreate, DiaNsCreateRemote, DiaNsId, DiaNsInfo, DiaNsList, DiaNsQos,
+    DiaNsStats, DiaPoolInfo, DiaPortCreate, DiaPortId, DiaPortInfo, DiaPortList, DiaPortSet,
+    DIA_IOC_IDENTIFY, DIA_IOC_NS_ATTACH, DIA_IOC_NS_CREATE, DIA_IOC_NS_CREATE_REMOTE,
+    DIA_IOC_NS_DELETE, DIA_IOC_NS_DETACH, DIA_IOC_NS_INFO, DIA_IOC_NS_LIST, DIA_IOC_NS_SET_QOS,
+    DIA_IOC_NS_STATS, DIA_IOC_POOL_INFO, DIA_IOC_PORT_CREATE, DIA_IOC_PORT_DELETE,
+    DIA_IOC_PORT_INFO, DIA_IOC_PORT_LIST, DIA_IOC_PORT_SET, IOC_READ, IOC_WRITE,
 };
 
 const DEVICE: &str = "/dev/dia";
 const USAGE: &str =
     "usage: dia-guest-check identify | ioctl-errors | ioctl-fuzz [--iterations N] [--threads T] [--seed S] [--seconds S] [--chaos]
        | ns-create BYTES [LABEL] [--lba-shift S] | ns-delete N | ns-attach N | ns-detach N
+       | ns-create-remote ADDR PORT SUBNQN NSID [LABEL] [--digests]
        | ns-info N | ns-stats N | ns-list | pool | ns-set-qos N --max-iops IOPS
        | port-create VLAN MTU [MAX_BPS] | port-set N VLAN MTU [MAX_BPS] | port-delete N
        | port-info N | port-list
@@ -265,6 +269,48 @@ fn namespace(cmd: &str, args: &[String]) -> Result<(), String> {
             }
             dev.ioctl(DIA_IOC_NS_CREATE, std::ptr::addr_of_mut!(req) as usize)
                 .map_err(fail)?;
+            println!("{}", req.nsid);
+        }
+        "ns-create-remote" => {
+            let addr = args.first().ok_or("missing ADDR")?;
+            let port = parse_num(args.get(1), "PORT")?;
+            let subnqn = args.get(2).ok_or("missing SUBNQN")?;
+            let nsid = parse_num(args.get(3), "NSID")?;
+            let digests = if args.iter().any(|a| a == "--digests") {
+                REMOTE_HEADER_DIGEST | REMOTE_DATA_DIGEST
+            } else {
+                0
+            };
+            // Unchecked on purpose: the driver and the card must refuse
+            // what is wrong (the scenarios send malformed targets too).
+            let mut target = RemoteTarget {
+                port: u16::try_from(port).map_err(|_| "PORT: out of range")?,
+                digests,
+                nsid: u32::try_from(nsid).map_err(|_| "NSID: out of range")?,
+                ..RemoteTarget::ZERO
+            };
+            let a = addr.len().min(target.addr.len());
+            target.addr[..a].copy_from_slice(&addr.as_bytes()[..a]);
+            let q = subnqn.len().min(target.subnqn.len());
+            target.subnqn[..q].copy_from_slice(&subnqn.as_bytes()[..q]);
+            let mut req = DiaNsCreateRemote {
+                nsid: 0,
+                reserved: 0,
+                create: RemoteNamespaceCreate {
+                    target,
+                    label: [0; LABEL_LEN],
+                    reserved: [0; 136],
+                },
+            };
+            if let Some(label) = args.get(4).filter(|l| !l.starts_with("--")) {
+                let n = label.len().min(req.create.label.len());
+                req.create.label[..n].copy_from_slice(&label.as_bytes()[..n]);
+            }
+            dev.ioctl(
+                DIA_IOC_NS_CREATE_REMOTE,
+                std::ptr::addr_of_mut!(req) as usize,
+            )
+            .map_err(fail)?;
             println!("{}", req.nsid);
         }
         "ns-delete" | "ns-attach" | "ns-detach" => {
