@@ -1,8 +1,8 @@
 //! The controller's admin command handling: sequences of admin commands
 //! (Identify, queue and namespace management, log pages, QoS, ports,
-//! Abort, unknown opcodes) with their data (namespace, QoS and port
-//! structures, or raw bytes) anywhere in guest memory, on a card with or
-//! without a pool.
+//! Abort, Create Remote Namespace, unknown opcodes) with their data
+//! (namespace, QoS, port and remote namespace structures, or raw bytes)
+//! anywhere in guest memory, on a card with or without a pool.
 //!
 //! Every command must complete with a status, and none may make the
 //! controller fatal or panic: what a command says is never the card's
@@ -20,7 +20,7 @@ const RAM: usize = 2 << 20;
 const DATA: u64 = 0x1_0000;
 const VECTORS: u16 = 8;
 
-const OPCODES: [u8; 13] = [
+const OPCODES: [u8; 14] = [
     abi::ADMIN_IDENTIFY,
     abi::ADMIN_CREATE_IO_CQ,
     abi::ADMIN_CREATE_IO_SQ,
@@ -34,6 +34,7 @@ const OPCODES: [u8; 13] = [
     abi::ADMIN_DELETE_PORT,
     abi::ADMIN_SET_PORT,
     abi::ADMIN_ABORT,
+    abi::ADMIN_CREATE_REMOTE_NS,
 ];
 
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -129,6 +130,16 @@ enum Data {
     PortConfig(PortCfg),
     /// Dataset-style ranges or PRP list entries: u64s.
     Words(Vec<u64>),
+    /// Create Remote Namespace data: a valid request, then one byte
+    /// changed (the fuzz build's card connects nowhere: a valid one is
+    /// Remote Unreachable).
+    RemoteCreate {
+        addr: [u8; 4],
+        port: u16,
+        nsid: u32,
+        digests: u8,
+        damage: Option<(u16, u8)>,
+    },
 }
 
 fn bytes_of<T: Copy>(v: &T) -> Vec<u8> {
@@ -197,6 +208,30 @@ impl Data {
             }),
             Self::PortConfig(c) => bytes_of(&c.get()),
             Self::Words(w) => w.iter().take(1024).flat_map(|v| v.to_le_bytes()).collect(),
+            Self::RemoteCreate {
+                addr,
+                port,
+                nsid,
+                digests,
+                damage,
+            } => {
+                let mut c = abi::RemoteNamespaceCreate::default();
+                if let Ok(t) = abi::RemoteTarget::new(
+                    &std::net::Ipv4Addr::from(*addr).to_string(),
+                    *port,
+                    *nsid,
+                    "nqn.2026-12.io.dia:FUZZ:ns1",
+                    *digests,
+                ) {
+                    c.target = t;
+                }
+                let mut b = bytes_of(&c);
+                if let Some((at, byte)) = damage {
+                    let at = usize::from(*at) % b.len();
+                    b[at] = *byte;
+                }
+                b
+            }
         }
     }
 }
