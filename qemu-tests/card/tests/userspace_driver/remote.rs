@@ -36,6 +36,8 @@ struct Proxy {
     upstream: SocketAddr,
     /// Set while up; the accept loop ends when it clears.
     up: Arc<AtomicBool>,
+    /// The accept loop (it owns the listener).
+    accept: Option<std::thread::JoinHandle<()>>,
     conns: Arc<Mutex<Vec<TcpStream>>>,
 }
 
@@ -46,6 +48,7 @@ impl Proxy {
             addr: l.local_addr().unwrap(),
             upstream,
             up: Arc::new(AtomicBool::new(false)),
+            accept: None,
             conns: Arc::new(Mutex::new(Vec::new())),
         };
         p.serve(l);
@@ -56,7 +59,7 @@ impl Proxy {
         l.set_nonblocking(true).unwrap();
         self.up = Arc::new(AtomicBool::new(true));
         let (up, conns, upstream) = (self.up.clone(), self.conns.clone(), self.upstream);
-        std::thread::spawn(move || {
+        self.accept = Some(std::thread::spawn(move || {
             while up.load(Ordering::Acquire) {
                 match l.accept() {
                     Ok((down, _)) => {
@@ -76,14 +79,16 @@ impl Proxy {
                     Err(_) => return,
                 }
             }
-        });
+        }));
     }
 
     /// The network fails: nothing gets through, new connections are refused.
-    fn cut(&self) {
+    fn cut(&mut self) {
         self.up.store(false, Ordering::Release);
-        // The accept loop drops the listener within one poll.
-        std::thread::sleep(Duration::from_millis(50));
+        // The accept loop ends and drops the listener.
+        if let Some(t) = self.accept.take() {
+            t.join().unwrap();
+        }
         for c in self.conns.lock().unwrap().drain(..) {
             let _ = c.shutdown(Shutdown::Both);
         }
