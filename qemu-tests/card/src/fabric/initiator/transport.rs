@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use tracing::debug;
 
-use super::super::command::{opcode, sgl_id, Command, Sgl, PSDT_SGL};
+use super::super::command::{sgl_id, Command, Sgl, PSDT_SGL};
 use super::super::pdu::{self, kind, Capsule, Completion, Digests, Header, IcReq, Pdu, Term};
 use super::super::pdu::{Limits, HEADER_BYTES};
 use super::error::{Error, TransportError};
@@ -280,9 +280,10 @@ impl Queue {
         if len > MAX_COMMAND_BYTES {
             return Err(Error::Invalid("more data than one command moves"));
         }
-        if op != opcode::FABRICS {
-            req.cmd.set_flags(PSDT_SGL);
-        }
+        // Fabrics commands too: Linux's nvmet refuses a Connect without
+        // PSDT = SGL (Invalid Field, found by the fabric-nvmet scenario),
+        // and Linux's own host sets it on every command.
+        req.cmd.set_flags(PSDT_SGL);
         req.cmd.set_sgl(Sgl {
             addr: 0,
             // At most MAX_COMMAND_BYTES.
