@@ -239,6 +239,11 @@ fn errno_name(e: i32) -> String {
         libc::ENODEV => "ENODEV",
         libc::EFAULT => "EFAULT",
         libc::ENOTTY => "ENOTTY",
+        libc::EHOSTUNREACH => "EHOSTUNREACH",
+        libc::ECONNREFUSED => "ECONNREFUSED",
+        libc::EOPNOTSUPP => "EOPNOTSUPP",
+        libc::EDQUOT => "EDQUOT",
+        libc::ENOMEM => "ENOMEM",
         _ => return format!("errno {e}"),
     };
     name.to_string()

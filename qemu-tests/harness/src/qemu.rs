@@ -207,10 +207,13 @@ fn start_node(
     card_args.extend(spec.uplink.iter().cloned());
     // The card's NVMe/TCP target, reached from the guest through QEMU's
     // user-mode network (the host's 127.0.0.1 is 10.0.2.2 there).
+    // And the other way: the guest's own NVMe/TCP port (4420, e.g. Linux's
+    // nvmet) reached by the card at a host port QEMU forwards.
     let fabric_port = if scenario.fabric {
         let port = card_process::free_tcp_port()?;
         card_args.extend(["--fabric-listen".into(), format!("127.0.0.1:{port}")]);
-        Some(port)
+        let guest = card_process::free_tcp_port()?;
+        Some((port, guest))
     } else {
         None
     };
@@ -243,9 +246,14 @@ fn start_node(
         append.push_str(&extra.to_string_lossy());
     }
     let mut qemu_args = scenario.qemu_args.clone();
-    if let Some(port) = fabric_port {
-        append.push_str(&format!(" appliance.fabric_port={port}"));
-        qemu_args.extend(["-nic".to_string(), "user,model=virtio-net-pci".to_string()]);
+    if let Some((port, guest)) = fabric_port {
+        append.push_str(&format!(
+            " appliance.fabric_port={port} appliance.guest_fabric_port={guest}"
+        ));
+        qemu_args.extend([
+            "-nic".to_string(),
+            format!("user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:{guest}-:4420"),
+        ]);
     }
     if scenario.state_disk {
         // The appliance's own disk for /var/lib/dia, kept across its reboots.

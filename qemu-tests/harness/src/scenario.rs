@@ -8,7 +8,10 @@
 //! appliance does; by default the scenario does it through `lib.sh`),
 //! `# fabric: on` (the card serves NVMe/TCP on a free loopback port, the
 //! guest gets a user-mode NIC to reach it at 10.0.2.2, and the port is on
-//! the kernel command line as `appliance.fabric_port=`).
+//! the kernel command line as `appliance.fabric_port=`; the guest's own
+//! port 4420 at 10.0.2.15 is forwarded from the host port given as
+//! `appliance.guest_fabric_port=`, where the card reaches a target in the
+//! guest such as Linux's nvmet).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
