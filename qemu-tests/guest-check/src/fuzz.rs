@@ -18,21 +18,25 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dia_abi::card::{PortConfig, PortLimits, QosSettings};
+use dia_abi::card::{
+    PortConfig, PortLimits, QosSettings, RemoteNamespaceCreate, RemoteTarget, LABEL_LEN,
+};
 use dia_abi::ioctl::{
-    ioc, DiaIdentity, DiaNsCreate, DiaNsId, DiaNsInfo, DiaNsList, DiaNsQos, DiaNsStats,
-    DiaPoolInfo, DiaPortCreate, DiaPortId, DiaPortInfo, DiaPortList, DiaPortSet, DIA_IOC_IDENTIFY,
-    DIA_IOC_NS_ATTACH, DIA_IOC_NS_CREATE, DIA_IOC_NS_DELETE, DIA_IOC_NS_DETACH, DIA_IOC_NS_INFO,
-    DIA_IOC_NS_LIST, DIA_IOC_NS_SET_QOS, DIA_IOC_NS_STATS, DIA_IOC_POOL_INFO, DIA_IOC_PORT_CREATE,
-    DIA_IOC_PORT_DELETE, DIA_IOC_PORT_INFO, DIA_IOC_PORT_LIST, DIA_IOC_PORT_SET,
+    ioc, DiaIdentity, DiaNsCreate, DiaNsCreateRemote, DiaNsId, DiaNsInfo, DiaNsList, DiaNsQos,
+    DiaNsStats, DiaPoolInfo, DiaPortCreate, DiaPortId, DiaPortInfo, DiaPortList, DiaPortSet,
+    DIA_IOC_IDENTIFY, DIA_IOC_NS_ATTACH, DIA_IOC_NS_CREATE, DIA_IOC_NS_CREATE_REMOTE,
+    DIA_IOC_NS_DELETE, DIA_IOC_NS_DETACH, DIA_IOC_NS_INFO, DIA_IOC_NS_LIST, DIA_IOC_NS_SET_QOS,
+    DIA_IOC_NS_STATS, DIA_IOC_POOL_INFO, DIA_IOC_PORT_CREATE, DIA_IOC_PORT_DELETE,
+    DIA_IOC_PORT_INFO, DIA_IOC_PORT_LIST, DIA_IOC_PORT_SET,
 };
 
 use crate::{errno_name, flag, Dev, ShortBuffer};
 
 /// Requests that change the card: random raw calls never use these numbers,
 /// so a thread's model is only changed by its own structured calls.
-const MUTATING: [u32; 8] = [
+const MUTATING: [u32; 9] = [
     DIA_IOC_NS_CREATE,
+    DIA_IOC_NS_CREATE_REMOTE,
     DIA_IOC_NS_DELETE,
     DIA_IOC_NS_ATTACH,
     DIA_IOC_NS_DETACH,
@@ -54,6 +58,10 @@ const INPUT_ERRNOS: [i32; 9] = [
     libc::EDQUOT,
     libc::ENOMEM,
 ];
+
+/// Errnos Create Remote Namespace may end with besides those: the target
+/// (a closed port on the host) cannot be reached or refuses.
+const REMOTE_ERRNOS: [i32; 2] = [libc::EHOSTUNREACH, libc::ECONNREFUSED];
 
 /// Errnos of a card that is dead, resetting or gone (`--chaos` only).
 const CHAOS_ERRNOS: [i32; 4] = [libc::EIO, libc::ENODEV, libc::ETIMEDOUT, libc::ENXIO];
@@ -227,7 +235,9 @@ impl Worker {
             tally.1 += 1;
         }
         if let Err(e) = r {
-            let allowed = INPUT_ERRNOS.contains(&e) || (self.chaos && CHAOS_ERRNOS.contains(&e));
+            let allowed = INPUT_ERRNOS.contains(&e)
+                || (what == "NS_CREATE_REMOTE" && REMOTE_ERRNOS.contains(&e))
+                || (self.chaos && CHAOS_ERRNOS.contains(&e));
             if !allowed {
                 return Err(format!(
                     "thread {}: {what}: unexpected {}",
@@ -454,6 +464,67 @@ impl Worker {
         Ok(())
     }
 
+    /// Create Remote Namespace towards a closed port of the card's host (or
+    /// with a malformed target): never a namespace, always an errno.
+    fn ns_create_remote(&mut self) -> Result<(), String> {
+        let valid = self.rng.below(2) == 0;
+        let mut target = RemoteTarget {
+            port: if valid {
+                1
+            } else {
+                self.rng.pick(&[0, 1, 4420])
+            },
+            digests: if valid { 0 } else { self.rng.next() as u8 },
+            reserved: if valid { 0 } else { self.rng.pick(&[0, 1]) },
+            nsid: if valid {
+                1
+            } else {
+                self.rng.pick(&[0, 1, u32::MAX])
+            },
+            ..RemoteTarget::ZERO
+        };
+        let addr = if valid {
+            "127.0.0.1"
+        } else {
+            self.rng
+                .pick(&["", "300.1.1.1", "not-an-ip", "::1", "127.0.0.1 "])
+        };
+        target.addr[..addr.len()].copy_from_slice(addr.as_bytes());
+        let nqn = "nqn.2026-12.io.dia:fuzz";
+        if valid || self.rng.below(4) != 0 {
+            target.subnqn[..nqn.len()].copy_from_slice(nqn.as_bytes());
+        } else {
+            // No NUL anywhere.
+            target.subnqn.fill(b'n');
+        }
+        let mut req = DiaNsCreateRemote {
+            nsid: if valid { 0 } else { self.rng.pick(&[0, 7]) },
+            reserved: 0,
+            create: RemoteNamespaceCreate {
+                target,
+                label: [0; LABEL_LEN],
+                reserved: [0; 136],
+            },
+        };
+        if !valid && self.rng.below(4) == 0 {
+            req.create.reserved[135] = 1;
+        }
+        let how = self.buffer();
+        let (r, out) = self.structured("NS_CREATE_REMOTE", DIA_IOC_NS_CREATE_REMOTE, req, how)?;
+        if r.is_ok() {
+            // Nothing listens there: a namespace would be one the card made
+            // without reaching its target.
+            return Err(format!(
+                "thread {}: NS_CREATE_REMOTE of an unreachable target made namespace {}",
+                self.id, out.nsid
+            ));
+        }
+        if self.doubtful(r) {
+            self.model.doubt = true;
+        }
+        Ok(())
+    }
+
     fn ns_delete(&mut self) -> Result<(), String> {
         let nsid = self.nsid();
         let flags = self.rng.pick(&[0, 0, 0, 0, 1]);
@@ -668,7 +739,8 @@ impl Worker {
                 0..=49 => self.raw(&mut heap)?,
                 50..=74 => self.ns_query()?,
                 75..=84 => self.port_op()?,
-                85..=95 => self.ns_create()?,
+                85..=94 => self.ns_create()?,
+                95 => self.ns_create_remote()?,
                 96..=97 => self.ns_delete()?,
                 _ => self.ns_attach_detach()?,
             }
@@ -682,6 +754,7 @@ fn cmd_writes_back(cmd: u32) -> bool {
     [
         DIA_IOC_IDENTIFY,
         DIA_IOC_NS_CREATE,
+        DIA_IOC_NS_CREATE_REMOTE,
         DIA_IOC_NS_INFO,
         DIA_IOC_NS_LIST,
         DIA_IOC_POOL_INFO,
