@@ -41,6 +41,26 @@ fn view(m: &SharedMemory) -> SharedMemory {
 }
 
 impl TestDriver {
+    /// A namespace's counters (the card's NsStats log page).
+    pub(crate) fn ns_stats(&mut self, nsid: u32) -> abi::NamespaceStats {
+        let cqe = self.submit(SubmissionEntry {
+            opcode: abi::ADMIN_GET_LOG_PAGE,
+            nsid,
+            prp1: BUF,
+            cdw10: abi::LogPage::of_bytes(
+                abi::LogId::NsStats,
+                std::mem::size_of::<abi::NamespaceStats>(),
+            )
+            .cdw10(),
+            ..Default::default()
+        });
+        assert_eq!(cqe.status_code(), 0);
+        let mut raw = vec![0u8; std::mem::size_of::<abi::NamespaceStats>()];
+        self.mem.read(BUF, &mut raw).unwrap();
+        // SAFETY: NamespaceStats is repr(C) plain data; raw has its size.
+        unsafe { std::ptr::read_unaligned(raw.as_ptr().cast()) }
+    }
+
     pub(crate) fn start() -> Self {
         Self::start_with(None)
     }

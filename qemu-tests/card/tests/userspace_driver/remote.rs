@@ -217,25 +217,6 @@ fn flush(d: &TestDriver, q: &mut IoQ, nsid: u32) -> u16 {
     q.run(d, rw(abi::IO_FLUSH, nsid, 0, 1, 0, 0))
 }
 
-fn ns_stats(d: &mut TestDriver, nsid: u32) -> abi::NamespaceStats {
-    let cqe = d.submit(SubmissionEntry {
-        opcode: abi::ADMIN_GET_LOG_PAGE,
-        nsid,
-        prp1: BUF,
-        cdw10: abi::LogPage::of_bytes(
-            abi::LogId::NsStats,
-            std::mem::size_of::<abi::NamespaceStats>(),
-        )
-        .cdw10(),
-        ..Default::default()
-    });
-    assert_eq!(cqe.status_code(), 0);
-    let mut raw = vec![0u8; std::mem::size_of::<abi::NamespaceStats>()];
-    d.mem.read(BUF, &mut raw).unwrap();
-    // SAFETY: NamespaceStats is repr(C) plain data; raw has its size.
-    unsafe { std::ptr::read_unaligned(raw.as_ptr().cast()) }
-}
-
 fn pool_used_bytes(d: &mut TestDriver) -> u64 {
     let cqe = d.submit(SubmissionEntry {
         opcode: abi::ADMIN_GET_LOG_PAGE,
@@ -394,7 +375,7 @@ fn a_remote_namespace_serves_the_exporting_cards_blocks() {
     assert!(read_blocks(&b, &mut qb, local, 3, 2) == theirs);
 
     // Counters, and a ceiling that holds the remote namespace back.
-    let st = ns_stats(&mut b, nsid);
+    let st = b.ns_stats(nsid);
     assert!(st.writes >= 2 && st.reads >= 4, "{st:?}");
     assert_eq!(st.write_bytes, (64 << 10) + 4096);
     assert!(st.errors >= 3, "{st:?}");
@@ -415,7 +396,7 @@ fn a_remote_namespace_serves_the_exporting_cards_blocks() {
         "6 reads at 10 IOPS took {:?}",
         started.elapsed()
     );
-    assert!(ns_stats(&mut b, nsid).throttled > 0);
+    assert!(b.ns_stats(nsid).throttled > 0);
     assert_eq!(
         set_qos(&mut b, nsid, abi::QosSettings::default()).status_code(),
         0

@@ -302,22 +302,7 @@ fn qos_is_validated_admitted_and_counted() {
         assert_eq!(q.run(&d, rw(abi::IO_WRITE, a, slba, 1, WBUF, 0)), 0);
     }
     assert_eq!(q.run(&d, rw(abi::IO_READ, a, 0, 1, RBUF, 0)), 0);
-    let cqe = d.submit(SubmissionEntry {
-        opcode: abi::ADMIN_GET_LOG_PAGE,
-        nsid: a,
-        prp1: BUF,
-        cdw10: abi::LogPage::of_bytes(
-            abi::LogId::NsStats,
-            std::mem::size_of::<abi::NamespaceStats>(),
-        )
-        .cdw10(),
-        ..Default::default()
-    });
-    assert_eq!(cqe.status_code(), 0);
-    let mut raw = vec![0u8; std::mem::size_of::<abi::NamespaceStats>()];
-    d.mem.read(BUF, &mut raw).unwrap();
-    // SAFETY: NamespaceStats is repr(C) plain data; raw has its size.
-    let st: abi::NamespaceStats = unsafe { std::ptr::read_unaligned(raw.as_ptr().cast()) };
+    let st = d.ns_stats(a);
     assert_eq!(
         (st.reads, st.writes, st.read_bytes, st.write_bytes),
         (1, 2, 4096, 8192)
