@@ -9,10 +9,18 @@
 # 9000-byte network: there TCP/IP headers are under 1 % of a frame (so
 # iperf3's goodput is the frame rate), and the emulated guest's CPUs, not
 # the card, would otherwise decide how fast two flows at 1500 bytes go.
+#
+# On the debug kernel (KASAN and friends: the guest's network stack is
+# several times slower, an unlimited port reaches about 60 Mbit/s) the tier
+# is 20 Mbit/s, so the card's limit, not the guest, is what is measured.
 . /scenarios/lib.sh
+mbit=100
+grep -q "kasan.fault=panic" /proc/cmdline && mbit=20
+kbit=$(( mbit * 1000 ))
+past=$(( mbit * 1500000 ))
 load_dia
 start_diad
-diaconfig tier create net100 --net-max-bw 100M
+diaconfig tier create net100 --net-max-bw ${mbit}M
 diaconfig network create jumbo --vlan 100 --subnet 10.10.0.0/24 --gateway 10.10.0.1 --range 10.10.0.10-10.10.0.200 --mtu 9000
 diaconfig network create std --vlan 200 --subnet 10.20.0.0/24 --gateway 10.20.0.1 --range 10.20.0.10-10.20.0.200
 for c in lim sink free sink2 lim2 sink3; do diaconfig container create $c; done
@@ -49,9 +57,9 @@ wait $jf || { cat /tmp/free.json; fail "iperf3 on the unlimited port failed"; }
 lim=$(iperf_received_bps /tmp/lim.json); free=$(iperf_received_bps /tmp/free.json)
 log "MTU 9000: limited port: iperf3 $lim bit/s, card $card bit/s; unlimited neighbour at the same time: $free bit/s"
 diaconfig port stats lim
-within_pct $(( lim / 1000 )) 100000 5 || fail "iperf3 through a 100 Mbit/s port measured $lim bit/s"
-within_pct $(( card / 1000 )) 100000 5 || fail "the card sent $card bit/s on a 100 Mbit/s port"
-[ "$free" -gt 150000000 ] || fail "the unlimited port only reached $free bit/s beside the limited one"
+within_pct $(( lim / 1000 )) $kbit 5 || fail "iperf3 through a $mbit Mbit/s port measured $lim bit/s"
+within_pct $(( card / 1000 )) $kbit 5 || fail "the card sent $card bit/s on a $mbit Mbit/s port"
+[ "$free" -gt $past ] || fail "the unlimited port only reached $free bit/s beside the limited one"
 thr=$(diaconfig -o value=counters.throttled_ns port stats lim)
 [ "${thr:-0}" -gt 0 ] || fail "the card reports no time throttled"
 # Standard MTU, one flow: the card's frame rate is the tier's.
@@ -62,7 +70,7 @@ card2=$(card_rate lim2)
 wait $j2 || { cat /tmp/lim2.json; fail "iperf3 on the standard-MTU limited port failed"; }
 lim2=$(iperf_received_bps /tmp/lim2.json)
 log "MTU 1500: limited port: card $card2 bit/s of frames, iperf3 goodput $lim2 bit/s (TCP/IP/Ethernet headers are 4.4 % of a 1514-byte frame)"
-within_pct $(( card2 / 1000 )) 100000 5 || fail "the card sent $card2 bit/s on a 100 Mbit/s port at MTU 1500"
+within_pct $(( card2 / 1000 )) $kbit 5 || fail "the card sent $card2 bit/s on a $mbit Mbit/s port at MTU 1500"
 # The tier changes at run time: best-effort lifts the limit.
 diaconfig port set-tier lim best-effort
 in_ns sink iperf3 -s -D -1 -p 5201
@@ -70,5 +78,5 @@ sleep 0.5
 in_ns lim iperf3 -c 10.10.0.11 -p 5201 -t 4 -O 1 -J > /tmp/lim3.json
 lim3=$(iperf_received_bps /tmp/lim3.json)
 log "after set-tier best-effort: $lim3 bit/s"
-[ "$lim3" -gt 150000000 ] || fail "limit still applied after the tier change ($lim3 bit/s)"
+[ "$lim3" -gt $past ] || fail "limit still applied after the tier change ($lim3 bit/s)"
 dmesg_clean

@@ -2,11 +2,15 @@
 # A tier's ceiling holds within 5 % while fio pushes harder, and moving the
 # volume to another tier at run time takes effect within a second. Rates
 # are the card's own counters over a measured window.
+# On the debug kernel the guest pushes only about 1200 IOPS, so the tiers
+# are 300 and 900 there (each ceiling must be below what fio can push).
 . /scenarios/lib.sh
+cap=1000 room=3000
+grep -q "kasan.fault=panic" /proc/cmdline && cap=300 room=900
 load_dia
 start_diad
-diaconfig tier create capped --max-iops 1000
-diaconfig tier create roomy --max-iops 3000
+diaconfig tier create capped --max-iops $cap
+diaconfig tier create roomy --max-iops $room
 diaconfig tier list
 diaconfig volume create v --size 256M --tier capped
 diaconfig container create c
@@ -19,13 +23,13 @@ fio --name=push --filename="$dev" --rw=randread --bs=4k --iodepth=32 --ioengine=
 fio_pid=$!
 sleep 3
 r=$(iops_of v 4)
-log "capped at 1000: measured $r IOPS"
-within_pct "$r" 1000 5 || fail "ceiling 1000 IOPS not held: $r"
+log "capped at $cap: measured $r IOPS"
+within_pct "$r" $cap 5 || fail "ceiling $cap IOPS not held: $r"
 diaconfig volume set-tier v roomy
 sleep 1
 r=$(iops_of v 4)
-log "after set-tier roomy (3000): measured $r IOPS"
-within_pct "$r" 3000 5 || fail "new ceiling 3000 not in effect within a second: $r"
+log "after set-tier roomy ($room): measured $r IOPS"
+within_pct "$r" $room 5 || fail "new ceiling $room not in effect within a second: $r"
 diaconfig volume stats v | tee /tmp/stats
 expect_contains /tmp/stats "Throttled I/Os"
 thr=$(diaconfig -o value=throttled volume stats v)
