@@ -199,7 +199,10 @@ fn board_process(args: Args) -> Result<()> {
         irqs: guest.iter().map(AsRawFd::as_raw_fd).collect(),
     };
     let bar = Arc::new(Bar::new(bar_mem)?);
-    let exe = std::env::current_exe().context("finding the dia-card executable")?;
+    // The running binary itself, even if its file was replaced or removed
+    // since (a rebuild under a running board): a firmware restart runs the
+    // firmware the board started with, as a card reboots from its flash.
+    let exe = std::path::PathBuf::from("/proc/self/exe");
     let child_args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     let mut firmware = FirmwareProcess::new(exe, child_args, fds, bar);
     firmware.start().context("starting the firmware")?;
