@@ -1,4 +1,5 @@
 # card-args: --media-iops 4000
+# debug-card-args: --media-iops 600
 # timeout: 400
 # A gold volume keeps at least 95 % of its floor while two best-effort
 # neighbours run at full load, and the card refuses a floor it cannot
@@ -7,12 +8,20 @@
 # the scenario checks that the card is saturated, well below what a
 # 2-vCPU TCG guest submits); the floor (2000) is above the volume's equal
 # share (1333), which the scenario first checks it gets without the
-# floor, so the floor is what lifts it.
+# floor, so the floor is what lifts it. On the debug kernel, whose guest
+# loads 300 to 1650 IOPS (alone or beside other work), the card models 600
+# and every figure follows:
+# the floor is half the capacity, a neighbour's minimum an eighth.
 . /scenarios/lib.sh
 load_dia
 start_diad
 diaconfig card info | grep "QoS capacity"
-diaconfig tier create floor2k --min-iops 2000 --weight 1
+cap=$(diaconfig -o value=qos_capacity_iops card info)
+want=4000
+grep -q "kasan.fault=panic" /proc/cmdline && want=600
+[ "$cap" -eq "$want" ] || fail "capacity $cap, expected the media's $want"
+floor=$(( cap / 2 ))
+diaconfig tier create floor2k --min-iops $floor --weight 1
 diaconfig volume create g --size 256M
 diaconfig volume create n1 --size 256M
 diaconfig volume create n2 --size 256M
@@ -46,22 +55,20 @@ window() {
 sleep 3
 window 8
 total=$(( g + n1 + n2 ))
-log "best-effort: g $g IOPS; neighbours $n1 and $n2 IOPS; card total $total of 4000"
-[ $(( total * 100 )) -ge $(( 4000 * 90 )) ] ||
-    fail "the card delivered $total of its 4000 IOPS: not the bottleneck, so a floor proves nothing here"
-[ $(( g * 100 )) -lt $(( 2000 * 95 )) ] ||
+log "best-effort: g $g IOPS; neighbours $n1 and $n2 IOPS; card total $total of $cap"
+[ $(( total * 100 )) -ge $(( cap * 90 )) ] ||
+    fail "the card delivered $total of its $cap IOPS: not the bottleneck, so a floor proves nothing here"
+[ $(( g * 100 )) -lt $(( floor * 95 )) ] ||
     fail "without a floor g already got $g IOPS: the floor would prove nothing"
 diaconfig volume set-tier g floor2k
 sleep 1
 window 8
-log "floor 2000: g $g IOPS; neighbours $n1 and $n2 IOPS"
+log "floor $floor: g $g IOPS; neighbours $n1 and $n2 IOPS"
 
-[ $(( g * 100 )) -ge $(( 2000 * 95 )) ] || fail "g got $g IOPS, below 95 % of its 2000 floor"
-[ "$n1" -ge 500 ] && [ "$n2" -ge 500 ] || fail "a neighbour got $n1/$n2 IOPS: starved"
+[ $(( g * 100 )) -ge $(( floor * 95 )) ] || fail "g got $g IOPS, below 95 % of its $floor floor"
+[ "$n1" -ge $(( cap / 8 )) ] && [ "$n2" -ge $(( cap / 8 )) ] || fail "a neighbour got $n1/$n2 IOPS: starved"
 # Over capacity: the card's capacity minus what is held, plus one.
-cap=$(diaconfig -o value=qos_capacity_iops card info)
-[ "$cap" -eq 4000 ] || fail "capacity $cap, expected the media's 4000"
-diaconfig tier create huge --min-iops $(( cap - 2000 + 1 ))
+diaconfig tier create huge --min-iops $(( cap - floor + 1 ))
 expect_fail 1 ": 1 IOPS over" diaconfig volume set-tier n1 huge
 kill $pids 2>/dev/null || true
 for p in $pids; do wait "$p" 2>/dev/null || true; done

@@ -203,7 +203,10 @@ fn start_node(
             card_process::test_serial(index),
         )
     };
-    let mut card_args = scenario.card_args.clone();
+    let mut card_args = match &scenario.debug_card_args {
+        Some(args) if artefacts.flavour == crate::build::Flavour::Debug => args.clone(),
+        _ => scenario.card_args.clone(),
+    };
     card_args.extend(spec.uplink.iter().cloned());
     // The card's NVMe/TCP target, reached from the guest through QEMU's
     // user-mode network (the host's 127.0.0.1 is 10.0.2.2 there).

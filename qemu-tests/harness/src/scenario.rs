@@ -1,6 +1,8 @@
 //! Scenarios: shell scripts in `qemu-tests/scenarios/` run inside a fresh
 //! appliance each. Header comments configure the run:
 //! `# card-args: ...` (extra card flags, e.g. fault injection),
+//! `# debug-card-args: ...` (instead of those on the debug kernel, e.g. a
+//! slower media model for its slower guest),
 //! `# qemu-args: ...` (extra QEMU devices), `# timeout: SECONDS`,
 //! `# appliances: N` (N appliances, each with its own card and QEMU, their
 //! cards linked by their uplinks; default 1), `# service: on` (the appliance
@@ -35,6 +37,8 @@ pub struct Scenario {
     pub summary: String,
     /// Extra card arguments.
     pub card_args: Vec<String>,
+    /// Card arguments instead of `card_args` on the debug kernel.
+    pub debug_card_args: Option<Vec<String>>,
     /// Extra QEMU arguments.
     pub qemu_args: Vec<String>,
     /// Time limit.
@@ -75,6 +79,7 @@ pub fn parse(path: &Path) -> Result<Scenario> {
         name,
         summary: String::new(),
         card_args: Vec::new(),
+        debug_card_args: None,
         qemu_args: Vec::new(),
         timeout: Duration::from_secs(DEFAULT_TIMEOUT_S),
         appliances: 1,
@@ -86,6 +91,10 @@ pub fn parse(path: &Path) -> Result<Scenario> {
         let body = line.trim_start_matches('#').trim();
         if let Some(v) = body.strip_prefix("card-args:") {
             s.card_args.extend(v.split_whitespace().map(String::from));
+        } else if let Some(v) = body.strip_prefix("debug-card-args:") {
+            s.debug_card_args
+                .get_or_insert_with(Vec::new)
+                .extend(v.split_whitespace().map(String::from));
         } else if let Some(v) = body.strip_prefix("qemu-args:") {
             s.qemu_args.extend(v.split_whitespace().map(String::from));
         } else if let Some(v) = body.strip_prefix("timeout:") {
@@ -218,6 +227,16 @@ mod tests {
         assert!(!s.fabric);
         assert!(parse_text("fab", "# fabric: on\n# NVMe/TCP.\n")?.fabric);
         assert!(parse_text("bad", "# fabric: yes\n").is_err());
+        assert_eq!(s.debug_card_args, None);
+        let d = parse_text(
+            "dbg",
+            "# card-args: --media-iops 4000\n# debug-card-args: --media-iops 1200\n",
+        )?;
+        assert_eq!(d.card_args, ["--media-iops", "4000"]);
+        assert_eq!(
+            d.debug_card_args.as_deref(),
+            Some(&["--media-iops".to_string(), "1200".to_string()][..])
+        );
         assert!(parse_text("bad", "# appliances: 0\n").is_err());
         assert!(parse_text("bad", "# appliances: many\n").is_err());
         Ok(())
