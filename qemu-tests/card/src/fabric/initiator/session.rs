@@ -403,19 +403,12 @@ impl RemoteNamespace {
     /// Reads whole blocks from `lba` into `buf`.
     pub fn read(&self, lba: u64, buf: &mut [u8]) -> Result<(), Error> {
         self.blocks_of(lba, buf.len())?;
-        let step = self.step_bytes();
-        let q = self.queue();
-        let mut tickets = Vec::new();
-        for (i, chunk) in buf.chunks(step).enumerate() {
-            let at = lba + ((i * step) >> self.info.lba_shift) as u64;
-            tickets.push(q.submit(Request {
-                cmd: self.rw(opcode::READ, at, chunk.len(), 0),
-                payload: Payload::None,
-                read_len: chunk.len(),
-            })?);
-        }
-        let data = Self::wait_all(q, tickets)?;
-        for (chunk, d) in buf.chunks_mut(step).zip(data) {
+        let data = self.transfer(lba, buf, |_, at, chunk| Request {
+            cmd: self.rw(opcode::READ, at, chunk.len(), 0),
+            payload: Payload::None,
+            read_len: chunk.len(),
+        })?;
+        for (chunk, d) in buf.chunks_mut(self.step_bytes()).zip(data) {
             // The receive path completes a successful read only with all
             // of its data.
             if d.len() != chunk.len() {
@@ -431,24 +424,36 @@ impl RemoteNamespace {
     /// through R2T/H2CData.
     pub fn write(&self, lba: u64, buf: &[u8], fua: bool) -> Result<(), Error> {
         self.blocks_of(lba, buf.len())?;
+        let flags = if fua { FUA } else { 0 };
+        self.transfer(lba, buf, |q, at, chunk| Request {
+            cmd: self.rw(opcode::WRITE, at, chunk.len(), flags),
+            payload: if chunk.len() <= q.in_capsule() {
+                Payload::InCapsule(chunk.to_vec())
+            } else {
+                Payload::Transport(Arc::new(chunk.to_vec()))
+            },
+            read_len: 0,
+        })
+        .map(|_| ())
+    }
+
+    /// Submits one command per `step_bytes` of `buf` from `lba` (built by
+    /// `request` from the queue, the chunk's first block and the chunk),
+    /// then waits for all of them; their read data in order.
+    fn transfer(
+        &self,
+        lba: u64,
+        buf: &[u8],
+        request: impl Fn(&Queue, u64, &[u8]) -> Request,
+    ) -> Result<Vec<Vec<u8>>, Error> {
         let step = self.step_bytes();
         let q = self.queue();
         let mut tickets = Vec::new();
         for (i, chunk) in buf.chunks(step).enumerate() {
             let at = lba + ((i * step) >> self.info.lba_shift) as u64;
-            let payload = if chunk.len() <= q.in_capsule() {
-                Payload::InCapsule(chunk.to_vec())
-            } else {
-                Payload::Transport(Arc::new(chunk.to_vec()))
-            };
-            let flags = if fua { FUA } else { 0 };
-            tickets.push(q.submit(Request {
-                cmd: self.rw(opcode::WRITE, at, chunk.len(), flags),
-                payload,
-                read_len: 0,
-            })?);
+            tickets.push(q.submit(request(q, at, chunk))?);
         }
-        Self::wait_all(q, tickets).map(|_| ())
+        Self::wait_all(q, tickets)
     }
 
     /// Flush: data written before it is durable on the target.
