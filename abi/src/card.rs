@@ -1377,6 +1377,12 @@ pub const STATUS_REMOTE_UNREACHABLE: u16 = 0x1c4;
 /// gave one, else 0.
 pub const STATUS_REMOTE_REFUSED: u16 = 0x1c5;
 
+/// Prefix of the NQN of the subsystem a card exports each of its volumes
+/// as over NVMe/TCP: `<prefix><card serial>:ns<NSID>` (the volume is that
+/// subsystem's namespace 1); a card's own host NQN is
+/// `<prefix><card serial>:host`.
+pub const VOLUME_NQN_PREFIX: &str = "nqn.2026-12.io.dia:";
+
 /// Where a remote namespace's data is: an NVMe/TCP target, a subsystem on
 /// it and a namespace of that subsystem (312 bytes).
 #[repr(C)]

@@ -12,8 +12,9 @@ use axum::http::StatusCode;
 use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use dia::api::{
-    AttachPort, Attachment, Container, CreateContainer, CreateNetwork, CreateVolume, Network,
-    PortStatsView, PortView, SetTier, Tier, TierSpec, Volume, VolumeList,
+    AttachPort, Attachment, ClusterStatus, Container, CreateCluster, CreateContainer,
+    CreateNetwork, CreateVolume, JoinCluster, Network, PortStatsView, PortView, SetTier, Tier,
+    TierSpec, Volume, VolumeList,
 };
 use dia::{Identity, Pool, Stats};
 use serde::Deserialize;
@@ -21,8 +22,10 @@ use serde_json::{json, Value};
 use tracing::{info, warn};
 
 use crate::card_device::CardDevice;
+use crate::cluster::LocalNode;
 use crate::error::ApiError;
 use crate::manager::Manager;
+use crate::peer::{JoinAnswer, JoinRequest};
 
 /// Default API socket.
 pub const DEFAULT_SOCKET: &str = "/run/dia/diad.sock";
@@ -31,26 +34,60 @@ pub const DEFAULT_SOCKET: &str = "/run/dia/diad.sock";
 pub struct AppState {
     card: Arc<dyn CardDevice>,
     manager: Mutex<Manager>,
+    node: LocalNode,
 }
 
 impl AppState {
-    /// Wraps the volume manager (and its card).
+    /// Wraps the volume manager (and its card), as an appliance named by
+    /// the host name with no management address (a lone one).
+    #[cfg(test)]
     pub fn new(manager: Manager) -> Arc<Self> {
+        let node = LocalNode {
+            name: "test".into(),
+            address: None,
+            fabric: None,
+            labels: Vec::new(),
+            dir: std::env::temp_dir(),
+        };
+        Self::with_node(manager, node)
+    }
+
+    /// Wraps the manager for appliance `node`.
+    pub fn with_node(manager: Manager, node: LocalNode) -> Arc<Self> {
         Arc::new(Self {
             card: manager.card().clone(),
             manager: Mutex::new(manager),
+            node,
         })
     }
 }
 
-/// Runs `f` with the manager on the blocking pool.
+/// Times a change that lost a race in the cluster state is run again.
+const RACE_RETRIES: usize = 20;
+
+/// Runs `f` with the manager on the blocking pool, on the newest desired
+/// state; in a cluster, a change that lost a race with another appliance's
+/// (and was undone) runs again on the state that won.
 async fn with_manager<T: Send + 'static>(
     app: Arc<AppState>,
-    f: impl FnOnce(&mut Manager) -> Result<T, ApiError> + Send + 'static,
+    f: impl Fn(&mut Manager) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(move || {
         let mut m = app.manager.lock().unwrap_or_else(PoisonError::into_inner);
-        f(&mut m)
+        let mut tries = 0;
+        loop {
+            m.refresh()?;
+            match f(&mut m) {
+                Err(e) if e.raced && tries < RACE_RETRIES => {
+                    tries += 1;
+                    // Back off a little, differently on each appliance.
+                    std::thread::sleep(std::time::Duration::from_millis(
+                        5 * tries as u64 + u64::from(std::process::id() % 7),
+                    ));
+                }
+                r => return r,
+            }
+        }
     })
     .await
     .map_err(|e| ApiError::internal(format!("request task failed: {e}")))?
@@ -86,7 +123,108 @@ fn routes() -> Vec<(&'static str, MethodRouter<Arc<AppState>>)> {
         ("/v1/ports/{name}", get(show_port).delete(detach_port)),
         ("/v1/ports/{name}/stats", get(port_stats)),
         ("/v1/ports/{name}/tier", post(set_port_tier)),
+        ("/v1/cluster", get(cluster_status).post(create_cluster)),
+        ("/v1/cluster/join", post(join_cluster)),
+        ("/v1/cluster/members/{name}", delete(remove_member)),
     ]
+}
+
+/// The peer API's paths (served on the management address, see
+/// `peer.rs`).
+fn peer_routes() -> Vec<(&'static str, MethodRouter<Arc<AppState>>)> {
+    use axum::routing::delete;
+    vec![
+        ("/peer/v1/members", post(peer_admit)),
+        ("/peer/v1/volumes", post(peer_create_volume)),
+        ("/peer/v1/volumes/{name}", delete(peer_delete_volume)),
+    ]
+}
+
+async fn cluster_status(State(app): State<Arc<AppState>>) -> Result<Json<ClusterStatus>, ApiError> {
+    let node = app.node.clone();
+    with_manager(app, move |m| m.cluster_status(&node))
+        .await
+        .map(Json)
+}
+
+async fn create_cluster(
+    State(app): State<Arc<AppState>>,
+    req: Result<Json<CreateCluster>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<ClusterStatus>), ApiError> {
+    let req = body(req)?;
+    let node = app.node.clone();
+    let s = with_manager(app, move |m| m.create_cluster(&node, &req.name)).await?;
+    Ok((StatusCode::CREATED, Json(s)))
+}
+
+async fn join_cluster(
+    State(app): State<Arc<AppState>>,
+    req: Result<Json<JoinCluster>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<ClusterStatus>, ApiError> {
+    let req = body(req)?;
+    let node = app.node.clone();
+    with_manager(app, move |m| m.join_cluster(&node, &req.address))
+        .await
+        .map(Json)
+}
+
+async fn remove_member(
+    State(app): State<Arc<AppState>>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    with_manager(app, move |m| m.remove_member(&name)).await?;
+    Ok(Json(json!({ "removed": true })))
+}
+
+async fn peer_admit(
+    State(app): State<Arc<AppState>>,
+    req: Result<Json<JoinRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<JoinAnswer>, ApiError> {
+    let req = body(req)?;
+    with_manager(app, move |m| m.admit(&req)).await.map(Json)
+}
+
+async fn peer_create_volume(
+    State(app): State<Arc<AppState>>,
+    req: Result<Json<CreateVolume>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<Volume>), ApiError> {
+    let req = body(req)?;
+    let v = with_manager(app, move |m| m.create_here(&req)).await?;
+    Ok((StatusCode::CREATED, Json(v)))
+}
+
+async fn peer_delete_volume(
+    State(app): State<Arc<AppState>>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    with_manager(app, move |m| m.delete(&name, false)).await?;
+    Ok(Json(json!({ "deleted": true })))
+}
+
+/// Serves the peer API on `address` (this appliance's management address)
+/// until diad stops.
+pub async fn serve_peers(address: &str, app: Arc<AppState>) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind((address, crate::peer::PEER_PORT))
+        .await
+        .with_context(|| {
+            format!(
+                "binding the peer API on {address}:{}",
+                crate::peer::PEER_PORT
+            )
+        })?;
+    info!(
+        address,
+        port = crate::peer::PEER_PORT,
+        "serving the peer API"
+    );
+    let router = peer_routes()
+        .into_iter()
+        .fold(Router::new(), |r, (path, handlers)| r.route(path, handlers))
+        .with_state(app);
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving the peer API")
 }
 
 /// The API routes.
@@ -121,8 +259,30 @@ async fn create_volume(
     req: Result<Json<CreateVolume>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<Volume>), ApiError> {
     let req = body(req)?;
-    let v = with_manager(app, move |m| m.create(&req)).await?;
+    // In a cluster the volume may go to another appliance: asked without
+    // holding this one's manager, so two appliances placing on each other
+    // at once never wait on each other.
+    let place = req.clone();
+    let v = match with_manager(app.clone(), move |m| m.placement(&place)).await? {
+        Some(address) => forward(address, "POST", "/peer/v1/volumes".into(), Some(req)).await?,
+        None => with_manager(app, move |m| m.create_here(&req)).await?,
+    };
     Ok((StatusCode::CREATED, Json(v)))
+}
+
+/// A peer call on the blocking pool.
+async fn forward<
+    B: serde::Serialize + Send + 'static,
+    T: serde::de::DeserializeOwned + Send + 'static,
+>(
+    address: String,
+    method: &'static str,
+    path: String,
+    body: Option<B>,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(move || crate::peer::call(&address, method, &path, body.as_ref()))
+        .await
+        .map_err(|e| ApiError::internal(format!("peer task failed: {e}")))?
 }
 
 async fn show_volume(
@@ -143,7 +303,14 @@ async fn delete_volume(
     UrlPath(name): UrlPath<String>,
     Query(q): Query<DeleteQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    with_manager(app, move |m| m.delete(&name, q.force)).await?;
+    let owner = name.clone();
+    match with_manager(app.clone(), move |m| m.owner_elsewhere(&owner)).await? {
+        Some(address) => {
+            let path = format!("/peer/v1/volumes/{name}");
+            forward::<(), Value>(address, "DELETE", path, None).await?;
+        }
+        None => with_manager(app, move |m| m.delete(&name, q.force)).await?,
+    }
     Ok(Json(json!({ "deleted": true })))
 }
 
@@ -192,7 +359,7 @@ async fn create_tier(
     req: Result<Json<TierSpec>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<Tier>), ApiError> {
     let req = body(req)?;
-    let t = with_manager(app, move |m| m.create_tier(req)).await?;
+    let t = with_manager(app, move |m| m.create_tier(req.clone())).await?;
     Ok((StatusCode::CREATED, Json(t)))
 }
 
@@ -311,10 +478,7 @@ async fn card_info(State(app): State<Arc<AppState>>) -> Result<Json<Identity>, A
     let card = app.card.clone();
     let id = tokio::task::spawn_blocking(move || card.identify())
         .await
-        .map_err(|e| ApiError {
-            status: axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-            message: format!("card task failed: {e}"),
-        })?
+        .map_err(|e| ApiError::internal(format!("card task failed: {e}")))?
         .inspect_err(|e| warn!("card identify failed: {e}"))?;
     Ok(Json(id))
 }

@@ -17,6 +17,12 @@ pub trait CardDevice: Send + Sync + 'static {
         label: &str,
     ) -> Result<u32, dia::Error>;
     /// Deletes a detached namespace.
+    /// A namespace whose data is behind another card's NVMe/TCP target.
+    fn create_remote_namespace(
+        &self,
+        target: &dia::RemoteTarget,
+        label: &str,
+    ) -> Result<u32, dia::Error>;
     fn delete_namespace(&self, nsid: u32) -> Result<(), dia::Error>;
     /// Attaches a namespace (its block device appears).
     fn attach_namespace(&self, nsid: u32) -> Result<(), dia::Error>;
@@ -55,6 +61,13 @@ impl CardDevice for dia::Card {
         label: &str,
     ) -> Result<u32, dia::Error> {
         dia::Card::create_namespace(self, size_bytes, lba_shift, label)
+    }
+    fn create_remote_namespace(
+        &self,
+        target: &dia::RemoteTarget,
+        label: &str,
+    ) -> Result<u32, dia::Error> {
+        dia::Card::create_remote_namespace(self, target, label)
     }
     fn delete_namespace(&self, nsid: u32) -> Result<(), dia::Error> {
         dia::Card::delete_namespace(self, nsid)

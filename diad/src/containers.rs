@@ -30,6 +30,17 @@ impl Manager {
             }
             return Ok((pid, None));
         }
+        if let Some(c) = self
+            .state
+            .containers
+            .iter()
+            .find(|c| c.name == id && !self.mine(c.node.as_deref()))
+        {
+            return Err(ApiError::conflict(format!(
+                "container '{id}' runs on appliance '{}': use it there",
+                c.node.as_deref().unwrap_or_default()
+            )));
+        }
         let c = self
             .state
             .containers
@@ -68,12 +79,13 @@ impl Manager {
             .map(|c| Container {
                 name: c.name.clone(),
                 pid: c.pid,
-                status: if self.host.container_alive(c.pid, Some(&c.name)) {
-                    "running"
+                status: if !self.mine(c.node.as_deref()) {
+                    format!("on {}", c.node.as_deref().unwrap_or_default())
+                } else if self.host.container_alive(c.pid, Some(&c.name)) {
+                    "running".into()
                 } else {
-                    "gone"
-                }
-                .into(),
+                    "gone".into()
+                },
                 volumes: self.state.volume_names(|v| attached_to(v, &c.name)),
                 ports: self.state.port_names(|p| p.container == c.name),
             })
@@ -92,6 +104,7 @@ impl Manager {
         self.state.containers.push(ContainerState {
             name: name.into(),
             pid,
+            node: self.here(),
         });
         if let Err(e) = self.save() {
             let _ = self.host.stop_container(pid);

@@ -16,22 +16,44 @@ pub struct ApiError {
     pub status: StatusCode,
     /// Human-readable message.
     pub message: String,
+    /// Another appliance changed the cluster state this change read: it was
+    /// undone and may run again from the new state.
+    pub raced: bool,
 }
 
 impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            raced: false,
+        }
+    }
+    /// 409 after a lost race in the cluster state (see `raced`).
+    pub fn raced() -> Self {
+        Self {
+            raced: true,
+            ..Self::conflict(
+                "another appliance changed the cluster state at the same moment: try again",
+            )
+        }
+    }
+    /// 503: the cluster's state store (etcd) cannot take changes now.
+    pub fn store_unavailable(e: anyhow::Error) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the cluster state store is unavailable ({e:#}): changes are refused until etcd has a quorum again; volumes and ports keep working"
+            ),
+        )
+    }
     /// 400: the request is wrong; `message` says what is allowed.
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self {
-            status: StatusCode::BAD_REQUEST,
-            message: message.into(),
-        }
+        Self::new(StatusCode::BAD_REQUEST, message)
     }
     /// 404: no such object.
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self {
-            status: StatusCode::NOT_FOUND,
-            message: message.into(),
-        }
+        Self::new(StatusCode::NOT_FOUND, message)
     }
     /// 404 for `name` of kind `what` ("volume"), listing the `known` ones
     /// (or `none` when there are none, followed by `hint`).
@@ -49,17 +71,26 @@ impl ApiError {
     }
     /// 409: refused in the current state.
     pub fn conflict(message: impl Into<String>) -> Self {
-        Self {
-            status: StatusCode::CONFLICT,
-            message: message.into(),
-        }
+        Self::new(StatusCode::CONFLICT, message)
+    }
+    /// 503: something diad needs (another appliance) cannot be reached.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
+    }
+    /// Another appliance's answer, passed on with its status.
+    pub fn from_status(status: u16, message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+            message,
+        )
+    }
+    /// 403: the caller may not use the API.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, message)
     }
     /// 500: diad itself failed.
     pub fn internal(message: impl Into<String>) -> Self {
-        Self {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            message: message.into(),
-        }
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
     }
     /// A card error with the operation it interrupted.
     pub fn card(context: &str, e: dia::Error) -> Self {
@@ -86,10 +117,7 @@ impl From<dia::Error> for ApiError {
             },
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        Self {
-            status,
-            message: e.to_string(),
-        }
+        Self::new(status, e.to_string())
     }
 }
 

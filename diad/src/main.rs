@@ -4,6 +4,8 @@
 
 mod api;
 mod card_device;
+mod cluster;
+mod cluster_store;
 mod containers;
 mod error;
 mod host;
@@ -11,6 +13,7 @@ mod isolation;
 mod manager;
 mod netconf;
 mod networks;
+mod peer;
 mod reconcile;
 mod socket;
 mod state;
@@ -45,6 +48,20 @@ struct Args {
     /// Desired-state file (TOML); created if missing.
     #[arg(long, default_value = state::DEFAULT_STATE)]
     state: PathBuf,
+    /// This appliance's name in a cluster (default: the host name).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// This appliance's address on the management network: etcd and the
+    /// peer API listen there (needed to create or join a cluster).
+    #[arg(long)]
+    address: Option<String>,
+    /// Where other appliances' cards reach this card's NVMe/TCP target,
+    /// `IP:PORT` (needed to serve volumes to other appliances).
+    #[arg(long)]
+    fabric_endpoint: Option<String>,
+    /// A placement label of this appliance (repeatable).
+    #[arg(long = "label")]
+    labels: Vec<String>,
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `diad=debug`.
     #[arg(long, default_value = "info")]
     log: String,
@@ -112,7 +129,29 @@ async fn daemon(args: Args) -> Result<()> {
         desired,
         args.state.clone(),
     );
+    let node = cluster::LocalNode {
+        name: match &args.node_name {
+            Some(n) => n.clone(),
+            None => nix::unistd::gethostname()
+                .context("reading the host name")?
+                .to_string_lossy()
+                .into_owned(),
+        },
+        address: args.address.clone(),
+        fabric: args.fabric_endpoint.clone(),
+        labels: args.labels.clone(),
+        dir: cluster::state_dir(&args.state),
+    };
+    let clustered = cluster::resume(&mut manager, &node).await?;
     let report = tokio::task::spawn_blocking(move || {
+        if clustered {
+            // etcd may have no quorum yet: reconcile what it has, or the
+            // state this appliance saved alone if it answers nothing.
+            if let Err(e) = manager.refresh() {
+                warn!("reading the cluster state: {}", e.message);
+            }
+            manager.export_local_volumes();
+        }
         let report = manager.reconcile();
         (manager, report)
     })
@@ -122,6 +161,14 @@ async fn daemon(args: Args) -> Result<()> {
         differences = report.len(),
         "reconciled the state with the card"
     );
-    let app = api::AppState::new(manager);
+    let app = api::AppState::with_node(manager, node);
+    if let Some(address) = &args.address {
+        let (address, app) = (address.clone(), app.clone());
+        tokio::spawn(async move {
+            if let Err(e) = api::serve_peers(&address, app).await {
+                warn!("{e:#}");
+            }
+        });
+    }
     api::serve(&args.socket, app).await
 }

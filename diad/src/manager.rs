@@ -1,22 +1,49 @@
 //! The daemon-wide manager: the card, the appliance host and the desired
 //! state, which every part of diad (volumes, containers, tiers, networks,
-//! reconcile) works through, each in its own file as `impl Manager`. Every
-//! change is checked first, applied to the card or the host, then saved to
-//! the state file; a step that fails undoes the ones before it.
+//! reconcile, cluster) works through, each in its own file as `impl
+//! Manager`. Every change is checked first, applied to the card or the
+//! host, then saved; a step that fails undoes the ones before it.
+//!
+//! A lone appliance saves its state to a TOML file. An appliance in a
+//! cluster keeps the whole cluster's state in etcd (`cluster_store.rs`):
+//! it reads it before each change, and a change that raced with another
+//! appliance's is undone and run again from the new state.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use tokio::runtime::Handle;
+
 use crate::card_device::CardDevice;
+use crate::cluster_store::ClusterStore;
 use crate::error::ApiError;
 use crate::host::Host;
 use crate::state::{self, DesiredState};
+
+/// Where the desired state is kept.
+pub enum Store {
+    /// A lone appliance's TOML file.
+    File(PathBuf),
+    /// The cluster's etcd, as appliance `me`.
+    Cluster {
+        /// This appliance's name in the cluster.
+        me: String,
+        /// The connection.
+        store: Box<ClusterStore>,
+        /// The runtime its calls run on (the manager runs on blocking
+        /// threads).
+        rt: Handle,
+    },
+}
 
 /// The card, the host and the desired state, kept in step.
 pub struct Manager {
     pub(crate) card: Arc<dyn CardDevice>,
     pub(crate) host: Arc<dyn Host>,
     pub(crate) state: DesiredState,
+    pub(crate) store: Store,
+    /// The TOML file (a lone appliance's state; in a cluster, what the
+    /// appliance had before it joined, kept untouched).
     pub(crate) path: PathBuf,
 }
 
@@ -32,6 +59,7 @@ impl Manager {
             card,
             host,
             state,
+            store: Store::File(path.clone()),
             path,
         }
     }
@@ -41,9 +69,52 @@ impl Manager {
         &self.card
     }
 
-    /// Writes the desired state to its file.
-    pub(crate) fn save(&self) -> Result<(), ApiError> {
-        state::save(&self.path, &self.state)
-            .map_err(|e| ApiError::internal(format!("saving the state: {e:#}")))
+    /// This appliance's name in its cluster (`None` when alone).
+    pub fn me(&self) -> Option<&str> {
+        match &self.store {
+            Store::File(_) => None,
+            Store::Cluster { me, .. } => Some(me),
+        }
+    }
+
+    /// Whether an object placed on `node` is this appliance's.
+    pub(crate) fn mine(&self, node: Option<&str>) -> bool {
+        match (self.me(), node) {
+            (None, _) | (Some(_), None) => true,
+            (Some(me), Some(n)) => me == n,
+        }
+    }
+
+    /// The node to record on a new object of this appliance.
+    pub(crate) fn here(&self) -> Option<String> {
+        self.me().map(str::to_string)
+    }
+
+    /// Reads the desired state again (a cluster's changes by others).
+    pub(crate) fn refresh(&mut self) -> Result<(), ApiError> {
+        if let Store::Cluster { store, rt, .. } = &mut self.store {
+            let rt = rt.clone();
+            self.state = rt
+                .block_on(store.load())
+                .map_err(ApiError::store_unavailable)?;
+        }
+        Ok(())
+    }
+
+    /// Saves the desired state: the file, or one etcd transaction (a
+    /// [`ApiError::raced`] when another appliance changed what it touches).
+    pub(crate) fn save(&mut self) -> Result<(), ApiError> {
+        match &mut self.store {
+            Store::File(path) => state::save(path, &self.state)
+                .map_err(|e| ApiError::internal(format!("saving the state: {e:#}"))),
+            Store::Cluster { store, rt, .. } => {
+                let rt = rt.clone();
+                match rt.block_on(store.commit(&self.state)) {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(_)) => Err(ApiError::raced()),
+                    Err(e) => Err(ApiError::store_unavailable(e)),
+                }
+            }
+        }
     }
 }

@@ -270,6 +270,10 @@ impl Manager {
             })
             .unwrap_or((32, String::new()));
         let (status, settings) = match self.card.port(p.port) {
+            _ if !self.mine(p.node.as_deref()) => (
+                format!("on {}", p.node.as_deref().unwrap_or_default()),
+                None,
+            ),
             Ok(c) => (
                 if c.link_up { "up" } else { "down" }.to_string(),
                 Some(c.settings),
@@ -305,6 +309,7 @@ impl Manager {
     /// A port's counters.
     pub fn port_stats(&self, name: &str) -> Result<PortStatsView, ApiError> {
         let p = &self.state.ports[self.port_index(name)?];
+        self.on_this_appliance(p)?;
         let c = self
             .card
             .port(p.port)
@@ -414,6 +419,7 @@ impl Manager {
             mac: created.mac.clone(),
             ip: ip.to_string(),
             tier: tier.name.clone(),
+            node: self.here(),
         };
         self.state.ports.push(p.clone());
         if let Err(e) = self.save() {
@@ -432,6 +438,7 @@ impl Manager {
     pub fn detach_port(&mut self, name: &str) -> Result<(), ApiError> {
         let i = self.port_index(name)?;
         let p = self.state.ports[i].clone();
+        self.on_this_appliance(&p)?;
         match self.card.delete_port(p.port) {
             Ok(()) => {}
             // Already gone (a card that lost it): the lease is still freed.
@@ -469,6 +476,7 @@ impl Manager {
         let i = self.port_index(name)?;
         let tier = self.tier(tier_name)?.clone();
         let p = self.state.ports[i].clone();
+        self.on_this_appliance(&p)?;
         let net = self.network_state(&p.network)?.clone();
         self.card
             .set_port(p.port, port_settings(&net, &tier))
@@ -477,6 +485,18 @@ impl Manager {
         self.save()?;
         info!(port = name, tier = %tier.name, "port tier changed");
         Ok(self.port_view(&self.state.ports[i]))
+    }
+
+    /// Refuses to change a port of another appliance of the cluster.
+    fn on_this_appliance(&self, p: &PortState) -> Result<(), ApiError> {
+        if self.mine(p.node.as_deref()) {
+            return Ok(());
+        }
+        Err(ApiError::conflict(format!(
+            "port {} is on appliance '{}': change it there",
+            p.name(),
+            p.node.as_deref().unwrap_or_default()
+        )))
     }
 
     /// Reports ports whose card port is gone (their leases are kept until
@@ -492,7 +512,13 @@ impl Manager {
                 return;
             }
         };
-        for p in &self.state.ports {
+        let ours = || {
+            self.state
+                .ports
+                .iter()
+                .filter(|p| self.mine(p.node.as_deref()))
+        };
+        for p in ours() {
             if !on_card.iter().any(|c| c.port == p.port) {
                 report.push(format!(
                     "port {} (card port {}) is not on the card; detach it to release {}",
@@ -503,7 +529,7 @@ impl Manager {
             }
         }
         for c in &on_card {
-            if !self.state.ports.iter().any(|p| p.port == c.port) {
+            if !ours().any(|p| p.port == c.port) {
                 report.push(format!(
                     "card port {} ({}, VLAN {}) is not owned by any container's port",
                     c.port, c.ifname, c.settings.vlan

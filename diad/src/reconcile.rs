@@ -29,7 +29,12 @@ impl Manager {
             }
         };
         let by_id: HashMap<u32, &Namespace> = all.iter().map(|n| (n.nsid, n)).collect();
-        for v in &self.state.volumes {
+        for v in self
+            .state
+            .volumes
+            .iter()
+            .filter(|v| self.mine(v.node.as_deref()))
+        {
             match by_id.get(&v.nsid).filter(|n| n.label == v.name) {
                 None => report.push(format!(
                     "volume '{}' (namespace {}) is in the state file but not on the card: reported as missing, not recreated",
@@ -53,7 +58,7 @@ impl Manager {
                             Err(e) => report.push(format!("volume '{}': cannot attach namespace {}: {e}", v.name, v.nsid)),
                         }
                     }
-                    if let Some(a) = &v.attachment {
+                    if let Some(a) = v.attachment.as_ref().filter(|_| v.remote.is_none()) {
                         if self.resolve(&a.container).is_err() {
                             report.push(format!(
                                 "volume '{}' is attached to container '{}', which is gone: detach it",
@@ -65,12 +70,12 @@ impl Manager {
             }
         }
         for n in &all {
-            if !self
+            let owned = self
                 .state
                 .volumes
                 .iter()
-                .any(|v| v.nsid == n.nsid && v.name == n.label)
-            {
+                .any(|v| self.mine(v.node.as_deref()) && v.nsid == n.nsid && v.name == n.label);
+            if !owned && !self.is_remote_here(n) {
                 report.push(format!(
                     "orphan namespace {} (label '{}', {}) on the card: no volume owns it",
                     n.nsid,
@@ -79,7 +84,12 @@ impl Manager {
                 ));
             }
         }
-        for c in &self.state.containers {
+        for c in self
+            .state
+            .containers
+            .iter()
+            .filter(|c| self.mine(c.node.as_deref()))
+        {
             if !self.host.container_alive(c.pid, Some(&c.name)) {
                 report.push(format!(
                     "container '{}' is gone (init {} exited)",

@@ -17,7 +17,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use axum::http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tracing::{error, warn};
@@ -208,12 +207,7 @@ impl axum::serve::Listener for Guarded {
 
 /// The 403 answer to a refused peer (bytes on the wire).
 pub fn refusal(why: &str) -> Vec<u8> {
-    let body = ApiError {
-        status: StatusCode::FORBIDDEN,
-        message: why.to_string(),
-    }
-    .body()
-    .to_string();
+    let body = ApiError::forbidden(why).body().to_string();
     format!(
         "HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()

@@ -36,6 +36,9 @@ pub struct DesiredState {
     /// Ports given to containers (each holds its address lease).
     #[serde(default)]
     pub ports: Vec<PortState>,
+    /// The appliances of the cluster (empty for a lone appliance).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<MemberState>,
 }
 
 impl Default for DesiredState {
@@ -47,6 +50,7 @@ impl Default for DesiredState {
             tiers: builtin_tiers(),
             networks: Vec::new(),
             ports: Vec::new(),
+            members: Vec::new(),
         }
     }
 }
@@ -103,6 +107,45 @@ pub struct VolumeState {
     /// Where it is attached.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attachment: Option<Attachment>,
+    /// The appliance whose card holds its data (`None`: this lone
+    /// appliance, before any cluster).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// While attached on another appliance than `node`: that appliance's
+    /// remote namespace (its card's nsid) reaching the data over NVMe/TCP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<RemoteAttachment>,
+}
+
+/// A volume used on an appliance other than the one with its data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteAttachment {
+    /// The appliance it is attached on.
+    pub node: String,
+    /// The remote namespace on that appliance's card.
+    pub nsid: u32,
+}
+
+/// An appliance of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberState {
+    /// Its name (unique in the cluster).
+    pub name: String,
+    /// Its address on the management network (diad's peer API and etcd).
+    pub address: String,
+    /// Its card's serial number (in the NQN of every volume it exports).
+    pub serial: String,
+    /// Where other cards reach its card's NVMe/TCP target, `IP:PORT`.
+    pub fabric: Option<String>,
+    /// Its card's pool size in bytes.
+    pub pool_bytes: u64,
+    /// Whether it runs an etcd member (the first three appliances do).
+    pub etcd: bool,
+    /// Labels for placement (`volume create --label`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
 }
 
 /// A container diad started.
@@ -113,6 +156,9 @@ pub struct ContainerState {
     pub name: String,
     /// Its init process.
     pub pid: u32,
+    /// The appliance it runs on (`None`: this lone appliance).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// A network the operator created.
@@ -154,6 +200,9 @@ pub struct PortState {
     /// Tier.
     #[serde(default = "default_tier")]
     pub tier: String,
+    /// The appliance it is on (`None`: this lone appliance).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 impl PortState {
@@ -229,10 +278,13 @@ mod tests {
                 fs: Some("ext4".into()),
                 mount: Some("/data".into()),
             }),
+            node: None,
+            remote: None,
         });
         st.containers.push(ContainerState {
             name: "c1".into(),
             pid: 42,
+            node: None,
         });
         save(&p, &st).unwrap();
         assert_eq!(load_or_create(&p).unwrap(), st);

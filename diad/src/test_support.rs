@@ -117,6 +117,25 @@ impl CardDevice for MemCard {
         });
         Ok(nsid)
     }
+    fn create_remote_namespace(
+        &self,
+        target: &dia::RemoteTarget,
+        label: &str,
+    ) -> Result<u32, dia::Error> {
+        let mut ns = self.ns.lock().unwrap();
+        let nsid = (1..).find(|i| !ns.iter().any(|n| n.nsid == *i)).unwrap();
+        let _ = target;
+        ns.push(Namespace {
+            nsid,
+            label: label.into(),
+            block_size: 4096,
+            size_bytes: 1 << 30,
+            used_bytes: 0,
+            attached: false,
+            device: None,
+        });
+        Ok(nsid)
+    }
     fn delete_namespace(&self, nsid: u32) -> Result<(), dia::Error> {
         let mut ns = self.ns.lock().unwrap();
         let i = ns
@@ -282,5 +301,7 @@ pub(crate) fn vol(name: &str, size: u64) -> CreateVolume {
         size_bytes: size,
         block_size: 4096,
         tier: None,
+        node: None,
+        label: None,
     }
 }

@@ -14,7 +14,7 @@ use tracing::{info, warn};
 use crate::error::ApiError;
 use crate::host::NsOp;
 use crate::manager::Manager;
-use crate::state::VolumeState;
+use crate::state::{RemoteAttachment, VolumeState};
 
 /// Filesystems `attach --fs` can make and mount.
 pub const FILESYSTEMS: [&str; 1] = ["ext4"];
@@ -57,11 +57,46 @@ impl Manager {
             status: status.into(),
             attachment: v.attachment.clone(),
             tier: v.tier.clone(),
+            node: v.node.clone(),
+            attached_on: match (&v.attachment, &v.remote) {
+                (None, _) => None,
+                (Some(_), Some(r)) => Some(r.node.clone()),
+                (Some(_), None) => v.node.clone(),
+            },
         }
+    }
+
+    /// A volume whose data is on another appliance, as this one sees it:
+    /// its device here when it is attached here.
+    fn remote_view(&self, v: &VolumeState) -> Volume {
+        let mut view = Self::view(v, Ok(None));
+        view.status = "ready".into();
+        if let Some(r) = v.remote.as_ref().filter(|r| self.mine(Some(&r.node))) {
+            match self.card.namespace(r.nsid) {
+                Ok(ns) if ns.label == v.name => {
+                    view.device = ns.device;
+                    view.used_bytes = None;
+                }
+                _ => view.status = "missing".into(),
+            }
+        }
+        view
+    }
+
+    /// Whether card namespace `n` is a remote namespace of this appliance
+    /// for one of the volumes.
+    pub(crate) fn is_remote_here(&self, n: &Namespace) -> bool {
+        self.state.volumes.iter().any(|v| {
+            v.name == n.label
+                && v.remote
+                    .as_ref()
+                    .is_some_and(|r| r.nsid == n.nsid && self.mine(Some(&r.node)))
+        })
     }
 
     /// Every volume, and the card's namespaces no volume owns.
     pub fn list(&self) -> VolumeList {
+        let here = |v: &VolumeState| self.mine(v.node.as_deref());
         match self.card.namespaces() {
             Ok(all) => {
                 let by_id: HashMap<u32, &Namespace> = all.iter().map(|n| (n.nsid, n)).collect();
@@ -69,7 +104,8 @@ impl Manager {
                     self.state
                         .volumes
                         .iter()
-                        .any(|v| v.nsid == n.nsid && v.name == n.label)
+                        .any(|v| here(v) && v.nsid == n.nsid && v.name == n.label)
+                        || self.is_remote_here(n)
                 };
                 VolumeList {
                     volumes: self
@@ -77,6 +113,9 @@ impl Manager {
                         .volumes
                         .iter()
                         .map(|v| {
+                            if !here(v) {
+                                return self.remote_view(v);
+                            }
                             let ns = by_id.get(&v.nsid).copied().filter(|n| n.label == v.name);
                             Self::view(v, Ok(ns))
                         })
@@ -102,14 +141,124 @@ impl Manager {
     /// One volume.
     pub fn show(&self, name: &str) -> Result<Volume, ApiError> {
         let v = &self.state.volumes[self.volume_index(name)?];
+        if !self.mine(v.node.as_deref()) {
+            return Ok(self.remote_view(v));
+        }
         let ns = self
             .namespace_of(v)
             .map_err(|e| ApiError::card("reading the namespace", e))?;
         Ok(Self::view(v, Ok(ns.as_ref())))
     }
 
-    /// Creates a volume: a thin namespace on the card, detached.
+    /// Where a new volume's data goes: `None` for this appliance, else the
+    /// management address of the appliance to create it on. A lone
+    /// appliance places everything here.
+    pub fn placement(&self, req: &CreateVolume) -> Result<Option<String>, ApiError> {
+        let Some(me) = self.me() else {
+            if req.node.is_some() || req.label.is_some() {
+                return Err(ApiError::bad_request(
+                    "--node and --label place volumes in a cluster; this appliance is not in one",
+                ));
+            }
+            return Ok(None);
+        };
+        if self.state.volumes.iter().any(|v| v.name == req.name) {
+            return Err(ApiError::conflict(format!(
+                "volume '{}' already exists",
+                req.name
+            )));
+        }
+        let promised = |node: &str| -> u64 {
+            self.state
+                .volumes
+                .iter()
+                .filter(|v| v.node.as_deref() == Some(node))
+                .map(|v| v.size_bytes)
+                .sum()
+        };
+        let names: Vec<&str> = self.state.members.iter().map(|m| m.name.as_str()).collect();
+        let candidates: Vec<_> = self
+            .state
+            .members
+            .iter()
+            .filter(|m| req.node.as_deref().is_none_or(|n| n == m.name))
+            .filter(|m| {
+                req.label
+                    .as_deref()
+                    .is_none_or(|l| m.labels.iter().any(|x| x == l))
+            })
+            .collect();
+        if candidates.is_empty() {
+            return Err(match (&req.node, &req.label) {
+                (Some(n), _) if !names.contains(&n.as_str()) => {
+                    ApiError::unknown("appliance", n, &names, "")
+                }
+                _ => ApiError::bad_request(format!(
+                    "no appliance matches {} (appliances: {})",
+                    req.label
+                        .as_deref()
+                        .map(|l| format!("label '{l}'"))
+                        .unwrap_or_else(|| "the request".into()),
+                    names.join(", ")
+                )),
+            });
+        }
+        let room = |m: &&crate::state::MemberState| m.pool_bytes.saturating_sub(promised(&m.name));
+        let fits: Vec<_> = candidates
+            .iter()
+            .filter(|m| room(m) >= req.size_bytes)
+            .collect();
+        let Some(best) = fits
+            .iter()
+            .find(|m| m.name == me)
+            .or_else(|| fits.iter().max_by_key(|m| room(m)))
+        else {
+            let most = candidates.iter().map(room).max().unwrap_or(0);
+            return Err(ApiError {
+                status: axum::http::StatusCode::INSUFFICIENT_STORAGE,
+                ..ApiError::conflict(format!(
+                    "no appliance has room for {} (the most room left: {})",
+                    format_size(req.size_bytes),
+                    format_size(most)
+                ))
+            });
+        };
+        Ok((best.name != me).then(|| best.address.clone()))
+    }
+
+    /// The management address of the appliance holding volume `name`'s
+    /// data, when that is another appliance.
+    pub fn owner_elsewhere(&self, name: &str) -> Result<Option<String>, ApiError> {
+        let v = &self.state.volumes[self.volume_index(name)?];
+        if self.mine(v.node.as_deref()) {
+            return Ok(None);
+        }
+        let node = v.node.clone().unwrap_or_default();
+        self.state
+            .members
+            .iter()
+            .find(|m| m.name == node)
+            .map(|m| Some(m.address.clone()))
+            .ok_or_else(|| {
+                ApiError::conflict(format!(
+                    "volume '{name}' is on appliance '{node}', which is not a member"
+                ))
+            })
+    }
+
+    /// Creates a volume (placing it in a cluster: `api.rs` does the same
+    /// without holding the manager while another appliance works).
+    #[cfg(test)]
     pub fn create(&mut self, req: &CreateVolume) -> Result<Volume, ApiError> {
+        match self.placement(req)? {
+            None => self.create_here(req),
+            Some(address) => crate::peer::call(&address, "POST", "/peer/v1/volumes", Some(req)),
+        }
+    }
+
+    /// Creates a volume on this appliance: a thin namespace on the card,
+    /// detached (in a cluster: exported, so other appliances reach it).
+    pub fn create_here(&mut self, req: &CreateVolume) -> Result<Volume, ApiError> {
         check_name("volume", &req.name).map_err(ApiError::bad_request)?;
         if self.state.volumes.iter().any(|v| v.name == req.name) {
             return Err(ApiError::conflict(format!(
@@ -146,6 +295,12 @@ impl Manager {
             let _ = self.card.delete_namespace(nsid);
             return Err(e);
         }
+        if self.me().is_some() {
+            if let Err(e) = self.card.attach_namespace(nsid) {
+                let _ = self.card.delete_namespace(nsid);
+                return Err(ApiError::card("exporting the namespace", e));
+            }
+        }
         self.state.volumes.push(VolumeState {
             name: req.name.clone(),
             nsid,
@@ -153,9 +308,12 @@ impl Manager {
             block_size: req.block_size,
             tier: tier_name,
             attachment: None,
+            node: self.here(),
+            remote: None,
         });
-        if let Err(e) = self.save() {
+        if let Err(e) = self.check_room().and_then(|()| self.save()) {
             self.state.volumes.pop();
+            let _ = self.card.detach_namespace(nsid);
             let _ = self.card.delete_namespace(nsid);
             return Err(e);
         }
@@ -163,10 +321,61 @@ impl Manager {
         self.show(&req.name)
     }
 
-    /// Deletes a volume (refused while attached, unless `force`).
+    /// In a cluster: whether this appliance's pool can hold what is placed
+    /// on it (pool bytes are claimed in etcd, so two appliances placing on
+    /// one pool at once never overcommit it).
+    fn check_room(&self) -> Result<(), ApiError> {
+        let Some(me) = self.me() else {
+            return Ok(());
+        };
+        let Some(m) = self.state.members.iter().find(|m| m.name == me) else {
+            return Ok(());
+        };
+        let promised: u64 = self
+            .state
+            .volumes
+            .iter()
+            .filter(|v| v.node.as_deref() == Some(me))
+            .map(|v| v.size_bytes)
+            .sum();
+        if promised > m.pool_bytes {
+            return Err(ApiError {
+                status: axum::http::StatusCode::INSUFFICIENT_STORAGE,
+                ..ApiError::conflict(format!(
+                    "appliance '{me}' has no room: its volumes would need {} of its {} pool",
+                    format_size(promised),
+                    format_size(m.pool_bytes)
+                ))
+            });
+        }
+        Ok(())
+    }
+
+    /// Deletes a volume (refused while attached, unless `force`). In a
+    /// cluster, on the appliance that holds its data (`api.rs` forwards
+    /// there), and removed from the cluster state before its namespace.
     pub fn delete(&mut self, name: &str, force: bool) -> Result<(), ApiError> {
+        if let Some(address) = self.owner_elsewhere(name)? {
+            return crate::peer::call::<(), serde_json::Value>(
+                &address,
+                "DELETE",
+                &format!("/peer/v1/volumes/{name}"),
+                None,
+            )
+            .map(|_| ());
+        }
         let i = self.volume_index(name)?;
         if let Some(a) = &self.state.volumes[i].attachment {
+            let elsewhere = self.state.volumes[i]
+                .remote
+                .as_ref()
+                .filter(|r| !self.mine(Some(&r.node)));
+            if let Some(r) = elsewhere {
+                return Err(ApiError::conflict(format!(
+                    "volume '{name}' is attached to container '{}' on appliance '{}': detach it there first",
+                    a.container, r.node
+                )));
+            }
             if !force {
                 return Err(ApiError::conflict(format!(
                     "volume '{name}' is attached to container '{}': detach it first, or delete with --force",
@@ -176,19 +385,78 @@ impl Manager {
             self.detach(name)?;
         }
         let v = self.state.volumes[i].clone();
-        if self
+        let ns = self
             .namespace_of(&v)
-            .map_err(|e| ApiError::card("reading the namespace", e))?
-            .is_some()
-        {
-            self.card
-                .delete_namespace(v.nsid)
-                .map_err(|e| ApiError::card("deleting the namespace", e))?;
+            .map_err(|e| ApiError::card("reading the namespace", e))?;
+        if self.me().is_some() {
+            // The cluster forgets it first: an appliance that raced to
+            // attach it loses, and the namespace is only then deleted.
+            self.state.volumes.remove(i);
+            self.save()?;
+            if ns.is_some() {
+                let _ = self.card.detach_namespace(v.nsid);
+                if let Err(e) = self.card.delete_namespace(v.nsid) {
+                    warn!(volume = %name, "deleting namespace {}: {e} (left as an orphan)", v.nsid);
+                }
+            }
+        } else {
+            if ns.is_some() {
+                self.card
+                    .delete_namespace(v.nsid)
+                    .map_err(|e| ApiError::card("deleting the namespace", e))?;
+            }
+            self.state.volumes.remove(i);
+            self.save()?;
         }
-        self.state.volumes.remove(i);
-        self.save()?;
         info!(volume = %name, nsid = v.nsid, "volume deleted");
         Ok(())
+    }
+
+    /// The remote namespace reaching volume `v` (on another appliance)
+    /// from this appliance's card: its nsid here.
+    fn connect_remote(&self, v: &VolumeState) -> Result<u32, ApiError> {
+        let node = v.node.as_deref().unwrap_or_default();
+        let owner = self
+            .state
+            .members
+            .iter()
+            .find(|m| m.name == node)
+            .ok_or_else(|| {
+                ApiError::conflict(format!(
+                    "volume '{}' is on appliance '{node}', which is not a member",
+                    v.name
+                ))
+            })?;
+        let fabric = owner.fabric.as_deref().ok_or_else(|| {
+            ApiError::conflict(format!(
+                "appliance '{node}' has no fabric endpoint (diad --fabric-endpoint): its volumes are not reachable from other appliances"
+            ))
+        })?;
+        let (ip, port) = fabric
+            .rsplit_once(':')
+            .and_then(|(ip, p)| Some((ip, p.parse::<u16>().ok()?)))
+            .ok_or_else(|| {
+                ApiError::internal(format!(
+                    "appliance '{node}': bad fabric endpoint '{fabric}'"
+                ))
+            })?;
+        let nqn = dia::volume_nqn(&owner.serial, v.nsid);
+        let target = dia::RemoteTarget::new(ip, port, 1, &nqn, 0).map_err(|e| {
+            ApiError::internal(format!(
+                "appliance '{node}': fabric endpoint '{fabric}': {e:?}"
+            ))
+        })?;
+        self.card
+            .create_remote_namespace(&target, &v.name)
+            .map_err(|e| {
+                ApiError::card(
+                    &format!(
+                        "reaching volume '{}' on appliance '{node}' over NVMe/TCP",
+                        v.name
+                    ),
+                    e,
+                )
+            })
     }
 
     fn node_path(device: &str) -> String {
@@ -224,15 +492,31 @@ impl Manager {
         }
         let (pid, _) = self.resolve(&req.container)?;
         let v = self.state.volumes[i].clone();
-        let ns = self
-            .namespace_of(&v)
-            .map_err(|e| ApiError::card("reading the namespace", e))?
-            .ok_or_else(|| ApiError::conflict(format!("volume '{name}' is missing on the card")))?;
-        if !ns.attached {
-            self.card
-                .attach_namespace(v.nsid)
-                .map_err(|e| ApiError::card("attaching the namespace", e))?;
-        }
+        let here = self.mine(v.node.as_deref());
+        // The namespace on this card: the volume's own, or a remote one
+        // reaching it on the appliance with its data.
+        let nsid = if here {
+            let ns = self
+                .namespace_of(&v)
+                .map_err(|e| ApiError::card("reading the namespace", e))?
+                .ok_or_else(|| {
+                    ApiError::conflict(format!("volume '{name}' is missing on the card"))
+                })?;
+            if !ns.attached {
+                self.card
+                    .attach_namespace(v.nsid)
+                    .map_err(|e| ApiError::card("attaching the namespace", e))?;
+            }
+            v.nsid
+        } else {
+            let nsid = self.connect_remote(&v)?;
+            if let Err(e) = self.card.attach_namespace(nsid) {
+                let _ = self.card.delete_namespace(nsid);
+                return Err(ApiError::card("attaching the remote namespace", e));
+            }
+            nsid
+        };
+        let exported = here && self.me().is_some();
         let undo = |m: &Self, node: Option<&str>| {
             if let Some(node) = node {
                 let _ = m.host.in_container(
@@ -242,9 +526,14 @@ impl Manager {
                     },
                 );
             }
-            let _ = m.card.detach_namespace(v.nsid);
+            if !exported {
+                let _ = m.card.detach_namespace(nsid);
+            }
+            if !here {
+                let _ = m.card.delete_namespace(nsid);
+            }
         };
-        let device = match self.card.namespace(v.nsid) {
+        let device = match self.card.namespace(nsid) {
             Ok(Namespace {
                 device: Some(d), ..
             }) => d,
@@ -296,7 +585,24 @@ impl Manager {
             }
         }
         self.state.volumes[i].attachment = Some(req.clone());
-        self.save()?;
+        if !here {
+            self.state.volumes[i].remote = Some(RemoteAttachment {
+                node: self.here().unwrap_or_default(),
+                nsid,
+            });
+        }
+        if let Err(e) = self.save() {
+            if let (Some(_), Some(target)) = (&req.fs, &req.mount) {
+                let _ = self.host.in_container(
+                    pid,
+                    &NsOp::Umount {
+                        target: target.clone(),
+                    },
+                );
+            }
+            undo(self, Some(&node));
+            return Err(e);
+        }
         info!(volume = %name, container = %req.container, device = %device, "volume attached");
         self.show(name)
     }
@@ -311,9 +617,29 @@ impl Manager {
                 "volume '{name}' is not attached"
             )));
         };
-        let ns = self
-            .namespace_of(&v)
-            .map_err(|e| ApiError::card("reading the namespace", e))?;
+        // The namespace on this card behind the attachment.
+        let nsid = match &v.remote {
+            Some(r) if self.mine(Some(&r.node)) => r.nsid,
+            Some(r) => {
+                return Err(ApiError::conflict(format!(
+                    "volume '{name}' is attached on appliance '{}': detach it there",
+                    r.node
+                )))
+            }
+            None if self.mine(v.node.as_deref()) => v.nsid,
+            None => {
+                return Err(ApiError::conflict(format!(
+                    "volume '{name}' is attached on appliance '{}': detach it there",
+                    v.node.as_deref().unwrap_or_default()
+                )))
+            }
+        };
+        let ns = match self.card.namespace(nsid) {
+            Ok(ns) if ns.label == v.name => Some(ns),
+            Ok(_) => None,
+            Err(e) if e.errno() == Some(Errno::ENOENT) => None,
+            Err(e) => return Err(ApiError::card("reading the namespace", e)),
+        };
         // A container that is gone took its mounts with it.
         if let Ok((pid, _)) = self.resolve(&a.container) {
             if let Some(target) = &a.mount {
@@ -337,8 +663,11 @@ impl Manager {
                     .map_err(|e| ApiError::internal(format!("{e:#}")))?;
             }
         }
-        if ns.as_ref().is_some_and(|n| n.attached) {
-            self.card.detach_namespace(v.nsid).map_err(|e| {
+        let remote = v.remote.is_some();
+        // An exported volume stays attached on its own card.
+        let keep = !remote && self.me().is_some();
+        if !keep && ns.as_ref().is_some_and(|n| n.attached) {
+            self.card.detach_namespace(nsid).map_err(|e| {
                 if e.errno() == Some(Errno::EBUSY) {
                     ApiError::conflict(format!(
                         "volume '{name}': its device is open on the appliance"
@@ -348,7 +677,13 @@ impl Manager {
                 }
             })?;
         }
+        if remote && ns.is_some() {
+            if let Err(e) = self.card.delete_namespace(nsid) {
+                warn!(volume = %name, "deleting remote namespace {nsid}: {e}");
+            }
+        }
         self.state.volumes[i].attachment = None;
+        self.state.volumes[i].remote = None;
         self.save()?;
         info!(volume = %name, "volume detached");
         self.show(name)

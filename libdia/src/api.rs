@@ -24,6 +24,13 @@ pub struct CreateVolume {
     /// Performance tier (default: best-effort).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tier: Option<String>,
+    /// In a cluster: the appliance whose card holds the data (default: one
+    /// with room, this one first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// In a cluster: only appliances with this label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
 }
 
 /// A volume's block size unless told otherwise.
@@ -73,6 +80,12 @@ pub struct Volume {
     /// Its performance tier.
     #[serde(default)]
     pub tier: String,
+    /// In a cluster: the appliance whose card holds its data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// In a cluster: the appliance it is attached on, when it is attached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attached_on: Option<String>,
 }
 
 /// The tier every volume gets unless told otherwise.
@@ -371,4 +384,69 @@ mod tests {
             assert!(e.contains("a-z, 0-9"), "{e}");
         }
     }
+}
+
+/// `POST /v1/cluster`: make this appliance the first of a new cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCluster {
+    /// The cluster's name (same rules as volume names).
+    pub name: String,
+}
+
+/// `POST /v1/cluster/join`: join the cluster an appliance belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinCluster {
+    /// A member's management address (`IP` or `IP:PORT`).
+    pub address: String,
+}
+
+/// `GET /v1/cluster`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// The cluster's name (`None`: a lone appliance).
+    pub name: Option<String>,
+    /// This appliance's name.
+    pub me: String,
+    /// Its appliances.
+    pub members: Vec<MemberStatus>,
+    /// The state store: `healthy`, `no-quorum` or `unavailable`.
+    pub store: String,
+    /// Its etcd members.
+    pub store_members: Vec<StoreMember>,
+}
+
+/// An appliance of the cluster as `cluster status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberStatus {
+    /// Name.
+    pub name: String,
+    /// Management address.
+    pub address: String,
+    /// `up` (its diad renews its health key) or `down`.
+    pub health: String,
+    /// Its card's serial.
+    pub serial: String,
+    /// Its card's pool size.
+    pub pool_bytes: u64,
+    /// Bytes of volumes placed on it.
+    pub promised_bytes: u64,
+    /// Volumes whose data it holds.
+    pub volumes: u32,
+    /// Whether it runs an etcd member.
+    pub etcd: bool,
+}
+
+/// An etcd member as `cluster status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreMember {
+    /// Its name (the appliance's).
+    pub name: String,
+    /// Its client URL.
+    pub endpoint: String,
+    /// `healthy` (answers, with a leader), `no-leader` or `unreachable`.
+    pub health: String,
+    /// Whether it leads.
+    pub leader: bool,
 }

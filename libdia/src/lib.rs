@@ -16,6 +16,12 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 pub use dia_abi::card::RemoteTarget;
+
+/// The NQN a card with serial `serial` exports its namespace `nsid` as
+/// (NVMe/TCP subsystem; the volume is its namespace 1).
+pub fn volume_nqn(serial: &str, nsid: u32) -> String {
+    format!("{}{serial}:ns{nsid}", dia_abi::card::VOLUME_NQN_PREFIX)
+}
 use dia_abi::card::{QosSettings, RemoteNamespaceCreate};
 use dia_abi::ioctl::*;
 

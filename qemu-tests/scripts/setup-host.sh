@@ -2,13 +2,13 @@
 # Installs what building and booting the appliance needs on a Debian host,
 # skipping whatever is already there: Debian packages, the Rust pieces the
 # kernel build needs (rust-src, bindgen >= 0.65) and the musl target for the
-# static guest userspace. Safe to run every time.
+# static guest userspace; protoc builds diad's etcd client. Safe to run every time.
 set -euo pipefail
 step() { echo "==> $*" >&2; }
 
 pkgs=(qemu-system-x86 linux-source-6.12 clang lld llvm libclang-dev flex bison bc
       libelf-dev libssl-dev cpio busybox-static e2fsprogs fio iperf3 python3 musl-tools
-      debootstrap kmod)
+      debootstrap kmod protobuf-compiler)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

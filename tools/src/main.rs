@@ -6,6 +6,7 @@
 
 mod card;
 mod client;
+mod cluster;
 mod container;
 mod network;
 mod output;
@@ -77,6 +78,9 @@ enum Command {
     /// Network ports of containers.
     #[command(subcommand)]
     Port(port::PortCommand),
+    /// Appliances in one cluster: create, join, status, remove.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
 }
 
 fn main() -> ExitCode {
@@ -90,6 +94,7 @@ fn main() -> ExitCode {
         Command::Tier(cmd) => tier::run(&client, &cli.output, cmd),
         Command::Network(cmd) => network::run(&client, &cli.output, cmd),
         Command::Port(cmd) => port::run(&client, &cli.output, cmd),
+        Command::Cluster(cmd) => cluster::run(&client, &cli.output, cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

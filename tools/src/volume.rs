@@ -68,6 +68,13 @@ pub struct CreateArgs {
     /// Performance tier (see `diaconfig tier list`); default best-effort.
     #[arg(long)]
     pub tier: Option<String>,
+    /// In a cluster: the appliance to keep the data on (default: this one
+    /// if it has room, else the one with the most room).
+    #[arg(long)]
+    pub node: Option<String>,
+    /// In a cluster: only an appliance with this label.
+    #[arg(long)]
+    pub label: Option<String>,
 }
 
 fn parse_block_size(s: &str) -> Result<u32, String> {
@@ -109,6 +116,8 @@ pub fn run(client: &Client, format: &Format, cmd: VolumeCommand) -> Result<()> {
                     size_bytes: a.size,
                     block_size: a.block_size,
                     tier: a.tier,
+                    node: a.node,
+                    label: a.label,
                 },
             )?;
             println!("{}", render_one(&v, format)?);
@@ -192,6 +201,14 @@ fn render_one(v: &Volume, format: &Format) -> Result<String> {
             ("Tier", v.tier.clone()),
             ("Device", v.device.clone().unwrap_or_else(|| "-".into())),
             ("Attached to", attachment(v)),
+            (
+                "Data on",
+                v.node.clone().unwrap_or_else(|| "this appliance".into()),
+            ),
+            (
+                "Attached on",
+                v.attached_on.clone().unwrap_or_else(|| "-".into()),
+            ),
         ]),
     })
 }
@@ -234,6 +251,7 @@ fn render_list(list: &VolumeList, format: &Format) -> Result<String> {
             "Status",
             "Device",
             "Attached to",
+            "Data on",
         ],
         list.volumes
             .iter()
@@ -246,6 +264,7 @@ fn render_list(list: &VolumeList, format: &Format) -> Result<String> {
                     v.status.clone(),
                     v.device.clone().unwrap_or_else(|| "-".into()),
                     attachment(v),
+                    v.node.clone().unwrap_or_else(|| "-".into()),
                 ]
             })
             .collect(),
@@ -289,6 +308,8 @@ mod tests {
                 mount: Some("/data".into()),
             }),
             tier: "gold".into(),
+            node: None,
+            attached_on: None,
         }
     }
 

@@ -8,8 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use dia::api::{
-    AttachPort, Attachment, Container, CreateContainer, CreateNetwork, CreateVolume, Network,
-    PortStatsView, PortView, SetTier, Tier, TierSpec, Volume, VolumeList,
+    AttachPort, Attachment, ClusterStatus, Container, CreateCluster, CreateContainer,
+    CreateNetwork, CreateVolume, JoinCluster, Network, PortStatsView, PortView, SetTier, Tier,
+    TierSpec, Volume, VolumeList,
 };
 use dia::{Identity, Pool, Stats};
 use dia_abi::card::{
@@ -30,6 +31,10 @@ const API_DOC: &str = include_str!("../../../docs/api.md");
 /// Every message the doc shows an example of, by the name of its block.
 const MESSAGES: &[&str] = &[
     "Health",
+    "ClusterStatus",
+    "CreateCluster",
+    "JoinCluster",
+    "Removed",
     "Identity",
     "Pool",
     "VolumeList",
@@ -227,6 +232,12 @@ async fn check(name: &str, example: &Value) -> Result<(), String> {
         "Deleted" => (*example == json!({ "deleted": true }))
             .then_some(())
             .ok_or_else(|| "the answer is {\"deleted\": true}".to_string()),
+        "ClusterStatus" => round_trips::<ClusterStatus>(example),
+        "CreateCluster" => round_trips::<CreateCluster>(example),
+        "JoinCluster" => round_trips::<JoinCluster>(example),
+        "Removed" => (*example == json!({ "removed": true }))
+            .then_some(())
+            .ok_or_else(|| "the answer is {\"removed\": true}".to_string()),
         "Error" => same_keys(example, &ApiError::not_found("x").body()),
         _ => Err(format!(
             "no such message (known: {}); add it to MESSAGES and check()",

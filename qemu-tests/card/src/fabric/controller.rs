@@ -19,9 +19,9 @@ use super::{MAX_IO_QUEUES, QUEUE_ENTRIES};
 
 /// The NQN of the discovery subsystem (well known).
 pub const DISCOVERY_NQN: &str = "nqn.2014-08.org.nvmexpress.discovery";
-/// Prefix of the NQN of a volume's subsystem: `nqn.2026-12.io.dia:<card
-/// serial>:ns<NSID>`.
-pub const NQN_PREFIX: &str = "nqn.2026-12.io.dia:";
+/// Prefix of the NQN of a volume's subsystem (the card interface's
+/// [`dia_abi::card::VOLUME_NQN_PREFIX`]).
+pub const NQN_PREFIX: &str = dia_abi::card::VOLUME_NQN_PREFIX;
 
 /// Where the target finds the card's pool right now (`None` while the
 /// firmware is dead or the card has no pool).
