@@ -120,6 +120,13 @@ barrier() {
     [ "$answer" = ok ]
 }
 
+# The management network of a multi-appliance scenario: node N's mgmt0 has
+# 192.168.77.<10+N>/24 (set by the appliance's init from appliance.mgmt_addr=).
+# mgmt_addr_of NODE prints node NODE's address; $DIA_MGMT_ADDR is this
+# node's own (empty on a single appliance, which has no management network).
+mgmt_addr_of() { echo "192.168.77.$((10 + $1))"; }
+DIA_MGMT_ADDR=$(sed -n 's/.*appliance\.mgmt_addr=\([^/ ]*\).*/\1/p' /proc/cmdline)
+
 # wait_card_back: after `host_request card-start`, asks for Identify until
 # it answers (at most 20 s): the driver's next admin command resets the
 # restarted card and recreates its queues and ports. Fails if it never

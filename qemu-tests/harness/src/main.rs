@@ -7,6 +7,7 @@ mod bench;
 mod build;
 mod card_process;
 mod host_channel;
+mod mgmt_hub;
 mod paths;
 mod progress;
 mod qemu;

@@ -2,7 +2,8 @@
 //! card maps for DMA, the card as an `ivshmem-doorbell` PCI function), and
 //! running one scenario with a time limit while the console is saved: on
 //! one appliance, or on several (`# appliances: N`), each with its own card
-//! and QEMU, the cards linked by their UDP uplinks.
+//! and QEMU, the cards linked by their UDP uplinks and the guests by a
+//! management network (see `mgmt_hub`).
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -15,6 +16,7 @@ use anyhow::{Context, Result};
 use crate::build::Artefacts;
 use crate::card_process::{self, CardProcess};
 use crate::host_channel::{self, Barrier};
+use crate::mgmt_hub::{self, MgmtHub};
 use crate::paths::Paths;
 use crate::progress::Step;
 use crate::scenario::Scenario;
@@ -176,12 +178,14 @@ impl Drop for Node {
     }
 }
 
-/// Where a node starts: its directory, its place among `count`, its uplink flags.
+/// Where a node starts: its directory, its place among `count`, its uplink
+/// flags, the management network's hub (several nodes).
 struct NodeSpec<'a> {
     dir: PathBuf,
     index: usize,
     count: usize,
     uplink: &'a [String],
+    mgmt: Option<&'a MgmtHub>,
 }
 
 /// Boots one node and starts the threads that feed its console into `tx`.
@@ -242,6 +246,10 @@ fn start_node(
     if count > 1 {
         append.push_str(&format!(" appliance.node={index} appliance.nodes={count}"));
     }
+    if spec.mgmt.is_some() {
+        append.push(' ');
+        append.push_str(&mgmt_hub::kernel_arg(index));
+    }
     // Extra words for the guest's command line, e.g. a longer run of a
     // scenario than CI's (`DIA_GUEST_APPEND=appliance.fuzz_calls=1000000`).
     if let Some(extra) = std::env::var_os("DIA_GUEST_APPEND") {
@@ -249,6 +257,11 @@ fn start_node(
         append.push_str(&extra.to_string_lossy());
     }
     let mut qemu_args = scenario.qemu_args.clone();
+    // The management NIC; its ports stay in the Boot, so a rebooted
+    // node's QEMU is back on the same hub ports.
+    if let Some(hub) = spec.mgmt {
+        qemu_args.extend(hub.qemu_args(index));
+    }
     if let Some((port, guest)) = fabric_port {
         append.push_str(&format!(
             " appliance.fabric_port={port} appliance.guest_fabric_port={guest}"
@@ -353,9 +366,10 @@ fn spawn_qemu(
 }
 
 /// The uplink flags for each of `count` nodes: none for a single node; for
-/// several, each card binds a free loopback UDP port and has every other
-/// card's as a peer. A card without an uplink yet gets none (with a note).
-fn uplinks(artefacts: &Artefacts, count: usize) -> Result<Vec<Vec<String>>> {
+/// several, each card binds its free loopback UDP port of `ports` and has
+/// every other card's as a peer. A card without an uplink yet gets none
+/// (with a note).
+fn uplinks(artefacts: &Artefacts, count: usize, ports: &[u16]) -> Result<Vec<Vec<String>>> {
     if count == 1 {
         return Ok(vec![Vec::new()]);
     }
@@ -363,9 +377,8 @@ fn uplinks(artefacts: &Artefacts, count: usize) -> Result<Vec<Vec<String>>> {
         eprintln!("    note: this dia-card has no --uplink-bind yet: the nodes boot without a link between their cards");
         return Ok(vec![Vec::new(); count]);
     }
-    let ports = card_process::free_udp_ports(count)?;
     Ok((0..count)
-        .map(|i| card_process::uplink_args(&ports, i))
+        .map(|i| card_process::uplink_args(ports, i))
         .collect())
 }
 
@@ -377,7 +390,25 @@ fn run_once(paths: &Paths, artefacts: &Artefacts, scenario: &Scenario) -> Result
     std::fs::create_dir_all(&dir)?;
     let count = scenario.appliances;
     let several = count > 1;
-    let uplinks = uplinks(artefacts, count)?;
+    // Several nodes: the guests' management network, whose hub holds its
+    // ports and forwards while `mgmt` lives; then the UDP ports the nodes
+    // bind, the cards' uplinks and the QEMUs' management NICs, probed at
+    // once so that they all differ.
+    let mut mgmt = if several {
+        Some(MgmtHub::bind(count)?)
+    } else {
+        None
+    };
+    let udp = if several {
+        card_process::free_udp_ports(2 * count)?
+    } else {
+        Vec::new()
+    };
+    let (uplink_ports, mgmt_ports) = udp.split_at(udp.len() / 2);
+    let uplinks = uplinks(artefacts, count, uplink_ports)?;
+    if let Some(hub) = &mut mgmt {
+        hub.start(mgmt_ports.to_vec())?;
+    }
     let barrier = Arc::new(Barrier::new(count));
     let (tx, rx) = mpsc::channel::<Event>();
     let mut nodes = Vec::with_capacity(count);
@@ -392,6 +423,7 @@ fn run_once(paths: &Paths, artefacts: &Artefacts, scenario: &Scenario) -> Result
             index,
             count,
             uplink,
+            mgmt: mgmt.as_ref(),
         };
         nodes.push(start_node(artefacts, scenario, &spec, &barrier, &tx)?);
     }

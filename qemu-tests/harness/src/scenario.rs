@@ -5,7 +5,8 @@
 //! slower media model for its slower guest),
 //! `# qemu-args: ...` (extra QEMU devices), `# timeout: SECONDS`,
 //! `# appliances: N` (N appliances, each with its own card and QEMU, their
-//! cards linked by their uplinks; default 1), `# service: on` (the appliance
+//! cards linked by their uplinks and the guests by a management network,
+//! see `mgmt_hub`; default 1), `# service: on` (the appliance
 //! loads `dia.ko` and starts diad at boot with its init script, as a real
 //! appliance does; by default the scenario does it through `lib.sh`),
 //! `# fabric: on` (the card serves NVMe/TCP on a free loopback port, the
