@@ -186,12 +186,17 @@ pub async fn wait_for_etcd(endpoints: &[String], limit: Duration) -> Result<Clus
     }
 }
 
-/// Keeps `/dia-health/<me>` alive on a lease while diad runs.
-pub fn keep_healthy(client: Client, me: String) {
+/// Keeps `/dia-health/<me>` alive on a lease while diad runs, through
+/// each of `endpoints` in turn while one fails.
+pub fn keep_healthy(endpoints: Vec<String>, me: String) {
     tokio::spawn(async move {
-        loop {
-            if let Err(e) = health_round(client.clone(), &me).await {
-                warn!("cluster health key: {e:#}");
+        for endpoint in endpoints.iter().cycle() {
+            let r = match crate::cluster_store::connect_one(endpoint).await {
+                Ok(c) => health_round(c, &me).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = r {
+                warn!("cluster health key via {endpoint}: {e:#}");
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
@@ -249,7 +254,7 @@ impl Manager {
     ) -> Result<(), ApiError> {
         cfg.save(&node.config_path())
             .map_err(|e| ApiError::internal(format!("saving cluster.toml: {e:#}")))?;
-        keep_healthy(store.client(), cfg.me.clone());
+        keep_healthy(store.endpoints().to_vec(), cfg.me.clone());
         self.store = Store::Cluster {
             me: cfg.me.clone(),
             store: Box::new(store),
@@ -391,9 +396,22 @@ impl Manager {
             .collect();
         let initial = if etcd_members.len() < ETCD_MEMBERS {
             let mut c = client.clone();
-            let resp = rt
-                .block_on(c.member_add([peer_url(&req.member.address)], None))
-                .map_err(|e| ApiError::store_unavailable(e.into()))?;
+            // etcd adds a voting member only once every member has been
+            // connected for a few seconds ("unhealthy cluster" before):
+            // right after the previous join it has to wait.
+            let start = Instant::now();
+            let resp = loop {
+                match rt.block_on(c.member_add([peer_url(&req.member.address)], None)) {
+                    Ok(r) => break r,
+                    Err(e)
+                        if e.to_string().contains("unhealthy cluster")
+                            && start.elapsed() < Duration::from_secs(60) =>
+                    {
+                        std::thread::sleep(Duration::from_secs(1));
+                    }
+                    Err(e) => return Err(ApiError::store_unavailable(e.into())),
+                }
+            };
             let mut parts = Vec::new();
             for m in resp.member_list() {
                 let name = if m.name().is_empty() {
@@ -447,7 +465,10 @@ impl Manager {
         if let Some(initial) = &answer.initial_cluster {
             let _ = std::fs::remove_dir_all(node.dir.join("etcd"));
             start_etcd(node, &answer.cluster, Some((initial, "existing")))?;
-            endpoints.push(client_url(&address));
+            // Its own member first: wait until it has caught up and serves.
+            endpoints.insert(0, client_url(&address));
+            rt.block_on(wait_for_etcd(&endpoints[..1], Duration::from_secs(90)))
+                .map_err(ApiError::store_unavailable)?;
             member.etcd = true;
         }
         let mut store = rt
@@ -696,7 +717,7 @@ pub async fn resume(manager: &mut Manager, node: &LocalNode) -> Result<bool> {
     // etcd may lack a quorum now; diad comes up anyway and refuses changes
     // until it has one.
     let store = ClusterStore::connect(&cfg.endpoints).await?;
-    keep_healthy(store.client(), cfg.me.clone());
+    keep_healthy(store.endpoints().to_vec(), cfg.me.clone());
     manager.store = Store::Cluster {
         me: cfg.me.clone(),
         store: Box::new(store),

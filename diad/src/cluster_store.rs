@@ -108,25 +108,65 @@ pub fn state_of(keys: &BTreeMap<String, String>) -> Result<DesiredState> {
 }
 
 /// A connection to the cluster's etcd and what diad last read of it.
+///
+/// It talks to one endpoint at a time, the first of the list while it
+/// answers (an etcd member's own, for an appliance that runs one): a
+/// request that fails moves it on to the next, so a dead member costs one
+/// failed request, not every other one (a client balancing over all
+/// endpoints keeps sending to the dead one).
 pub struct ClusterStore {
+    endpoints: Vec<String>,
+    at: usize,
     client: Client,
     /// Values and mod revisions of the keys as last read or written.
     seen: HashMap<String, (String, i64)>,
 }
 
+/// A client of the etcd at `endpoint` alone.
+pub async fn connect_one(endpoint: &str) -> Result<Client> {
+    let opts = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(3))
+        .with_timeout(REQUEST_TIMEOUT);
+    Client::connect([endpoint], Some(opts))
+        .await
+        .with_context(|| format!("connecting to etcd at {endpoint}"))
+}
+
 impl ClusterStore {
-    /// Connects to etcd at `endpoints` (`http://IP:2379`).
+    /// Connects to etcd at `endpoints` (`http://IP:2379`), the first that
+    /// takes a connection.
     pub async fn connect(endpoints: &[String]) -> Result<Self> {
-        let opts = ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(3))
-            .with_timeout(REQUEST_TIMEOUT);
-        let client = Client::connect(endpoints, Some(opts))
-            .await
-            .with_context(|| format!("connecting to etcd at {}", endpoints.join(",")))?;
-        Ok(Self {
-            client,
-            seen: HashMap::new(),
-        })
+        let mut last = None;
+        for (at, e) in endpoints.iter().enumerate() {
+            match connect_one(e).await {
+                Ok(client) => {
+                    return Ok(Self {
+                        endpoints: endpoints.to_vec(),
+                        at,
+                        client,
+                        seen: HashMap::new(),
+                    })
+                }
+                Err(err) => last = Some(err),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow!("no etcd endpoints")))
+    }
+
+    /// After a failed request: the next endpoint.
+    async fn move_on(&mut self) {
+        if self.endpoints.len() < 2 {
+            return;
+        }
+        self.at = (self.at + 1) % self.endpoints.len();
+        if let Ok(c) = connect_one(&self.endpoints[self.at]).await {
+            self.client = c;
+        }
+    }
+
+    /// The endpoints.
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
     }
 
     /// The client (for membership and health calls).
@@ -136,18 +176,24 @@ impl ClusterStore {
 
     /// Reads the whole state.
     pub async fn load(&mut self) -> Result<DesiredState> {
+        let r = self.load_here().await;
+        if r.is_err() {
+            self.move_on().await;
+        }
+        r
+    }
+
+    async fn load_here(&mut self) -> Result<DesiredState> {
         let resp = tokio::time::timeout(
             REQUEST_TIMEOUT,
-            self.client.get(
-                PREFIX,
-                Some(GetOptions::new().with_prefix().with_serializable()),
-            ),
+            self.client
+                .get(PREFIX, Some(GetOptions::new().with_prefix())),
         )
         .await
         .map_err(|_| anyhow!("etcd did not answer within {REQUEST_TIMEOUT:?}"))?
         .context("reading the cluster state from etcd")?;
-        // A serializable read may be stale; the transaction's compares
-        // catch that, so nothing stale is ever written.
+        // A linearizable read (through the leader): what was committed
+        // before it is in it. Without a quorum it fails.
         self.seen.clear();
         let mut keys = BTreeMap::new();
         for kv in resp.kvs() {
@@ -163,6 +209,14 @@ impl ClusterStore {
     /// Writes `new` as one transaction over the keys that differ from what
     /// was last read; `Ok(Err(Conflict))` when one of them changed since.
     pub async fn commit(&mut self, new: &DesiredState) -> Result<Result<(), Conflict>> {
+        let r = self.commit_here(new).await;
+        if r.is_err() {
+            self.move_on().await;
+        }
+        r
+    }
+
+    async fn commit_here(&mut self, new: &DesiredState) -> Result<Result<(), Conflict>> {
         let want = keys_of(new);
         let mut compares = Vec::new();
         let mut ops = Vec::new();
