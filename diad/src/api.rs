@@ -84,6 +84,10 @@ async fn with_manager<T: Send + 'static>(
             match f(&mut m) {
                 Err(e) if e.raced && tries < RACE_RETRIES => {
                     tries += 1;
+                    info!(
+                        tries,
+                        "lost a race in the cluster state: undone, running again"
+                    );
                     // Back off a little, differently on each appliance.
                     std::thread::sleep(std::time::Duration::from_millis(
                         5 * tries as u64 + u64::from(std::process::id() % 7),

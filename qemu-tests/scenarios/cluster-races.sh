@@ -24,7 +24,7 @@ for i in $(seq 1 120); do
         lost=$((lost + 1))
     fi
 done
-log "volumes: $won created here, $lost refused as taken"
+log "volumes: $won created here, $lost refused as taken; races lost in etcd and rerun: $(grep -c 'lost a race' /var/log/diad.log)"
 barrier volumes-done || fail "barrier volumes-done"
 diaconfig -o json volume list >/tmp/vols.json
 total=$(jq '[.volumes[] | select(.name | test("^r[0-9]+$"))] | length' /tmp/vols.json)
