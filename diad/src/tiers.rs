@@ -173,8 +173,13 @@ impl Manager {
     pub fn set_tier(&mut self, volume: &str, tier_name: &str) -> Result<Volume, ApiError> {
         let i = self.volume_index(volume)?;
         let tier = self.tier(tier_name)?.clone();
-        let nsid = self.state.volumes[i].nsid;
-        self.apply_tier(volume, nsid, &tier)?;
+        // The card where the volume's I/O enters enforces its tier: this
+        // one for its own volumes and the ones attached here from another
+        // appliance; another appliance applies it when it attaches (or,
+        // for its own volumes, when its diad starts).
+        if let Some(nsid) = self.local_nsid(&self.state.volumes[i]) {
+            self.apply_tier(volume, nsid, &tier)?;
+        }
         self.state.volumes[i].tier = tier.name.clone();
         self.save()?;
         tracing::info!(volume, tier = %tier.name, "volume tier changed");
@@ -184,8 +189,14 @@ impl Manager {
     /// A volume's counters.
     pub fn stats(&self, volume: &str) -> Result<Stats, ApiError> {
         let v = &self.state.volumes[self.volume_index(volume)?];
+        let nsid = self.local_nsid(v).ok_or_else(|| {
+            ApiError::conflict(format!(
+                "volume '{volume}' is neither on nor attached on this appliance: ask appliance '{}'",
+                v.node.as_deref().unwrap_or_default()
+            ))
+        })?;
         self.card
-            .stats(v.nsid)
+            .stats(nsid)
             .map_err(|e| ApiError::card("reading the volume's counters", e))
     }
 }

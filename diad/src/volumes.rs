@@ -83,6 +83,18 @@ impl Manager {
         view
     }
 
+    /// The namespace on this card behind a volume: its own (data here), or
+    /// the remote namespace attaching it here; `None` otherwise.
+    pub(crate) fn local_nsid(&self, v: &VolumeState) -> Option<u32> {
+        if self.mine(v.node.as_deref()) {
+            return Some(v.nsid);
+        }
+        v.remote
+            .as_ref()
+            .filter(|r| self.mine(Some(&r.node)))
+            .map(|r| r.nsid)
+    }
+
     /// Whether card namespace `n` is a remote namespace of this appliance
     /// for one of the volumes.
     pub(crate) fn is_remote_here(&self, n: &Namespace) -> bool {
@@ -510,6 +522,12 @@ impl Manager {
             v.nsid
         } else {
             let nsid = self.connect_remote(&v)?;
+            // The tier holds for the container's I/O here, where it enters.
+            let tier = self.tier(&v.tier).cloned();
+            if let Err(e) = tier.and_then(|t| self.apply_tier(&v.name, nsid, &t)) {
+                let _ = self.card.delete_namespace(nsid);
+                return Err(e);
+            }
             if let Err(e) = self.card.attach_namespace(nsid) {
                 let _ = self.card.delete_namespace(nsid);
                 return Err(ApiError::card("attaching the remote namespace", e));
