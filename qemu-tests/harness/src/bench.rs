@@ -100,7 +100,8 @@ pub fn run(paths: &Paths, artefacts: &Artefacts) -> Result<String> {
     let storage = run_storage(paths, artefacts)?;
     let qos = run_qos(paths, artefacts)?;
     let net = run_net(paths, artefacts)?;
-    Ok(format!("{storage}\n{qos}\n{net}"))
+    let fabric = run_fabric(paths, artefacts)?;
+    Ok(format!("{storage}\n{qos}\n{net}\n{fabric}"))
 }
 
 /// The storage benchmark; prints and returns its Markdown table.
@@ -151,6 +152,23 @@ pub fn run_storage(paths: &Paths, artefacts: &Artefacts) -> Result<String> {
         );
     }
     let text = std::fs::read_to_string(&console)?;
+    let md = device_table(
+        &text,
+        &console,
+        &["dia", "nvme", "virtio-blk"],
+        &["nvme", "virtio-blk"],
+    )?;
+    println!("{md}");
+    let report = paths.out.join("bench-storage.md");
+    std::fs::write(&report, &md)?;
+    eprintln!("    report saved to {}", report.display());
+    Ok(md)
+}
+
+/// The Markdown table of the `@@BENCH <device> <job> <fio JSON>` lines of
+/// a console: per job and device the medians over the rounds, and for the
+/// first of `devices` its IOPS ratio to each of `peers` ("dia/nvme").
+fn device_table(text: &str, console: &Path, devices: &[&str], peers: &[&str]) -> Result<String> {
     // job -> device -> one sample per round
     let mut results: BTreeMap<String, BTreeMap<String, Vec<Sample>>> = BTreeMap::new();
     let mut order: Vec<String> = Vec::new();
@@ -189,40 +207,86 @@ pub fn run_storage(paths: &Paths, artefacts: &Artefacts) -> Result<String> {
         md,
         "Medians of {rounds} rounds; IOPS range: lowest and highest round.\n"
     )?;
+    let base = devices[0];
+    let ratio_heads: String = peers.iter().map(|p| format!(" {base}/{p} |")).collect();
     writeln!(
         md,
-        "| job | device | IOPS | IOPS range | MiB/s | p99 µs | dia/nvme | dia/virtio-blk |"
+        "| job | device | IOPS | IOPS range | MiB/s | p99 µs |{ratio_heads}"
     )?;
-    writeln!(md, "|---|---|---:|---:|---:|---:|---:|---:|")?;
+    writeln!(
+        md,
+        "|---|---|---:|---:|---:|---:|{}",
+        "---:|".repeat(peers.len())
+    )?;
     for job in &order {
         let row: BTreeMap<&str, (Sample, f64, f64)> = results[job]
             .iter()
             .map(|(dev, v)| (dev.as_str(), summarise(v)))
             .collect();
-        let dia = row.get("dia").map(|r| r.0).unwrap_or_default();
-        for dev in ["dia", "nvme", "virtio-blk"] {
+        let first = row.get(base).map(|r| r.0).unwrap_or_default();
+        for dev in devices {
             let Some(&(x, lo, hi)) = row.get(dev) else {
                 continue;
             };
-            let ratio = |peer: &str| {
-                row.get(peer)
-                    .filter(|p| p.0.iops > 0.0)
-                    .map_or("-".to_string(), |p| format!("{:.2}x", dia.iops / p.0.iops))
-            };
-            let (r1, r2) = if dev == "dia" {
-                (ratio("nvme"), ratio("virtio-blk"))
-            } else {
-                (String::new(), String::new())
-            };
+            let ratios: String = peers
+                .iter()
+                .map(|peer| {
+                    let r = if *dev == base {
+                        row.get(peer)
+                            .filter(|p| p.0.iops > 0.0)
+                            .map_or("-".to_string(), |p| {
+                                format!("{:.2}x", first.iops / p.0.iops)
+                            })
+                    } else {
+                        String::new()
+                    };
+                    format!(" {r} |")
+                })
+                .collect();
             writeln!(
                 md,
-                "| {job} | {dev} | {:.0} | {lo:.0}-{hi:.0} | {:.1} | {:.0} | {r1} | {r2} |",
+                "| {job} | {dev} | {:.0} | {lo:.0}-{hi:.0} | {:.1} | {:.0} |{ratios}",
                 x.iops, x.mib_s, x.p99_us
             )?;
         }
     }
+    Ok(md)
+}
+
+/// The fabric benchmark: two appliances of one cluster; on the first, a
+/// local volume, a volume whose data is on the second (the first card's
+/// NVMe/TCP initiator, the second card's target) and, side by side, the
+/// kernel's own NVMe/TCP host on another volume of the second card.
+pub fn run_fabric(paths: &Paths, artefacts: &Artefacts) -> Result<String> {
+    let mut s = scenario::parse(&paths.qemu_tests("bench/fabric.sh"))?;
+    s.name = "bench-fabric".into();
+    eprintln!(
+        "==> benchmark: remote (NVMe/TCP between two cards) vs local volume, and the kernel's NVMe/TCP host (two appliances, one boot, three rounds, about 20 minutes)"
+    );
+    let outcome = qemu::run_scenario(paths, artefacts, &s)?;
+    let console = paths
+        .out
+        .join("runs")
+        .join(&s.name)
+        .join("node0")
+        .join("console.log");
+    if let Outcome::Failed { reason, .. } = outcome {
+        bail!(
+            "benchmark run failed: {reason} (console: {})",
+            console.display()
+        );
+    }
+    let text = std::fs::read_to_string(&console)?;
+    // Ratios of remote to local: the remote row's own ratios are what the
+    // issue's goals name (remote IOPS / local IOPS).
+    let md = device_table(
+        &text,
+        &console,
+        &["dia-remote", "dia-local", "kernel-tcp"],
+        &["dia-local", "kernel-tcp"],
+    )?;
     println!("{md}");
-    let report = paths.out.join("bench-storage.md");
+    let report = paths.out.join("bench-fabric.md");
     std::fs::write(&report, &md)?;
     eprintln!("    report saved to {}", report.display());
     Ok(md)

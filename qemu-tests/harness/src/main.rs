@@ -47,11 +47,12 @@ enum Command {
         debug_kernel: bool,
     },
     /// Benchmarks (not tests): storage (dia vs QEMU nvme vs virtio-blk in
-    /// one boot), QoS (noisy neighbours with QoS off and on) and net (dia
-    /// ports vs a virtio-net pair: TCP throughput, ping latency).
+    /// one boot), QoS (noisy neighbours with QoS off and on), net (dia
+    /// ports vs a virtio-net pair: TCP throughput, ping latency) and fabric
+    /// (a remote volume vs a local one, and the kernel's NVMe/TCP host).
     Bench {
         /// Only this one.
-        #[arg(value_parser = ["storage", "qos", "net"])]
+        #[arg(value_parser = ["storage", "qos", "net", "fabric"])]
         which: Option<String>,
     },
     /// Boot one appliance with the card, load the driver and start diad:
@@ -114,7 +115,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             match which.as_deref() {
                 Some("storage") => bench::run_storage(&paths, &artefacts).map(drop)?,
                 Some("qos") => bench::run_qos(&paths, &artefacts).map(drop)?,
-                Some(_) => bench::run_net(&paths, &artefacts).map(drop)?,
+                Some("fabric") => bench::run_fabric(&paths, &artefacts).map(drop)?,
+                Some("net") => bench::run_net(&paths, &artefacts).map(drop)?,
+                Some(other) => anyhow::bail!("no benchmark '{other}'"),
                 None => bench::run(&paths, &artefacts).map(drop)?,
             }
             Ok(ExitCode::SUCCESS)
