@@ -13,7 +13,7 @@
 load_dia
 start_diad
 seed=$(mgmt_addr_of 0)
-size=1G
+size=512M
 if [ "$DIA_NODE" = 0 ]; then diaconfig cluster create bench; fi
 barrier created || fail "barrier created"
 if [ "$DIA_NODE" = 1 ]; then
