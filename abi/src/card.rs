@@ -12,7 +12,7 @@ pub const PCI_DEVICE_ID: u16 = 0x1110;
 /// Signature at [`REG_MAGIC`]: ASCII `DIACARD1`, read as a little-endian u64.
 pub const CARD_MAGIC: u64 = u64::from_le_bytes(*b"DIACARD1");
 /// Interface version: major in bits 31:16, minor in bits 15:0.
-pub const INTERFACE_VERSION: u32 = 1 << 16 | INTERFACE_MINOR_ABORT;
+pub const INTERFACE_VERSION: u32 = 1 << 16 | INTERFACE_MINOR_REMOTE;
 /// Major version a driver must match exactly.
 pub const fn version_major(vs: u32) -> u16 {
     (vs >> 16) as u16
@@ -1611,6 +1611,11 @@ pub const INTERFACE_MINOR_PORT_SPOOFED: u32 = 2;
 /// running commands ([`CAP_TIMEOUT_500MS`]). A 1.2 card answers Abort with
 /// Invalid Opcode.
 pub const INTERFACE_MINOR_ABORT: u32 = 3;
+/// Interface minor version that added remote namespaces
+/// ([`ADMIN_CREATE_REMOTE_NS`]: data behind another NVMe/TCP target, the
+/// card its initiator) and their fields in Identify Namespace. A 1.3 card
+/// answers Create Remote Namespace with Invalid Opcode.
+pub const INTERFACE_MINOR_REMOTE: u32 = 4;
 
 /// Create Port (dia vendor admin command): CDW10 ([`PortTarget`]) = the
 /// port id wanted (1..=`max_ports`; 0: the lowest free one; a driver

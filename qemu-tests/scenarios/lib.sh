@@ -25,6 +25,16 @@ reboot_appliance() {
     fail "the appliance did not reboot"
 }
 
+# power_cut: this appliance loses power, card and all (a scenario of
+# several appliances only): the harness kills its QEMU and its card process
+# at once and the other appliances go on without it (their barriers wait
+# for one node fewer). Nothing is synced first.
+power_cut() {
+    echo "@@DIA-POWER-CUT"
+    sleep 600
+    fail "the power was not cut"
+}
+
 # expect_contains FILE PATTERN: grep or fail, showing the file.
 expect_contains() {
     grep -q -- "$2" "$1" || { cat "$1"; fail "'$1' lacks '$2'"; }

@@ -107,6 +107,14 @@ impl CardProcess {
 
 impl CardProcess {
     /// Sends one line command to the card's control socket; returns its answer.
+    /// Cuts the card's power: its process (board, firmware, fabric target,
+    /// uplink) dies at once, as with the appliance around it.
+    pub fn power_cut(&self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &self.child.id().to_string()])
+            .status();
+    }
+
     pub fn control(&self, command: &str) -> Result<String> {
         use std::io::{BufRead, BufReader, Write};
         let mut s = std::os::unix::net::UnixStream::connect(&self.control)

@@ -20,6 +20,8 @@ struct BarrierState {
     names: HashMap<String, (usize, u64)>,
     /// The run ended: every waiter gives up.
     aborted: bool,
+    /// Nodes that left the run (their power was cut).
+    left: usize,
 }
 
 /// A named rendezvous of all nodes of one run: `wait(NAME)` returns once
@@ -51,10 +53,11 @@ impl Barrier {
         if st.aborted {
             return "error: the run is over".into();
         }
+        let expected = self.nodes.saturating_sub(st.left);
         let entry = st.names.entry(name.to_string()).or_insert((0, 0));
         entry.0 += 1;
         let round = entry.1;
-        if entry.0 >= self.nodes {
+        if entry.0 >= expected {
             *entry = (0, round + 1);
             self.cond.notify_all();
             return "ok".into();
@@ -82,6 +85,21 @@ impl Barrier {
                 Err(_) => return "error: barrier state poisoned".into(),
             };
         }
+    }
+
+    /// A node leaves the run (its power was cut): later rounds wait for
+    /// one node fewer, and a round it held up completes now.
+    pub fn leave(&self) {
+        if let Ok(mut st) = self.state.lock() {
+            st.left += 1;
+            let expected = self.nodes.saturating_sub(st.left);
+            for entry in st.names.values_mut() {
+                if entry.0 > 0 && entry.0 >= expected {
+                    *entry = (0, entry.1 + 1);
+                }
+            }
+        }
+        self.cond.notify_all();
     }
 
     /// Ends the run: every node still waiting gets an error at once.
@@ -142,6 +160,26 @@ pub fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_node_that_leaves_releases_the_others() {
+        let b = Arc::new(Barrier::new(3));
+        let b2 = b.clone();
+        let t = std::thread::spawn(move || b2.wait("x", Duration::from_secs(10)));
+        std::thread::sleep(Duration::from_millis(20));
+        let b3 = b.clone();
+        let u = std::thread::spawn(move || b3.wait("x", Duration::from_secs(10)));
+        std::thread::sleep(Duration::from_millis(20));
+        b.leave();
+        assert_eq!(t.join().unwrap(), "ok");
+        assert_eq!(u.join().unwrap(), "ok");
+        // Later rounds need the two that are left.
+        let b4 = b.clone();
+        let v = std::thread::spawn(move || b4.wait("y", Duration::from_secs(10)));
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(b.wait("y", Duration::from_secs(10)), "ok");
+        assert_eq!(v.join().unwrap(), "ok");
+    }
 
     #[test]
     fn one_node_passes_at_once() {

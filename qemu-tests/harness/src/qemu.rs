@@ -477,6 +477,17 @@ fn run_once(paths: &Paths, artefacts: &Artefacts, scenario: &Scenario) -> Result
                 if line.starts_with("@@DIA-REBOOT") {
                     nodes[i].rebooting = true;
                 }
+                if line.starts_with("@@DIA-POWER-CUT") && several {
+                    // The appliance loses power: its QEMU and its card die
+                    // at once; the others go on without it (barriers wait
+                    // for one node fewer). Its part passed if it got here.
+                    let n = &mut nodes[i];
+                    let _ = n.qemu.kill();
+                    n.card.power_cut();
+                    n.verdict = Some(true);
+                    writeln!(n.console, "@@ harness: power cut")?;
+                    barrier.leave();
+                }
                 if line.contains(&fail) {
                     nodes[i].verdict = Some(false);
                     break Err(format!("{}{}", who(i), line.trim()));
