@@ -282,6 +282,41 @@ impl Drop for IoWorker {
     }
 }
 
+/// An engine without its thread, run by its caller one pass at a time
+/// (`bench`): a pass is what a woken engine does after its doorbell, the
+/// same `fetch` and `run`, minus the wait for the doorbell.
+pub(crate) struct Unthreaded {
+    engine: Engine,
+    stop: AtomicBool,
+}
+
+impl Unthreaded {
+    /// An engine for submission queue `qid`, as [`IoWorker::spawn`] makes one.
+    pub(crate) fn new(ctx: Arc<IoContext>, qid: u16, sq: SubmissionQueue, cq: SharedCq) -> Self {
+        let cqid = sq.cqid;
+        Self {
+            engine: Engine {
+                ctx,
+                qid,
+                sq,
+                cqid,
+                cq,
+                inflight: Arc::new(AtomicUsize::new(0)),
+                gate: Arc::new(QueueGate::new()),
+            },
+            stop: AtomicBool::new(false),
+        }
+    }
+
+    /// Fetches every command up to the rung tail and runs what the
+    /// scheduler releases (at most one batch), posting completions and
+    /// raising their vectors; returns as [`Engine::run`].
+    pub(crate) fn pass(&mut self) -> Result<Option<Option<f64>>, String> {
+        self.engine.fetch()?;
+        self.engine.run(&self.stop)
+    }
+}
+
 struct Engine {
     ctx: Arc<IoContext>,
     qid: u16,

@@ -12,9 +12,12 @@
 //! and the ivshmem server QEMU connects to (`ivshmem`). The `dia-card` binary
 //! wires them together; tests drive the controller directly as a userspace
 //! driver. With the `fuzzing` feature, `fuzz` gives the cargo-fuzz targets
-//! in `fuzz/` their way in (not an API).
+//! in `fuzz/` their way in (not an API); `bench` does the same for the
+//! benchmarks in `benches/` and `examples/card_costs.rs` (not an API either).
 
 mod bar;
+#[doc(hidden)]
+pub mod bench;
 mod board;
 mod controller;
 mod doorbell;

@@ -13,9 +13,9 @@ mod switch;
 mod uplink;
 
 pub(crate) use engine::NetEngine;
-#[cfg(feature = "fuzzing")]
 pub(crate) use engine::{Buffers, NetState};
 pub(crate) use port::{Port, Rings};
+pub(crate) use switch::{Dest, Switch};
 pub(crate) use uplink::Uplink;
 
 /// Most ports a card has (ids 1..=MAX_PORTS).
