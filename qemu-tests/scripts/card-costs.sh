@@ -55,6 +55,7 @@ while IFS='|' read -r op n what; do
 done <<'OPS'
 read|20000|4 KiB read, submission entry to completion
 write|20000|4 KiB write, submission entry to completion
+read-threaded|20000|4 KiB read, engine on its thread (+ doorbell and interrupt wake-ups)
 prp|100000|PRP walk of a 128 KiB transfer (32 pages)
 frame|20000|1514-byte frame switched port to port
 lookup|200000|switch lookup alone (unicast, 8 ports)

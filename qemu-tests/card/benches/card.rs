@@ -14,7 +14,8 @@ use dia_abi::card as abi;
 use dia_card_model::bench::{FrameBench, IoBench, PrpBench, QosBench, SwitchBench};
 
 /// The command path: 4 KiB reads and writes spread over a 32 MiB namespace
-/// (a stride prime to its 8192 blocks: every block in turn).
+/// (a stride prime to its 8192 blocks: every block in turn), the engine
+/// run one pass per command on this thread.
 fn io(c: &mut Criterion) {
     let mut b = IoBench::new(64, 32);
     let blocks = b.blocks();
@@ -30,6 +31,15 @@ fn io(c: &mut Criterion) {
         t.iter(|| {
             lba = (lba + 97) % blocks;
             assert_eq!(b.write(black_box(lba), 1), abi::STATUS_SUCCESS);
+        })
+    });
+    // The same, with the queue's engine on its own thread as in the card:
+    // a doorbell eventfd wakes it, the interrupt eventfd wakes the driver.
+    let mut b = IoBench::threaded(64, 32);
+    g.bench_function("read_4k_threaded", |t| {
+        t.iter(|| {
+            lba = (lba + 97) % blocks;
+            assert_eq!(b.read(black_box(lba), 1), abi::STATUS_SUCCESS);
         })
     });
     g.finish();

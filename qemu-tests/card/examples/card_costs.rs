@@ -2,14 +2,17 @@
 //! instructions under `valgrind --tool=callgrind`:
 //!
 //! ```sh
-//! card_costs <read|write|frame|lookup|qos|prp> <N>
+//! card_costs <read|write|read-threaded|frame|lookup|qos|prp> <N>
 //! ```
 //!
 //! Setup (a pool in memory written full, ports, queues) costs the same
 //! whatever N is, so the instructions of one operation are the difference
 //! between a run of N and one of N/2, divided by N/2
 //! (`qemu-tests/scripts/card-costs.sh` does that). The operations are the
-//! criterion benchmarks' (`benches/card.rs`), from `dia_card_model::bench`.
+//! criterion benchmarks' (`benches/card.rs`), from `dia_card_model::bench`;
+//! `read-threaded` runs the queue's engine on its own thread (the card's
+//! way), so its count adds the engine's wake-up loop (poll, doorbell) and
+//! the driver's wait for the interrupt.
 
 use std::hint::black_box;
 
@@ -19,20 +22,24 @@ use dia_card_model::bench::{FrameBench, IoBench, PrpBench, QosBench, SwitchBench
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (Some(op), Some(Ok(n))) = (args.get(1), args.get(2).map(|n| n.parse::<u64>())) else {
-        eprintln!("usage: card_costs <read|write|frame|lookup|qos|prp> <N>");
+        eprintln!("usage: card_costs <read|write|read-threaded|frame|lookup|qos|prp> <N>");
         std::process::exit(2);
     };
     match op.as_str() {
-        "read" | "write" => {
-            let mut b = IoBench::new(64, 32);
+        "read" | "write" | "read-threaded" => {
+            let mut b = if op == "read-threaded" {
+                IoBench::threaded(64, 32)
+            } else {
+                IoBench::new(64, 32)
+            };
             let blocks = b.blocks();
             let mut lba = 0u64;
             for _ in 0..n {
                 lba = (lba + 97) % blocks;
-                let status = if op == "read" {
-                    b.read(black_box(lba), 1)
-                } else {
+                let status = if op == "write" {
                     b.write(black_box(lba), 1)
+                } else {
+                    b.read(black_box(lba), 1)
                 };
                 assert_eq!(status, abi::STATUS_SUCCESS);
             }
