@@ -12,11 +12,11 @@
 #   every file whose fsync succeeded reads back byte for byte;
 # - a volume created after the crash reads as zeroes, and no block of a
 #   deleted volume's data (a marker) ever appears in any volume.
-# CI runs 10 cycles; DIA_GUEST_APPEND=appliance.kill_cycles=50 on the host
+# CI runs 6 cycles; DIA_GUEST_APPEND=appliance.kill_cycles=50 on the host
 # runs the 50 recorded in docs/reliability.md.
 . /scenarios/lib.sh
 cycles=$(sed -n 's/.*appliance\.kill_cycles=\([0-9]*\).*/\1/p' /proc/cmdline)
-cycles=${cycles:-10}
+cycles=${cycles:-6}
 slot_mib=4
 load_dia
 
