@@ -254,26 +254,19 @@ impl Manager {
     ) -> Result<(), ApiError> {
         cfg.save(&node.config_path())
             .map_err(|e| ApiError::internal(format!("saving cluster.toml: {e:#}")))?;
-        keep_healthy(store.endpoints().to_vec(), cfg.me.clone());
-        self.store = Store::Cluster {
-            me: cfg.me.clone(),
-            store: Box::new(store),
-            rt: tokio::runtime::Handle::current(),
-        };
+        self.use_cluster(&cfg.me, store);
         self.refresh()
     }
 
-    /// Marks every object of the local state as this appliance's.
-    fn claim_local(&mut self, me: &str) {
-        for v in &mut self.state.volumes {
-            v.node.get_or_insert_with(|| me.to_string());
-        }
-        for c in &mut self.state.containers {
-            c.node.get_or_insert_with(|| me.to_string());
-        }
-        for p in &mut self.state.ports {
-            p.node.get_or_insert_with(|| me.to_string());
-        }
+    /// From now on the desired state is the cluster's, in `store`, as
+    /// appliance `me`, whose health key is kept alive.
+    fn use_cluster(&mut self, me: &str, store: ClusterStore) {
+        keep_healthy(store.endpoints().to_vec(), me.to_string());
+        self.store = Store::Cluster {
+            me: me.to_string(),
+            store: Box::new(store),
+            rt: tokio::runtime::Handle::current(),
+        };
     }
 
     /// Exports (attaches on its card) every volume of this appliance, so
@@ -320,7 +313,7 @@ impl Manager {
             .block_on(wait_for_etcd(&endpoints, Duration::from_secs(60)))
             .map_err(ApiError::store_unavailable)?;
         let before = self.state.clone();
-        self.claim_local(&node.name);
+        self.state.mark_as(&node.name);
         self.state.members = vec![member];
         match rt.block_on(store.commit(&self.state)) {
             Ok(Ok(())) => {}
@@ -483,15 +476,7 @@ impl Manager {
                 .block_on(store.load())
                 .map_err(ApiError::store_unavailable)?;
             let mut mine = local.clone();
-            for v in &mut mine.volumes {
-                v.node.get_or_insert_with(|| node.name.clone());
-            }
-            for c in &mut mine.containers {
-                c.node.get_or_insert_with(|| node.name.clone());
-            }
-            for p in &mut mine.ports {
-                p.node.get_or_insert_with(|| node.name.clone());
-            }
+            mine.mark_as(&node.name);
             s.volumes.extend(mine.volumes);
             s.containers.extend(mine.containers);
             s.ports.extend(mine.ports);
@@ -545,20 +530,20 @@ impl Manager {
             .members
             .iter()
             .map(|m| {
-                let on: Vec<_> = self
+                let volumes = self
                     .state
                     .volumes
                     .iter()
                     .filter(|v| v.node.as_deref() == Some(&m.name))
-                    .collect();
+                    .count();
                 MemberStatus {
                     name: m.name.clone(),
                     address: m.address.clone(),
                     health: if up.contains(&m.name) { "up" } else { "down" }.into(),
                     serial: m.serial.clone(),
                     pool_bytes: m.pool_bytes,
-                    promised_bytes: on.iter().map(|v| v.size_bytes).sum(),
-                    volumes: on.len() as u32,
+                    promised_bytes: self.state.promised_bytes(&m.name),
+                    volumes: volumes as u32,
                     etcd: m.etcd,
                 }
             })
@@ -717,12 +702,7 @@ pub async fn resume(manager: &mut Manager, node: &LocalNode) -> Result<bool> {
     // etcd may lack a quorum now; diad comes up anyway and refuses changes
     // until it has one.
     let store = ClusterStore::connect(&cfg.endpoints).await?;
-    keep_healthy(store.endpoints().to_vec(), cfg.me.clone());
-    manager.store = Store::Cluster {
-        me: cfg.me.clone(),
-        store: Box::new(store),
-        rt: tokio::runtime::Handle::current(),
-    };
+    manager.use_cluster(&cfg.me, store);
     info!(cluster = %cfg.name, me = %cfg.me, "resuming as a cluster member");
     Ok(true)
 }

@@ -75,6 +75,30 @@ impl DesiredState {
             .collect()
     }
 
+    /// Bytes of the volumes whose data is on appliance `node`: what they
+    /// may take of its pool (placement, the pool claim in etcd, status).
+    pub fn promised_bytes(&self, node: &str) -> u64 {
+        self.volumes
+            .iter()
+            .filter(|v| v.node.as_deref() == Some(node))
+            .map(|v| v.size_bytes)
+            .sum()
+    }
+
+    /// Marks every volume, container and port without an appliance as
+    /// `node`'s (a lone appliance's state entering a cluster).
+    pub fn mark_as(&mut self, node: &str) {
+        for v in &mut self.volumes {
+            v.node.get_or_insert_with(|| node.to_string());
+        }
+        for c in &mut self.containers {
+            c.node.get_or_insert_with(|| node.to_string());
+        }
+        for p in &mut self.ports {
+            p.node.get_or_insert_with(|| node.to_string());
+        }
+    }
+
     /// Names (`container:ifname`) of the ports `f` picks.
     pub fn port_names(&self, f: impl Fn(&PortState) -> bool) -> Vec<String> {
         self.ports

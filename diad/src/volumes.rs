@@ -180,14 +180,6 @@ impl Manager {
                 req.name
             )));
         }
-        let promised = |node: &str| -> u64 {
-            self.state
-                .volumes
-                .iter()
-                .filter(|v| v.node.as_deref() == Some(node))
-                .map(|v| v.size_bytes)
-                .sum()
-        };
         let names: Vec<&str> = self.state.members.iter().map(|m| m.name.as_str()).collect();
         let candidates: Vec<_> = self
             .state
@@ -215,7 +207,10 @@ impl Manager {
                 )),
             });
         }
-        let room = |m: &&crate::state::MemberState| m.pool_bytes.saturating_sub(promised(&m.name));
+        let room = |m: &&crate::state::MemberState| {
+            m.pool_bytes
+                .saturating_sub(self.state.promised_bytes(&m.name))
+        };
         let fits: Vec<_> = candidates
             .iter()
             .filter(|m| room(m) >= req.size_bytes)
@@ -343,13 +338,7 @@ impl Manager {
         let Some(m) = self.state.members.iter().find(|m| m.name == me) else {
             return Ok(());
         };
-        let promised: u64 = self
-            .state
-            .volumes
-            .iter()
-            .filter(|v| v.node.as_deref() == Some(me))
-            .map(|v| v.size_bytes)
-            .sum();
+        let promised = self.state.promised_bytes(me);
         if promised > m.pool_bytes {
             return Err(ApiError {
                 status: axum::http::StatusCode::INSUFFICIENT_STORAGE,
