@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
@@ -143,23 +143,47 @@ pub fn run_storage(paths: &Paths, artefacts: &Artefacts) -> Result<String> {
     eprintln!(
         "==> benchmark: dia vs QEMU nvme vs virtio-blk (one boot, three rounds, about 15 minutes)"
     );
-    let outcome = qemu::run_scenario(paths, artefacts, &s)?;
-    let console = paths.out.join("runs").join(&s.name).join("console.log");
-    if let Outcome::Failed { reason, .. } = outcome {
-        bail!(
-            "benchmark run failed: {reason} (console: {})",
-            console.display()
-        );
-    }
-    let text = std::fs::read_to_string(&console)?;
+    let (text, console) = run_to_console(paths, artefacts, &s, "benchmark run")?;
     let md = device_table(
         &text,
         &console,
         &["dia", "nvme", "virtio-blk"],
         &["nvme", "virtio-blk"],
     )?;
+    save_report(paths, "bench-storage.md", md)
+}
+
+/// Runs a benchmark's boot; on success, the console text of its (first)
+/// appliance and that console's path. `what` names it in the error.
+fn run_to_console(
+    paths: &Paths,
+    artefacts: &Artefacts,
+    s: &scenario::Scenario,
+    what: &str,
+) -> Result<(String, PathBuf)> {
+    let outcome = qemu::run_scenario(paths, artefacts, s)?;
+    let console = console_of(paths, s);
+    if let Outcome::Failed { reason, .. } = outcome {
+        bail!("{what} failed: {reason} (console: {})", console.display());
+    }
+    Ok((std::fs::read_to_string(&console)?, console))
+}
+
+/// The console log of a benchmark's (first) appliance.
+fn console_of(paths: &Paths, s: &scenario::Scenario) -> PathBuf {
+    let run = paths.out.join("runs").join(&s.name);
+    if s.appliances > 1 {
+        run.join("node0").join("console.log")
+    } else {
+        run.join("console.log")
+    }
+}
+
+/// Prints a benchmark's Markdown report and saves it as `file` beside the
+/// runs; returns it.
+fn save_report(paths: &Paths, file: &str, md: String) -> Result<String> {
     println!("{md}");
-    let report = paths.out.join("bench-storage.md");
+    let report = paths.out.join(file);
     std::fs::write(&report, &md)?;
     eprintln!("    report saved to {}", report.display());
     Ok(md)
@@ -263,20 +287,7 @@ pub fn run_fabric(paths: &Paths, artefacts: &Artefacts) -> Result<String> {
     eprintln!(
         "==> benchmark: remote (NVMe/TCP between two cards) vs local volume, and the kernel's NVMe/TCP host (two appliances, one boot, three rounds, about 20 minutes)"
     );
-    let outcome = qemu::run_scenario(paths, artefacts, &s)?;
-    let console = paths
-        .out
-        .join("runs")
-        .join(&s.name)
-        .join("node0")
-        .join("console.log");
-    if let Outcome::Failed { reason, .. } = outcome {
-        bail!(
-            "benchmark run failed: {reason} (console: {})",
-            console.display()
-        );
-    }
-    let text = std::fs::read_to_string(&console)?;
+    let (text, console) = run_to_console(paths, artefacts, &s, "benchmark run")?;
     // Ratios of remote to local: the remote row's own ratios are what the
     // issue's goals name (remote IOPS / local IOPS).
     let md = device_table(
@@ -285,11 +296,7 @@ pub fn run_fabric(paths: &Paths, artefacts: &Artefacts) -> Result<String> {
         &["dia-remote", "dia-local", "kernel-tcp"],
         &["dia-local", "kernel-tcp"],
     )?;
-    println!("{md}");
-    let report = paths.out.join("bench-fabric.md");
-    std::fs::write(&report, &md)?;
-    eprintln!("    report saved to {}", report.display());
-    Ok(md)
+    save_report(paths, "bench-fabric.md", md)
 }
 
 /// The QoS benchmark: one boot, Markdown rows printed by the guest.
@@ -297,15 +304,7 @@ pub fn run_qos(paths: &Paths, artefacts: &Artefacts) -> Result<String> {
     let mut s = scenario::parse(&paths.qemu_tests("bench/qos.sh"))?;
     s.name = "bench-qos".into();
     eprintln!("==> benchmark: storage QoS, noisy neighbours with QoS off and on (one boot, about 3 minutes)");
-    let outcome = qemu::run_scenario(paths, artefacts, &s)?;
-    let console = paths.out.join("runs").join(&s.name).join("console.log");
-    if let Outcome::Failed { reason, .. } = outcome {
-        bail!(
-            "QoS benchmark failed: {reason} (console: {})",
-            console.display()
-        );
-    }
-    let text = std::fs::read_to_string(&console)?;
+    let (text, console) = run_to_console(paths, artefacts, &s, "QoS benchmark")?;
     let md: String = text
         .lines()
         .filter_map(|l| l.strip_prefix("@@MD"))
@@ -314,11 +313,7 @@ pub fn run_qos(paths: &Paths, artefacts: &Artefacts) -> Result<String> {
     if md.is_empty() {
         bail!("no @@MD results in {}", console.display());
     }
-    println!("{md}");
-    let report = paths.out.join("bench-qos.md");
-    std::fs::write(&report, &md)?;
-    eprintln!("    report saved to {}", report.display());
-    Ok(md)
+    save_report(paths, "bench-qos.md", md)
 }
 
 /// The network benchmark's setups, as the guest names them, in the order of
@@ -483,7 +478,7 @@ pub fn run_net(paths: &Paths, artefacts: &Artefacts) -> Result<String> {
     }
     eprintln!("==> benchmark: network, dia ports vs virtio-net (one boot, about 5 minutes)");
     let outcome = qemu::run_scenario(paths, artefacts, &s)?;
-    let console = paths.out.join("runs").join(&s.name).join("console.log");
+    let console = console_of(paths, &s);
     let text = std::fs::read_to_string(&console).unwrap_or_default();
     if !text.contains("@@NET") {
         let why = match outcome {
@@ -503,11 +498,7 @@ pub fn run_net(paths: &Paths, artefacts: &Artefacts) -> Result<String> {
             console.display()
         )?;
     }
-    println!("{md}");
-    let report = paths.out.join("bench-net.md");
-    std::fs::write(&report, &md)?;
-    eprintln!("    report saved to {}", report.display());
-    Ok(md)
+    save_report(paths, "bench-net.md", md)
 }
 
 #[cfg(test)]
