@@ -7,7 +7,6 @@
 //! does once woken, without the wait for the wake-up.
 
 use std::os::fd::AsFd;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -27,6 +26,7 @@ use crate::net::{self, Buffers, Dest, NetState, Port, Rings, Switch};
 use crate::pool::{Pool, PoolSpec};
 use crate::qos::{Next, QosParams, Scheduler};
 use crate::queue::{CompletionQueue, SubmissionQueue};
+use crate::scratch::Scratch;
 
 /// A board: 1 MiB of BAR2, `ram` bytes of guest RAM (memfds), `vectors`
 /// doorbells and interrupt lines (eventfds).
@@ -66,35 +66,14 @@ pub fn prp_segments(
     crate::prp::prp_segments(mem, prp1, prp2, len)
 }
 
-/// A directory for the pool, on tmpfs when there is one (so the pool is in
-/// memory), removed on drop.
-#[derive(Debug)]
-struct ScratchDir(PathBuf);
-
-impl ScratchDir {
-    fn new() -> Self {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let base = std::path::Path::new("/dev/shm");
-        let base = if base.is_dir() {
-            base.to_path_buf()
-        } else {
-            std::env::temp_dir()
-        };
-        let d = base.join(format!(
-            "dia-card-bench-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).expect("scratch directory");
-        Self(d)
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A new scratch directory for one benchmark's pool (see `scratch.rs`).
+fn scratch_dir() -> Scratch {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    Scratch::new(&format!(
+        "dia-card-bench-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ))
 }
 
 /// Where [`IoBench`] keeps its I/O submission queue in guest memory.
@@ -137,7 +116,7 @@ pub struct IoBench {
     phase: bool,
     cid: u16,
     // Last: the pool's files go after the pool (held by the engine).
-    _dir: ScratchDir,
+    _dir: Scratch,
 }
 
 impl std::fmt::Debug for IoBench {
@@ -174,9 +153,9 @@ impl IoBench {
         let irqs = eventfds(2);
         let irq = irqs[1].try_clone().expect("eventfd");
         let board = board_with_irqs(8 << 20, irqs);
-        let dir = ScratchDir::new();
+        let dir = scratch_dir();
         let pool = Pool::open(&PoolSpec {
-            paths: vec![dir.0.join("pool.img")],
+            paths: vec![dir.path().join("pool.img")],
             create_bytes: Some(pool_mib << 20),
         })
         .expect("the pool opens");

@@ -6,7 +6,7 @@
 //! driver mistake is dropped or refused, never a panic or a fatal status
 //! the guest did not ask for.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use dia_abi::card::{self as abi, CompletionEntry, PortConfig, PortStats, SubmissionEntry};
@@ -19,6 +19,7 @@ use crate::guest_memory::{GuestMemory, SharedMemory};
 use crate::net::{self, Buffers, NetState, Port, Rings};
 use crate::pool::{self, Pool, PoolSpec};
 use crate::queue::check_placement;
+use crate::scratch::Scratch;
 
 pub use crate::nvm::MAX_TRANSFER_BYTES;
 pub use crate::pool::CHUNK_BYTES;
@@ -48,35 +49,26 @@ pub fn board(ram: usize, vectors: u16) -> Arc<Board> {
 /// A directory for scratch pools, removed on drop: on tmpfs when there is
 /// one (a pool syncs on every commit), one per thread.
 #[derive(Debug)]
-pub struct ScratchDir(PathBuf);
+pub struct ScratchDir(Scratch);
 
 impl ScratchDir {
     /// A fresh, empty directory.
     pub fn new() -> Self {
-        let base = Path::new("/dev/shm");
-        let base = if base.is_dir() {
-            base.to_path_buf()
-        } else {
-            std::env::temp_dir()
-        };
-        let d = base.join(format!(
+        Self(Scratch::new(&format!(
             "dia-card-fuzz-{}-{:?}",
             std::process::id(),
             std::thread::current().id()
-        ));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).expect("scratch directory");
-        Self(d)
+        )))
     }
 
     /// Its path.
     pub fn path(&self) -> &Path {
-        &self.0
+        self.0.path()
     }
 
     /// A freshly formatted pool of `bytes` in it.
     pub fn pool(&self, bytes: u64) -> Pool {
-        let _ = std::fs::remove_file(self.0.join("pool.img"));
+        let _ = std::fs::remove_file(self.path().join("pool.img"));
         self.pool_spec(Some(bytes))
     }
 
@@ -88,7 +80,7 @@ impl ScratchDir {
 
     fn pool_spec(&self, create_bytes: Option<u64>) -> Pool {
         Pool::open(&PoolSpec {
-            paths: vec![self.0.join("pool.img")],
+            paths: vec![self.path().join("pool.img")],
             create_bytes,
         })
         .expect("the pool opens")
@@ -98,12 +90,6 @@ impl ScratchDir {
 impl Default for ScratchDir {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

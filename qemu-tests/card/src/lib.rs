@@ -37,6 +37,7 @@ mod prp;
 pub mod qos;
 mod queue;
 mod remote;
+mod scratch;
 mod supervisor;
 mod token_bucket;
 
