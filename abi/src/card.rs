@@ -12,7 +12,7 @@ pub const PCI_DEVICE_ID: u16 = 0x1110;
 /// Signature at [`REG_MAGIC`]: ASCII `DIACARD1`, read as a little-endian u64.
 pub const CARD_MAGIC: u64 = u64::from_le_bytes(*b"DIACARD1");
 /// Interface version: major in bits 31:16, minor in bits 15:0.
-pub const INTERFACE_VERSION: u32 = 1 << 16 | INTERFACE_MINOR_REMOTE;
+pub const INTERFACE_VERSION: u32 = 1 << 16 | INTERFACE_MINOR_MIRROR;
 /// Major version a driver must match exactly.
 pub const fn version_major(vs: u32) -> u16 {
     (vs >> 16) as u16
@@ -825,6 +825,8 @@ pub enum LogId {
     NsStats,
     /// [`LOG_PORT_STATS`]: [`PortStats`] of the port in CDW11, [`PortStatsLog`].
     PortStats,
+    /// [`LOG_MIRROR_STATUS`]: [`MirrorStatus`] of SQE.nsid.
+    MirrorStatus,
 }
 
 impl LogId {
@@ -834,6 +836,7 @@ impl LogId {
             Self::PoolStatus => LOG_POOL_STATUS,
             Self::NsStats => LOG_NS_STATS,
             Self::PortStats => LOG_PORT_STATS,
+            Self::MirrorStatus => LOG_MIRROR_STATUS,
         }
     }
 
@@ -843,6 +846,7 @@ impl LogId {
             LOG_POOL_STATUS => Some(Self::PoolStatus),
             LOG_NS_STATS => Some(Self::NsStats),
             LOG_PORT_STATS => Some(Self::PortStats),
+            LOG_MIRROR_STATUS => Some(Self::MirrorStatus),
             _ => None,
         }
     }
@@ -1592,6 +1596,256 @@ impl RemoteNamespaceCreate {
         Ok(())
     }
 }
+
+// ---------------------------------------------------------------------------
+// Mirrored namespaces (issue 15, interface 1.5): a namespace of the card
+// whose data is kept in 1..=MIRROR_MAX_PLEXES copies ("plexes"), each a
+// namespace behind an NVMe/TCP target (usually another card's exported
+// volume; a plex on this card's own pool is reached through it directly).
+// A write completes when every in-sync plex holds it; a plex that fails is
+// taken out of sync (no error reaches the host while one in-sync plex is
+// left) and the regions written while it is away are recorded in the card's
+// crash-safe metadata and copied to it when it is back (resync). See
+// docs/mirrors.md and docs/card-interface.md.
+// ---------------------------------------------------------------------------
+
+/// Interface minor version that added mirrored namespaces
+/// ([`ADMIN_CREATE_MIRROR_NS`], [`LOG_MIRROR_STATUS`]). A 1.4 card answers
+/// Create Mirror Namespace with Invalid Opcode.
+pub const INTERFACE_MINOR_MIRROR: u32 = 5;
+
+/// Create Mirror Namespace (dia vendor admin command; opcode bits 1:0 = 01,
+/// host-to-card data): PRP1 points at [`MirrorNamespaceCreate`] (4 KiB
+/// page). The card looks at every plex it can reach (size, block size),
+/// records a new, detached namespace with the plex table and its
+/// generation, and completes; result DW0 = its nsid. A plex given as in
+/// sync that cannot be reached now is recorded out of sync with no dirty
+/// region (nothing was written through this namespace yet). Errors:
+/// [`MirrorNamespaceCreate::validate`]'s status ([`STATUS_INVALID_FIELD`]),
+/// [`STATUS_REMOTE_UNREACHABLE`] (no in-sync plex could be reached),
+/// [`STATUS_REMOTE_REFUSED`] (DW0 = the target's status),
+/// [`STATUS_INVALID_FORMAT`] (plexes of different sizes or block sizes),
+/// [`STATUS_NS_ID_UNAVAILABLE`], and Invalid Opcode on a card without a
+/// pool.
+pub const ADMIN_CREATE_MIRROR_NS: u8 = 0xcd;
+/// Vendor log page (dia): [`MirrorStatus`] of the mirrored namespace
+/// SQE.nsid ([`STATUS_INVALID_FIELD`] for a namespace that is not one).
+pub const LOG_MIRROR_STATUS: u8 = 0xc3;
+/// Most plexes of a mirrored namespace.
+pub const MIRROR_MAX_PLEXES: usize = 4;
+/// log2 of a mirror region, the unit the card records changes in while a
+/// plex is out of sync and copies when it resyncs (1 MiB).
+pub const MIRROR_REGION_SHIFT: u32 = 20;
+
+/// [`MirrorPlex::state`], [`PlexStatus::state`]: holds every write the
+/// namespace completed; reads and writes go to it.
+pub const PLEX_IN_SYNC: u8 = 0;
+/// The plex missed writes (its target failed or could not be reached);
+/// the card records the regions written since and copies them when the
+/// target answers again.
+pub const PLEX_OUT_OF_SYNC: u8 = 1;
+/// Reachable again; the card is copying the regions it missed.
+pub const PLEX_RESYNCING: u8 = 2;
+/// Create only: the plex holds nothing of the volume yet (a plex added to
+/// a live volume, or a rebuild on another appliance): every region is
+/// copied to it (full resync); reported as out of sync or resyncing.
+pub const PLEX_NEW: u8 = 3;
+
+/// One plex of [`MirrorNamespaceCreate`] (320 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MirrorPlex {
+    /// Where the copy is.
+    pub target: RemoteTarget,
+    /// [`PLEX_IN_SYNC`] or [`PLEX_NEW`].
+    pub state: u8,
+    /// Reserved, zero.
+    pub reserved: [u8; 7],
+}
+const _: () = assert!(core::mem::size_of::<MirrorPlex>() == 320);
+
+impl MirrorPlex {
+    /// No plex (all zero).
+    pub const ZERO: Self = Self {
+        target: RemoteTarget::ZERO,
+        state: 0,
+        reserved: [0; 7],
+    };
+}
+
+impl Default for MirrorPlex {
+    fn default() -> Self {
+        Self::ZERO
+    }
+}
+
+/// Create Mirror Namespace data (start of a 4 KiB buffer), 1536 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MirrorNamespaceCreate {
+    /// Label (the owner's name for it), as [`NamespaceCreate::label`].
+    pub label: [u8; LABEL_LEN],
+    /// The generation the in-sync plexes were last in sync at (the
+    /// owner's record; 0 for a new volume). The card counts on from it.
+    pub generation: u64,
+    /// Plexes used in `plexes`, 1..=[`MIRROR_MAX_PLEXES`].
+    pub plex_count: u8,
+    /// Reserved, zero.
+    pub reserved0: [u8; 7],
+    /// The plexes; entries past `plex_count` all zero. At least one is
+    /// [`PLEX_IN_SYNC`]; no two have the same target.
+    pub plexes: [MirrorPlex; MIRROR_MAX_PLEXES],
+    /// Reserved, zero.
+    pub reserved: [u8; 176],
+}
+const _: () = assert!(core::mem::size_of::<MirrorNamespaceCreate>() == 1536);
+
+impl Default for MirrorNamespaceCreate {
+    fn default() -> Self {
+        Self {
+            label: [0; LABEL_LEN],
+            generation: 0,
+            plex_count: 0,
+            reserved0: [0; 7],
+            plexes: [MirrorPlex::ZERO; MIRROR_MAX_PLEXES],
+            reserved: [0; 176],
+        }
+    }
+}
+
+/// Why the card refuses a [`MirrorNamespaceCreate`] (each is
+/// [`STATUS_INVALID_FIELD`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MirrorCreateError {
+    /// `plex_count` is 0 or above [`MIRROR_MAX_PLEXES`].
+    PlexCount(u8),
+    /// A plex's target does not pass [`RemoteTarget::validate`].
+    Target(usize, RemoteTargetError),
+    /// A plex's state is neither [`PLEX_IN_SYNC`] nor [`PLEX_NEW`].
+    State(usize, u8),
+    /// No plex is [`PLEX_IN_SYNC`]: there is nothing to copy from.
+    NoneInSync,
+    /// Two plexes have the same target (address, port, NQN, nsid).
+    Duplicate(usize),
+    /// A reserved byte, or an entry past `plex_count`, is not zero.
+    Reserved,
+}
+
+impl MirrorCreateError {
+    /// The completion status the card answers with.
+    pub const fn status(self) -> u16 {
+        STATUS_INVALID_FIELD
+    }
+}
+
+impl MirrorNamespaceCreate {
+    /// The plexes in use.
+    pub fn plexes(&self) -> &[MirrorPlex] {
+        let n = usize::from(self.plex_count).min(MIRROR_MAX_PLEXES);
+        &self.plexes[..n]
+    }
+
+    /// Checks the request as the card does before it connects.
+    ///
+    /// ```
+    /// use dia_abi::card::*;
+    ///
+    /// let mut m = MirrorNamespaceCreate::default();
+    /// assert_eq!(m.validate(), Err(MirrorCreateError::PlexCount(0)));
+    /// m.plex_count = 2;
+    /// m.plexes[0].target = RemoteTarget::new("10.0.0.1", 4420, 1, "nqn.a", 0).unwrap();
+    /// m.plexes[1].target = RemoteTarget::new("10.0.0.2", 4420, 1, "nqn.b", 0).unwrap();
+    /// m.plexes[1].state = PLEX_NEW;
+    /// assert_eq!(m.validate(), Ok(()));
+    /// m.plexes[1].target = m.plexes[0].target;
+    /// assert_eq!(m.validate(), Err(MirrorCreateError::Duplicate(1)));
+    /// ```
+    pub fn validate(&self) -> Result<(), MirrorCreateError> {
+        let n = usize::from(self.plex_count);
+        if n == 0 || n > MIRROR_MAX_PLEXES {
+            return Err(MirrorCreateError::PlexCount(self.plex_count));
+        }
+        if self
+            .reserved0
+            .iter()
+            .chain(self.reserved.iter())
+            .any(|&b| b != 0)
+            || self.plexes[n..].iter().any(|p| *p != MirrorPlex::ZERO)
+        {
+            return Err(MirrorCreateError::Reserved);
+        }
+        for (i, p) in self.plexes[..n].iter().enumerate() {
+            p.target
+                .validate()
+                .map_err(|e| MirrorCreateError::Target(i, e))?;
+            if p.state != PLEX_IN_SYNC && p.state != PLEX_NEW {
+                return Err(MirrorCreateError::State(i, p.state));
+            }
+            if p.reserved.iter().any(|&b| b != 0) {
+                return Err(MirrorCreateError::Reserved);
+            }
+            if self.plexes[..i].iter().any(|q| q.target == p.target) {
+                return Err(MirrorCreateError::Duplicate(i));
+            }
+        }
+        if !self.plexes[..n].iter().any(|p| p.state == PLEX_IN_SYNC) {
+            return Err(MirrorCreateError::NoneInSync);
+        }
+        Ok(())
+    }
+}
+
+/// One plex in [`MirrorStatus`] (64 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PlexStatus {
+    /// [`PLEX_IN_SYNC`], [`PLEX_OUT_OF_SYNC`] or [`PLEX_RESYNCING`].
+    pub state: u8,
+    /// The card's path to the plex's target now, `REMOTE_PATH_*`.
+    pub path: u8,
+    /// 1 when the plex is this card's own pool (served without the
+    /// network), else 0.
+    pub local: u8,
+    /// Reserved, zero.
+    pub reserved: [u8; 5],
+    /// Regions ([`MIRROR_REGION_SHIFT`]) the plex misses: what a resync
+    /// still has to copy to it (0 when in sync).
+    pub dirty_regions: u64,
+    /// Bytes resyncs copied to this plex since the namespace was created
+    /// (kept across firmware restarts).
+    pub resync_bytes: u64,
+    /// Bytes per second of the running resync over its last seconds (0
+    /// when none runs).
+    pub resync_bytes_per_s: u64,
+    /// Times the plex was taken out of sync.
+    pub faults: u64,
+    /// Reads served from the plex since the firmware started.
+    pub reads: u64,
+    /// Reserved, zero.
+    pub reserved1: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<PlexStatus>() == 64);
+
+/// Log page [`LOG_MIRROR_STATUS`]: a mirrored namespace's plexes, as the
+/// card sees them now (320 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MirrorStatus {
+    /// The mirror's generation: one more each time the set of in-sync
+    /// plexes changes (persisted with it).
+    pub generation: u64,
+    /// Regions of the namespace.
+    pub regions: u64,
+    /// Plexes in `plexes`.
+    pub plex_count: u8,
+    /// Reserved, zero.
+    pub reserved: [u8; 15],
+    /// Reserved, zero.
+    pub reserved1: [u8; 32],
+    /// In the order Create Mirror Namespace gave them.
+    pub plexes: [PlexStatus; MIRROR_MAX_PLEXES],
+}
+const _: () = assert!(core::mem::size_of::<MirrorStatus>() == 320);
 
 // ---------------------------------------------------------------------------
 // Network ports (interface 1.1, capability bit 1): virtual ports with their

@@ -6,7 +6,7 @@
 /// ioctl "type" byte of every dia request.
 pub const DIA_IOC_MAGIC: u8 = b'D';
 /// Version of this ABI; reported in [`DiaIdentity::abi_version`].
-pub const DIA_ABI_VERSION: u32 = 5;
+pub const DIA_ABI_VERSION: u32 = 6;
 
 const IOC_NRBITS: u32 = 8;
 const IOC_TYPEBITS: u32 = 8;
@@ -320,6 +320,55 @@ pub const DIA_IOC_NS_CREATE_REMOTE: u32 = ioc(
     IOC_READ | IOC_WRITE,
     0x19,
     core::mem::size_of::<DiaNsCreateRemote>(),
+);
+
+/// Argument of `DIA_IOC_NS_CREATE_MIRROR` (ABI 6): a namespace whose data
+/// is kept in several plexes, each behind an NVMe/TCP target.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DiaNsCreateMirror {
+    /// Out: the new namespace id (zero on input).
+    pub nsid: u32,
+    /// Reserved, zero.
+    pub reserved: u32,
+    /// In: the card's Create Mirror Namespace data (label, generation,
+    /// plexes), checked with
+    /// [`super::card::MirrorNamespaceCreate::validate`].
+    pub create: super::card::MirrorNamespaceCreate,
+}
+const _: () = assert!(core::mem::size_of::<DiaNsCreateMirror>() == 1544);
+
+/// `DIA_IOC_NS_CREATE_MIRROR`: create a (detached) mirrored namespace.
+/// `EINVAL` for a malformed table, `EHOSTUNREACH` when no in-sync plex
+/// could be reached, `ECONNREFUSED` when a target refused, `EMEDIUMTYPE`
+/// when the plexes differ in size or block size, `ENOSPC` when the card
+/// has no free namespace id, `EOPNOTSUPP` on a card without mirrors.
+pub const DIA_IOC_NS_CREATE_MIRROR: u32 = ioc(
+    IOC_READ | IOC_WRITE,
+    0x1a,
+    core::mem::size_of::<DiaNsCreateMirror>(),
+);
+
+/// Argument of `DIA_IOC_NS_MIRROR_STATUS` (ABI 6).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DiaNsMirrorStatus {
+    /// In: namespace id.
+    pub nsid: u32,
+    /// Reserved, zero.
+    pub reserved: u32,
+    /// Out: the card's log page ([`super::card::MirrorStatus`]).
+    pub status: super::card::MirrorStatus,
+}
+const _: () = assert!(core::mem::size_of::<DiaNsMirrorStatus>() == 328);
+
+/// `DIA_IOC_NS_MIRROR_STATUS`: a mirrored namespace's plexes (state, path,
+/// regions behind, resync progress). `ENOENT` for no such namespace,
+/// `EINVAL` for one that is not mirrored.
+pub const DIA_IOC_NS_MIRROR_STATUS: u32 = ioc(
+    IOC_READ | IOC_WRITE,
+    0x1b,
+    core::mem::size_of::<DiaNsMirrorStatus>(),
 );
 
 // ---------------------------------------------------------------------------
