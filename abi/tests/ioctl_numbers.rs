@@ -36,6 +36,18 @@ fn request_numbers_match_linux_encoding() {
         DiaNsCreateRemote
     );
     pin!(
+        DIA_IOC_NS_CREATE_MIRROR,
+        request_code_readwrite,
+        0x1a,
+        DiaNsCreateMirror
+    );
+    pin!(
+        DIA_IOC_NS_MIRROR_STATUS,
+        request_code_readwrite,
+        0x1b,
+        DiaNsMirrorStatus
+    );
+    pin!(
         DIA_IOC_PORT_CREATE,
         request_code_readwrite,
         0x20,
