@@ -15,7 +15,9 @@ use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
-pub use dia_abi::card::RemoteTarget;
+pub use dia_abi::card::{
+    MirrorNamespaceCreate, MirrorPlex, MirrorStatus, PlexStatus, RemoteTarget,
+};
 
 /// The NQN a card with serial `serial` exports its namespace `nsid` as
 /// (NVMe/TCP subsystem; the volume is its namespace 1).
@@ -41,6 +43,16 @@ mod sys {
         ns_create_remote,
         DIA_IOC_NS_CREATE_REMOTE,
         DiaNsCreateRemote
+    );
+    nix::ioctl_readwrite_bad!(
+        ns_create_mirror,
+        DIA_IOC_NS_CREATE_MIRROR,
+        DiaNsCreateMirror
+    );
+    nix::ioctl_readwrite_bad!(
+        ns_mirror_status,
+        DIA_IOC_NS_MIRROR_STATUS,
+        DiaNsMirrorStatus
     );
     nix::ioctl_write_ptr_bad!(ns_delete, DIA_IOC_NS_DELETE, DiaNsId);
     nix::ioctl_write_ptr_bad!(ns_attach, DIA_IOC_NS_ATTACH, DiaNsId);
@@ -150,6 +162,53 @@ impl Card {
         unsafe { sys::ns_create_remote(self.file.as_raw_fd(), &mut raw) }
             .map_err(|e| Error::ioctl("DIA_IOC_NS_CREATE_REMOTE", DIA_IOC_NS_CREATE_REMOTE, e))?;
         Ok(raw.nsid)
+    }
+
+    /// Creates a mirrored namespace: its data is kept in each plex of
+    /// `create` (label, the generation the in-sync plexes were last in sync
+    /// at, 1..=[`dia_abi::card::MIRROR_MAX_PLEXES`] plexes, each an NVMe/TCP
+    /// target that is in sync or new); returns its id. It starts detached
+    /// and is attached and used like any other namespace.
+    ///
+    /// A table that fails [`MirrorNamespaceCreate::validate`] is refused by
+    /// the driver with `EINVAL`; then the card's answers: `EHOSTUNREACH`
+    /// when no in-sync plex could be reached,
+    /// `ECONNREFUSED` when a target refused, `EMEDIUMTYPE` when the plexes
+    /// differ in size or block size, `ENOSPC` when it has no free namespace
+    /// id, `EOPNOTSUPP` on a card without mirrors (interface before 1.5).
+    pub fn create_mirror_namespace(&self, create: &MirrorNamespaceCreate) -> Result<u32, Error> {
+        // 1.5 KiB: on the heap, as the driver keeps it.
+        let mut raw = Box::new(DiaNsCreateMirror {
+            nsid: 0,
+            reserved: 0,
+            create: *create,
+        });
+        // SAFETY: `raw` is a valid DiaNsCreateMirror, the type the request
+        // encodes; it lives across the call.
+        unsafe { sys::ns_create_mirror(self.file.as_raw_fd(), &mut *raw) }
+            .map_err(|e| Error::ioctl("DIA_IOC_NS_CREATE_MIRROR", DIA_IOC_NS_CREATE_MIRROR, e))?;
+        Ok(raw.nsid)
+    }
+
+    /// A mirrored namespace's plexes as the card sees them now (state,
+    /// path, regions behind, resync progress), in the order they were
+    /// created with; `plex_count` is at most
+    /// [`dia_abi::card::MIRROR_MAX_PLEXES`] (a larger count from the card
+    /// is cut to that). `ENOENT` for no such namespace, `EINVAL` for one
+    /// that is not mirrored, `EOPNOTSUPP` on a card without mirrors.
+    pub fn mirror_status(&self, nsid: u32) -> Result<MirrorStatus, Error> {
+        let mut raw = DiaNsMirrorStatus {
+            nsid,
+            ..DiaNsMirrorStatus::default()
+        };
+        // SAFETY: `raw` is a valid DiaNsMirrorStatus, the type the request encodes.
+        unsafe { sys::ns_mirror_status(self.file.as_raw_fd(), &mut raw) }
+            .map_err(|e| Error::ioctl("DIA_IOC_NS_MIRROR_STATUS", DIA_IOC_NS_MIRROR_STATUS, e))?;
+        let mut status = raw.status;
+        status.plex_count = status
+            .plex_count
+            .min(dia_abi::card::MIRROR_MAX_PLEXES as u8);
+        Ok(status)
     }
 
     fn ns_call(
