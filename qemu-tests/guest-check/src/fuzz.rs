@@ -19,13 +19,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dia_abi::card::{
-    PortConfig, PortLimits, QosSettings, RemoteNamespaceCreate, RemoteTarget, LABEL_LEN,
+    MirrorNamespaceCreate, MirrorPlex, PortConfig, PortLimits, QosSettings, RemoteNamespaceCreate,
+    RemoteTarget, LABEL_LEN, MIRROR_MAX_PLEXES, PLEX_IN_SYNC, PLEX_NEW,
 };
 use dia_abi::ioctl::{
-    ioc, DiaIdentity, DiaNsCreate, DiaNsCreateRemote, DiaNsId, DiaNsInfo, DiaNsList, DiaNsQos,
-    DiaNsStats, DiaPoolInfo, DiaPortCreate, DiaPortId, DiaPortInfo, DiaPortList, DiaPortSet,
-    DIA_IOC_IDENTIFY, DIA_IOC_NS_ATTACH, DIA_IOC_NS_CREATE, DIA_IOC_NS_CREATE_REMOTE,
-    DIA_IOC_NS_DELETE, DIA_IOC_NS_DETACH, DIA_IOC_NS_INFO, DIA_IOC_NS_LIST, DIA_IOC_NS_SET_QOS,
+    ioc, DiaIdentity, DiaNsCreate, DiaNsCreateMirror, DiaNsCreateRemote, DiaNsId, DiaNsInfo,
+    DiaNsList, DiaNsMirrorStatus, DiaNsQos, DiaNsStats, DiaPoolInfo, DiaPortCreate, DiaPortId,
+    DiaPortInfo, DiaPortList, DiaPortSet, DIA_IOC_IDENTIFY, DIA_IOC_NS_ATTACH, DIA_IOC_NS_CREATE,
+    DIA_IOC_NS_CREATE_MIRROR, DIA_IOC_NS_CREATE_REMOTE, DIA_IOC_NS_DELETE, DIA_IOC_NS_DETACH,
+    DIA_IOC_NS_INFO, DIA_IOC_NS_LIST, DIA_IOC_NS_MIRROR_STATUS, DIA_IOC_NS_SET_QOS,
     DIA_IOC_NS_STATS, DIA_IOC_POOL_INFO, DIA_IOC_PORT_CREATE, DIA_IOC_PORT_DELETE,
     DIA_IOC_PORT_INFO, DIA_IOC_PORT_LIST, DIA_IOC_PORT_SET,
 };
@@ -34,9 +36,10 @@ use crate::{errno_name, flag, Dev, ShortBuffer};
 
 /// Requests that change the card: random raw calls never use these numbers,
 /// so a thread's model is only changed by its own structured calls.
-const MUTATING: [u32; 9] = [
+const MUTATING: [u32; 10] = [
     DIA_IOC_NS_CREATE,
     DIA_IOC_NS_CREATE_REMOTE,
+    DIA_IOC_NS_CREATE_MIRROR,
     DIA_IOC_NS_DELETE,
     DIA_IOC_NS_ATTACH,
     DIA_IOC_NS_DETACH,
@@ -62,6 +65,16 @@ const INPUT_ERRNOS: [i32; 9] = [
 /// Errnos Create Remote Namespace may end with besides those: the target
 /// (a closed port on the host) cannot be reached or refuses.
 const REMOTE_ERRNOS: [i32; 2] = [libc::EHOSTUNREACH, libc::ECONNREFUSED];
+
+/// Errnos Create Mirror Namespace may end with besides those: its plexes'
+/// targets (closed ports on the host) cannot be reached or refuse, differ,
+/// or the card has no mirrors (before interface 1.5).
+const MIRROR_ERRNOS: [i32; 4] = [
+    libc::EHOSTUNREACH,
+    libc::ECONNREFUSED,
+    libc::EMEDIUMTYPE,
+    libc::EOPNOTSUPP,
+];
 
 /// Errnos of a card that is dead, resetting or gone (`--chaos` only).
 const CHAOS_ERRNOS: [i32; 4] = [libc::EIO, libc::ENODEV, libc::ETIMEDOUT, libc::ENXIO];
@@ -237,6 +250,9 @@ impl Worker {
         if let Err(e) = r {
             let allowed = INPUT_ERRNOS.contains(&e)
                 || (what == "NS_CREATE_REMOTE" && REMOTE_ERRNOS.contains(&e))
+                || (what == "NS_CREATE_MIRROR" && MIRROR_ERRNOS.contains(&e))
+                // A card without mirrors; also a raw call that hit the number.
+                || (cmd == DIA_IOC_NS_MIRROR_STATUS && e == libc::EOPNOTSUPP)
                 || (self.chaos && CHAOS_ERRNOS.contains(&e));
             if !allowed {
                 return Err(format!(
@@ -396,6 +412,7 @@ impl Worker {
                 DIA_IOC_PORT_LIST,
                 DIA_IOC_NS_INFO,
                 DIA_IOC_NS_STATS,
+                DIA_IOC_NS_MIRROR_STATUS,
                 DIA_IOC_PORT_INFO,
             ]),
             _ => (r >> 32) as u32,
@@ -525,6 +542,102 @@ impl Worker {
         Ok(())
     }
 
+    /// A plex table for Create Mirror Namespace: well-formed (every target
+    /// a closed port of the card's host, so no in-sync plex can be
+    /// reached), or broken in one of the ways `validate` names.
+    fn mirror_table(&mut self, valid: bool) -> MirrorNamespaceCreate {
+        let mut m = MirrorNamespaceCreate {
+            generation: self.rng.pick(&[0, 1, 7, u64::MAX]),
+            plex_count: self.rng.below(MIRROR_MAX_PLEXES as u64) as u8 + 1,
+            ..MirrorNamespaceCreate::default()
+        };
+        let label = format!("fuzz-{}-m{}", self.id, self.label);
+        m.label[..label.len()].copy_from_slice(label.as_bytes());
+        for (i, p) in m.plexes[..usize::from(m.plex_count)].iter_mut().enumerate() {
+            let mut target = RemoteTarget {
+                port: 1,
+                nsid: 1,
+                ..RemoteTarget::ZERO
+            };
+            let addr = "127.0.0.1";
+            target.addr[..addr.len()].copy_from_slice(addr.as_bytes());
+            // Distinct targets: a subsystem per plex.
+            let nqn = format!("nqn.2026-12.io.dia:fuzz-mirror-{i}");
+            target.subnqn[..nqn.len()].copy_from_slice(nqn.as_bytes());
+            *p = MirrorPlex {
+                target,
+                state: if i == 0 { PLEX_IN_SYNC } else { PLEX_NEW },
+                reserved: [0; 7],
+            };
+        }
+        if valid {
+            return m;
+        }
+        let n = usize::from(m.plex_count);
+        let i = self.rng.below(n as u64) as usize;
+        match self.rng.below(9) {
+            0 => m.plex_count = self.rng.pick(&[0, MIRROR_MAX_PLEXES as u8 + 1, u8::MAX]),
+            1 => m.plexes[i].state = self.rng.pick(&[1, 2, 4, u8::MAX]),
+            2 => m.plexes[0].state = PLEX_NEW,
+            3 => m.plexes[i].reserved[self.rng.below(7) as usize] = 1,
+            4 => m.reserved0[self.rng.below(7) as usize] = 1,
+            5 => m.reserved[self.rng.below(176) as usize] = 1,
+            6 if n < MIRROR_MAX_PLEXES => m.plexes[n].target.port = 1,
+            6 | 7 if n > 1 => m.plexes[n - 1].target = m.plexes[0].target,
+            _ => {
+                let t = &mut m.plexes[i].target;
+                match self.rng.below(4) {
+                    0 => t.port = 0,
+                    1 => t.nsid = self.rng.pick(&[0, u32::MAX]),
+                    2 => t.addr.fill(b'9'),
+                    _ => t.subnqn.fill(b'n'),
+                }
+            }
+        }
+        m
+    }
+
+    /// Create Mirror Namespace with a well-formed table towards closed
+    /// ports (never a namespace: no in-sync plex can be reached) or a
+    /// malformed one (`EINVAL` from the driver, whatever the card has).
+    fn ns_create_mirror(&mut self) -> Result<(), String> {
+        self.label += 1;
+        let valid = self.rng.below(3) == 0;
+        let create = self.mirror_table(valid);
+        let table_ok = create.validate().is_ok();
+        let nsid = if self.rng.below(6) == 0 { 7 } else { 0 };
+        let reserved = if self.rng.below(6) == 0 { 1 } else { 0 };
+        let req = DiaNsCreateMirror {
+            nsid,
+            reserved,
+            create,
+        };
+        let how = self.buffer();
+        let (r, out) = self.structured("NS_CREATE_MIRROR", DIA_IOC_NS_CREATE_MIRROR, req, how)?;
+        if r.is_ok() {
+            return Err(format!(
+                "thread {}: NS_CREATE_MIRROR with no reachable plex made namespace {}",
+                self.id, out.nsid
+            ));
+        }
+        if how == Buffer::Good && !self.chaos {
+            let refused = !table_ok || nsid != 0 || reserved != 0;
+            if refused != (r == Err(libc::EINVAL)) {
+                return Err(format!(
+                    "thread {}: NS_CREATE_MIRROR of a {} request ({:?}): {}",
+                    self.id,
+                    if refused { "malformed" } else { "well-formed" },
+                    create.validate(),
+                    r.err().map_or("success".into(), errno_name)
+                ));
+            }
+        }
+        if self.doubtful(r) {
+            self.model.doubt = true;
+        }
+        Ok(())
+    }
+
     fn ns_delete(&mut self) -> Result<(), String> {
         let nsid = self.nsid();
         let flags = self.rng.pick(&[0, 0, 0, 0, 1]);
@@ -635,6 +748,24 @@ impl Worker {
                 };
                 self.query("NS_SET_QOS", DIA_IOC_NS_SET_QOS, req, how)?;
             }
+            _ if self.rng.below(4) == 0 => {
+                let reserved = self.rng.pick(&[0, 0, 0, 1]);
+                let req = DiaNsMirrorStatus {
+                    nsid,
+                    reserved,
+                    ..DiaNsMirrorStatus::default()
+                };
+                let (r, _) =
+                    self.structured("NS_MIRROR_STATUS", DIA_IOC_NS_MIRROR_STATUS, req, how)?;
+                // Refused by the driver whatever the card has.
+                let bad = reserved != 0 || nsid == 0 || nsid == u32::MAX;
+                if bad && how == Buffer::Good && !self.chaos && r != Err(libc::EINVAL) {
+                    return Err(format!(
+                        "thread {}: NS_MIRROR_STATUS of nsid {nsid} reserved {reserved}: {r:?}, not EINVAL",
+                        self.id
+                    ));
+                }
+            }
             _ => {
                 let what = self.rng.below(3);
                 match what {
@@ -741,7 +872,8 @@ impl Worker {
                 75..=84 => self.port_op()?,
                 85..=94 => self.ns_create()?,
                 95 => self.ns_create_remote()?,
-                96..=97 => self.ns_delete()?,
+                96 => self.ns_create_mirror()?,
+                97 => self.ns_delete()?,
                 _ => self.ns_attach_detach()?,
             }
         }
@@ -755,7 +887,9 @@ fn cmd_writes_back(cmd: u32) -> bool {
         DIA_IOC_IDENTIFY,
         DIA_IOC_NS_CREATE,
         DIA_IOC_NS_CREATE_REMOTE,
+        DIA_IOC_NS_CREATE_MIRROR,
         DIA_IOC_NS_INFO,
+        DIA_IOC_NS_MIRROR_STATUS,
         DIA_IOC_NS_LIST,
         DIA_IOC_POOL_INFO,
         DIA_IOC_NS_STATS,

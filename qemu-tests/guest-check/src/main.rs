@@ -9,14 +9,16 @@ use std::ffi::CString;
 use std::process::ExitCode;
 
 use dia_abi::card::{
-    PortConfig, PortLimits, QosSettings, RemoteNamespaceCreate, RemoteTarget, LABEL_LEN,
-    REMOTE_DATA_DIGEST, REMOTE_HEADER_DIGEST,
+    MirrorNamespaceCreate, MirrorPlex, PortConfig, PortLimits, QosSettings, RemoteNamespaceCreate,
+    RemoteTarget, LABEL_LEN, MIRROR_MAX_PLEXES, PLEX_IN_SYNC, PLEX_NEW, REMOTE_DATA_DIGEST,
+    REMOTE_HEADER_DIGEST,
 };
 use dia_abi::ioctl::{
-    ioc, DiaIdentity, DiaNsCreate, DiaNsCreateRemote, DiaNsId, DiaNsInfo, DiaNsList, DiaNsQos,
-    DiaNsStats, DiaPoolInfo, DiaPortCreate, DiaPortId, DiaPortInfo, DiaPortList, DiaPortSet,
-    DIA_IOC_IDENTIFY, DIA_IOC_NS_ATTACH, DIA_IOC_NS_CREATE, DIA_IOC_NS_CREATE_REMOTE,
-    DIA_IOC_NS_DELETE, DIA_IOC_NS_DETACH, DIA_IOC_NS_INFO, DIA_IOC_NS_LIST, DIA_IOC_NS_SET_QOS,
+    ioc, DiaIdentity, DiaNsCreate, DiaNsCreateMirror, DiaNsCreateRemote, DiaNsId, DiaNsInfo,
+    DiaNsList, DiaNsMirrorStatus, DiaNsQos, DiaNsStats, DiaPoolInfo, DiaPortCreate, DiaPortId,
+    DiaPortInfo, DiaPortList, DiaPortSet, DIA_IOC_IDENTIFY, DIA_IOC_NS_ATTACH, DIA_IOC_NS_CREATE,
+    DIA_IOC_NS_CREATE_MIRROR, DIA_IOC_NS_CREATE_REMOTE, DIA_IOC_NS_DELETE, DIA_IOC_NS_DETACH,
+    DIA_IOC_NS_INFO, DIA_IOC_NS_LIST, DIA_IOC_NS_MIRROR_STATUS, DIA_IOC_NS_SET_QOS,
     DIA_IOC_NS_STATS, DIA_IOC_POOL_INFO, DIA_IOC_PORT_CREATE, DIA_IOC_PORT_DELETE,
     DIA_IOC_PORT_INFO, DIA_IOC_PORT_LIST, DIA_IOC_PORT_SET, IOC_READ, IOC_WRITE,
 };
@@ -26,6 +28,8 @@ const USAGE: &str =
     "usage: dia-guest-check identify | ioctl-errors | ioctl-fuzz [--iterations N] [--threads T] [--seed S] [--seconds S] [--chaos]
        | ns-create BYTES [LABEL] [--lba-shift S] | ns-delete N | ns-attach N | ns-detach N
        | ns-create-remote ADDR PORT SUBNQN NSID [LABEL] [--digests]
+       | ns-create-mirror LABEL GENERATION PLEX... (PLEX: ADDR,PORT,SUBNQN,NSID[,new])
+       | ns-mirror-status N
        | ns-info N | ns-stats N | ns-list | pool | ns-set-qos N --max-iops IOPS
        | port-create VLAN MTU [MAX_BPS] | port-set N VLAN MTU [MAX_BPS] | port-delete N
        | port-info N | port-list
@@ -210,10 +214,131 @@ fn ioctl_errors() -> Result<(), String> {
         dev.ioctl(DIA_IOC_IDENTIFY, short.tail(16)),
         libc::EFAULT,
     )?;
+    mirror_errors(&dev)?;
     dev.ioctl(DIA_IOC_IDENTIFY, good)
         .map_err(|e| format!("identify after the bad calls: errno {e}"))?;
     println!("ok: identify still works");
     Ok(())
+}
+
+/// The driver's own checks of the mirror requests: `EINVAL` before the
+/// card is asked, whatever card (and card interface) is behind it.
+fn mirror_errors(dev: &Dev) -> Result<(), String> {
+    let mut plex = MirrorPlex::default();
+    let addr = "127.0.0.1";
+    plex.target.addr[..addr.len()].copy_from_slice(addr.as_bytes());
+    let nqn = "nqn.2026-12.io.dia:errors";
+    plex.target.subnqn[..nqn.len()].copy_from_slice(nqn.as_bytes());
+    plex.target.port = 1;
+    plex.target.nsid = 1;
+    let mut good = MirrorNamespaceCreate {
+        plex_count: 1,
+        ..MirrorNamespaceCreate::default()
+    };
+    good.plexes[0] = plex;
+    good.validate()
+        .map_err(|e| format!("the base mirror table is not valid: {e:?}"))?;
+    let mut broken: Vec<(&str, DiaNsCreateMirror)> = Vec::new();
+    let req = |create: MirrorNamespaceCreate| DiaNsCreateMirror {
+        nsid: 0,
+        reserved: 0,
+        create,
+    };
+    let mut m = good;
+    m.plex_count = 0;
+    broken.push(("mirror with no plex", req(m)));
+    let mut m = good;
+    m.plex_count = MIRROR_MAX_PLEXES as u8 + 1;
+    broken.push(("mirror with 5 plexes", req(m)));
+    let mut m = good;
+    m.plexes[0].state = PLEX_NEW;
+    broken.push(("mirror with no plex in sync", req(m)));
+    let mut m = good;
+    m.plex_count = 2;
+    m.plexes[1] = plex;
+    broken.push(("mirror with the same target twice", req(m)));
+    let mut m = good;
+    m.plexes[1].target.port = 4420;
+    broken.push(("mirror with an entry past plex_count", req(m)));
+    let mut m = good;
+    m.plexes[0].target.port = 0;
+    broken.push(("mirror plex with port 0", req(m)));
+    let mut m = good;
+    m.plexes[0].state = 9;
+    broken.push(("mirror plex in state 9", req(m)));
+    let mut m = good;
+    m.reserved[175] = 1;
+    broken.push(("mirror table with a reserved byte set", req(m)));
+    let mut r = req(good);
+    r.nsid = 5;
+    broken.push(("mirror create with an output nsid set", r));
+    let mut r = req(good);
+    r.reserved = 1;
+    broken.push(("mirror create with its reserved word set", r));
+    for (what, mut r) in broken {
+        expect_errno(
+            what,
+            dev.ioctl(DIA_IOC_NS_CREATE_MIRROR, std::ptr::addr_of_mut!(r) as usize),
+            libc::EINVAL,
+        )?;
+    }
+    let short = ShortBuffer::new()?;
+    expect_errno(
+        "mirror create from a 1000-byte buffer",
+        dev.ioctl(DIA_IOC_NS_CREATE_MIRROR, short.tail(1000)),
+        libc::EFAULT,
+    )?;
+    for (what, nsid, reserved) in [
+        ("mirror status of nsid 0", 0, 0),
+        ("mirror status of nsid 0xffffffff", u32::MAX, 0),
+        ("mirror status with its reserved word set", 1, 1),
+    ] {
+        let mut st = DiaNsMirrorStatus {
+            nsid,
+            reserved,
+            ..DiaNsMirrorStatus::default()
+        };
+        expect_errno(
+            what,
+            dev.ioctl(
+                DIA_IOC_NS_MIRROR_STATUS,
+                std::ptr::addr_of_mut!(st) as usize,
+            ),
+            libc::EINVAL,
+        )?;
+    }
+    Ok(())
+}
+
+/// One plex from `ADDR,PORT,SUBNQN,NSID[,new]` (not validated: what is
+/// wrong is for the driver to refuse).
+fn parse_plex(spec: &str) -> Result<MirrorPlex, String> {
+    let parts: Vec<&str> = spec.split(',').collect();
+    if !(4..=5).contains(&parts.len()) {
+        return Err(format!(
+            "plex {spec:?}: expected ADDR,PORT,SUBNQN,NSID[,new]"
+        ));
+    }
+    let num = |s: &str, what: &str| s.parse::<u64>().map_err(|e| format!("plex {what}: {e}"));
+    let mut target = RemoteTarget {
+        port: u16::try_from(num(parts[1], "PORT")?).map_err(|_| "plex PORT: out of range")?,
+        nsid: u32::try_from(num(parts[3], "NSID")?).map_err(|_| "plex NSID: out of range")?,
+        ..RemoteTarget::ZERO
+    };
+    let a = parts[0].len().min(target.addr.len());
+    target.addr[..a].copy_from_slice(&parts[0].as_bytes()[..a]);
+    let q = parts[2].len().min(target.subnqn.len());
+    target.subnqn[..q].copy_from_slice(&parts[2].as_bytes()[..q]);
+    let state = match parts.get(4) {
+        None => PLEX_IN_SYNC,
+        Some(&"new") => PLEX_NEW,
+        Some(other) => return Err(format!("plex state {other:?}: only \"new\"")),
+    };
+    Ok(MirrorPlex {
+        target,
+        state,
+        reserved: [0; 7],
+    })
 }
 
 fn flag(args: &[String], name: &str, default: u64) -> Result<u64, String> {
@@ -242,6 +367,7 @@ fn errno_name(e: i32) -> String {
         libc::EHOSTUNREACH => "EHOSTUNREACH",
         libc::ECONNREFUSED => "ECONNREFUSED",
         libc::EOPNOTSUPP => "EOPNOTSUPP",
+        libc::EMEDIUMTYPE => "EMEDIUMTYPE",
         libc::EDQUOT => "EDQUOT",
         libc::ENOMEM => "ENOMEM",
         _ => return format!("errno {e}"),
@@ -317,6 +443,64 @@ fn namespace(cmd: &str, args: &[String]) -> Result<(), String> {
             )
             .map_err(fail)?;
             println!("{}", req.nsid);
+        }
+        "ns-create-mirror" => {
+            let label = args.first().ok_or("missing LABEL")?;
+            let mut req = Box::new(DiaNsCreateMirror {
+                nsid: 0,
+                reserved: 0,
+                create: MirrorNamespaceCreate {
+                    generation: parse_num(args.get(1), "GENERATION")?,
+                    ..MirrorNamespaceCreate::default()
+                },
+            });
+            let n = label.len().min(req.create.label.len());
+            req.create.label[..n].copy_from_slice(&label.as_bytes()[..n]);
+            let plexes = args.get(2..).unwrap_or_default();
+            if plexes.len() > MIRROR_MAX_PLEXES {
+                return Err(format!("at most {MIRROR_MAX_PLEXES} plexes"));
+            }
+            for (slot, spec) in req.create.plexes.iter_mut().zip(plexes) {
+                *slot = parse_plex(spec)?;
+            }
+            // Zero plexes too: refusing that is the driver's job.
+            req.create.plex_count = plexes.len() as u8;
+            dev.ioctl(
+                DIA_IOC_NS_CREATE_MIRROR,
+                std::ptr::addr_of_mut!(*req) as usize,
+            )
+            .map_err(fail)?;
+            println!("{}", req.nsid);
+        }
+        "ns-mirror-status" => {
+            let mut st = DiaNsMirrorStatus {
+                nsid: parse_num(args.first(), "N")? as u32,
+                ..DiaNsMirrorStatus::default()
+            };
+            dev.ioctl(
+                DIA_IOC_NS_MIRROR_STATUS,
+                std::ptr::addr_of_mut!(st) as usize,
+            )
+            .map_err(fail)?;
+            let s = st.status;
+            println!(
+                "nsid={} generation={} regions={} plexes={}",
+                st.nsid, s.generation, s.regions, s.plex_count
+            );
+            let n = usize::from(s.plex_count).min(s.plexes.len());
+            for (i, p) in s.plexes[..n].iter().enumerate() {
+                println!(
+                    "plex={i} state={} path={} local={} dirty_regions={} resync_bytes={} resync_bytes_per_s={} faults={} reads={}",
+                    p.state,
+                    p.path,
+                    p.local,
+                    p.dirty_regions,
+                    p.resync_bytes,
+                    p.resync_bytes_per_s,
+                    p.faults,
+                    p.reads
+                );
+            }
         }
         "ns-delete" | "ns-attach" | "ns-detach" => {
             let mut id = DiaNsId {
