@@ -114,13 +114,8 @@ impl Pool {
     ) -> Result<(), StorageError> {
         let mut seg = 0usize;
         let mut seg_off = 0usize;
-        let mut pos = start;
-        let end = start + len;
-        while pos < end {
-            let chunk = (pos >> CHUNK_SHIFT) as u32;
-            let in_chunk = pos & (CHUNK_BYTES - 1);
-            let piece = (CHUNK_BYTES - in_chunk).min(end - pos) as usize;
-            // The guest pages of this piece.
+        // The guest pages of each piece.
+        let mut next = |piece: usize| -> Result<Vec<libc::iovec>, StorageError> {
             let mut iovs: Vec<libc::iovec> = Vec::new();
             let mut need = piece;
             while need > 0 {
@@ -140,6 +135,30 @@ impl Pool {
                     seg_off = 0;
                 }
             }
+            Ok(iovs)
+        };
+        self.move_pieces(dir, ns, start, len, &mut next)
+    }
+
+    /// Moves `len` bytes at byte `start` of `ns` piece by piece (at most a
+    /// chunk each) between the pool and the memory `next(piece)` gives
+    /// for each piece, in order. Every iovec must point at memory valid
+    /// for its length that no Rust reference covers meanwhile.
+    fn move_pieces(
+        &self,
+        dir: Direction,
+        ns: &Namespace,
+        start: u64,
+        len: u64,
+        next: &mut dyn FnMut(usize) -> Result<Vec<libc::iovec>, StorageError>,
+    ) -> Result<(), StorageError> {
+        let mut pos = start;
+        let end = start + len;
+        while pos < end {
+            let chunk = (pos >> CHUNK_SHIFT) as u32;
+            let in_chunk = pos & (CHUNK_BYTES - 1);
+            let piece = (CHUNK_BYTES - in_chunk).min(end - pos) as usize;
+            let mut iovs = next(piece)?;
             match ns.map.get(&chunk) {
                 Some(&phys) => {
                     let (dev, base) = self.locate(phys).ok_or_else(|| {
@@ -149,7 +168,9 @@ impl Pool {
                 }
                 None if dir == Direction::Read => {
                     for v in &iovs {
-                        // SAFETY: each iovec was bounds-checked by dma_ptr.
+                        // SAFETY: each iovec is valid for its length (the
+                        // caller's promise: bounds-checked by dma_ptr, or
+                        // a piece of the caller's buffer).
                         unsafe { std::ptr::write_bytes(v.iov_base.cast::<u8>(), 0, v.iov_len) };
                     }
                 }
@@ -160,6 +181,87 @@ impl Pool {
             pos += piece as u64;
         }
         Ok(())
+    }
+
+    /// As [`Pool::transfer`] (a read), into `buf` (whole blocks: `blocks`
+    /// of them) instead of guest memory: a mirror's local plex.
+    pub fn read_buf(
+        &self,
+        nsid: u32,
+        slba: u64,
+        blocks: u64,
+        buf: &mut [u8],
+    ) -> Result<(), StorageError> {
+        self.transfer_buf(
+            Direction::Read,
+            nsid,
+            slba,
+            blocks,
+            buf.as_mut_ptr(),
+            buf.len(),
+        )
+    }
+
+    /// As [`Pool::read_buf`], the other way: `buf` written at `slba`.
+    pub fn write_buf(
+        &self,
+        nsid: u32,
+        slba: u64,
+        blocks: u64,
+        buf: &[u8],
+    ) -> Result<(), StorageError> {
+        // pwritev only reads through the pointer.
+        let p = buf.as_ptr().cast_mut();
+        self.transfer_buf(Direction::Write, nsid, slba, blocks, p, buf.len())
+    }
+
+    /// The transfer of `read_buf`/`write_buf`: `base` points at `buf_len`
+    /// bytes the caller holds borrowed (mutably for a read) throughout.
+    fn transfer_buf(
+        &self,
+        dir: Direction,
+        nsid: u32,
+        slba: u64,
+        blocks: u64,
+        base: *mut u8,
+        buf_len: usize,
+    ) -> Result<(), StorageError> {
+        loop {
+            let st = self.read_state();
+            let ns = st.attached(nsid)?.local(nsid)?;
+            let (start, len) = ns.check_range(nsid, slba, blocks)?;
+            if len != buf_len as u64 {
+                return Err(std::io::Error::other("buffer and blocks differ").into());
+            }
+            if dir == Direction::Write {
+                let first = (start >> CHUNK_SHIFT) as u32;
+                let last = ((start + len - 1) >> CHUNK_SHIFT) as u32;
+                if (first..=last).any(|l| !ns.map.contains_key(&l)) {
+                    let reclaimable = !st.pending_free.is_empty();
+                    drop(st);
+                    match self.allocate(nsid, start, len) {
+                        Err(StorageError::PoolFull) if reclaimable => {
+                            self.flush()?;
+                            self.allocate(nsid, start, len)?;
+                        }
+                        other => other?,
+                    }
+                    continue;
+                }
+            }
+            let mut off = 0usize;
+            let mut next = |piece: usize| -> Result<Vec<libc::iovec>, StorageError> {
+                // SAFETY: off + piece <= buf_len: the pieces add up to
+                // len, which is the buffer's length (checked above).
+                let p = unsafe { base.add(off) };
+                off += piece;
+                Ok(vec![libc::iovec {
+                    iov_base: p.cast(),
+                    iov_len: piece,
+                }])
+            };
+            return self.move_pieces(dir, ns, start, len, &mut next);
+        }
     }
 
     /// Zeroes (and deallocates where a whole chunk is covered) blocks of a

@@ -9,16 +9,23 @@ use std::os::unix::fs::FileExt;
 
 use dia_abi::card as abi;
 
+use super::mirror::{regions_of, MirrorRecord, PlexRecord, RegionSet, MAX_DIRTY_RANGES};
 use super::{Namespace, Remote, CHUNK_BYTES, CHUNK_SHIFT, MAX_NAMESPACES};
 
 pub(super) const LABEL_BYTES: u64 = 4096;
 const LABEL_MAGIC: &[u8; 8] = b"DIAPOOL1";
 const META_MAGIC: &[u8; 8] = b"DIAMETA2";
-/// 4: a namespace record says whether its data is in the pool (a chunk map
+/// 5: a namespace record may be a mirrored namespace's (`KIND_MIRROR`: its
+/// plex table, generation and per-plex dirty regions follow), and new
+/// pools' metadata slots have room for a mirror record in every namespace
+/// id. Format 4 pools still open (their slots hold fewer mirrors: Create
+/// Mirror Namespace checks the room). 4: a namespace record says whether its data is in the pool (a chunk map
 /// follows) or behind a remote target (the target follows); format 3 had
 /// only the first kind. 3: the metadata slot's CRC covers its header too
 /// (`DIAMETA2`); format 2 slots (`DIAMETA1`) had it over the payload only.
-const FORMAT_VERSION: u32 = 4;
+const FORMAT_VERSION: u32 = 5;
+/// The oldest format this card opens (its records are a subset of 5's).
+const OLDEST_FORMAT: u32 = 4;
 /// The slot header's fields the CRC covers: magic, generation, payload
 /// length.
 const META_FIELDS: usize = 8 + 8 + 4;
@@ -35,17 +42,30 @@ const MAP_LENGTH: usize = 4;
 /// digests, reserved, namespace id, NQN, as `abi::RemoteTarget`), then
 /// features and 3 reserved bytes.
 const REMOTE_RECORD: usize = abi::REMOTE_ADDR_LEN + 2 + 1 + 1 + 4 + abi::NQN_FIELD_LEN + 1 + 3;
-/// The largest namespace record without its chunk map.
+/// The largest namespace record without its chunk map, as format 4 sized
+/// its slots.
 const NS_RECORD: usize = NS_HEADER
     + if REMOTE_RECORD > MAP_LENGTH {
         REMOTE_RECORD
     } else {
         MAP_LENGTH
     };
+/// A target in a record: address, port, digests, reserved, namespace id,
+/// NQN (as `abi::RemoteTarget`).
+const TARGET_RECORD: usize = abi::REMOTE_ADDR_LEN + 2 + 1 + 1 + 4 + abi::NQN_FIELD_LEN;
+/// One plex of a mirror record at its largest: target, state, 3 reserved,
+/// resync_bytes, faults, range count, ranges (start, end; u32 each).
+const PLEX_RECORD: usize = TARGET_RECORD + 1 + 3 + 8 + 8 + 4 + MAX_DIRTY_RANGES * 8;
+/// A mirrored namespace's record at its largest: header, generation, plex
+/// count, 3 reserved, the plexes.
+pub(super) const MIRROR_RECORD: usize =
+    NS_HEADER + 8 + 1 + 3 + abi::MIRROR_MAX_PLEXES * PLEX_RECORD;
 /// A record's kind: the data is in the pool's chunks.
 const KIND_LOCAL: u8 = 0;
 /// A record's kind: the data is behind a remote target.
 const KIND_REMOTE: u8 = 1;
+/// A record's kind: a mirrored namespace (its plex table follows).
+const KIND_MIRROR: u8 = 2;
 /// A remote record's features bit 0: deallocated blocks read as zeroes.
 const REMOTE_DEALLOCATED_ZEROES: u8 = 1 << 0;
 
@@ -53,10 +73,37 @@ pub(super) fn align_up(v: u64, to: u64) -> u64 {
     v.div_ceil(to) * to
 }
 
+/// The least slot size a pool of `total_chunks` chunks may have (what
+/// format 4 gave it: every namespace local or remote).
 pub(super) fn slot_bytes_for(total_chunks: u64) -> u64 {
     let max =
         META_HEADER as u64 + 4 + u64::from(MAX_NAMESPACES) * NS_RECORD as u64 + total_chunks * 8;
     align_up(max, 4096)
+}
+
+/// The slot size a new pool gets: room for every namespace id to hold a
+/// mirror record at its largest.
+pub(super) fn new_slot_bytes(total_chunks: u64) -> u64 {
+    let record = NS_RECORD.max(MIRROR_RECORD) as u64;
+    let max = META_HEADER as u64 + 4 + u64::from(MAX_NAMESPACES) * record + total_chunks * 8;
+    align_up(max, 4096)
+}
+
+/// The most bytes a slot image of `namespaces` can grow to in a pool of
+/// `total_chunks` chunks (mirror records at their largest, every chunk
+/// mapped).
+pub(super) fn worst_meta_len<'a>(
+    namespaces: impl Iterator<Item = &'a Namespace>,
+    total_chunks: u32,
+) -> usize {
+    let records: usize = namespaces
+        .map(|ns| match (&ns.remote, &ns.mirror) {
+            (_, Some(_)) => MIRROR_RECORD,
+            (Some(_), None) => NS_HEADER + REMOTE_RECORD,
+            (None, None) => NS_HEADER + MAP_LENGTH,
+        })
+        .sum();
+    META_HEADER + 4 + records + total_chunks as usize * 8
 }
 
 /// Fixed-size little-endian fields of a label.
@@ -115,9 +162,9 @@ impl Label {
         if crc32fast::hash(&b[..body]) != crc {
             return Err("pool label checksum mismatch (damaged label)".into());
         }
-        if version != FORMAT_VERSION || shift != CHUNK_SHIFT {
+        if !(OLDEST_FORMAT..=FORMAT_VERSION).contains(&version) || shift != CHUNK_SHIFT {
             return Err(format!(
-                "pool format {version} with chunk shift {shift}; this card reads format {FORMAT_VERSION}, shift {CHUNK_SHIFT}"
+                "pool format {version} with chunk shift {shift}; this card reads formats {OLDEST_FORMAT} to {FORMAT_VERSION}, shift {CHUNK_SHIFT}"
             ));
         }
         Ok(Some(label))
@@ -160,14 +207,93 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn encode_remote(b: &mut Vec<u8>, remote: &Remote) {
-    let t = &remote.target;
+fn encode_target(b: &mut Vec<u8>, t: &abi::RemoteTarget) {
     b.extend_from_slice(&t.addr);
     b.extend_from_slice(&t.port.to_le_bytes());
     b.push(t.digests);
     b.push(t.reserved);
     b.extend_from_slice(&t.nsid.to_le_bytes());
     b.extend_from_slice(&t.subnqn);
+}
+
+fn decode_target(r: &mut Reader<'_>) -> abi::RemoteTarget {
+    abi::RemoteTarget {
+        addr: r.take(),
+        port: r.u16(),
+        digests: r.u8(),
+        reserved: r.u8(),
+        nsid: r.u32(),
+        subnqn: r.take(),
+    }
+}
+
+fn encode_mirror(b: &mut Vec<u8>, m: &MirrorRecord) {
+    b.extend_from_slice(&m.generation.to_le_bytes());
+    // At most MIRROR_MAX_PLEXES (MirrorRecord::valid).
+    b.push(m.plexes.len() as u8);
+    b.extend_from_slice(&[0; 3]);
+    for p in &m.plexes {
+        encode_target(b, &p.target);
+        b.push(p.state);
+        b.extend_from_slice(&[0; 3]);
+        b.extend_from_slice(&p.resync_bytes.to_le_bytes());
+        b.extend_from_slice(&p.faults.to_le_bytes());
+        let ranges: Vec<(u32, u32)> = p.dirty.ranges().collect();
+        // At most MAX_DIRTY_RANGES (RegionSet keeps it).
+        b.extend_from_slice(&(ranges.len() as u32).to_le_bytes());
+        for (s, e) in ranges {
+            b.extend_from_slice(&s.to_le_bytes());
+            b.extend_from_slice(&e.to_le_bytes());
+        }
+    }
+}
+
+fn decode_mirror(r: &mut Reader<'_>, nsid: u32, bytes: u64) -> Result<MirrorRecord, String> {
+    let bad = |what: &str| format!("namespace {nsid}: bad mirror record ({what})");
+    let generation = r.u64();
+    let count = usize::from(r.u8());
+    if r.take::<3>() != [0; 3] {
+        return Err(bad("reserved"));
+    }
+    if !(1..=abi::MIRROR_MAX_PLEXES).contains(&count) {
+        return Err(bad("plex count"));
+    }
+    let regions = regions_of(bytes);
+    let mut plexes = Vec::with_capacity(count);
+    for _ in 0..count {
+        let target = decode_target(r);
+        let state = r.u8();
+        if r.take::<3>() != [0; 3] {
+            return Err(bad("plex reserved"));
+        }
+        let resync_bytes = r.u64();
+        let faults = r.u64();
+        let n = r.u32() as usize;
+        if n > MAX_DIRTY_RANGES {
+            return Err(bad("range count"));
+        }
+        let ranges: Vec<(u32, u32)> = (0..n).map(|_| (r.u32(), r.u32())).collect();
+        if r.overrun() {
+            return Err("truncated".into());
+        }
+        let dirty = RegionSet::from_ranges(&ranges, regions).ok_or_else(|| bad("ranges"))?;
+        plexes.push(PlexRecord {
+            target,
+            state,
+            dirty,
+            resync_bytes,
+            faults,
+        });
+    }
+    let m = MirrorRecord { generation, plexes };
+    if !m.valid() {
+        return Err(bad("plexes"));
+    }
+    Ok(m)
+}
+
+fn encode_remote(b: &mut Vec<u8>, remote: &Remote) {
+    encode_target(b, &remote.target);
     let features = if remote.deallocated_reads_zeroes {
         REMOTE_DEALLOCATED_ZEROES
     } else {
@@ -177,14 +303,7 @@ fn encode_remote(b: &mut Vec<u8>, remote: &Remote) {
 }
 
 fn decode_remote(r: &mut Reader<'_>, nsid: u32) -> Result<Remote, String> {
-    let target = abi::RemoteTarget {
-        addr: r.take(),
-        port: r.u16(),
-        digests: r.u8(),
-        reserved: r.u8(),
-        nsid: r.u32(),
-        subnqn: r.take(),
-    };
+    let target = decode_target(r);
     let features = r.u8();
     let reserved = r.take::<3>();
     if r.overrun() {
@@ -209,10 +328,10 @@ pub(super) fn encode_meta(namespaces: &BTreeMap<u32, Namespace>) -> Vec<u8> {
         b.extend_from_slice(&nsid.to_le_bytes());
         b.push(ns.lba_shift);
         b.push(u8::from(ns.attached));
-        b.push(if ns.remote.is_some() {
-            KIND_REMOTE
-        } else {
-            KIND_LOCAL
+        b.push(match (&ns.remote, &ns.mirror) {
+            (_, Some(_)) => KIND_MIRROR,
+            (Some(_), None) => KIND_REMOTE,
+            (None, None) => KIND_LOCAL,
         });
         b.push(0);
         b.extend_from_slice(&ns.size_blocks.to_le_bytes());
@@ -223,6 +342,10 @@ pub(super) fn encode_meta(namespaces: &BTreeMap<u32, Namespace>) -> Vec<u8> {
         }
         b.extend_from_slice(&q.weight.to_le_bytes());
         b.extend_from_slice(&q.burst_ms.to_le_bytes());
+        if let Some(m) = &ns.mirror {
+            encode_mirror(&mut b, m);
+            continue;
+        }
         if let Some(remote) = &ns.remote {
             encode_remote(&mut b, remote);
             continue;
@@ -285,10 +408,16 @@ pub(super) fn decode_meta(b: &[u8], total_chunks: u32) -> Result<BTreeMap<u32, N
             label,
             qos,
             remote: None,
+            mirror: None,
             map: HashMap::new(),
         };
         match kind {
             KIND_LOCAL => {}
+            KIND_MIRROR => {
+                namespace.mirror = Some(decode_mirror(&mut r, nsid, size_blocks << lba_shift)?);
+                out.insert(nsid, namespace);
+                continue;
+            }
             KIND_REMOTE => {
                 namespace.remote = Some(decode_remote(&mut r, nsid)?);
                 out.insert(nsid, namespace);
@@ -417,6 +546,7 @@ mod tests {
             label: label("huge"),
             qos: abi::QosSettings::default(),
             remote: None,
+            mirror: None,
             map: HashMap::new(),
         };
         let meta = |size_blocks| BTreeMap::from([(1, ns(size_blocks))]);
@@ -450,6 +580,7 @@ mod tests {
                 .unwrap(),
                 deallocated_reads_zeroes: true,
             }),
+            mirror: None,
             map: HashMap::new(),
         }
     }
@@ -465,6 +596,7 @@ mod tests {
             label: label("near"),
             qos: abi::QosSettings::default(),
             remote: None,
+            mirror: None,
             map: HashMap::from([(0, 5), (3, 1)]),
         };
         let meta = BTreeMap::from([(1, local), (2, remote_ns())]);
@@ -545,6 +677,7 @@ mod tests {
             label: label("crc"),
             qos: abi::QosSettings::default(),
             remote: None,
+            mirror: None,
             map: HashMap::from([(0, 3)]),
         };
         let payload = encode_meta(&BTreeMap::from([(1, ns)]));
@@ -562,6 +695,138 @@ mod tests {
                     "byte {at} ^ {flip:#x} of the slot accepted"
                 );
             }
+        }
+    }
+
+    fn mirror_ns() -> Namespace {
+        let t = |n: u32| {
+            abi::RemoteTarget::new(
+                "10.0.0.9",
+                4420,
+                1,
+                &format!("nqn.2026-12.io.dia:S{n}:ns1"),
+                0,
+            )
+            .unwrap()
+        };
+        let mut dirty = RegionSet::new();
+        dirty.insert(3, 5);
+        dirty.insert(9, 10);
+        Namespace {
+            size_blocks: 10 << 8,
+            lba_shift: 12,
+            attached: true,
+            label: label("mirror"),
+            qos: abi::QosSettings::default(),
+            remote: None,
+            mirror: Some(MirrorRecord {
+                generation: 7,
+                plexes: vec![
+                    PlexRecord {
+                        target: t(1),
+                        state: abi::PLEX_IN_SYNC,
+                        dirty: RegionSet::new(),
+                        resync_bytes: 5 << 20,
+                        faults: 1,
+                    },
+                    PlexRecord {
+                        target: t(2),
+                        state: abi::PLEX_OUT_OF_SYNC,
+                        dirty,
+                        resync_bytes: 0,
+                        faults: 2,
+                    },
+                ],
+            }),
+            map: HashMap::new(),
+        }
+    }
+
+    /// A mirror record keeps its generation, plexes, states, dirty ranges
+    /// and counters; its largest form fits the reckoning of new slots.
+    #[test]
+    fn mirror_records_round_trip() {
+        let meta = BTreeMap::from([(2, mirror_ns()), (5, remote_ns())]);
+        let encoded = encode_meta(&meta);
+        let back = decode_meta(&encoded, 8).unwrap();
+        assert_eq!(back[&2].mirror, meta[&2].mirror);
+        assert_eq!(back[&5].mirror, None);
+        assert_eq!(back[&5].remote, meta[&5].remote);
+        assert_eq!(encode_meta(&back), encoded);
+        let mut big = mirror_ns();
+        let m = big.mirror.as_mut().unwrap();
+        for i in 2..4 {
+            let mut p = m.plexes[1].clone();
+            p.target.nsid = i;
+            m.plexes.push(p);
+        }
+        for p in &mut m.plexes[1..] {
+            p.dirty = RegionSet::new();
+            for r in 0..MAX_DIRTY_RANGES as u32 {
+                p.dirty.insert(r * 2, r * 2 + 1);
+            }
+        }
+        big.size_blocks = 1 << 30;
+        let one = encode_meta(&BTreeMap::from([(1, big.clone())]));
+        // The in-sync plex has no dirty range: all but its ranges.
+        assert_eq!(
+            one.len(),
+            4 + MIRROR_RECORD - MAX_DIRTY_RANGES * 8,
+            "the largest record"
+        );
+        assert_eq!(
+            worst_meta_len([&big].into_iter(), 0),
+            META_HEADER + 4 + MIRROR_RECORD
+        );
+        let all: BTreeMap<u32, Namespace> =
+            (1..=MAX_NAMESPACES).map(|id| (id, big.clone())).collect();
+        assert!(META_HEADER + encode_meta(&all).len() <= new_slot_bytes(0) as usize);
+    }
+
+    /// A mirror record that breaks a rule is refused: no plex in sync, a
+    /// dirty in-sync plex, ranges out of order or past the namespace, a
+    /// bad state or plex count, reserved bytes, a cut record.
+    #[test]
+    fn garbage_in_mirror_records_is_refused() {
+        let good = encode_meta(&BTreeMap::from([(2, mirror_ns())]));
+        assert!(decode_meta(&good, 8).is_ok());
+        let m = 4 + NS_HEADER;
+        let plex0 = m + 12;
+        let state0 = plex0 + TARGET_RECORD;
+        let plex1 = state0 + 4 + 16 + 4;
+        let state1 = plex1 + TARGET_RECORD;
+        let ranges1 = state1 + 4 + 16 + 4;
+        let damaged = |at: usize, value: u8| {
+            let mut b = good.clone();
+            b[at] = value;
+            decode_meta(&b, 8)
+        };
+        for (at, value, what) in [
+            (m + 8, 0, "no plex"),
+            (m + 8, 5, "five plexes"),
+            (m + 9, 1, "reserved"),
+            (state0, abi::PLEX_OUT_OF_SYNC, "none in sync"),
+            (state0, abi::PLEX_RESYNCING, "resyncing is not kept"),
+            (state0 + 1, 1, "plex reserved"),
+            (state1, abi::PLEX_IN_SYNC, "in sync with dirty regions"),
+            (state1, abi::PLEX_NEW, "new is not kept"),
+            (ranges1, 11, "range past the namespace"),
+            (ranges1 + 8, 4, "ranges overlap"),
+            (ranges1 - 4, 33, "too many ranges"),
+            (plex1, b'x', "address"),
+        ] {
+            assert!(damaged(at, value).is_err(), "{what} accepted");
+        }
+        // The second plex's target made the first's: a duplicate.
+        let mut b = good.clone();
+        let first = b[plex0..plex0 + TARGET_RECORD].to_vec();
+        b[plex1..plex1 + TARGET_RECORD].copy_from_slice(&first);
+        assert!(decode_meta(&b, 8).is_err(), "duplicate target accepted");
+        for cut in [1, 8, 30] {
+            assert!(
+                decode_meta(&good[..good.len() - cut], 8).is_err(),
+                "cut by {cut}"
+            );
         }
     }
 }

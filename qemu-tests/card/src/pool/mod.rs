@@ -49,6 +49,7 @@ mod error;
 mod format;
 #[cfg(feature = "fuzzing")]
 pub(crate) mod fuzzing;
+mod mirror;
 mod namespaces;
 mod open;
 #[cfg(test)]
@@ -62,6 +63,7 @@ use std::sync::{Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use dia_abi::card as abi;
 
 pub use error::{OpenError, StorageError};
+pub use mirror::{regions_of, MirrorRecord, PlexRecord, RegionSet, MAX_DIRTY_RANGES};
 
 /// log2 of the allocation unit (1 MiB).
 pub const CHUNK_SHIFT: u32 = 20;
@@ -104,6 +106,10 @@ pub struct Namespace {
     /// Where the data is when it is not in the pool: a remote namespace
     /// (`None`: a namespace of the pool, in its chunks).
     pub remote: Option<Remote>,
+    /// A mirrored namespace's table (its data is on its plexes, reached
+    /// through `crate::mirror`; `None` for the other kinds). Never both
+    /// this and `remote`.
+    pub mirror: Option<MirrorRecord>,
     /// Logical chunk -> physical chunk, for allocated chunks only (always
     /// empty for a remote namespace).
     map: HashMap<u32, u32>,
@@ -141,13 +147,20 @@ impl Namespace {
     }
 
     /// The namespace's data is in the pool: the data path may move it. A
-    /// remote namespace's I/O goes to its target, never to the pool's
-    /// devices (reaching here with one is a card bug, refused).
+    /// remote (or mirrored) namespace's I/O goes to its target(s), never to
+    /// the pool's devices (reaching here with one is a card bug, refused).
     fn local(&self, nsid: u32) -> Result<&Self, StorageError> {
-        match self.remote {
-            None => Ok(self),
-            Some(_) => Err(StorageError::Remote(nsid)),
+        if self.is_local() {
+            Ok(self)
+        } else {
+            Err(StorageError::Remote(nsid))
         }
+    }
+
+    /// Whether its data is in the pool's chunks (neither remote nor
+    /// mirrored).
+    pub fn is_local(&self) -> bool {
+        self.remote.is_none() && self.mirror.is_none()
     }
 }
 

@@ -30,7 +30,7 @@ impl Pool {
         self.read_state()
             .namespaces
             .iter()
-            .filter(|(_, ns)| ns.attached && ns.remote.is_none())
+            .filter(|(_, ns)| ns.attached && ns.is_local())
             .map(|(&id, _)| id)
             .collect()
     }
@@ -61,17 +61,28 @@ impl Pool {
         self.insert_namespace(size_blocks, lba_shift, label, Some(remote))
     }
 
-    /// Whether a namespace id is free for a create (without taking it).
-    pub fn has_free_id(&self) -> bool {
-        self.read_state().namespaces.len() < MAX_NAMESPACES as usize
-    }
-
     fn insert_namespace(
         &self,
         size_blocks: u64,
         lba_shift: u8,
         label: [u8; abi::LABEL_LEN],
         remote: Option<Remote>,
+    ) -> Result<u32, StorageError> {
+        self.insert_namespace_with(size_blocks, lba_shift, label, remote, None)
+    }
+
+    /// Whether a namespace id is free for a create (without taking it).
+    pub fn has_free_id(&self) -> bool {
+        self.read_state().namespaces.len() < MAX_NAMESPACES as usize
+    }
+
+    pub(super) fn insert_namespace_with(
+        &self,
+        size_blocks: u64,
+        lba_shift: u8,
+        label: [u8; abi::LABEL_LEN],
+        remote: Option<Remote>,
+        mirror: Option<super::MirrorRecord>,
     ) -> Result<u32, StorageError> {
         if !(abi::LBA_SHIFT_MIN..=abi::LBA_SHIFT_MAX).contains(&lba_shift) {
             return Err(StorageError::BadFormat(lba_shift));
@@ -99,6 +110,7 @@ impl Pool {
                     label,
                     qos: abi::QosSettings::default(),
                     remote,
+                    mirror,
                     map: HashMap::new(),
                 },
             );

@@ -13,7 +13,8 @@ use tracing::{info, warn};
 
 use super::error::{invalid, io_err};
 use super::format::{
-    align_up, encode_meta, read_slot, slot_bytes_for, write_slot, Label, LABEL_BYTES,
+    align_up, encode_meta, new_slot_bytes, read_slot, slot_bytes_for, write_slot, Label,
+    LABEL_BYTES,
 };
 use super::{Device, Namespace, OpenError, Pool, PoolSpec, State, CHUNK_BYTES};
 
@@ -92,7 +93,7 @@ impl Pool {
         // Chunks per device first (device 0 also holds the metadata slots,
         // whose size depends on the total chunk count: iterate once).
         let rough: u64 = devs.iter().map(|d| d.2 / CHUNK_BYTES).sum();
-        let slot_bytes = slot_bytes_for(rough);
+        let slot_bytes = new_slot_bytes(rough);
         let count = devs.len() as u32;
         let mut total = 0u64;
         for (i, d) in devs.iter_mut().enumerate() {
