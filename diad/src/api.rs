@@ -25,7 +25,9 @@ use crate::card_device::CardDevice;
 use crate::cluster::LocalNode;
 use crate::error::ApiError;
 use crate::manager::Manager;
+use crate::mirrors::{plex_path, CreatePlex, PlexCreated, PlexPlace};
 use crate::peer::{JoinAnswer, JoinRequest};
+use crate::state::PlexState;
 
 /// Default API socket.
 pub const DEFAULT_SOCKET: &str = "/run/dia/diad.sock";
@@ -144,7 +146,12 @@ fn peer_routes() -> Vec<(&'static str, MethodRouter<Arc<AppState>>)> {
     vec![
         ("/peer/v1/members", post(peer_admit)),
         ("/peer/v1/volumes", post(peer_create_volume)),
-        ("/peer/v1/volumes/{name}", delete(peer_delete_volume)),
+        (
+            "/peer/v1/volumes/{name}",
+            get(peer_show_volume).delete(peer_delete_volume),
+        ),
+        ("/peer/v1/plexes", post(peer_create_plex)),
+        ("/peer/v1/plexes/{nsid}", delete(peer_delete_plex)),
     ]
 }
 
@@ -199,6 +206,38 @@ async fn peer_create_volume(
     let req = body(req)?;
     let v = with_manager(app, move |m| m.create_here(&req)).await?;
     Ok((StatusCode::CREATED, Json(v)))
+}
+
+/// This appliance's own view of a volume (a mirrored volume attached here
+/// shows its card's view of the plexes).
+async fn peer_show_volume(
+    State(app): State<Arc<AppState>>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Json<Volume>, ApiError> {
+    with_manager(app, move |m| m.show(&name)).await.map(Json)
+}
+
+async fn peer_create_plex(
+    State(app): State<Arc<AppState>>,
+    req: Result<Json<CreatePlex>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<PlexCreated>), ApiError> {
+    let req = body(req)?;
+    let p = with_manager(app, move |m| m.create_plex_here(&req)).await?;
+    Ok((StatusCode::CREATED, Json(p)))
+}
+
+#[derive(Deserialize)]
+struct PlexQuery {
+    label: String,
+}
+
+async fn peer_delete_plex(
+    State(app): State<Arc<AppState>>,
+    UrlPath(nsid): UrlPath<u32>,
+    Query(q): Query<PlexQuery>,
+) -> Result<Json<Value>, ApiError> {
+    with_manager(app, move |m| m.delete_plex_here(nsid, &q.label)).await?;
+    Ok(Json(json!({ "deleted": true })))
 }
 
 async fn peer_delete_volume(
@@ -267,6 +306,10 @@ async fn create_volume(
     req: Result<Json<CreateVolume>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<Volume>), ApiError> {
     let req = body(req)?;
+    if req.mirrors.is_some_and(|n| n != 1) {
+        let v = create_mirrored(app, req).await?;
+        return Ok((StatusCode::CREATED, Json(v)));
+    }
     // In a cluster the volume may go to another appliance: asked without
     // holding this one's manager, so two appliances placing on each other
     // at once never wait on each other.
@@ -276,6 +319,77 @@ async fn create_volume(
         None => with_manager(app, move |m| m.create_here(&req)).await?,
     };
     Ok((StatusCode::CREATED, Json(v)))
+}
+
+/// A mirrored volume: its plexes are made one by one (on other appliances
+/// without holding this one's manager), then recorded; a failure deletes
+/// the plexes made so far.
+async fn create_mirrored(app: Arc<AppState>, req: CreateVolume) -> Result<Volume, ApiError> {
+    let place = req.clone();
+    let places = with_manager(app.clone(), move |m| m.mirror_placement(&place)).await?;
+    let plex = CreatePlex {
+        name: req.name.clone(),
+        size_bytes: req.size_bytes,
+        block_size: req.block_size,
+    };
+    let mut made: Vec<(PlexPlace, u32)> = Vec::new();
+    let mut failed = None;
+    for p in places {
+        let r = match &p.address {
+            None => {
+                let plex = plex.clone();
+                with_manager(app.clone(), move |m| m.create_plex_here(&plex)).await
+            }
+            Some(a) => {
+                forward(
+                    a.clone(),
+                    "POST",
+                    "/peer/v1/plexes".into(),
+                    Some(plex.clone()),
+                )
+                .await
+            }
+        };
+        match r {
+            Ok(c) => made.push((p, c.nsid)),
+            Err(e) => {
+                failed = Some(ApiError {
+                    message: format!("creating the copy on appliance '{}': {}", p.node, e.message),
+                    ..e
+                });
+                break;
+            }
+        }
+    }
+    let recorded = match failed {
+        Some(e) => Err(e),
+        None => {
+            let plexes: Vec<PlexState> = made
+                .iter()
+                .map(|(p, nsid)| PlexState {
+                    node: p.node.clone(),
+                    nsid: *nsid,
+                    in_sync: true,
+                })
+                .collect();
+            with_manager(app.clone(), move |m| m.record_mirrored(&req, &plexes)).await
+        }
+    };
+    if recorded.is_err() {
+        for (p, nsid) in made {
+            let label = plex.name.clone();
+            let undone = match p.address {
+                None => with_manager(app.clone(), move |m| m.delete_plex_here(nsid, &label)).await,
+                Some(a) => forward::<(), Value>(a, "DELETE", plex_path(nsid, &label), None)
+                    .await
+                    .map(|_| ()),
+            };
+            if let Err(e) = undone {
+                warn!(node = %p.node, nsid, "undoing a plex: {}", e.message);
+            }
+        }
+    }
+    recorded
 }
 
 /// A peer call on the blocking pool.
@@ -297,7 +411,27 @@ async fn show_volume(
     State(app): State<Arc<AppState>>,
     UrlPath(name): UrlPath<String>,
 ) -> Result<Json<Volume>, ApiError> {
-    with_manager(app, move |m| m.show(&name)).await.map(Json)
+    let n = name.clone();
+    let (v, there) = with_manager(app, move |m| {
+        let v = m.show(&n)?;
+        Ok((v, m.mirror_attached_elsewhere(&n)))
+    })
+    .await?;
+    // A mirrored volume attached on another appliance: that appliance's
+    // card knows its plexes now.
+    match there {
+        Some(address) => {
+            let path = format!("/peer/v1/volumes/{name}");
+            match forward::<(), Volume>(address, "GET", path, None).await {
+                Ok(live) => Ok(Json(live)),
+                Err(e) => {
+                    warn!(volume = %name, "asking the appliance it is attached on: {}", e.message);
+                    Ok(Json(v))
+                }
+            }
+        }
+        None => Ok(Json(v)),
+    }
 }
 
 #[derive(Deserialize)]

@@ -3,7 +3,7 @@
 //! `/dev/dia`.
 
 use dia::{Identity, Namespace, NewPort, Pool, Port, PortSettings, Stats};
-use dia_abi::card::QosSettings;
+use dia_abi::card::{MirrorNamespaceCreate, MirrorStatus, QosSettings};
 
 /// What the daemon needs from a card.
 pub trait CardDevice: Send + Sync + 'static {
@@ -23,6 +23,10 @@ pub trait CardDevice: Send + Sync + 'static {
         target: &dia::RemoteTarget,
         label: &str,
     ) -> Result<u32, dia::Error>;
+    /// A namespace whose data is kept in several plexes (mirrored).
+    fn create_mirror_namespace(&self, create: &MirrorNamespaceCreate) -> Result<u32, dia::Error>;
+    /// A mirrored namespace's plexes as the card sees them now.
+    fn mirror_status(&self, nsid: u32) -> Result<MirrorStatus, dia::Error>;
     fn delete_namespace(&self, nsid: u32) -> Result<(), dia::Error>;
     /// Attaches a namespace (its block device appears).
     fn attach_namespace(&self, nsid: u32) -> Result<(), dia::Error>;
@@ -68,6 +72,12 @@ impl CardDevice for dia::Card {
         label: &str,
     ) -> Result<u32, dia::Error> {
         dia::Card::create_remote_namespace(self, target, label)
+    }
+    fn create_mirror_namespace(&self, create: &MirrorNamespaceCreate) -> Result<u32, dia::Error> {
+        dia::Card::create_mirror_namespace(self, create)
+    }
+    fn mirror_status(&self, nsid: u32) -> Result<MirrorStatus, dia::Error> {
+        dia::Card::mirror_status(self, nsid)
     }
     fn delete_namespace(&self, nsid: u32) -> Result<(), dia::Error> {
         dia::Card::delete_namespace(self, nsid)

@@ -273,13 +273,14 @@ impl Manager {
     /// other appliances' cards reach it over NVMe/TCP.
     pub(crate) fn export_local_volumes(&self) {
         for v in &self.state.volumes {
-            if v.node.as_deref() != self.me() {
-                continue;
-            }
-            if let Ok(Some(ns)) = self.namespace_of(v) {
+            for (_, nsid) in v.copies().filter(|(n, _)| *n == self.me()) {
+                let ns = match self.card.namespace(nsid) {
+                    Ok(ns) if ns.label == v.name => ns,
+                    _ => continue,
+                };
                 if !ns.attached {
-                    if let Err(e) = self.card.attach_namespace(v.nsid) {
-                        warn!(volume = %v.name, "exporting the volume: {e}");
+                    if let Err(e) = self.card.attach_namespace(nsid) {
+                        warn!(volume = %v.name, nsid, "exporting the volume: {e}");
                     }
                 }
             }
@@ -534,7 +535,7 @@ impl Manager {
                     .state
                     .volumes
                     .iter()
-                    .filter(|v| v.node.as_deref() == Some(&m.name))
+                    .filter(|v| v.copies().any(|(n, _)| n == Some(m.name.as_str())))
                     .count();
                 MemberStatus {
                     name: m.name.clone(),
@@ -584,11 +585,22 @@ impl Manager {
             let known: Vec<&str> = self.state.members.iter().map(|m| m.name.as_str()).collect();
             return Err(ApiError::unknown("appliance", name, &known, ""));
         };
-        let held = self.state.volume_names(|v| v.node.as_deref() == Some(name));
+        let held = self
+            .state
+            .volume_names(|v| !v.mirrored() && v.node.as_deref() == Some(name));
         if !held.is_empty() {
             return Err(ApiError::conflict(format!(
                 "appliance '{name}' holds the only copy of volumes {}: delete or move them first",
                 held.join(", ")
+            )));
+        }
+        let copies = self
+            .state
+            .volume_names(|v| v.mirrored() && v.copies().any(|(n, _)| n == Some(name)));
+        if !copies.is_empty() {
+            return Err(ApiError::conflict(format!(
+                "appliance '{name}' holds a copy of mirrored volumes {}: delete them first",
+                copies.join(", ")
             )));
         }
         self.state.members.retain(|x| x.name != name);

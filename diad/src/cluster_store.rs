@@ -41,14 +41,16 @@ pub fn keys_of(s: &DesiredState) -> BTreeMap<String, String> {
     for v in &s.volumes {
         k.insert(format!("volumes/{}", v.name), json(v));
     }
-    let mut promised: BTreeMap<&str, u64> = BTreeMap::new();
-    for v in &s.volumes {
-        if let Some(node) = &v.node {
-            *promised.entry(node.as_str()).or_default() += v.size_bytes;
-        }
-    }
-    for (node, bytes) in promised {
-        k.insert(format!("claims/pool/{node}"), bytes.to_string());
+    let nodes: std::collections::BTreeSet<&str> = s
+        .volumes
+        .iter()
+        .flat_map(|v| v.copies().filter_map(|(n, _)| n))
+        .collect();
+    for node in nodes {
+        k.insert(
+            format!("claims/pool/{node}"),
+            s.promised_bytes(node).to_string(),
+        );
     }
     for c in &s.containers {
         k.insert(format!("containers/{}", c.name), json(c));
@@ -281,8 +283,23 @@ mod tests {
                 attachment: None,
                 node: Some(node.into()),
                 remote: None,
+                plexes: Vec::new(),
+                generation: 0,
             });
         }
+        // A mirrored volume takes room on each of its copies' appliances.
+        let mut m = s.volumes[0].clone();
+        m.name = "m".into();
+        m.size_bytes = 3;
+        m.plexes = ["n1", "n2"]
+            .iter()
+            .map(|n| crate::state::PlexState {
+                node: (*n).into(),
+                nsid: 2,
+                in_sync: true,
+            })
+            .collect();
+        s.volumes.push(m);
         s.networks.push(NetworkState {
             name: "blue".into(),
             vlan: 100,
@@ -317,8 +334,8 @@ mod tests {
     #[test]
     fn claims_cover_names_vlans_leases_and_pool_bytes() {
         let k = keys_of(&sample());
-        assert_eq!(k["claims/pool/n1"], "15");
-        assert_eq!(k["claims/pool/n2"], "7");
+        assert_eq!(k["claims/pool/n1"], "18");
+        assert_eq!(k["claims/pool/n2"], "10");
         assert_eq!(k["claims/vlan/100"], "blue");
         assert_eq!(k["claims/lease/blue/10.0.0.10"], "web:eth0");
         assert!(k.contains_key("volumes/a") && k.contains_key("members/n1"));

@@ -11,6 +11,7 @@ mod error;
 mod host;
 mod isolation;
 mod manager;
+mod mirrors;
 mod netconf;
 mod networks;
 mod peer;

@@ -34,6 +34,15 @@ pub enum Store {
         /// threads).
         rt: Handle,
     },
+    /// Unit tests of cluster logic: appliance `me` of a cluster whose
+    /// state is saved to a file.
+    #[cfg(test)]
+    TestCluster {
+        /// This appliance's name.
+        me: String,
+        /// The file.
+        path: PathBuf,
+    },
 }
 
 /// The card, the host and the desired state, kept in step.
@@ -64,6 +73,16 @@ impl Manager {
         }
     }
 
+    /// Unit tests: makes this appliance `me` of a cluster (state still in
+    /// the file).
+    #[cfg(test)]
+    pub(crate) fn use_test_cluster(&mut self, me: &str) {
+        self.store = Store::TestCluster {
+            me: me.into(),
+            path: self.path.clone(),
+        };
+    }
+
     /// The card.
     pub fn card(&self) -> &Arc<dyn CardDevice> {
         &self.card
@@ -74,6 +93,8 @@ impl Manager {
         match &self.store {
             Store::File(_) => None,
             Store::Cluster { me, .. } => Some(me),
+            #[cfg(test)]
+            Store::TestCluster { me, .. } => Some(me),
         }
     }
 
@@ -105,6 +126,9 @@ impl Manager {
     /// [`ApiError::raced`] when another appliance changed what it touches).
     pub(crate) fn save(&mut self) -> Result<(), ApiError> {
         match &mut self.store {
+            #[cfg(test)]
+            Store::TestCluster { path, .. } => state::save(path, &self.state)
+                .map_err(|e| ApiError::internal(format!("saving the state: {e:#}"))),
             Store::File(path) => state::save(path, &self.state)
                 .map_err(|e| ApiError::internal(format!("saving the state: {e:#}"))),
             Store::Cluster { store, rt, .. } => {

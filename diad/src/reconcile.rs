@@ -33,7 +33,7 @@ impl Manager {
             .state
             .volumes
             .iter()
-            .filter(|v| self.mine(v.node.as_deref()))
+            .filter(|v| self.mine(v.node.as_deref()) && !v.mirrored())
         {
             match by_id.get(&v.nsid).filter(|n| n.label == v.name) {
                 None => report.push(format!(
@@ -69,13 +69,21 @@ impl Manager {
                 }
             }
         }
+        // A mirrored volume's copies here (exported at the cluster's
+        // resume); its mirror namespace, where it is attached here, comes
+        // back with the card's pool.
+        for v in self.state.volumes.iter().filter(|v| v.mirrored()) {
+            for (_, nsid) in v.copies().filter(|(n, _)| self.mine(*n)) {
+                if by_id.get(&nsid).is_none_or(|n| n.label != v.name) {
+                    report.push(format!(
+                        "volume '{}': its copy here (namespace {nsid}) is not on the card",
+                        v.name
+                    ));
+                }
+            }
+        }
         for n in &all {
-            let owned = self
-                .state
-                .volumes
-                .iter()
-                .any(|v| self.mine(v.node.as_deref()) && v.nsid == n.nsid && v.name == n.label);
-            if !owned && !self.is_remote_here(n) {
+            if !self.owns(n) {
                 report.push(format!(
                     "orphan namespace {} (label '{}', {}) on the card: no volume owns it",
                     n.nsid,

@@ -80,8 +80,9 @@ impl DesiredState {
     pub fn promised_bytes(&self, node: &str) -> u64 {
         self.volumes
             .iter()
-            .filter(|v| v.node.as_deref() == Some(node))
-            .map(|v| v.size_bytes)
+            .flat_map(|v| v.copies().map(move |(n, _)| (n, v.size_bytes)))
+            .filter(|(n, _)| *n == Some(node))
+            .map(|(_, bytes)| bytes)
             .sum()
     }
 
@@ -135,10 +136,51 @@ pub struct VolumeState {
     /// appliance, before any cluster).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
-    /// While attached on another appliance than `node`: that appliance's
-    /// remote namespace (its card's nsid) reaching the data over NVMe/TCP.
+    /// While attached on another appliance than `node` (or, mirrored, on
+    /// any appliance): that appliance's remote or mirror namespace (its
+    /// card's nsid) reaching the data over NVMe/TCP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote: Option<RemoteAttachment>,
+    /// A mirrored volume's copies, on different appliances (empty: one
+    /// copy, `node`/`nsid`). The first is also `node`/`nsid`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plexes: Vec<PlexState>,
+    /// A mirrored volume: the generation its in-sync plexes were last in
+    /// sync at (the card's, recorded when it is detached).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub generation: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl VolumeState {
+    /// Whether it has more than one copy.
+    pub fn mirrored(&self) -> bool {
+        !self.plexes.is_empty()
+    }
+
+    /// Where its data is: each copy's appliance and namespace there.
+    pub fn copies(&self) -> impl Iterator<Item = (Option<&str>, u32)> + '_ {
+        let single = (!self.mirrored()).then_some((self.node.as_deref(), self.nsid));
+        single
+            .into_iter()
+            .chain(self.plexes.iter().map(|p| (Some(p.node.as_str()), p.nsid)))
+    }
+}
+
+/// One copy of a mirrored volume: an exported namespace of an appliance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlexState {
+    /// The appliance whose pool holds it.
+    pub node: String,
+    /// Its namespace on that appliance's card.
+    pub nsid: u32,
+    /// It holds every write up to the volume's generation (`false`: it
+    /// missed writes, or is new, and is copied in full at the next attach).
+    pub in_sync: bool,
 }
 
 /// A volume used on an appliance other than the one with its data.
@@ -304,6 +346,8 @@ mod tests {
             }),
             node: None,
             remote: None,
+            plexes: Vec::new(),
+            generation: 0,
         });
         st.containers.push(ContainerState {
             name: "c1".into(),

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use dia::api::CreateVolume;
 use dia::{Identity, Namespace, Pool};
-use dia_abi::card::QosSettings;
+use dia_abi::card::{MirrorNamespaceCreate, MirrorStatus, QosSettings};
 use nix::errno::Errno;
 
 use crate::card_device::CardDevice;
@@ -27,6 +27,8 @@ pub(crate) struct MemCard {
     pub(crate) ports: Mutex<Vec<dia::Port>>,
     /// What Identify answers; `None`: the card does not answer (a timeout).
     pub(crate) identity: Option<Identity>,
+    /// Mirrored namespaces' tables, as created.
+    pub(crate) mirrors: Mutex<HashMap<u32, MirrorNamespaceCreate>>,
 }
 
 impl Default for MemCard {
@@ -37,6 +39,7 @@ impl Default for MemCard {
             qos: Mutex::default(),
             ports: Mutex::default(),
             identity: Some(identity()),
+            mirrors: Mutex::default(),
         }
     }
 }
@@ -136,6 +139,35 @@ impl CardDevice for MemCard {
         });
         Ok(nsid)
     }
+    /// Records the table; the namespace is 1 GiB. Its plexes are in sync
+    /// as created (`PLEX_NEW` ones out of sync, every region behind).
+    fn create_mirror_namespace(&self, create: &MirrorNamespaceCreate) -> Result<u32, dia::Error> {
+        create.validate().map_err(|_| err(Errno::EINVAL))?;
+        let end = create.label.iter().position(|&b| b == 0).unwrap_or(64);
+        let label = String::from_utf8_lossy(&create.label[..end]).into_owned();
+        let nsid = self.create_remote_namespace(&create.plexes[0].target, &label)?;
+        self.mirrors.lock().unwrap().insert(nsid, *create);
+        Ok(nsid)
+    }
+    fn mirror_status(&self, nsid: u32) -> Result<MirrorStatus, dia::Error> {
+        let mirrors = self.mirrors.lock().unwrap();
+        let m = mirrors.get(&nsid).ok_or(err(Errno::EINVAL))?;
+        let regions = (1u64 << 30) >> dia_abi::card::MIRROR_REGION_SHIFT;
+        let mut st = MirrorStatus {
+            generation: m.generation,
+            regions,
+            plex_count: m.plex_count,
+            ..Default::default()
+        };
+        for (i, p) in m.plexes().iter().enumerate() {
+            st.plexes[i].path = dia_abi::card::REMOTE_PATH_LIVE;
+            if p.state == dia_abi::card::PLEX_NEW {
+                st.plexes[i].state = dia_abi::card::PLEX_OUT_OF_SYNC;
+                st.plexes[i].dirty_regions = regions;
+            }
+        }
+        Ok(st)
+    }
     fn delete_namespace(&self, nsid: u32) -> Result<(), dia::Error> {
         let mut ns = self.ns.lock().unwrap();
         let i = ns
@@ -147,6 +179,7 @@ impl CardDevice for MemCard {
         }
         ns.remove(i);
         self.qos.lock().unwrap().remove(&nsid);
+        self.mirrors.lock().unwrap().remove(&nsid);
         Ok(())
     }
     fn attach_namespace(&self, nsid: u32) -> Result<(), dia::Error> {
@@ -303,5 +336,6 @@ pub(crate) fn vol(name: &str, size: u64) -> CreateVolume {
         tier: None,
         node: None,
         label: None,
+        mirrors: None,
     }
 }

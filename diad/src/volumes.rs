@@ -5,7 +5,9 @@
 
 use std::collections::HashMap;
 
-use dia::api::{check_name, format_size, lba_shift, Attachment, CreateVolume, Volume, VolumeList};
+use dia::api::{
+    check_name, format_size, lba_shift, Attachment, CreateVolume, TierSpec, Volume, VolumeList,
+};
 use dia::Namespace;
 use dia_abi::card::NAMESPACE_MAX_BYTES;
 use nix::errno::Errno;
@@ -63,7 +65,19 @@ impl Manager {
                 (Some(_), Some(r)) => Some(r.node.clone()),
                 (Some(_), None) => v.node.clone(),
             },
+            plexes: Vec::new(),
+            health: None,
         }
+    }
+
+    /// A mirrored volume as this appliance sees it: its device here when
+    /// it is attached here, and its plexes.
+    fn mirror_view(&self, v: &VolumeState) -> Volume {
+        let mut view = self.remote_view(v);
+        let (plexes, health) = self.plex_views(v);
+        view.plexes = plexes;
+        view.health = Some(health);
+        view
     }
 
     /// A volume whose data is on another appliance, as this one sees it:
@@ -106,25 +120,31 @@ impl Manager {
         })
     }
 
+    /// Whether card namespace `n` is one of this appliance's for a
+    /// volume: its data (a copy of it), or the remote or mirror namespace
+    /// reaching it from here.
+    pub(crate) fn owns(&self, n: &Namespace) -> bool {
+        self.state.volumes.iter().any(|v| {
+            v.name == n.label && v.copies().any(|(node, id)| self.mine(node) && id == n.nsid)
+        }) || self.is_remote_here(n)
+    }
+
     /// Every volume, and the card's namespaces no volume owns.
     pub fn list(&self) -> VolumeList {
         let here = |v: &VolumeState| self.mine(v.node.as_deref());
         match self.card.namespaces() {
             Ok(all) => {
                 let by_id: HashMap<u32, &Namespace> = all.iter().map(|n| (n.nsid, n)).collect();
-                let owned = |n: &Namespace| {
-                    self.state
-                        .volumes
-                        .iter()
-                        .any(|v| here(v) && v.nsid == n.nsid && v.name == n.label)
-                        || self.is_remote_here(n)
-                };
+                let owned = |n: &Namespace| self.owns(n);
                 VolumeList {
                     volumes: self
                         .state
                         .volumes
                         .iter()
                         .map(|v| {
+                            if v.mirrored() {
+                                return self.mirror_view(v);
+                            }
                             if !here(v) {
                                 return self.remote_view(v);
                             }
@@ -153,6 +173,9 @@ impl Manager {
     /// One volume.
     pub fn show(&self, name: &str) -> Result<Volume, ApiError> {
         let v = &self.state.volumes[self.volume_index(name)?];
+        if v.mirrored() {
+            return Ok(self.mirror_view(v));
+        }
         if !self.mine(v.node.as_deref()) {
             return Ok(self.remote_view(v));
         }
@@ -237,7 +260,8 @@ impl Manager {
     /// data, when that is another appliance.
     pub fn owner_elsewhere(&self, name: &str) -> Result<Option<String>, ApiError> {
         let v = &self.state.volumes[self.volume_index(name)?];
-        if self.mine(v.node.as_deref()) {
+        // A mirrored volume is deleted by whichever appliance is asked.
+        if v.mirrored() || self.mine(v.node.as_deref()) {
             return Ok(None);
         }
         let node = v.node.clone().unwrap_or_default();
@@ -263,9 +287,9 @@ impl Manager {
         }
     }
 
-    /// Creates a volume on this appliance: a thin namespace on the card,
-    /// detached (in a cluster: exported, so other appliances reach it).
-    pub fn create_here(&mut self, req: &CreateVolume) -> Result<Volume, ApiError> {
+    /// Checks a new volume's name, size, block size and tier; its block
+    /// size's log2 and the tier.
+    pub(crate) fn check_new(&self, req: &CreateVolume) -> Result<(u32, TierSpec), ApiError> {
         check_name("volume", &req.name).map_err(ApiError::bad_request)?;
         if self.state.volumes.iter().any(|v| v.name == req.name) {
             return Err(ApiError::conflict(format!(
@@ -293,7 +317,14 @@ impl Manager {
             .tier
             .clone()
             .unwrap_or_else(|| dia::api::DEFAULT_TIER.into());
-        let tier = self.tier(&tier_name)?.clone();
+        Ok((shift, self.tier(&tier_name)?.clone()))
+    }
+
+    /// Creates a volume on this appliance: a thin namespace on the card,
+    /// detached (in a cluster: exported, so other appliances reach it).
+    pub fn create_here(&mut self, req: &CreateVolume) -> Result<Volume, ApiError> {
+        let (shift, tier) = self.check_new(req)?;
+        let tier_name = tier.name.clone();
         let nsid = self
             .card
             .create_namespace(req.size_bytes, shift, &req.name)
@@ -317,6 +348,8 @@ impl Manager {
             attachment: None,
             node: self.here(),
             remote: None,
+            plexes: Vec::new(),
+            generation: 0,
         });
         if let Err(e) = self.check_room().and_then(|()| self.save()) {
             self.state.volumes.pop();
@@ -332,22 +365,33 @@ impl Manager {
     /// on it (pool bytes are claimed in etcd, so two appliances placing on
     /// one pool at once never overcommit it).
     fn check_room(&self) -> Result<(), ApiError> {
-        let Some(me) = self.me() else {
-            return Ok(());
-        };
-        let Some(m) = self.state.members.iter().find(|m| m.name == me) else {
-            return Ok(());
-        };
-        let promised = self.state.promised_bytes(me);
-        if promised > m.pool_bytes {
-            return Err(ApiError {
-                status: axum::http::StatusCode::INSUFFICIENT_STORAGE,
-                ..ApiError::conflict(format!(
-                    "appliance '{me}' has no room: its volumes would need {} of its {} pool",
-                    format_size(promised),
-                    format_size(m.pool_bytes)
-                ))
-            });
+        match self.me() {
+            Some(me) => self.check_room_of(&[me]),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the pools of appliances `nodes` can hold what is placed on
+    /// them.
+    pub(crate) fn check_room_of(&self, nodes: &[&str]) -> Result<(), ApiError> {
+        for m in self
+            .state
+            .members
+            .iter()
+            .filter(|m| nodes.contains(&m.name.as_str()))
+        {
+            let promised = self.state.promised_bytes(&m.name);
+            if promised > m.pool_bytes {
+                return Err(ApiError {
+                    status: axum::http::StatusCode::INSUFFICIENT_STORAGE,
+                    ..ApiError::conflict(format!(
+                        "appliance '{}' has no room: its volumes would need {} of its {} pool",
+                        m.name,
+                        format_size(promised),
+                        format_size(m.pool_bytes)
+                    ))
+                });
+            }
         }
         Ok(())
     }
@@ -385,6 +429,14 @@ impl Manager {
             }
             self.detach(name)?;
         }
+        if self.state.volumes[i].mirrored() {
+            // The cluster forgets it first, then its copies go.
+            let v = self.state.volumes.remove(i);
+            self.save()?;
+            self.delete_plexes(&v);
+            info!(volume = %name, copies = v.plexes.len(), "mirrored volume deleted");
+            return Ok(());
+        }
         let v = self.state.volumes[i].clone();
         let ns = self
             .namespace_of(&v)
@@ -413,21 +465,15 @@ impl Manager {
         Ok(())
     }
 
-    /// The remote namespace reaching volume `v` (on another appliance)
-    /// from this appliance's card: its nsid here.
-    fn connect_remote(&self, v: &VolumeState) -> Result<u32, ApiError> {
-        let node = v.node.as_deref().unwrap_or_default();
+    /// The NVMe/TCP target of namespace `nsid` of appliance `node` (every
+    /// clustered appliance's card exports its volumes).
+    pub(crate) fn target_of(&self, node: &str, nsid: u32) -> Result<dia::RemoteTarget, ApiError> {
         let owner = self
             .state
             .members
             .iter()
             .find(|m| m.name == node)
-            .ok_or_else(|| {
-                ApiError::conflict(format!(
-                    "volume '{}' is on appliance '{node}', which is not a member",
-                    v.name
-                ))
-            })?;
+            .ok_or_else(|| ApiError::conflict(format!("appliance '{node}' is not a member")))?;
         let fabric = owner.fabric.as_deref().ok_or_else(|| {
             ApiError::conflict(format!(
                 "appliance '{node}' has no fabric endpoint (diad --fabric-endpoint): its volumes are not reachable from other appliances"
@@ -441,11 +487,21 @@ impl Manager {
                     "appliance '{node}': bad fabric endpoint '{fabric}'"
                 ))
             })?;
-        let nqn = dia::volume_nqn(&owner.serial, v.nsid);
-        let target = dia::RemoteTarget::new(ip, port, 1, &nqn, 0).map_err(|e| {
+        let nqn = dia::volume_nqn(&owner.serial, nsid);
+        dia::RemoteTarget::new(ip, port, 1, &nqn, 0).map_err(|e| {
             ApiError::internal(format!(
                 "appliance '{node}': fabric endpoint '{fabric}': {e:?}"
             ))
+        })
+    }
+
+    /// The remote namespace reaching volume `v` (on another appliance)
+    /// from this appliance's card: its nsid here.
+    fn connect_remote(&self, v: &VolumeState) -> Result<u32, ApiError> {
+        let node = v.node.as_deref().unwrap_or_default();
+        let target = self.target_of(node, v.nsid).map_err(|e| ApiError {
+            message: format!("volume '{}': {}", v.name, e.message),
+            ..e
         })?;
         self.card
             .create_remote_namespace(&target, &v.name)
@@ -493,9 +549,12 @@ impl Manager {
         }
         let (pid, _) = self.resolve(&req.container)?;
         let v = self.state.volumes[i].clone();
-        let here = self.mine(v.node.as_deref());
+        // Its data is in this card's pool, used directly (a mirrored
+        // volume always goes through a mirror namespace).
+        let here = self.mine(v.node.as_deref()) && !v.mirrored();
         // The namespace on this card: the volume's own, or a remote one
-        // reaching it on the appliance with its data.
+        // reaching it on the appliance with its data, or a mirror one
+        // reaching all its copies.
         let nsid = if here {
             let ns = self
                 .namespace_of(&v)
@@ -510,7 +569,11 @@ impl Manager {
             }
             v.nsid
         } else {
-            let nsid = self.connect_remote(&v)?;
+            let nsid = if v.mirrored() {
+                self.connect_mirror(&v)?
+            } else {
+                self.connect_remote(&v)?
+            };
             // The tier holds for the container's I/O here, where it enters.
             let tier = self.tier(&v.tier).cloned();
             if let Err(e) = tier.and_then(|t| self.apply_tier(&v.name, nsid, &t)) {
@@ -683,6 +746,9 @@ impl Manager {
                     ApiError::card("detaching the namespace", e)
                 }
             })?;
+        }
+        if v.mirrored() && ns.is_some() {
+            self.record_plex_states(i, nsid);
         }
         if remote && ns.is_some() {
             if let Err(e) = self.card.delete_namespace(nsid) {

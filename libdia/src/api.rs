@@ -31,6 +31,46 @@ pub struct CreateVolume {
     /// In a cluster: only appliances with this label.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
+    /// In a cluster: copies ("plexes") on this many different appliances,
+    /// 1..=[`MAX_MIRRORS`] (default 1: one copy, not mirrored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirrors: Option<u32>,
+}
+
+/// Most copies of a mirrored volume (the card's plex table).
+pub const MAX_MIRRORS: u32 = dia_abi::card::MIRROR_MAX_PLEXES as u32;
+
+/// One copy of a mirrored volume, as `volume show` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlexView {
+    /// The appliance whose pool holds it.
+    pub node: String,
+    /// Its namespace on that appliance's card.
+    pub nsid: u32,
+    /// `in-sync`, `out-of-sync`, `resyncing`, or `new` (holds nothing of
+    /// the volume yet: copied in full at the next attach).
+    pub state: String,
+    /// Bytes it misses (regions written while it was away), while the
+    /// volume is attached and the plex is not in sync.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub behind_bytes: Option<u64>,
+    /// Bytes resyncs copied to it so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resync_bytes: Option<u64>,
+    /// Bytes per second of the running resync.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resync_rate: Option<u64>,
+    /// Seconds the running resync still needs at that rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta_seconds: Option<u64>,
+    /// The card's path to it (`live`, `down`, `idle`; `local` when it is
+    /// in the pool of the card the volume is attached on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Times it was taken out of sync (since the volume was attached).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub faults: Option<u64>,
 }
 
 /// A volume's block size unless told otherwise.
@@ -86,6 +126,13 @@ pub struct Volume {
     /// In a cluster: the appliance it is attached on, when it is attached.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attached_on: Option<String>,
+    /// A mirrored volume's copies (empty for a volume with one copy).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plexes: Vec<PlexView>,
+    /// A mirrored volume's health: `healthy` (every copy in sync),
+    /// `degraded` (at least one in sync, not all) or `failed` (none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<String>,
 }
 
 /// The tier every volume gets unless told otherwise.

@@ -3,8 +3,8 @@
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use dia::api::{
-    block_sizes_allowed, format_size, parse_size, Attachment, CreateVolume, SetTier, Volume,
-    VolumeList, DEFAULT_BLOCK_SIZE, NAME_MAX_LEN,
+    block_sizes_allowed, format_size, parse_size, Attachment, CreateVolume, PlexView, SetTier,
+    Volume, VolumeList, DEFAULT_BLOCK_SIZE, MAX_MIRRORS, NAME_MAX_LEN,
 };
 use dia::Stats;
 use dia_abi::card::lba_shift_of;
@@ -75,6 +75,11 @@ pub struct CreateArgs {
     /// In a cluster: only an appliance with this label.
     #[arg(long)]
     pub label: Option<String>,
+    /// In a cluster: keep this many copies, each on a different appliance
+    /// (writes go to every copy; the volume keeps working while one is
+    /// lost). With --node, the first copy goes there.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_MIRRORS)))]
+    pub mirrors: Option<u32>,
 }
 
 fn parse_block_size(s: &str) -> Result<u32, String> {
@@ -118,6 +123,7 @@ pub fn run(client: &Client, format: &Format, cmd: VolumeCommand) -> Result<()> {
                     tier: a.tier,
                     node: a.node,
                     label: a.label,
+                    mirrors: a.mirrors,
                 },
             )?;
             println!("{}", render_one(&v, format)?);
@@ -185,32 +191,94 @@ fn used(v: &Volume) -> String {
     v.used_bytes.map_or("-".into(), format_size)
 }
 
+/// A plex's progress in words: how far behind, and the resync's rate and
+/// time left.
+fn plex_progress(p: &PlexView) -> String {
+    let mut parts = Vec::new();
+    if let Some(b) = p.behind_bytes {
+        parts.push(format!("{} behind", format_size(b)));
+    }
+    if let Some(r) = p.resync_rate.filter(|&r| r > 0) {
+        parts.push(format!("{}/s", format_size(r)));
+    }
+    if let Some(s) = p.eta_seconds {
+        parts.push(format!("~{s} s left"));
+    }
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+fn render_plexes(v: &Volume) -> String {
+    output::table(
+        &[
+            "Copy on",
+            "Namespace",
+            "State",
+            "Progress",
+            "Resynced",
+            "Path",
+            "Faults",
+        ],
+        v.plexes
+            .iter()
+            .map(|p| {
+                vec![
+                    p.node.clone(),
+                    p.nsid.to_string(),
+                    p.state.clone(),
+                    plex_progress(p),
+                    p.resync_bytes.map_or("-".into(), format_size),
+                    p.path.clone().unwrap_or_else(|| "-".into()),
+                    p.faults.map_or("-".into(), |f| f.to_string()),
+                ]
+            })
+            .collect(),
+    )
+}
+
 fn render_one(v: &Volume, format: &Format) -> Result<String> {
+    if format.is_table() && !v.plexes.is_empty() {
+        let mut out = render_fields(v);
+        out.push_str(&format!(
+            "\nHealth: {} ({} copies)\n",
+            v.health.as_deref().unwrap_or("-"),
+            v.plexes.len()
+        ));
+        out.push_str(&render_plexes(v));
+        return Ok(out);
+    }
     Ok(match format {
         Format::Json | Format::Value(_) => output::data(v, format)?,
-        Format::Table => output::key_values(&[
-            ("Name", v.name.clone()),
-            ("Status", v.status.clone()),
-            (
-                "Size",
-                format!("{} ({} bytes)", format_size(v.size_bytes), v.size_bytes),
-            ),
-            ("Used", used(v)),
-            ("Block size", v.block_size.to_string()),
-            ("Namespace", v.nsid.to_string()),
-            ("Tier", v.tier.clone()),
-            ("Device", v.device.clone().unwrap_or_else(|| "-".into())),
-            ("Attached to", attachment(v)),
-            (
-                "Data on",
-                v.node.clone().unwrap_or_else(|| "this appliance".into()),
-            ),
-            (
-                "Attached on",
-                v.attached_on.clone().unwrap_or_else(|| "-".into()),
-            ),
-        ]),
+        Format::Table => render_fields(v),
     })
+}
+
+fn render_fields(v: &Volume) -> String {
+    output::key_values(&[
+        ("Name", v.name.clone()),
+        ("Status", v.status.clone()),
+        (
+            "Size",
+            format!("{} ({} bytes)", format_size(v.size_bytes), v.size_bytes),
+        ),
+        ("Used", used(v)),
+        ("Block size", v.block_size.to_string()),
+        ("Namespace", v.nsid.to_string()),
+        ("Tier", v.tier.clone()),
+        ("Device", v.device.clone().unwrap_or_else(|| "-".into())),
+        ("Attached to", attachment(v)),
+        (
+            "Data on",
+            v.node.clone().unwrap_or_else(|| "this appliance".into()),
+        ),
+        (
+            "Attached on",
+            v.attached_on.clone().unwrap_or_else(|| "-".into()),
+        ),
+    ])
 }
 
 fn render_stats(s: &Stats, format: &Format) -> Result<String> {
@@ -310,6 +378,8 @@ mod tests {
             tier: "gold".into(),
             node: None,
             attached_on: None,
+            plexes: Vec::new(),
+            health: None,
         }
     }
 
@@ -325,5 +395,45 @@ mod tests {
         };
         let t = render_list(&list, &Format::Table).unwrap();
         assert!(t.contains("db") && !t.contains("no volume owns"), "{t}");
+    }
+
+    #[test]
+    fn a_mirrored_volume_shows_each_copy() {
+        let mut v = vol();
+        v.health = Some("degraded".into());
+        v.plexes = vec![
+            PlexView {
+                node: "appliance-0".into(),
+                nsid: 2,
+                state: "in-sync".into(),
+                behind_bytes: None,
+                resync_bytes: Some(0),
+                resync_rate: None,
+                eta_seconds: None,
+                path: Some("local".into()),
+                faults: Some(0),
+            },
+            PlexView {
+                node: "appliance-2".into(),
+                nsid: 5,
+                state: "resyncing".into(),
+                behind_bytes: Some(40 << 20),
+                resync_bytes: Some(8 << 20),
+                resync_rate: Some(20 << 20),
+                eta_seconds: Some(2),
+                path: Some("live".into()),
+                faults: Some(1),
+            },
+        ];
+        let t = render_one(&v, &Format::Table).unwrap();
+        for want in [
+            "Health: degraded (2 copies)",
+            "appliance-2",
+            "resyncing",
+            "40 MiB behind, 20 MiB/s, ~2 s left",
+            "8 MiB",
+        ] {
+            assert!(t.contains(want), "missing {want} in\n{t}");
+        }
     }
 }
