@@ -178,3 +178,53 @@ mod tests {
         }
     }
 }
+
+/// The module declares the mirror structs `FromBytes`/`AsBytes` (kmod/abi.rs)
+/// on the ground that they have no padding: every field starts where the one
+/// before it ends and the last ends at the struct's size.
+#[cfg(test)]
+mod mirror_abi_layout {
+    use core::mem::{offset_of, size_of};
+
+    use dia_abi::card::{
+        MirrorNamespaceCreate, MirrorPlex, MirrorStatus, PlexStatus, RemoteTarget,
+    };
+    use dia_abi::ioctl::{DiaNsCreateMirror, DiaNsMirrorStatus};
+
+    /// `fields`: (offset, size) in declaration order.
+    fn contiguous(name: &str, size: usize, fields: &[(usize, usize)]) {
+        let mut end = 0;
+        for (i, &(offset, len)) in fields.iter().enumerate() {
+            assert_eq!(offset, end, "{name}: padding before field {i}");
+            end = offset + len;
+        }
+        assert_eq!(end, size, "{name}: padding at the end");
+    }
+
+    macro_rules! fields {
+        ($t:ty: $($f:ident),+) => {
+            contiguous(
+                stringify!($t),
+                size_of::<$t>(),
+                &[$((offset_of!($t, $f), {
+                    fn len<T>(_: fn(&$t) -> &T) -> usize { size_of::<T>() }
+                    len(|v: &$t| &v.$f)
+                })),+],
+            )
+        };
+    }
+
+    #[test]
+    fn mirror_structs_have_no_padding() {
+        fields!(RemoteTarget: addr, port, digests, reserved, nsid, subnqn);
+        fields!(MirrorPlex: target, state, reserved);
+        fields!(MirrorNamespaceCreate: label, generation, plex_count, reserved0, plexes, reserved);
+        fields!(DiaNsCreateMirror: nsid, reserved, create);
+        fields!(
+            PlexStatus: state, path, local, reserved, dirty_regions, resync_bytes,
+            resync_bytes_per_s, faults, reads, reserved1
+        );
+        fields!(MirrorStatus: generation, regions, plex_count, reserved, reserved1, plexes);
+        fields!(DiaNsMirrorStatus: nsid, reserved, status);
+    }
+}
