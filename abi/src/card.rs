@@ -976,8 +976,10 @@ pub struct IdentifyNamespace {
     /// dia, remote namespaces only: the card's path to the target now,
     /// `REMOTE_PATH_*` (0 for a local namespace).
     pub remote_path: u8,
-    /// Reserved, zero.
-    pub reserved3: u8,
+    /// dia: 1 when the namespace is mirrored (made by
+    /// [`ADMIN_CREATE_MIRROR_NS`]; [`LOG_MIRROR_STATUS`] tells its
+    /// plexes), else 0. Reserved (zero) before interface 1.5.
+    pub mirrored: u8,
     /// dia, remote namespaces only (zero otherwise): the target, as
     /// Create Remote Namespace gave it.
     pub remote_target: RemoteTarget,
@@ -1007,7 +1009,7 @@ impl Default for IdentifyNamespace {
             attached: 0,
             remote: 0,
             remote_path: 0,
-            reserved3: 0,
+            mirrored: 0,
             remote_target: RemoteTarget::ZERO,
             reserved2: [0; 3332],
         }

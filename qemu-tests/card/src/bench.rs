@@ -169,6 +169,7 @@ impl IoBench {
             Some(Arc::new(pool)),
             None,
             "nqn.2014-08.org.nvmexpress:uuid:bench".into(),
+            "bench",
         ));
         let sq = SubmissionQueue::new(1, IO_SQ, IO_DEPTH);
         let cq = Arc::new(Mutex::new(CompletionQueue::new(IO_CQ, IO_DEPTH, 1, true)));

@@ -117,6 +117,7 @@ impl Drop for Controller {
     /// once), so the I/O queues' engines, which stop next, wait for none
     /// of them.
     fn drop(&mut self) {
+        self.io.mirrors.stop_all();
         self.io.remotes.stop_all();
     }
 }
@@ -155,6 +156,7 @@ impl Controller {
             pool,
             cfg.fault,
             remote::host_nqn(&cfg.serial),
+            &cfg.serial,
         ));
         io.sched
             .lock()
@@ -173,6 +175,12 @@ impl Controller {
                             r,
                             Arc::downgrade(&io),
                         );
+                    }
+                    if ns.mirror.is_some() {
+                        // Mirrors come back with their plex states and
+                        // dirty regions; resyncs go on.
+                        io.mirrors
+                            .start(nsid, &ns, pool.clone(), Arc::downgrade(&io));
                     }
                 }
             }
@@ -441,6 +449,7 @@ impl Controller {
             abi::ADMIN_NS_ATTACHMENT => self.ns_attachment(sqe),
             abi::ADMIN_SET_QOS => self.set_qos(sqe),
             abi::ADMIN_CREATE_REMOTE_NS => self.create_remote_ns(sqe),
+            abi::ADMIN_CREATE_MIRROR_NS => self.create_mirror_ns(sqe),
             abi::ADMIN_CREATE_PORT => self.create_port(sqe),
             abi::ADMIN_DELETE_PORT => self.delete_port(sqe),
             abi::ADMIN_SET_PORT => self.set_port(sqe),
@@ -562,6 +571,13 @@ impl Controller {
                     id.remote_path = self.io.remotes.path(sqe.nsid);
                     id.remote_target = r.target;
                 }
+                if ns.mirror.is_some() {
+                    // The plexes' allocation is theirs to say; deallocated
+                    // blocks read as zeroes on every plex.
+                    id.nuse = 0;
+                    id.nsfeat = 1 << 2;
+                    id.mirrored = 1;
+                }
                 self.write_prp(sqe, pod_bytes(&id))
             }
             abi::IdentifyCns::ActiveNsList | abi::IdentifyCns::AllocatedNsList => {
@@ -593,6 +609,18 @@ impl Controller {
             }
             let stats = self.io.stats_of(sqe.nsid);
             return self.write_log(sqe, bytes, &stats);
+        }
+        if page.log == abi::LogId::MirrorStatus {
+            let pool = self.pool().ok_or(abi::STATUS_INVALID_FIELD)?;
+            let ns = pool
+                .namespace(sqe.nsid)
+                .ok_or(abi::STATUS_INVALID_NAMESPACE)?;
+            let status = self
+                .io
+                .mirrors
+                .status(sqe.nsid, &ns)
+                .ok_or(abi::STATUS_INVALID_FIELD)?;
+            return self.write_log(sqe, bytes, &status);
         }
         let pool = self.pool().ok_or(abi::STATUS_INVALID_FIELD)?;
         let u = pool.usage();
@@ -654,6 +682,16 @@ impl Controller {
                         .start(sqe.nsid, ns.size_blocks, ns.lba_shift, r, ctx);
                 } else {
                     self.io.remotes.stop(sqe.nsid);
+                }
+            }
+            if ns.mirror.is_some() {
+                if attach {
+                    if let Some(pool) = self.io.pool.clone() {
+                        let ctx = Arc::downgrade(&self.io);
+                        self.io.mirrors.start(sqe.nsid, &ns, pool, ctx);
+                    }
+                } else {
+                    self.io.mirrors.stop(sqe.nsid);
                 }
             }
         }
@@ -720,6 +758,60 @@ impl Controller {
             subnqn = target.subnqn_str().unwrap_or("?"),
             remote_nsid = target.nsid,
             "remote namespace created"
+        );
+        Ok(nsid)
+    }
+
+    /// Create Mirror Namespace: checks the request, looks at every plex
+    /// (on a thread of its own, while this one keeps the heartbeat going)
+    /// and records a detached mirrored namespace with their geometry.
+    fn create_mirror_ns(&mut self, sqe: &SubmissionEntry) -> Result<u32, u16> {
+        let Some(pool) = self.io.pool.clone() else {
+            return Err(abi::STATUS_INVALID_OPCODE);
+        };
+        let mut raw = vec![0u8; std::mem::size_of::<abi::MirrorNamespaceCreate>()];
+        self.read_prp(sqe, &mut raw)?;
+        let create: abi::MirrorNamespaceCreate = pod_from_bytes(&raw);
+        create.validate().map_err(|e| {
+            debug!("Create Mirror Namespace refused: {e:?}");
+            e.status()
+        })?;
+        if !pool.has_free_id() {
+            return Err(abi::STATUS_NS_ID_UNAVAILABLE);
+        }
+        let io = self.io.clone();
+        let p = pool.clone();
+        let probe = std::thread::Builder::new()
+            .name("mirror-probe".into())
+            .spawn(move || io.mirrors.probe(&create, &p))
+            .map_err(|e| {
+                error!("no thread for a mirror probe: {e}");
+                abi::STATUS_INTERNAL_ERROR
+            })?;
+        while !probe.is_finished() {
+            self.tick_heartbeat();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let (blocks, shift, record) = match probe.join() {
+            Ok(Ok(found)) => found,
+            Ok(Err((status, result))) => {
+                self.error_result = result;
+                return Err(status);
+            }
+            Err(_) => return Err(abi::STATUS_INTERNAL_ERROR),
+        };
+        let states: Vec<u8> = record.plexes.iter().map(|p| p.state).collect();
+        let generation = record.generation;
+        let nsid = pool
+            .create_mirror_namespace(blocks, shift, create.label, record)
+            .map_err(|e| e.status())?;
+        info!(
+            nsid,
+            blocks,
+            shift,
+            generation,
+            ?states,
+            "mirrored namespace created"
         );
         Ok(nsid)
     }

@@ -187,6 +187,10 @@ unsafe impl Pod for dia_abi::card::RemoteNamespaceCreate {}
 // SAFETY: as above.
 unsafe impl Pod for dia_abi::card::PoolStatus {}
 // SAFETY: as above.
+unsafe impl Pod for dia_abi::card::MirrorNamespaceCreate {}
+// SAFETY: as above.
+unsafe impl Pod for dia_abi::card::MirrorStatus {}
+// SAFETY: as above.
 unsafe impl Pod for dia_abi::card::DsmRange {}
 // SAFETY: as above.
 unsafe impl Pod for dia_abi::card::QosSettings {}

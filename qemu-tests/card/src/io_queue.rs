@@ -21,6 +21,7 @@ use tracing::{debug, warn};
 
 use crate::board::Board;
 use crate::fault::Fault;
+use crate::mirror::Mirrors;
 use crate::nvm;
 use crate::pool::Pool;
 use crate::qos::{Next, Scheduler};
@@ -126,6 +127,8 @@ pub(crate) struct IoContext {
     fault_seen: AtomicUsize,
     /// The attached remote namespaces' links to their targets.
     pub(crate) remotes: RemoteLinks,
+    /// The attached mirrored namespaces.
+    pub(crate) mirrors: Mirrors,
 }
 
 impl IoContext {
@@ -136,6 +139,7 @@ impl IoContext {
         pool: Option<Arc<Pool>>,
         fault: Option<Fault>,
         host_nqn: String,
+        serial: &str,
     ) -> Self {
         let fault =
             fault.filter(|f| matches!(f, Fault::LoseIo { .. } | Fault::DuplicateCompletion { .. }));
@@ -148,6 +152,7 @@ impl IoContext {
             epoch: Instant::now(),
             fault,
             fault_seen: AtomicUsize::new(0),
+            mirrors: Mirrors::new(host_nqn.clone(), serial),
             remotes: RemoteLinks::new(host_nqn),
         }
     }
@@ -471,6 +476,21 @@ fn complete(
     stop: &AtomicBool,
 ) -> Result<Option<u16>, String> {
     let started = Instant::now();
+    if let Some(mirror) = ctx.mirrors.get(p.sqe.nsid) {
+        let job = Job {
+            class,
+            p,
+            throttled,
+            started,
+        };
+        let job = match mirror.push(job) {
+            Ok(()) => return Ok(None),
+            Err(job) => job,
+        };
+        // Detached meanwhile: as a detached local namespace.
+        let status = abi::STATUS_NAMESPACE_NOT_READY;
+        return finish(ctx, class, job.p, status, started, throttled, stop);
+    }
     let (p, status) = match ctx.remotes.get(p.sqe.nsid) {
         Some(link) => {
             let job = Job {
@@ -493,6 +513,9 @@ fn complete(
             {
                 // Every namespace's completed writes, the remote ones' too.
                 status = ctx.remotes.flush_all();
+                if status == abi::STATUS_SUCCESS {
+                    status = ctx.mirrors.flush_all();
+                }
             }
             (p, status)
         }

@@ -30,6 +30,7 @@ pub mod fuzz;
 mod guest_memory;
 mod io_queue;
 mod ivshmem;
+mod mirror;
 mod net;
 mod nvm;
 mod pool;

@@ -63,7 +63,7 @@ use std::sync::{Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use dia_abi::card as abi;
 
 pub use error::{OpenError, StorageError};
-pub use mirror::{regions_of, MirrorRecord, PlexRecord, RegionSet, MAX_DIRTY_RANGES};
+pub use mirror::{regions_of, MirrorRecord, PlexRecord, RegionSet};
 
 /// log2 of the allocation unit (1 MiB).
 pub const CHUNK_SHIFT: u32 = 20;
