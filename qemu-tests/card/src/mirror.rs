@@ -1494,7 +1494,11 @@ impl Mirrors {
             return Some(m.status());
         }
         let rec = ns.mirror.as_ref()?;
-        Some(status_of(rec, regions_of(ns.size_blocks << ns.lba_shift)))
+        let mut s = status_of(rec, regions_of(ns.size_blocks << ns.lba_shift));
+        for (out, p) in s.plexes.iter_mut().zip(&rec.plexes) {
+            out.local = u8::from(self.local_nsid(&p.target).is_some());
+        }
+        Some(s)
     }
 
     /// Create Mirror Namespace's look at the plexes (on a thread of the

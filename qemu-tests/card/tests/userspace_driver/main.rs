@@ -5,7 +5,8 @@
 //! I/O queue management, that malformed commands get an error status while
 //! the card keeps serving, and the storage path: namespaces, I/O on several
 //! queues at once, data surviving a firmware crash and restart, and remote
-//! namespaces served from another card's NVMe/TCP target.
+//! namespaces served from another card's NVMe/TCP target, and mirrored
+//! namespaces whose plexes are other cards' exports and the card's own pool.
 //!
 //! `driver` is the card and its admin queue, `io` and `port` what the
 //! storage and network tests drive; the queue and port ring bookkeeping is
@@ -16,6 +17,7 @@
 mod admin;
 mod driver;
 mod io;
+mod mirror;
 mod network;
 mod port;
 mod remote;

@@ -31,8 +31,8 @@ fn volume_nqn(nsid: u32) -> String {
 /// A TCP proxy in front of a target: the network between the cards, which
 /// `cut` takes down (listener closed, every connection shut) and
 /// `restore` brings back on the same port.
-struct Proxy {
-    addr: SocketAddr,
+pub(crate) struct Proxy {
+    pub(crate) addr: SocketAddr,
     upstream: SocketAddr,
     /// Set while up; the accept loop ends when it clears.
     up: Arc<AtomicBool>,
@@ -42,7 +42,7 @@ struct Proxy {
 }
 
 impl Proxy {
-    fn start(upstream: SocketAddr) -> Self {
+    pub(crate) fn start(upstream: SocketAddr) -> Self {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let mut p = Self {
             addr: l.local_addr().unwrap(),
@@ -83,7 +83,7 @@ impl Proxy {
     }
 
     /// The network fails: nothing gets through, new connections are refused.
-    fn cut(&mut self) {
+    pub(crate) fn cut(&mut self) {
         self.up.store(false, Ordering::Release);
         // The accept loop ends and drops the listener.
         if let Some(t) = self.accept.take() {
@@ -95,7 +95,7 @@ impl Proxy {
     }
 
     /// The network is back, on the same address.
-    fn restore(&mut self) {
+    pub(crate) fn restore(&mut self) {
         let l = TcpListener::bind(self.addr).unwrap();
         self.serve(l);
     }
@@ -128,14 +128,19 @@ fn pump(mut from: TcpStream, mut to: TcpStream) {
 /// Card A with namespace 1 (attached, [`BLOCKS`] blocks of 4 KiB) exported
 /// by its target; `pool` is what the target serves (set it to `None`
 /// while A's firmware is dead, as the firmware process's target would).
-struct Exporter {
-    card: PooledCard,
-    pool: Arc<Mutex<Option<Arc<Pool>>>>,
-    target: SocketAddr,
+pub(crate) struct Exporter {
+    pub(crate) card: PooledCard,
+    pub(crate) pool: Arc<Mutex<Option<Arc<Pool>>>>,
+    pub(crate) target: SocketAddr,
 }
 
 impl Exporter {
     fn start(name: &str) -> Self {
+        Self::start_as(name, TARGET_SERIAL)
+    }
+
+    /// As `start`, the target's subsystems named after `serial`.
+    pub(crate) fn start_as(name: &str, serial: &str) -> Self {
         let mut card = PooledCard::start(name);
         assert_eq!(create_attached_ns(&mut card, BLOCKS, 12, "exported"), 1);
         let pool = Arc::new(Mutex::new(card.fw.pool()));
@@ -143,7 +148,7 @@ impl Exporter {
         let target = serve_fabric(
             FabricConfig {
                 listen: "127.0.0.1:0".parse().unwrap(),
-                serial: TARGET_SERIAL.into(),
+                serial: serial.into(),
                 advertise: None,
                 max_connections: 32,
             },
@@ -188,7 +193,14 @@ fn create_remote(d: &mut TestDriver, create: &abi::RemoteNamespaceCreate) -> abi
 
 /// Writes `data` (whole 4 KiB blocks, at most 64 KiB) at `slba` of `nsid`
 /// through `q`; the status.
-fn write_blocks(d: &TestDriver, q: &mut IoQ, nsid: u32, slba: u64, data: &[u8], fua: bool) -> u16 {
+pub(crate) fn write_blocks(
+    d: &TestDriver,
+    q: &mut IoQ,
+    nsid: u32,
+    slba: u64,
+    data: &[u8],
+    fua: bool,
+) -> u16 {
     let blocks = (data.len() / 4096) as u32;
     d.mem.write(WBUF, data).unwrap();
     let (p1, p2) = prps(d, WBUF, u64::from(blocks), PRP_LIST);
@@ -203,7 +215,13 @@ fn write_blocks(d: &TestDriver, q: &mut IoQ, nsid: u32, slba: u64, data: &[u8], 
 }
 
 /// Reads through `q`, returning the status and the bytes.
-fn try_read(d: &TestDriver, q: &mut IoQ, nsid: u32, slba: u64, blocks: u32) -> (u16, Vec<u8>) {
+pub(crate) fn try_read(
+    d: &TestDriver,
+    q: &mut IoQ,
+    nsid: u32,
+    slba: u64,
+    blocks: u32,
+) -> (u16, Vec<u8>) {
     let len = 4096 * blocks as usize;
     d.mem.write(RBUF, &vec![0xee; len]).unwrap();
     let (p1, p2) = prps(d, RBUF, u64::from(blocks), PRP_LIST + 0x3000);
@@ -213,7 +231,7 @@ fn try_read(d: &TestDriver, q: &mut IoQ, nsid: u32, slba: u64, blocks: u32) -> (
     (status, back)
 }
 
-fn flush(d: &TestDriver, q: &mut IoQ, nsid: u32) -> u16 {
+pub(crate) fn flush(d: &TestDriver, q: &mut IoQ, nsid: u32) -> u16 {
     q.run(d, rw(abi::IO_FLUSH, nsid, 0, 1, 0, 0))
 }
 
