@@ -984,7 +984,13 @@ pub struct IdentifyNamespace {
     /// Create Remote Namespace gave it.
     pub remote_target: RemoteTarget,
     /// Reserved, zero.
-    pub reserved2: [u8; 3332],
+    pub reserved4: [u8; 4],
+    /// dia, a local namespace that is a plex of a mirror (interface 1.5):
+    /// what the mirror last told it ([`ADMIN_SET_PLEX_RECORD`]); zero
+    /// otherwise.
+    pub plex_record: PlexRecord,
+    /// Reserved, zero.
+    pub reserved2: [u8; 3280],
 }
 const _: () = assert!(core::mem::size_of::<IdentifyNamespace>() == IDENTIFY_SIZE);
 const _: () = assert!(core::mem::offset_of!(IdentifyNamespace, lbaf0) == 128);
@@ -992,6 +998,7 @@ const _: () = assert!(core::mem::offset_of!(IdentifyNamespace, label) == 384);
 const _: () = assert!(core::mem::offset_of!(IdentifyNamespace, attached) == 448);
 const _: () = assert!(core::mem::offset_of!(IdentifyNamespace, remote) == 449);
 const _: () = assert!(core::mem::offset_of!(IdentifyNamespace, remote_target) == 452);
+const _: () = assert!(core::mem::offset_of!(IdentifyNamespace, plex_record) == 768);
 
 impl Default for IdentifyNamespace {
     fn default() -> Self {
@@ -1011,7 +1018,13 @@ impl Default for IdentifyNamespace {
             remote_path: 0,
             mirrored: 0,
             remote_target: RemoteTarget::ZERO,
-            reserved2: [0; 3332],
+            reserved4: [0; 4],
+            plex_record: PlexRecord {
+                generation: 0,
+                in_sync: [0; MIRROR_MAX_PLEXES],
+                reserved: [0; 8],
+            },
+            reserved2: [0; 3280],
         }
     }
 }
@@ -1652,6 +1665,84 @@ pub const PLEX_RESYNCING: u8 = 2;
 /// a live volume, or a rebuild on another appliance): every region is
 /// copied to it (full resync); reported as out of sync or resyncing.
 pub const PLEX_NEW: u8 = 3;
+
+/// Set Mirror Plexes (dia vendor admin command, host-to-card data):
+/// SQE.nsid = a mirrored namespace (attached or not); PRP1 points at a
+/// [`MirrorNamespaceCreate`] (4 KiB page) with the new plex table (its
+/// label and generation ignored). A plex whose target is in the current
+/// table keeps its state and the regions it misses (give it as
+/// [`PLEX_IN_SYNC`]); a target not in the current table is a new plex and
+/// must be [`PLEX_NEW`]: the card copies every region to it, live, and
+/// takes it into the writes as that copy goes; a current plex missing from
+/// the new table is dropped at once (its writes stop). The new order is the
+/// status page's from then on; the generation goes up by one. Errors:
+/// [`MirrorNamespaceCreate::validate`]'s ([`STATUS_INVALID_FIELD`], also for
+/// a new plex given in sync), [`STATUS_INVALID_FIELD`] for a namespace that
+/// is not mirrored, [`STATUS_MIRROR_LAST_COPY`] when no plex in sync now
+/// would be left.
+pub const ADMIN_SET_MIRROR_PLEXES: u8 = 0xce;
+/// dia (command specific, Set Mirror Plexes): the change would leave the
+/// mirror without a plex that is in sync now.
+pub const STATUS_MIRROR_LAST_COPY: u16 = 0x1c6;
+/// dia (command specific, Create Mirror Namespace): the plexes' records
+/// ([`PlexRecord`]) say a newer copy exists than any reachable one, or
+/// that a plex the newest copy counted as in sync cannot be reached: the
+/// card refuses rather than serve data that may be stale.
+pub const STATUS_MIRROR_STALE: u16 = 0x1c7;
+
+/// What a mirror tells each of its in-sync plexes whenever its set of
+/// in-sync plexes changes (before it completes a write without a plex
+/// that left it), kept by the plex's card with the exported namespace and
+/// reported in its Identify Namespace (`plex_record`): the mirror's
+/// generation and which plexes were in sync at it. Create Mirror
+/// Namespace reads every reachable plex's record and serves only from
+/// the newest (48 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PlexRecord {
+    /// The mirror's generation (0: the namespace was never a plex).
+    pub generation: u64,
+    /// [`plex_key`] of each plex in sync at `generation`, 0 for none.
+    pub in_sync: [u64; MIRROR_MAX_PLEXES],
+    /// Reserved, zero.
+    pub reserved: [u8; 8],
+}
+const _: () = assert!(core::mem::size_of::<PlexRecord>() == 48);
+
+/// A plex's key in a [`PlexRecord`]: FNV-1a (64 bit) over the target's
+/// subsystem NQN (its text), a NUL, and its nsid (4 bytes little-endian);
+/// never 0 (0 maps to 1). The address and port are not part of it (an
+/// appliance may move).
+pub fn plex_key(target: &RemoteTarget) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let nqn_len = target
+        .subnqn
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(NQN_FIELD_LEN);
+    let nsid = target.nsid.to_le_bytes();
+    let bytes = target.subnqn[..nqn_len]
+        .iter()
+        .chain(core::iter::once(&0u8))
+        .chain(nsid.iter());
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    if h == 0 {
+        1
+    } else {
+        h
+    }
+}
+
+/// Set Plex Record (dia vendor admin command, host-to-card data, sent by
+/// a mirror's card over NVMe/TCP to a plex's target, or by a driver):
+/// SQE.nsid = the namespace (a local namespace of the pool); PRP1 (or the
+/// capsule's data) holds a [`PlexRecord`]. The card makes it durable
+/// before it completes. Errors: [`STATUS_INVALID_FIELD`] (reserved bytes,
+/// a remote or mirrored namespace), Invalid Namespace.
+pub const ADMIN_SET_PLEX_RECORD: u8 = 0xcf;
 
 /// One plex of [`MirrorNamespaceCreate`] (320 bytes).
 #[repr(C)]

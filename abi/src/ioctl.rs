@@ -349,6 +349,32 @@ pub const DIA_IOC_NS_CREATE_MIRROR: u32 = ioc(
     core::mem::size_of::<DiaNsCreateMirror>(),
 );
 
+/// Argument of `DIA_IOC_NS_SET_MIRROR` (ABI 6): a mirrored namespace's
+/// new plex table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DiaNsSetMirror {
+    /// In: the mirrored namespace.
+    pub nsid: u32,
+    /// Reserved, zero.
+    pub reserved: u32,
+    /// In: the new plex table (label and generation ignored), checked
+    /// with [`super::card::MirrorNamespaceCreate::validate`].
+    pub plexes: super::card::MirrorNamespaceCreate,
+}
+const _: () = assert!(core::mem::size_of::<DiaNsSetMirror>() == 1544);
+
+/// `DIA_IOC_NS_SET_MIRROR`: add, drop or replace plexes of a mirrored
+/// namespace, live (card command Set Mirror Plexes). `EINVAL` for a
+/// malformed table, a new plex not given as new, or a namespace that is
+/// not mirrored; `ENOENT` for no such namespace; `EBUSY` when no in-sync
+/// plex would be left; `EOPNOTSUPP` on a card without it.
+pub const DIA_IOC_NS_SET_MIRROR: u32 = ioc(
+    IOC_READ | IOC_WRITE,
+    0x1c,
+    core::mem::size_of::<DiaNsSetMirror>(),
+);
+
 /// Argument of `DIA_IOC_NS_MIRROR_STATUS` (ABI 6).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -206,5 +206,20 @@ fn identify_namespace_carries_the_remote_target_in_reserved_space() {
     assert_eq!((id.remote, id.remote_path), (0, REMOTE_PATH_IDLE));
     assert_eq!(id.remote_target, RemoteTarget::ZERO);
     assert_eq!(std::mem::offset_of!(IdentifyNamespace, remote_path), 450);
-    assert_eq!(std::mem::offset_of!(IdentifyNamespace, reserved2), 764);
+    assert_eq!(std::mem::offset_of!(IdentifyNamespace, reserved4), 764);
+    assert_eq!(std::mem::offset_of!(IdentifyNamespace, plex_record), 768);
+    assert_eq!(std::mem::offset_of!(IdentifyNamespace, reserved2), 816);
+    assert_eq!(id.plex_record, PlexRecord::default());
+}
+
+#[test]
+fn plex_keys_depend_on_the_nqn_and_nsid_only() {
+    let a = RemoteTarget::new("10.0.0.1", 4420, 1, "nqn.2026-12.io.dia:S1:ns3", 0).unwrap();
+    let moved = RemoteTarget::new("10.9.9.9", 4421, 1, "nqn.2026-12.io.dia:S1:ns3", 0).unwrap();
+    let other = RemoteTarget::new("10.0.0.1", 4420, 1, "nqn.2026-12.io.dia:S1:ns4", 0).unwrap();
+    let ns2 = RemoteTarget::new("10.0.0.1", 4420, 2, "nqn.2026-12.io.dia:S1:ns3", 0).unwrap();
+    assert_eq!(plex_key(&a), plex_key(&moved));
+    assert_ne!(plex_key(&a), plex_key(&other));
+    assert_ne!(plex_key(&a), plex_key(&ns2));
+    assert_ne!(plex_key(&a), 0);
 }
