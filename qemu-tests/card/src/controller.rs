@@ -450,6 +450,8 @@ impl Controller {
             abi::ADMIN_SET_QOS => self.set_qos(sqe),
             abi::ADMIN_CREATE_REMOTE_NS => self.create_remote_ns(sqe),
             abi::ADMIN_CREATE_MIRROR_NS => self.create_mirror_ns(sqe),
+            abi::ADMIN_SET_MIRROR_PLEXES => self.set_mirror_plexes(sqe),
+            abi::ADMIN_SET_PLEX_RECORD => self.set_plex_record(sqe),
             abi::ADMIN_CREATE_PORT => self.create_port(sqe),
             abi::ADMIN_DELETE_PORT => self.delete_port(sqe),
             abi::ADMIN_SET_PORT => self.set_port(sqe),
@@ -558,6 +560,7 @@ impl Controller {
                     ..IdentifyNamespace::default()
                 };
                 id.label = ns.label;
+                id.plex_record = ns.plex_record;
                 if let Some(r) = &ns.remote {
                     // What the target allocates is the target's to say:
                     // not thin as far as this card knows, nothing used here.
@@ -783,7 +786,7 @@ impl Controller {
         let p = pool.clone();
         let probe = std::thread::Builder::new()
             .name("mirror-probe".into())
-            .spawn(move || io.mirrors.probe(&create, &p))
+            .spawn(move || io.mirrors.create(&create, &p))
             .map_err(|e| {
                 error!("no thread for a mirror probe: {e}");
                 abi::STATUS_INTERNAL_ERROR
@@ -792,7 +795,7 @@ impl Controller {
             self.tick_heartbeat();
             std::thread::sleep(Duration::from_millis(5));
         }
-        let (blocks, shift, record) = match probe.join() {
+        let (nsid, record) = match probe.join() {
             Ok(Ok(found)) => found,
             Ok(Err((status, result))) => {
                 self.error_result = result;
@@ -801,19 +804,73 @@ impl Controller {
             Err(_) => return Err(abi::STATUS_INTERNAL_ERROR),
         };
         let states: Vec<u8> = record.plexes.iter().map(|p| p.state).collect();
-        let generation = record.generation;
-        let nsid = pool
-            .create_mirror_namespace(blocks, shift, create.label, record)
-            .map_err(|e| e.status())?;
         info!(
             nsid,
-            blocks,
-            shift,
-            generation,
+            generation = record.generation,
             ?states,
             "mirrored namespace created"
         );
         Ok(nsid)
+    }
+
+    /// Set Mirror Plexes: checks the table, then (on a thread of its own,
+    /// while this one keeps the heartbeat going) the mirror takes it.
+    fn set_mirror_plexes(&mut self, sqe: &SubmissionEntry) -> Result<u32, u16> {
+        let Some(pool) = self.io.pool.clone() else {
+            return Err(abi::STATUS_INVALID_OPCODE);
+        };
+        let ns = pool
+            .namespace(sqe.nsid)
+            .ok_or(abi::STATUS_INVALID_NAMESPACE)?;
+        if ns.mirror.is_none() {
+            return Err(abi::STATUS_INVALID_FIELD);
+        }
+        let mut raw = vec![0u8; std::mem::size_of::<abi::MirrorNamespaceCreate>()];
+        self.read_prp(sqe, &mut raw)?;
+        let table: abi::MirrorNamespaceCreate = pod_from_bytes(&raw);
+        // Its label and generation are not used.
+        table.validate().map_err(|e| {
+            debug!("Set Mirror Plexes refused: {e:?}");
+            e.status()
+        })?;
+        let io = self.io.clone();
+        let nsid = sqe.nsid;
+        let work = std::thread::Builder::new()
+            .name("mirror-set".into())
+            .spawn(move || io.mirrors.set_plexes(nsid, &table, &pool))
+            .map_err(|e| {
+                error!("no thread for Set Mirror Plexes: {e}");
+                abi::STATUS_INTERNAL_ERROR
+            })?;
+        while !work.is_finished() {
+            self.tick_heartbeat();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        match work.join() {
+            Ok(r) => r.map(|()| 0),
+            Err(_) => Err(abi::STATUS_INTERNAL_ERROR),
+        }
+    }
+
+    /// Set Plex Record: a local namespace's record as a mirror's plex,
+    /// durable before the completion.
+    fn set_plex_record(&mut self, sqe: &SubmissionEntry) -> Result<u32, u16> {
+        let pool = self.pool().ok_or(abi::STATUS_INVALID_OPCODE)?;
+        if pool.namespace(sqe.nsid).is_none() {
+            return Err(abi::STATUS_INVALID_NAMESPACE);
+        }
+        let mut raw = vec![0u8; std::mem::size_of::<abi::PlexRecord>()];
+        self.read_prp(sqe, &mut raw)?;
+        let record: abi::PlexRecord = pod_from_bytes(&raw);
+        let pool = self.pool().ok_or(abi::STATUS_INVALID_OPCODE)?;
+        pool.set_plex_record(sqe.nsid, record)
+            .map_err(|e| e.status())?;
+        info!(
+            nsid = sqe.nsid,
+            generation = record.generation,
+            "plex record set"
+        );
+        Ok(0)
     }
 
     /// Set QoS: validates, admits the floors against the card's capacity,

@@ -191,6 +191,8 @@ unsafe impl Pod for dia_abi::card::MirrorNamespaceCreate {}
 // SAFETY: as above.
 unsafe impl Pod for dia_abi::card::MirrorStatus {}
 // SAFETY: as above.
+unsafe impl Pod for dia_abi::card::PlexRecord {}
+// SAFETY: as above.
 unsafe impl Pod for dia_abi::card::DsmRange {}
 // SAFETY: as above.
 unsafe impl Pod for dia_abi::card::QosSettings {}

@@ -193,6 +193,17 @@ enum Stop {
     Drain,
     /// The firmware stops as in a crash: queued commands are dropped.
     Abort,
+    /// Set Mirror Plexes: the workers finish the commands they run and
+    /// leave the queued ones to the mirror that takes over (the
+    /// successor), the resync stops; sessions stay open.
+    Handover,
+}
+
+impl Stop {
+    /// Commands end (Drain, Abort), rather than wait for a successor.
+    fn ends(s: Option<Self>) -> bool {
+        matches!(s, Some(Self::Drain | Self::Abort))
+    }
 }
 
 /// Guest memory pieces of a transfer (address, length).
@@ -289,8 +300,13 @@ pub(crate) struct Mirror {
     regions: u32,
     pool: Arc<Pool>,
     ctx: Weak<IoContext>,
-    plexes: Vec<Plex>,
+    plexes: Vec<Arc<Plex>>,
     state: Mutex<State>,
+    /// The generation whose plex record every in-sync plex took (0: none
+    /// yet in this run); held while records are sent.
+    published: Mutex<u64>,
+    /// After a handover: the mirror the queued commands go to.
+    successor: Mutex<Option<Arc<Mirror>>>,
     /// Signalled when writers, copies, plex states or `stop` change.
     changed: Condvar,
     jobs: Mutex<VecDeque<Job>>,
@@ -335,10 +351,17 @@ impl Mirror {
 
     /// Hands a command over; gives it back if the mirror stops.
     pub(crate) fn push(&self, job: Job) -> Result<(), Box<Job>> {
-        if self.stopping().is_some() {
+        let mut jobs = lock(&self.jobs);
+        let next = lock(&self.successor).clone();
+        if let Some(next) = next {
+            drop(jobs);
+            return next.push(job);
+        }
+        if Stop::ends(self.stopping()) {
             return Err(Box::new(job));
         }
-        lock(&self.jobs).push_back(job);
+        jobs.push_back(job);
+        drop(jobs);
         self.more.notify_one();
         Ok(())
     }
@@ -348,6 +371,10 @@ impl Mirror {
             let job = {
                 let mut jobs = lock(&self.jobs);
                 loop {
+                    if self.stopping() == Some(Stop::Handover) {
+                        // Queued commands go to the successor.
+                        return;
+                    }
                     if let Some(j) = jobs.pop_front() {
                         break j;
                     }
@@ -364,7 +391,8 @@ impl Mirror {
             match self.stopping() {
                 Some(Stop::Abort) => job.p.discard(),
                 Some(Stop::Drain) => self.post(job, abi::STATUS_NAMESPACE_NOT_READY),
-                None => self.run(job),
+                // Popped before the handover began: run here.
+                Some(Stop::Handover) | None => self.run(job),
             }
         }
     }
@@ -523,7 +551,7 @@ impl Mirror {
         loop {
             let i = {
                 let st = lock(&self.state);
-                if st.stop.is_some() {
+                if Stop::ends(st.stop) {
                     return Err(abi::STATUS_NAMESPACE_NOT_READY.into());
                 }
                 let in_sync = st.in_sync();
@@ -581,7 +609,7 @@ impl Mirror {
         let (targets, seq, commit) = {
             let mut st = lock(&self.state);
             loop {
-                if st.stop.is_some() {
+                if Stop::ends(st.stop) {
                     return Err(abi::STATUS_NAMESPACE_NOT_READY.into());
                 }
                 let busy = spans
@@ -665,7 +693,9 @@ impl Mirror {
             }
         }
         if ok {
-            Ok(())
+            // No write completes without a plex that left before every
+            // in-sync plex holds the record that says so.
+            self.publish()
         } else {
             Err(abi::STATUS_NAMESPACE_NOT_READY.into())
         }
@@ -675,7 +705,7 @@ impl Mirror {
     fn flush(self: &Arc<Self>) -> Result<(), Fail> {
         let (targets, upto) = {
             let st = lock(&self.state);
-            if st.stop.is_some() {
+            if Stop::ends(st.stop) {
                 return Err(abi::STATUS_NAMESPACE_NOT_READY.into());
             }
             // Writes still in flight are not covered.
@@ -848,7 +878,7 @@ impl Mirror {
                 }
             }
         }
-        if self.stopping().is_some() {
+        if Stop::ends(self.stopping()) {
             return Err(PlexError {
                 status: abi::STATUS_NAMESPACE_NOT_READY,
                 why: "stopping".into(),
@@ -923,7 +953,14 @@ impl Mirror {
     /// Plex `i` failed a call: out of sync (committed) with the regions it
     /// may have missed, unless it is the last in-sync plex (then the
     /// command fails with the plex's status).
+    /// Then the new plex record goes to every plex still in sync.
     fn fail_plex(&self, i: usize, spans: &[(u32, u32)], e: &PlexError) -> Result<(), Fail> {
+        self.take_out(i, spans, e)?;
+        self.publish()
+    }
+
+    /// `fail_plex` without sending the record.
+    fn take_out(&self, i: usize, spans: &[(u32, u32)], e: &PlexError) -> Result<(), Fail> {
         let mut st = lock(&self.state);
         let grew = if st.rec.plexes[i].state != abi::PLEX_IN_SYNC {
             let mut grew = false;
@@ -988,6 +1025,58 @@ impl Mirror {
             })?;
         }
         Ok(())
+    }
+
+    /// Sends the plex record of the current generation (the generation,
+    /// the keys of the in-sync plexes) to every in-sync plex, unless they
+    /// took it already: the local one in the pool, the others through
+    /// their sessions. A plex that does not take it is taken out of sync
+    /// (and the next generation's record sent); the last in-sync plex
+    /// failing fails the caller.
+    fn publish(&self) -> Result<(), Fail> {
+        let mut published = lock(&self.published);
+        loop {
+            let (record, targets) = {
+                let st = lock(&self.state);
+                if st.rec.generation <= *published {
+                    return Ok(());
+                }
+                (plex_record(&st.rec), st.in_sync())
+            };
+            let mut failed = false;
+            for i in targets {
+                if let Err(e) = self.plex_set_record(i, &record) {
+                    warn!(
+                        nsid = self.nsid,
+                        plex = i,
+                        generation = record.generation,
+                        "mirror plex did not take the plex record: {}",
+                        e.why
+                    );
+                    self.take_out(i, &[], &e)?;
+                    failed = true;
+                }
+            }
+            if !failed {
+                *published = record.generation;
+                debug!(
+                    nsid = self.nsid,
+                    generation = record.generation,
+                    "plex record sent"
+                );
+                return Ok(());
+            }
+        }
+    }
+
+    fn plex_set_record(&self, i: usize, record: &abi::PlexRecord) -> Result<(), PlexError> {
+        match &self.plexes[i].at {
+            Where::Local(l) => self
+                .pool
+                .set_plex_record(l.nsid, *record)
+                .map_err(|e| PlexError::of_pool(&e)),
+            Where::Remote(r) => self.call(i, r, false, |h| h.ns.set_plex_record(record)),
+        }
     }
 
     /// Stores the current record in the pool (the caller commits it).
@@ -1233,6 +1322,12 @@ impl Mirror {
             resync_bytes = bytes,
             "mirror plex in sync"
         );
+        if self.publish().is_err() {
+            warn!(
+                nsid = self.nsid,
+                "mirror: no in-sync plex took the plex record"
+            );
+        }
         true
     }
 
@@ -1255,6 +1350,19 @@ impl Mirror {
             p.reads = self.plexes[i].reads.load(Ordering::Relaxed);
         }
         s
+    }
+
+    /// Set Mirror Plexes: the workers finish the commands they run (and
+    /// leave the queued ones), the resync and the crew stop; the plexes'
+    /// sessions stay for the mirror that takes over.
+    fn pause(&self) {
+        lock(&self.state).stop = Some(Stop::Handover);
+        self.changed.notify_all();
+        self.more.notify_all();
+        for t in std::mem::take(&mut *lock(&self.threads)) {
+            let _ = t.join();
+        }
+        self.crew.stop();
     }
 
     /// Stops everything; waits for the threads.
@@ -1296,6 +1404,23 @@ enum Copy {
     Copied,
     Done,
     Stopped,
+}
+
+/// The plex record of `rec`: its generation and its in-sync plexes' keys.
+fn plex_record(rec: &MirrorRecord) -> abi::PlexRecord {
+    let mut out = abi::PlexRecord {
+        generation: rec.generation,
+        ..Default::default()
+    };
+    let keys = rec
+        .plexes
+        .iter()
+        .filter(|p| p.state == abi::PLEX_IN_SYNC)
+        .map(|p| abi::plex_key(&p.target));
+    for (slot, k) in out.in_sync.iter_mut().zip(keys) {
+        *slot = k;
+    }
+    out
 }
 
 /// The status page of a record (nothing running: no resync, no path).
@@ -1351,96 +1476,46 @@ impl Mirrors {
         };
         let mut plexes = Vec::new();
         for p in &rec.plexes {
-            let at = match self.local_nsid(&p.target) {
-                Some(n) => Where::Local(LocalPlex { nsid: n }),
-                None => {
-                    let Some(cfg) = config(&p.target, &self.host_nqn) else {
-                        warn!(nsid, "mirror plex target does not parse; not served");
-                        return;
-                    };
-                    Where::Remote(Box::new(RemotePlex {
-                        cfg,
-                        remote_nsid: p.target.nsid,
-                        conn: Mutex::new(Conn {
-                            live: None,
-                            next_attempt: Instant::now(),
-                            backoff: BACKOFF_FIRST,
-                        }),
-                    }))
-                }
+            let Some(plex) = self.new_plex(&p.target) else {
+                warn!(nsid, "mirror plex target does not parse; not served");
+                return;
             };
-            let path = if matches!(at, Where::Local(_)) {
-                abi::REMOTE_PATH_LIVE
-            } else {
-                abi::REMOTE_PATH_IDLE
-            };
-            plexes.push(Plex {
-                at,
-                path: AtomicU8::new(path),
-                reads: AtomicU64::new(0),
-            });
+            plexes.push(Arc::new(plex));
         }
-        let n = plexes.len();
-        let remote = plexes
-            .iter()
-            .filter(|p| matches!(p.at, Where::Remote(_)))
-            .count();
-        let now = Instant::now();
-        let mirror = Arc::new(Mirror {
-            nsid,
-            size_blocks: ns.size_blocks,
-            lba_shift: ns.lba_shift,
-            regions: regions_of(ns.size_blocks << ns.lba_shift),
-            pool,
-            ctx,
-            plexes,
-            state: Mutex::new(State {
-                rec,
-                resyncing: vec![false; n],
-                pending: vec![RegionSet::new(); n],
-                unflushed: vec![BTreeMap::new(); n],
-                inflight: BTreeSet::new(),
-                seq: 0,
-                writers: HashMap::new(),
-                copying: HashSet::new(),
-                rate: vec![(now, 0, 0); n],
-                stop: None,
-            }),
-            changed: Condvar::new(),
-            jobs: Mutex::new(VecDeque::new()),
-            more: Condvar::new(),
-            crew: Crew::start(WORKERS * remote, &format!("mirror{nsid}p")),
-            threads: Mutex::new(Vec::new()),
-        });
-        let mut threads = Vec::new();
-        for i in 0..WORKERS {
-            let m = mirror.clone();
-            match std::thread::Builder::new()
-                .name(format!("mirror{nsid}.{i}"))
-                .spawn(move || m.serve())
-            {
-                Ok(t) => threads.push(t),
-                Err(e) => warn!(nsid, "no thread for a mirror worker: {e}"),
-            }
-        }
-        if threads.is_empty() {
-            mirror.crew.stop();
+        let geometry = (ns.size_blocks, ns.lba_shift);
+        let Some(mirror) = launch(nsid, geometry, rec, plexes, None, pool, ctx) else {
             return;
-        }
-        let m = mirror.clone();
-        match std::thread::Builder::new()
-            .name(format!("mirror{nsid}-resync"))
-            .spawn(move || m.resync_loop())
-        {
-            Ok(t) => threads.push(t),
-            Err(e) => warn!(nsid, "no thread for a mirror's resync: {e}"),
-        }
-        *lock(&mirror.threads) = threads;
-        info!(nsid, plexes = n, "mirrored namespace served");
+        };
         let old = lock(&self.mirrors).insert(nsid, mirror);
         if let Some(old) = old {
             old.shut(Stop::Abort);
         }
+    }
+
+    /// A plex of `target`, not connected yet.
+    fn new_plex(&self, target: &abi::RemoteTarget) -> Option<Plex> {
+        let at = match self.local_nsid(target) {
+            Some(n) => Where::Local(LocalPlex { nsid: n }),
+            None => Where::Remote(Box::new(RemotePlex {
+                cfg: config(target, &self.host_nqn)?,
+                remote_nsid: target.nsid,
+                conn: Mutex::new(Conn {
+                    live: None,
+                    next_attempt: Instant::now(),
+                    backoff: BACKOFF_FIRST,
+                }),
+            })),
+        };
+        let path = if matches!(at, Where::Local(_)) {
+            abi::REMOTE_PATH_LIVE
+        } else {
+            abi::REMOTE_PATH_IDLE
+        };
+        Some(Plex {
+            at,
+            path: AtomicU8::new(path),
+            reads: AtomicU64::new(0),
+        })
     }
 
     /// The mirror of `nsid`, if it is an attached mirrored namespace.
@@ -1501,9 +1576,30 @@ impl Mirrors {
         Some(s)
     }
 
-    /// Create Mirror Namespace's look at the plexes (on a thread of the
-    /// controller's): the geometry and the record, or the refusal.
-    pub(crate) fn probe(
+    /// Create Mirror Namespace (on a thread of the controller's): looks at
+    /// every plex (geometry and plex record), records the namespace and
+    /// sends the plexes the new plex record; its nsid, or the refusal.
+    pub(crate) fn create(
+        &self,
+        create: &abi::MirrorNamespaceCreate,
+        pool: &Pool,
+    ) -> Result<(u32, MirrorRecord), (u16, u32)> {
+        let (blocks, shift, record) = self.probe(create, pool)?;
+        let nsid = pool
+            .create_mirror_namespace(blocks, shift, create.label, record.clone())
+            .map_err(|e| (e.status(), 0))?;
+        let record = self.publish_detached(nsid, pool, record);
+        Ok((nsid, record))
+    }
+
+    /// The look at the plexes: the geometry and the record, or the
+    /// refusal. With plex records (every plex's, read through Identify
+    /// Namespace): g* = the highest generation, S* = the in-sync keys of
+    /// a plex at g*; every plex of S* must be in the table, reachable and
+    /// at g*, else the newest copy may be missing (`STATUS_MIRROR_STALE`);
+    /// a plex given in sync that is not in S* (or below g*) is stale and
+    /// copied in full.
+    fn probe(
         &self,
         create: &abi::MirrorNamespaceCreate,
         pool: &Pool,
@@ -1515,27 +1611,54 @@ impl Mirrors {
                 Some(n) => pool
                     .namespace(n)
                     .filter(|ns| ns.is_local() && ns.attached)
-                    .map(|ns| (ns.size_blocks, ns.lba_shift)),
+                    .map(|ns| (ns.size_blocks, ns.lba_shift, ns.plex_record)),
                 None => match crate::remote::probe(&p.target, &self.host_nqn) {
-                    Ok(info) => Some((info.blocks, info.lba_shift)),
+                    Ok(info) => Some((info.blocks, info.lba_shift, info.plex_record)),
                     Err((abi::STATUS_REMOTE_UNREACHABLE, _)) => None,
                     Err(refused) => return Err(refused),
                 },
             };
-            if let Some(g) = seen {
-                if geometry.is_some_and(|have| have != g) {
+            if let Some((b, s, _)) = seen {
+                if geometry.is_some_and(|have| have != (b, s)) {
                     info!(plex = i, "mirror plexes differ in size or block size");
                     return Err((abi::STATUS_INVALID_FORMAT, 0));
                 }
-                geometry = Some(g);
+                geometry = Some((b, s));
             }
-            plexes.push((p, seen.is_some()));
+            plexes.push((p, seen.map(|s| s.2)));
         }
-        if !plexes
+        // The newest record among the reachable plexes.
+        let newest = plexes
             .iter()
-            .any(|(p, up)| *up && p.state == abi::PLEX_IN_SYNC)
-        {
-            return Err((abi::STATUS_REMOTE_UNREACHABLE, 0));
+            .filter_map(|(_, r)| *r)
+            .max_by_key(|r| r.generation)
+            .filter(|r| r.generation > 0);
+        let in_newest = |p: &abi::MirrorPlex| {
+            let k = abi::plex_key(&p.target);
+            newest.is_some_and(|n| n.in_sync.contains(&k))
+        };
+        if let Some(n) = newest {
+            for &k in n.in_sync.iter().filter(|&&k| k != 0) {
+                let found = plexes.iter().find(|(p, _)| abi::plex_key(&p.target) == k);
+                match found {
+                    Some((_, Some(r))) if r.generation == n.generation => {}
+                    Some((p, _)) => {
+                        info!(
+                            subnqn = p.target.subnqn_str().unwrap_or("?"),
+                            generation = n.generation,
+                            "mirror: a plex of the newest copy is unreachable or older"
+                        );
+                        return Err((abi::STATUS_MIRROR_STALE, 0));
+                    }
+                    None => {
+                        info!(
+                            generation = n.generation,
+                            "mirror: a plex of the newest copy is not in the table"
+                        );
+                        return Err((abi::STATUS_MIRROR_STALE, 0));
+                    }
+                }
+            }
         }
         let Some((blocks, shift)) = geometry else {
             return Err((abi::STATUS_REMOTE_UNREACHABLE, 0));
@@ -1544,16 +1667,22 @@ impl Mirrors {
             return Err((abi::STATUS_INVALID_FORMAT, 0));
         }
         let regions = regions_of(blocks << shift);
-        let mut changed = false;
-        let plexes = plexes
+        let plexes: Vec<PlexRecord> = plexes
             .into_iter()
-            .map(|(p, up)| {
-                let (state, dirty) = match (p.state, up) {
+            .enumerate()
+            .map(|(i, (p, seen))| {
+                let stale = newest.is_some() && p.state == abi::PLEX_IN_SYNC && !in_newest(p);
+                if stale {
+                    info!(
+                        plex = i,
+                        generation = seen.map(|r| r.generation),
+                        "mirror plex is stale: copied in full"
+                    );
+                }
+                let (state, dirty) = match (p.state, seen.is_some()) {
+                    _ if stale => (abi::PLEX_OUT_OF_SYNC, RegionSet::all(regions)),
                     (abi::PLEX_IN_SYNC, true) => (abi::PLEX_IN_SYNC, RegionSet::new()),
-                    (abi::PLEX_IN_SYNC, false) => {
-                        changed = true;
-                        (abi::PLEX_OUT_OF_SYNC, RegionSet::new())
-                    }
+                    (abi::PLEX_IN_SYNC, false) => (abi::PLEX_OUT_OF_SYNC, RegionSet::new()),
                     _ => (abi::PLEX_OUT_OF_SYNC, RegionSet::all(regions)),
                 };
                 PlexRecord {
@@ -1565,9 +1694,339 @@ impl Mirrors {
                 }
             })
             .collect();
-        let generation = create.generation.saturating_add(u64::from(changed));
+        if !plexes.iter().any(|p| p.state == abi::PLEX_IN_SYNC) {
+            return Err(if newest.is_some() {
+                (abi::STATUS_MIRROR_STALE, 0)
+            } else {
+                (abi::STATUS_REMOTE_UNREACHABLE, 0)
+            });
+        }
+        let generation = newest
+            .map_or(0, |n| n.generation)
+            .max(create.generation)
+            .saturating_add(1);
         Ok((blocks, shift, MirrorRecord { generation, plexes }))
     }
+
+    /// Sends the plex record of mirrored namespace `nsid` (not served
+    /// now) to its in-sync plexes, each through a session of its own; a
+    /// plex that does not take it goes out of sync (committed; its dirty
+    /// regions as they were) and the next record is sent, down to one
+    /// in-sync plex (whose record the first write after the attach sends
+    /// again). The record as it ends.
+    fn publish_detached(&self, nsid: u32, pool: &Pool, mut rec: MirrorRecord) -> MirrorRecord {
+        loop {
+            let record = plex_record(&rec);
+            let mut failed = None;
+            for (i, p) in rec.plexes.iter().enumerate() {
+                if p.state != abi::PLEX_IN_SYNC {
+                    continue;
+                }
+                if let Err(why) = self.send_record(pool, &p.target, &record) {
+                    warn!(
+                        nsid,
+                        plex = i,
+                        "mirror plex did not take the plex record: {why}"
+                    );
+                    failed = Some(i);
+                    break;
+                }
+            }
+            let Some(i) = failed else {
+                return rec;
+            };
+            if rec
+                .plexes
+                .iter()
+                .filter(|p| p.state == abi::PLEX_IN_SYNC)
+                .count()
+                <= 1
+            {
+                return rec;
+            }
+            rec.plexes[i].state = abi::PLEX_OUT_OF_SYNC;
+            rec.plexes[i].faults = rec.plexes[i].faults.saturating_add(1);
+            rec.generation = rec.generation.saturating_add(1);
+            if let Err(e) = pool
+                .store_mirror(nsid, rec.clone())
+                .and_then(|()| pool.flush())
+            {
+                warn!(nsid, "mirror record not committed: {e}");
+                return rec;
+            }
+        }
+    }
+
+    /// Sets the plex record of `target` (this card's pool, or a session
+    /// of its own).
+    fn send_record(
+        &self,
+        pool: &Pool,
+        target: &abi::RemoteTarget,
+        record: &abi::PlexRecord,
+    ) -> Result<(), String> {
+        if let Some(n) = self.local_nsid(target) {
+            return pool.set_plex_record(n, *record).map_err(|e| e.to_string());
+        }
+        if cfg!(feature = "fuzzing") {
+            return Err("no network while fuzzing".into());
+        }
+        let mut cfg = config(target, &self.host_nqn).ok_or("bad target")?;
+        cfg.io_queues = 1;
+        let session = Session::connect(&cfg).map_err(|e| e.to_string())?;
+        let r = session.set_plex_record(target.nsid, record);
+        session.abort();
+        r.map_err(|e| e.to_string())
+    }
+
+    /// Set Mirror Plexes on mirrored namespace `nsid` (on a thread of the
+    /// controller's). Served now: the mirror hands over to one with the
+    /// new table (commands queued meanwhile wait, none fails); else the
+    /// pool's record changes. Committed, then the plex record is sent.
+    pub(crate) fn set_plexes(
+        &self,
+        nsid: u32,
+        create: &abi::MirrorNamespaceCreate,
+        pool: &Arc<Pool>,
+    ) -> Result<(), u16> {
+        let ns = pool.namespace(nsid).ok_or(abi::STATUS_INVALID_NAMESPACE)?;
+        let cur = ns.mirror.clone().ok_or(abi::STATUS_INVALID_FIELD)?;
+        let regions = regions_of(ns.size_blocks << ns.lba_shift);
+        for p in create.plexes() {
+            if self.local_nsid(&p.target).is_none() && config(&p.target, &self.host_nqn).is_none() {
+                return Err(abi::STATUS_INVALID_FIELD);
+            }
+        }
+        let Some(old) = self.get(nsid) else {
+            let (rec, _) = new_table(&cur, create, regions)?;
+            pool.store_mirror(nsid, rec.clone())
+                .and_then(|()| pool.flush())
+                .map_err(|e| e.status())?;
+            self.publish_detached(nsid, pool, rec);
+            return Ok(());
+        };
+        // A first check before anything stops.
+        new_table(&lock(&old.state).record(), create, regions)?;
+        old.pause();
+        let (cur, unflushed, seq) = {
+            let st = lock(&old.state);
+            (st.record(), st.unflushed.clone(), st.seq)
+        };
+        let identity = || (cur.clone(), (0..cur.plexes.len()).map(Some).collect());
+        let (mut result, (rec, from)) = match new_table(&cur, create, regions) {
+            Ok(t) => (Ok(()), t),
+            Err(s) => (Err(s), identity()),
+        };
+        let (rec, from) = if result.is_ok() {
+            match pool
+                .store_mirror(nsid, rec.clone())
+                .and_then(|()| pool.flush())
+            {
+                Ok(()) => (rec, from),
+                Err(e) => {
+                    warn!(nsid, "mirror: new plex table not committed: {e}");
+                    let _ = pool.store_mirror(nsid, cur.clone());
+                    result = Err(e.status());
+                    identity()
+                }
+            }
+        } else {
+            (rec, from)
+        };
+        let mut plexes = Vec::new();
+        for (k, f) in from.iter().enumerate() {
+            match f {
+                Some(j) => plexes.push(old.plexes[*j].clone()),
+                None => match self.new_plex(&rec.plexes[k].target) {
+                    Some(p) => plexes.push(Arc::new(p)),
+                    None => return Err(abi::STATUS_INTERNAL_ERROR),
+                },
+            }
+        }
+        let carry = Carry {
+            unflushed: from
+                .iter()
+                .map(|f| {
+                    f.and_then(|j| unflushed.get(j).cloned())
+                        .unwrap_or_default()
+                })
+                .collect(),
+            seq,
+        };
+        let geometry = (old.size_blocks, old.lba_shift);
+        let states: Vec<u8> = rec.plexes.iter().map(|p| p.state).collect();
+        let generation = rec.generation;
+        let Some(new) = launch(
+            nsid,
+            geometry,
+            rec,
+            plexes,
+            Some(carry),
+            old.pool.clone(),
+            old.ctx.clone(),
+        ) else {
+            lock(&self.mirrors).remove(&nsid);
+            lock(&old.state).stop = Some(Stop::Drain);
+            let queued: Vec<Job> = lock(&old.jobs).drain(..).collect();
+            for job in queued {
+                old.post(job, abi::STATUS_NAMESPACE_NOT_READY);
+            }
+            return Err(abi::STATUS_INTERNAL_ERROR);
+        };
+        {
+            let mut jobs = lock(&old.jobs);
+            *lock(&old.successor) = Some(new.clone());
+            let queued: Vec<Job> = jobs.drain(..).collect();
+            drop(jobs);
+            for job in queued {
+                if let Err(job) = new.push(job) {
+                    old.post(*job, abi::STATUS_NAMESPACE_NOT_READY);
+                }
+            }
+        }
+        lock(&self.mirrors).insert(nsid, new.clone());
+        // Dropped plexes: no more writes; their sessions end.
+        for (j, p) in old.plexes.iter().enumerate() {
+            if from.contains(&Some(j)) {
+                continue;
+            }
+            if let Where::Remote(r) = &p.at {
+                if let Some(l) = lock(&r.conn).live.take() {
+                    if let Err(e) = l.session.close() {
+                        debug!(nsid, "dropped plex session shutdown: {e}");
+                    }
+                }
+            }
+        }
+        if new.publish().is_err() {
+            warn!(nsid, "mirror: no in-sync plex took the plex record");
+        }
+        info!(nsid, generation, ?states, "mirror plex table set");
+        result
+    }
+}
+
+/// The table Set Mirror Plexes makes of `cur` (the running states):
+/// plexes in it keep their records, new ones miss every region; the new
+/// table's plex k came from `cur`'s plex `from[k]`.
+fn new_table(
+    cur: &MirrorRecord,
+    create: &abi::MirrorNamespaceCreate,
+    regions: u32,
+) -> Result<(MirrorRecord, Vec<Option<usize>>), u16> {
+    let mut plexes = Vec::new();
+    let mut from = Vec::new();
+    for p in create.plexes() {
+        match cur.plexes.iter().position(|q| q.target == p.target) {
+            Some(j) if p.state == abi::PLEX_IN_SYNC => {
+                plexes.push(cur.plexes[j].clone());
+                from.push(Some(j));
+            }
+            None if p.state == abi::PLEX_NEW => {
+                plexes.push(PlexRecord {
+                    target: p.target,
+                    state: abi::PLEX_OUT_OF_SYNC,
+                    dirty: RegionSet::all(regions),
+                    resync_bytes: 0,
+                    faults: 0,
+                });
+                from.push(None);
+            }
+            _ => return Err(abi::STATUS_INVALID_FIELD),
+        }
+    }
+    if !plexes.iter().any(|p| p.state == abi::PLEX_IN_SYNC) {
+        return Err(abi::STATUS_MIRROR_LAST_COPY);
+    }
+    let rec = MirrorRecord {
+        generation: cur.generation.saturating_add(1),
+        plexes,
+    };
+    Ok((rec, from))
+}
+
+/// What a mirror that takes over from another keeps of it: per plex of
+/// the new table the regions sent to it since its last Flush (empty for a
+/// new plex), and the write sequence.
+struct Carry {
+    unflushed: Vec<BTreeMap<u32, u64>>,
+    seq: u64,
+}
+
+/// Builds and starts a mirror (workers, crew, resync thread).
+fn launch(
+    nsid: u32,
+    (size_blocks, lba_shift): (u64, u8),
+    rec: MirrorRecord,
+    plexes: Vec<Arc<Plex>>,
+    carry: Option<Carry>,
+    pool: Arc<Pool>,
+    ctx: Weak<IoContext>,
+) -> Option<Arc<Mirror>> {
+    let n = plexes.len();
+    let remote = plexes
+        .iter()
+        .filter(|p| matches!(p.at, Where::Remote(_)))
+        .count();
+    let now = Instant::now();
+    let (unflushed, seq) = match carry {
+        Some(c) => (c.unflushed, c.seq),
+        None => (vec![BTreeMap::new(); n], 0),
+    };
+    let mirror = Arc::new(Mirror {
+        nsid,
+        size_blocks,
+        lba_shift,
+        regions: regions_of(size_blocks << lba_shift),
+        pool,
+        ctx,
+        plexes,
+        state: Mutex::new(State {
+            rec,
+            resyncing: vec![false; n],
+            pending: vec![RegionSet::new(); n],
+            unflushed,
+            inflight: BTreeSet::new(),
+            seq,
+            writers: HashMap::new(),
+            copying: HashSet::new(),
+            rate: vec![(now, 0, 0); n],
+            stop: None,
+        }),
+        published: Mutex::new(0),
+        successor: Mutex::new(None),
+        changed: Condvar::new(),
+        jobs: Mutex::new(VecDeque::new()),
+        more: Condvar::new(),
+        crew: Crew::start(WORKERS * remote, &format!("mirror{nsid}p")),
+        threads: Mutex::new(Vec::new()),
+    });
+    let mut threads = Vec::new();
+    for i in 0..WORKERS {
+        let m = mirror.clone();
+        match std::thread::Builder::new()
+            .name(format!("mirror{nsid}.{i}"))
+            .spawn(move || m.serve())
+        {
+            Ok(t) => threads.push(t),
+            Err(e) => warn!(nsid, "no thread for a mirror worker: {e}"),
+        }
+    }
+    if threads.is_empty() {
+        mirror.crew.stop();
+        return None;
+    }
+    let m = mirror.clone();
+    match std::thread::Builder::new()
+        .name(format!("mirror{nsid}-resync"))
+        .spawn(move || m.resync_loop())
+    {
+        Ok(t) => threads.push(t),
+        Err(e) => warn!(nsid, "no thread for a mirror's resync: {e}"),
+    }
+    *lock(&mirror.threads) = threads;
+    info!(nsid, plexes = n, "mirrored namespace served");
+    Some(mirror)
 }
 
 /// What a call on a remote plex gets: the namespace and the target's

@@ -3,7 +3,9 @@
 //! zeroed error, SMART, firmware and changed-namespace pages elsewhere),
 //! Set/Get Features (Number of Queues, Asynchronous Event Configuration,
 //! Keep Alive Timer, Volatile Write Cache), Asynchronous Event Request
-//! (held, never completed while the controller lives) and Keep Alive.
+//! (held, never completed while the controller lives), Keep Alive, and
+//! dia's Set Plex Record (a mirror's card tells an exported volume that
+//! is one of its plexes the mirror's generation and in-sync plexes).
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -74,9 +76,16 @@ mod lid {
 }
 
 /// Executes admin command `cmd` on `ctrl`.
-/// `local` is the address the host's connection reached (for the
-/// discovery log when no address is advertised).
-pub fn execute(shared: &Shared, ctrl: &Ctrl, cmd: &Command, local: Option<SocketAddr>) -> Outcome {
+/// `data` is what the host sent with it; `local` is the address the
+/// host's connection reached (for the discovery log when no address is
+/// advertised).
+pub fn execute(
+    shared: &Shared,
+    ctrl: &Ctrl,
+    cmd: &Command,
+    data: &[u8],
+    local: Option<SocketAddr>,
+) -> Outcome {
     let discovery = ctrl.subsystem == Subsystem::Discovery;
     match cmd.opcode() {
         opcode::FABRICS => fabrics(shared, ctrl, cmd),
@@ -89,6 +98,7 @@ pub fn execute(shared: &Shared, ctrl: &Ctrl, cmd: &Command, local: Option<Socket
             ..Outcome::ok()
         },
         opcode::KEEP_ALIVE => Outcome::ok(),
+        opcode::SET_PLEX_RECORD => set_plex_record(shared, ctrl, cmd, data),
         _ => Outcome::status(status::INVALID_OPCODE | status::DNR),
     }
 }
@@ -167,6 +177,34 @@ fn identify(shared: &Shared, ctrl: &Ctrl, cmd: &Command) -> Outcome {
             Outcome::data(vec![0; identify::IDENTIFY_BYTES])
         }
         _ => Outcome::status(status::INVALID_FIELD | status::DNR),
+    }
+}
+
+/// Set Plex Record on the volume's namespace (nsid 1): the record in the
+/// data (48 bytes, reserved zero), durable in the pool before the
+/// completion.
+fn set_plex_record(shared: &Shared, ctrl: &Ctrl, cmd: &Command, data: &[u8]) -> Outcome {
+    let Subsystem::Volume(card_nsid) = ctrl.subsystem else {
+        return Outcome::status(status::INVALID_OPCODE | status::DNR);
+    };
+    if cmd.nsid() != 1 {
+        return Outcome::status(status::INVALID_NAMESPACE | status::DNR);
+    }
+    let Some(record) = identify::plex_record_of(data) else {
+        return Outcome::status(status::INVALID_FIELD | status::DNR);
+    };
+    let Some(pool) = shared.pool() else {
+        return Outcome::status(status::INVALID_NAMESPACE | status::DNR);
+    };
+    match pool.set_plex_record(card_nsid, record) {
+        Ok(()) => Outcome::ok(),
+        Err(crate::pool::StorageError::NoNamespace(_)) => {
+            Outcome::status(status::INVALID_NAMESPACE | status::DNR)
+        }
+        Err(crate::pool::StorageError::BadRemote) => {
+            Outcome::status(status::INVALID_FIELD | status::DNR)
+        }
+        Err(_) => Outcome::status(status::INTERNAL_ERROR),
     }
 }
 

@@ -70,6 +70,9 @@ pub mod opcode {
     pub const ASYNC_EVENT: u8 = 0x0c;
     /// Admin: Keep Alive.
     pub const KEEP_ALIVE: u8 = 0x18;
+    /// Admin (dia vendor): Set Plex Record (`dia_abi::card::ADMIN_SET_PLEX_RECORD`),
+    /// host-to-controller data although its two low bits say both ways.
+    pub const SET_PLEX_RECORD: u8 = dia_abi::card::ADMIN_SET_PLEX_RECORD;
     /// NVM: Flush.
     pub const FLUSH: u8 = 0x00;
     /// NVM: Write.
@@ -211,6 +214,9 @@ impl Command {
         } else {
             self.opcode()
         };
+        if !self.is_fabrics() && code == opcode::SET_PLEX_RECORD {
+            return Direction::ToController;
+        }
         match code & 3 {
             1 => Direction::ToController,
             2 => Direction::ToHost,

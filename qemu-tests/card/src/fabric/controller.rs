@@ -133,6 +133,7 @@ impl Shared {
             size_blocks: ns.size_blocks,
             lba_shift: ns.lba_shift,
             nguid: nguid(&self.cfg.serial, nsid, &ns.label),
+            plex_record: ns.plex_record,
         })
     }
 

@@ -91,6 +91,45 @@ pub struct NamespaceInfo {
     pub lba_shift: u8,
     /// Namespace globally unique identifier.
     pub nguid: [u8; 16],
+    /// dia: the volume's plex record (what a mirror of which it is a plex
+    /// last told it), at byte 768 as in the card's own Identify Namespace.
+    pub plex_record: dia_abi::card::PlexRecord,
+}
+
+/// Where the plex record is in Identify Namespace (dia vendor bytes).
+pub const PLEX_RECORD_AT: usize = 768;
+/// Bytes of a plex record.
+pub const PLEX_RECORD_BYTES: usize = std::mem::size_of::<dia_abi::card::PlexRecord>();
+
+/// A plex record's bytes (little-endian: generation, keys, reserved).
+pub fn plex_record_bytes(r: &dia_abi::card::PlexRecord) -> [u8; PLEX_RECORD_BYTES] {
+    let mut b = [0u8; PLEX_RECORD_BYTES];
+    put(&mut b, 0, &r.generation.to_le_bytes());
+    for (i, k) in r.in_sync.iter().enumerate() {
+        put(&mut b, 8 + 8 * i, &k.to_le_bytes());
+    }
+    put(&mut b, PLEX_RECORD_BYTES - 8, &r.reserved);
+    b
+}
+
+/// A plex record from the start of `b`; `None` when `b` is shorter or a
+/// reserved byte is set.
+pub fn plex_record_of(b: &[u8]) -> Option<dia_abi::card::PlexRecord> {
+    let b = b.get(..PLEX_RECORD_BYTES)?;
+    let u64_at = |at: usize| {
+        let mut v = [0u8; 8];
+        v.copy_from_slice(&b[at..at + 8]);
+        u64::from_le_bytes(v)
+    };
+    let mut r = dia_abi::card::PlexRecord {
+        generation: u64_at(0),
+        ..Default::default()
+    };
+    for (i, k) in r.in_sync.iter_mut().enumerate() {
+        *k = u64_at(8 + 8 * i);
+    }
+    r.reserved.copy_from_slice(&b[PLEX_RECORD_BYTES - 8..]);
+    (r.reserved == [0; 8]).then_some(r)
 }
 
 /// Identify Namespace (CNS 00h); all zeroes for an inactive namespace.
@@ -106,6 +145,7 @@ pub fn namespace(ns: Option<&NamespaceInfo>) -> Vec<u8> {
     put(&mut b, 104, &ns.nguid);
     // LBA format 0: no metadata, data size 2^lba_shift.
     b[128 + 2] = ns.lba_shift;
+    put(&mut b, PLEX_RECORD_AT, &plex_record_bytes(&ns.plex_record));
     b
 }
 
@@ -223,8 +263,15 @@ mod tests {
             size_blocks: 1000,
             lba_shift: 12,
             nguid: [7; 16],
+            plex_record: dia_abi::card::PlexRecord {
+                generation: 3,
+                in_sync: [11, 0, 12, 0],
+                reserved: [0; 8],
+            },
         };
         let b = namespace(Some(&ns));
+        assert_eq!(plex_record_of(&b[PLEX_RECORD_AT..]), Some(ns.plex_record));
+        assert_eq!(b[PLEX_RECORD_AT + 8 + 16], 12);
         assert_eq!(u64::from_le_bytes(b[0..8].try_into().unwrap()), 1000);
         assert_eq!(b[130], 12);
         assert!(namespace(None).iter().all(|&x| x == 0));

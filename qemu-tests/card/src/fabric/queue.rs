@@ -442,7 +442,7 @@ impl Connection {
         };
         let ctrl = q.ctrl.clone();
         if q.qid == 0 {
-            return admin::execute(&self.shared, &ctrl, cmd, self.local);
+            return admin::execute(&self.shared, &ctrl, cmd, data, self.local);
         }
         if cmd.is_fabrics() {
             // Property Get/Set belong on the admin queue; Connect was done.

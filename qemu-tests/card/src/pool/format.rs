@@ -16,7 +16,10 @@ pub(super) const LABEL_BYTES: u64 = 4096;
 const LABEL_MAGIC: &[u8; 8] = b"DIAPOOL1";
 const META_MAGIC: &[u8; 8] = b"DIAMETA2";
 /// 5: a namespace record may be a mirrored namespace's (`KIND_MIRROR`: its
-/// plex table, generation and per-plex dirty regions follow), and new
+/// plex table, generation and per-plex dirty regions follow) or a local
+/// namespace that is a plex of a mirror (`KIND_PLEX`: its plex record, 48
+/// bytes, then its chunk map as a local one's; it fits the room format 4
+/// reckoned for a remote record), and new
 /// pools' metadata slots have room for a mirror record in every namespace
 /// id. Format 4 pools still open (their slots hold fewer mirrors: Create
 /// Mirror Namespace checks the room). 4: a namespace record says whether its data is in the pool (a chunk map
@@ -66,6 +69,12 @@ const KIND_LOCAL: u8 = 0;
 const KIND_REMOTE: u8 = 1;
 /// A record's kind: a mirrored namespace (its plex table follows).
 const KIND_MIRROR: u8 = 2;
+/// A record's kind: a local namespace with a plex record (`abi::PlexRecord`:
+/// generation, 4 keys, 8 reserved) before its chunk map.
+const KIND_PLEX: u8 = 3;
+/// A plex record's bytes.
+const PLEX_TAG: usize = 8 + 8 * abi::MIRROR_MAX_PLEXES + 8;
+const _: () = assert!(MAP_LENGTH + PLEX_TAG <= REMOTE_RECORD);
 /// A remote record's features bit 0: deallocated blocks read as zeroes.
 const REMOTE_DEALLOCATED_ZEROES: u8 = 1 << 0;
 
@@ -100,7 +109,7 @@ pub(super) fn worst_meta_len<'a>(
         .map(|ns| match (&ns.remote, &ns.mirror) {
             (_, Some(_)) => MIRROR_RECORD,
             (Some(_), None) => NS_HEADER + REMOTE_RECORD,
-            (None, None) => NS_HEADER + MAP_LENGTH,
+            (None, None) => NS_HEADER + MAP_LENGTH + PLEX_TAG,
         })
         .sum();
     META_HEADER + 4 + records + total_chunks as usize * 8
@@ -331,6 +340,7 @@ pub(super) fn encode_meta(namespaces: &BTreeMap<u32, Namespace>) -> Vec<u8> {
         b.push(match (&ns.remote, &ns.mirror) {
             (_, Some(_)) => KIND_MIRROR,
             (Some(_), None) => KIND_REMOTE,
+            (None, None) if ns.plex_record != abi::PlexRecord::default() => KIND_PLEX,
             (None, None) => KIND_LOCAL,
         });
         b.push(0);
@@ -349,6 +359,14 @@ pub(super) fn encode_meta(namespaces: &BTreeMap<u32, Namespace>) -> Vec<u8> {
         if let Some(remote) = &ns.remote {
             encode_remote(&mut b, remote);
             continue;
+        }
+        if ns.plex_record != abi::PlexRecord::default() {
+            let p = &ns.plex_record;
+            b.extend_from_slice(&p.generation.to_le_bytes());
+            for k in p.in_sync {
+                b.extend_from_slice(&k.to_le_bytes());
+            }
+            b.extend_from_slice(&p.reserved);
         }
         b.extend_from_slice(&(ns.map.len() as u32).to_le_bytes());
         let mut map: Vec<(u32, u32)> = ns.map.iter().map(|(&l, &p)| (l, p)).collect();
@@ -409,10 +427,22 @@ pub(super) fn decode_meta(b: &[u8], total_chunks: u32) -> Result<BTreeMap<u32, N
             qos,
             remote: None,
             mirror: None,
+            plex_record: abi::PlexRecord::default(),
             map: HashMap::new(),
         };
         match kind {
             KIND_LOCAL => {}
+            KIND_PLEX => {
+                let p = &mut namespace.plex_record;
+                p.generation = r.u64();
+                for k in &mut p.in_sync {
+                    *k = r.u64();
+                }
+                p.reserved = r.take::<8>();
+                if p.reserved != [0; 8] || *p == abi::PlexRecord::default() {
+                    return Err(format!("namespace {nsid}: bad plex record"));
+                }
+            }
             KIND_MIRROR => {
                 namespace.mirror = Some(decode_mirror(&mut r, nsid, size_blocks << lba_shift)?);
                 out.insert(nsid, namespace);
@@ -547,6 +577,7 @@ mod tests {
             qos: abi::QosSettings::default(),
             remote: None,
             mirror: None,
+            plex_record: abi::PlexRecord::default(),
             map: HashMap::new(),
         };
         let meta = |size_blocks| BTreeMap::from([(1, ns(size_blocks))]);
@@ -581,6 +612,7 @@ mod tests {
                 deallocated_reads_zeroes: true,
             }),
             mirror: None,
+            plex_record: abi::PlexRecord::default(),
             map: HashMap::new(),
         }
     }
@@ -597,6 +629,7 @@ mod tests {
             qos: abi::QosSettings::default(),
             remote: None,
             mirror: None,
+            plex_record: abi::PlexRecord::default(),
             map: HashMap::from([(0, 5), (3, 1)]),
         };
         let meta = BTreeMap::from([(1, local), (2, remote_ns())]);
@@ -678,6 +711,7 @@ mod tests {
             qos: abi::QosSettings::default(),
             remote: None,
             mirror: None,
+            plex_record: abi::PlexRecord::default(),
             map: HashMap::from([(0, 3)]),
         };
         let payload = encode_meta(&BTreeMap::from([(1, ns)]));
@@ -738,12 +772,49 @@ mod tests {
                     },
                 ],
             }),
+            plex_record: abi::PlexRecord::default(),
             map: HashMap::new(),
         }
     }
 
     /// A mirror record keeps its generation, plexes, states, dirty ranges
     /// and counters; its largest form fits the reckoning of new slots.
+    #[test]
+    fn plex_records_round_trip_with_the_chunk_map() {
+        let mut plex = Namespace {
+            size_blocks: 1 << 12,
+            lba_shift: 12,
+            attached: true,
+            label: label("plex"),
+            qos: abi::QosSettings::default(),
+            remote: None,
+            mirror: None,
+            plex_record: abi::PlexRecord {
+                generation: 9,
+                in_sync: [3, 4, 0, 0],
+                reserved: [0; 8],
+            },
+            map: HashMap::from([(0, 5), (3, 1)]),
+        };
+        let meta = BTreeMap::from([(1, plex.clone()), (2, remote_ns())]);
+        let encoded = encode_meta(&meta);
+        assert_eq!(encoded[4 + 6], KIND_PLEX);
+        let back = decode_meta(&encoded, 8).unwrap();
+        assert_eq!(back[&1].plex_record, meta[&1].plex_record);
+        assert_eq!(back[&1].map, meta[&1].map);
+        assert_eq!(encode_meta(&back), encoded);
+        // Its worst size is what format 4 reckoned for any record.
+        assert!(worst_meta_len(back.values(), 8) <= slot_bytes_for(8) as usize);
+        // A zero record is a plain local namespace; a zero one tagged as a
+        // plex, or reserved bytes set, is refused.
+        plex.plex_record = abi::PlexRecord::default();
+        let plain = encode_meta(&BTreeMap::from([(1, plex)]));
+        assert_eq!(plain[4 + 6], KIND_LOCAL);
+        let mut bad = encoded.clone();
+        bad[4 + NS_HEADER + 8 + 32] = 1;
+        assert!(decode_meta(&bad, 8).is_err());
+    }
+
     #[test]
     fn mirror_records_round_trip() {
         let meta = BTreeMap::from([(2, mirror_ns()), (5, remote_ns())]);

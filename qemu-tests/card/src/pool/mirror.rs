@@ -251,6 +251,27 @@ impl Pool {
         self.insert_namespace_with(size_blocks, lba_shift, label, None, Some(mirror))
     }
 
+    /// Sets local namespace `nsid`'s plex record (what a mirror of which
+    /// it is a plex last told it) and commits: durable when this returns.
+    pub fn set_plex_record(&self, nsid: u32, record: abi::PlexRecord) -> Result<(), StorageError> {
+        {
+            let mut st = self.write_state();
+            let ns = st
+                .namespaces
+                .get_mut(&nsid)
+                .ok_or(StorageError::NoNamespace(nsid))?;
+            if !ns.is_local() || record.reserved != [0; 8] {
+                return Err(StorageError::BadRemote);
+            }
+            if ns.plex_record == record {
+                return Ok(());
+            }
+            ns.plex_record = record;
+            st.dirty = true;
+        }
+        self.flush()
+    }
+
     /// Replaces mirrored namespace `nsid`'s record (the I/O path's current
     /// view) without committing: the caller's next `flush` commits it.
     /// Records are stored in the order the I/O path made them, so the

@@ -110,6 +110,10 @@ pub struct Namespace {
     /// through `crate::mirror`; `None` for the other kinds). Never both
     /// this and `remote`.
     pub mirror: Option<MirrorRecord>,
+    /// A local namespace that is a plex of a mirror: what that mirror last
+    /// told it (`abi::ADMIN_SET_PLEX_RECORD`; all zero otherwise, and
+    /// always for the other kinds).
+    pub plex_record: abi::PlexRecord,
     /// Logical chunk -> physical chunk, for allocated chunks only (always
     /// empty for a remote namespace).
     map: HashMap<u32, u32>,

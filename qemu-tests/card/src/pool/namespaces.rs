@@ -111,6 +111,7 @@ impl Pool {
                     qos: abi::QosSettings::default(),
                     remote,
                     mirror,
+                    plex_record: abi::PlexRecord::default(),
                     map: HashMap::new(),
                 },
             );

@@ -62,6 +62,34 @@ fn create_mirror(d: &mut TestDriver, create: &abi::MirrorNamespaceCreate) -> abi
     })
 }
 
+/// Set Plex Record on `nsid` of card `d` (from its host admin queue).
+fn set_plex_record(d: &mut TestDriver, nsid: u32, rec: &abi::PlexRecord) -> u16 {
+    let bytes: [u8; 48] = pod(rec);
+    d.mem.write(BUF, &[0u8; 4096]).unwrap();
+    d.mem.write(BUF, &bytes).unwrap();
+    d.submit(SubmissionEntry {
+        opcode: abi::ADMIN_SET_PLEX_RECORD,
+        nsid,
+        prp1: BUF,
+        ..Default::default()
+    })
+    .status_code()
+}
+
+/// Set Mirror Plexes on mirror `nsid` of card `d`: the status.
+fn set_plexes(d: &mut TestDriver, nsid: u32, plexes: &[abi::MirrorPlex]) -> u16 {
+    let bytes: [u8; 1536] = pod(&mirror_create(plexes));
+    d.mem.write(BUF, &[0u8; 4096]).unwrap();
+    d.mem.write(BUF, &bytes).unwrap();
+    d.submit(SubmissionEntry {
+        opcode: abi::ADMIN_SET_MIRROR_PLEXES,
+        nsid,
+        prp1: BUF,
+        ..Default::default()
+    })
+    .status_code()
+}
+
 fn mirror_status(d: &mut TestDriver, nsid: u32) -> (u16, abi::MirrorStatus) {
     let size = std::mem::size_of::<abi::MirrorStatus>();
     d.mem.write(BUF, &vec![0xaa; size]).unwrap();
@@ -150,7 +178,7 @@ fn a_mirror_writes_every_plex_and_resyncs_only_what_a_cut_plex_missed() {
     assert_eq!((id.mirrored, id.remote, id.nuse), (1, 0, 0));
     assert_eq!(identify_ns(&mut m, 1).1.mirrored, 0);
     let s = status(&mut m, ns);
-    assert_eq!((s.plex_count, s.regions, s.generation), (3, 16, 0));
+    assert_eq!((s.plex_count, s.regions, s.generation), (3, 16, 1));
     assert_eq!(s.plexes[0].local, 1);
     assert_eq!(s.plexes[1].local, 0);
     assert!(s.plexes[..3].iter().all(|p| p.state == abi::PLEX_IN_SYNC));
@@ -198,7 +226,7 @@ fn a_mirror_writes_every_plex_and_resyncs_only_what_a_cut_plex_missed() {
     assert_eq!(s.plexes[2].state, abi::PLEX_OUT_OF_SYNC);
     assert_eq!((s.plexes[2].faults, s.plexes[2].dirty_regions), (1, 3));
     assert_eq!(s.plexes[1].state, abi::PLEX_IN_SYNC);
-    assert_eq!(s.generation, 1);
+    assert_eq!(s.generation, 2);
     assert_eq!(flush(&m, &mut q, ns), 0, "Flush goes to the in-sync plexes");
     assert!(all_zero(&try_read(&m, &mut q, ns, 0, 8).1));
 
@@ -211,7 +239,7 @@ fn a_mirror_writes_every_plex_and_resyncs_only_what_a_cut_plex_missed() {
         "resync copied {} bytes",
         s.plexes[2].resync_bytes
     );
-    assert_eq!(s.generation, 2);
+    assert_eq!(s.generation, 3);
     assert_eq!(s.plexes[1].resync_bytes, 0);
     // Every plex, read through its own card, holds the same bytes.
     let local = whole(&m, &mut q, 1);
@@ -311,7 +339,7 @@ fn a_new_plex_gets_everything_and_a_crashed_mirror_card_keeps_its_dirty_regions(
 #[test]
 fn without_an_in_sync_plex_commands_fail_and_create_refuses_what_it_cannot_use() {
     let mut a = Exporter::start_as("mirror-last-a", "DIA-A");
-    let c = Exporter::start_as("mirror-last-c", "DIA-C");
+    let mut c = Exporter::start_as("mirror-last-c", "DIA-C");
     let mut pa = Proxy::start(a.target);
     let mut pc = Proxy::start(c.target);
     let mut m = PooledCard::start("mirror-last-m");
@@ -374,6 +402,22 @@ fn without_an_in_sync_plex_commands_fail_and_create_refuses_what_it_cannot_use()
         ),
         0
     );
+
+    // That mirror told C (its only in-sync plex) so: C's record says C
+    // alone is in sync, and A, given in sync beside it, would be copied in
+    // full. The owner clears C's record (Set Plex Record from the host).
+    let (st, id) = identify_ns(&mut c.card, 1);
+    assert_eq!(st, 0);
+    assert_eq!(id.plex_record.generation, 1);
+    assert_eq!(
+        id.plex_record.in_sync,
+        [abi::plex_key(&plex(pc.addr, "DIA-C", 0).target), 0, 0, 0]
+    );
+    assert_eq!(
+        set_plex_record(&mut c.card, 1, &abi::PlexRecord::default()),
+        0
+    );
+    assert_eq!(identify_ns(&mut c.card, 1).1.plex_record.generation, 0);
 
     // A and C, no local plex.
     let cqe = create_mirror(

@@ -144,6 +144,20 @@ pub fn identify(q: &Queue, cns_value: u8, nsid: u32) -> Result<Vec<u8>, Error> {
     Ok(command(q, c, Payload::None, IDENTIFY_BYTES)?.data)
 }
 
+/// dia's Set Plex Record on namespace `nsid` (a dia card's target makes
+/// it durable before it answers).
+pub fn set_plex_record(
+    q: &Queue,
+    nsid: u32,
+    record: &dia_abi::card::PlexRecord,
+) -> Result<(), Error> {
+    let mut c = Command::new(opcode::SET_PLEX_RECORD);
+    c.set_nsid(nsid);
+    let data = super::super::identify::plex_record_bytes(record).to_vec();
+    command(q, c, Payload::InCapsule(data), 0)?;
+    Ok(())
+}
+
 /// Identify Controller.
 pub fn identify_controller(q: &Queue) -> Result<Vec<u8>, Error> {
     identify(q, cns::CONTROLLER, 0)

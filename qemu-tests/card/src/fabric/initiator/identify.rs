@@ -112,6 +112,9 @@ pub struct NamespaceInfo {
     pub lba_shift: u8,
     /// Deallocated blocks read as zeroes (DLFEAT).
     pub deallocated_reads_zeroes: bool,
+    /// dia: the namespace's plex record (vendor bytes 768..816 of a dia
+    /// card's target; zero when they do not hold one).
+    pub plex_record: dia_abi::card::PlexRecord,
 }
 
 impl NamespaceInfo {
@@ -148,6 +151,10 @@ impl NamespaceInfo {
             blocks,
             lba_shift,
             deallocated_reads_zeroes: b[ns::DLFEAT] & 7 == 1,
+            plex_record: super::super::identify::plex_record_of(
+                &b[super::super::identify::PLEX_RECORD_AT..],
+            )
+            .unwrap_or_default(),
         })
     }
 
@@ -195,9 +202,16 @@ mod tests {
             size_blocks: 1000,
             lba_shift: 9,
             nguid: [1; 16],
+            plex_record: dia_abi::card::PlexRecord {
+                generation: 5,
+                in_sync: [1, 2, 3, 4],
+                reserved: [0; 8],
+            },
         })))
         .unwrap();
         assert_eq!((n.blocks, n.block_size()), (1000, 512));
+        assert_eq!(n.plex_record.generation, 5);
+        assert_eq!(n.plex_record.in_sync, [1, 2, 3, 4]);
         assert!(n.deallocated_reads_zeroes);
         assert!(matches!(
             NamespaceInfo::parse(&target::namespace(None)),

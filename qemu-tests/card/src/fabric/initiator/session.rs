@@ -272,6 +272,16 @@ impl Session {
         })
     }
 
+    /// dia's Set Plex Record on namespace `nsid` (the admin queue): what a
+    /// mirror tells a plex; the target makes it durable before it answers.
+    pub fn set_plex_record(
+        &self,
+        nsid: u32,
+        record: &dia_abi::card::PlexRecord,
+    ) -> Result<(), Error> {
+        admin::set_plex_record(&self.inner.admin, nsid, record)
+    }
+
     /// A namespace handle without asking the target (for a caller that
     /// knows the format, e.g. from an earlier session).
     pub fn namespace_as(&self, nsid: u32, info: NamespaceInfo) -> RemoteNamespace {
@@ -322,6 +332,12 @@ impl std::fmt::Debug for RemoteNamespace {
 }
 
 impl RemoteNamespace {
+    /// dia's Set Plex Record on this namespace, through the session's
+    /// admin queue.
+    pub fn set_plex_record(&self, record: &dia_abi::card::PlexRecord) -> Result<(), Error> {
+        admin::set_plex_record(&self.inner.admin, self.nsid, record)
+    }
+
     /// Its namespace id on the remote controller.
     pub fn nsid(&self) -> u32 {
         self.nsid

@@ -138,6 +138,7 @@ fn admin(s: &mut TcpStream, c: &Command, d: Digests) {
                     size_blocks: BLOCKS,
                     lba_shift: 12,
                     nguid: [0; 16],
+                    plex_record: Default::default(),
                 }))
             };
             send(s, &c2h(c.cid(), 0, page, true), d);

@@ -204,6 +204,7 @@ fn errors_carry_the_targets_nvme_status() {
             blocks: 10,
             lba_shift: 12,
             deallocated_reads_zeroes: true,
+            plex_record: Default::default(),
         },
     );
     let e = bad.read(0, &mut [0u8; 4096]).unwrap_err();
