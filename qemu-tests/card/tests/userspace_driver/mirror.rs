@@ -465,3 +465,235 @@ fn without_an_in_sync_plex_commands_fail_and_create_refuses_what_it_cannot_use()
         "A got what it missed"
     );
 }
+
+/// The key of `p` in a plex record.
+fn key(p: &abi::MirrorPlex) -> u64 {
+    abi::plex_key(&p.target)
+}
+
+/// The record's keys, sorted, zeroes left out.
+fn keys(r: &abi::PlexRecord) -> Vec<u64> {
+    let mut k: Vec<u64> = r.in_sync.iter().copied().filter(|&k| k != 0).collect();
+    k.sort_unstable();
+    k
+}
+
+fn sorted(mut k: Vec<u64>) -> Vec<u64> {
+    k.sort_unstable();
+    k
+}
+
+#[test]
+fn set_mirror_plexes_adds_drops_and_replaces_plexes_of_a_live_mirror() {
+    let mut a = Exporter::start_as("mirror-set-a", "DIA-A");
+    let mut b = Exporter::start_as("mirror-set-b", "DIA-B");
+    let mut c = Exporter::start_as("mirror-set-c", "DIA-C");
+    let pa = Proxy::start(a.target);
+    let mut pb = Proxy::start(b.target);
+    let pc = Proxy::start(c.target);
+    let mut m = PooledCard::start("mirror-set-m");
+    assert_eq!(create_attached_ns(&mut m, BLOCKS, 12, "local"), 1);
+    let (l, pa_, pb_, pc_) = (
+        local_plex(abi::PLEX_IN_SYNC),
+        plex(pa.addr, "DIA-A", abi::PLEX_IN_SYNC),
+        plex(pb.addr, "DIA-B", abi::PLEX_IN_SYNC),
+        plex(pc.addr, "DIA-C", abi::PLEX_IN_SYNC),
+    );
+    let new = |p: abi::MirrorPlex| abi::MirrorPlex {
+        state: abi::PLEX_NEW,
+        ..p
+    };
+    let cqe = create_mirror(&mut m, &mirror_create(&[l, pa_]));
+    assert_eq!(cqe.status_code(), 0);
+    let ns = cqe.result;
+    attach_ns(&mut m, ns);
+    let mut q = IoQ::create(&mut m, 1);
+    write_span(&m, &mut q, ns, 0, 4 << 20, 1);
+    let g0 = status(&mut m, ns).generation;
+    // Create sent its record to both plexes.
+    let rec = identify_ns(&mut a.card, 1).1.plex_record;
+    assert_eq!(rec.generation, g0);
+    assert_eq!(keys(&rec), sorted(vec![key(&l), key(&pa_)]));
+    assert_eq!(identify_ns(&mut m, 1).1.plex_record, rec);
+
+    // A new plex must be given as new; a plex of the table as in sync.
+    assert_eq!(
+        set_plexes(&mut m, ns, &[l, pa_, pb_]),
+        abi::STATUS_INVALID_FIELD
+    );
+    assert_eq!(
+        set_plexes(&mut m, ns, &[l, new(pa_)]),
+        abi::STATUS_INVALID_FIELD
+    );
+    assert_eq!(set_plexes(&mut m, 1, &[l]), abi::STATUS_INVALID_FIELD);
+
+    // Add B, and keep writing while it is copied.
+    assert_eq!(set_plexes(&mut m, ns, &[l, pa_, new(pb_)]), 0);
+    let s = status(&mut m, ns);
+    assert_eq!((s.plex_count, s.generation), (3, g0 + 1));
+    assert_ne!(s.plexes[2].state, abi::PLEX_IN_SYNC);
+    assert_eq!(s.plexes[2].local, 0);
+    for k in 0..8u64 {
+        write_span(
+            &m,
+            &mut q,
+            ns,
+            (k * 2 + 1) * REGION_BLOCKS,
+            1 << 20,
+            20 + k as u8,
+        );
+    }
+    let s = wait_in_sync(&mut m, ns, 2);
+    assert!(
+        s.plexes[2].resync_bytes >= BLOCKS * 4096,
+        "B got a full copy: {}",
+        s.plexes[2].resync_bytes
+    );
+    let mut qa = IoQ::create(&mut a.card, 1);
+    let mut qb = IoQ::create(&mut b.card, 1);
+    let mut qc = IoQ::create(&mut c.card, 1);
+    let local = whole(&m, &mut q, 1);
+    assert!(local[..65536] == pattern(1, 65536)[..]);
+    assert!(whole(&a.card, &mut qa, 1) == local, "A differs");
+    assert!(whole(&b.card, &mut qb, 1) == local, "B differs");
+    // B in sync: every plex's record names the three.
+    let rec = identify_ns(&mut b.card, 1).1.plex_record;
+    assert_eq!(rec.generation, s.generation);
+    assert_eq!(keys(&rec), sorted(vec![key(&l), key(&pa_), key(&pb_)]));
+
+    // Drop A: it gets no more writes, and the others' record leaves it out.
+    assert_eq!(set_plexes(&mut m, ns, &[pb_, l]), 0);
+    let s = status(&mut m, ns);
+    assert_eq!(s.plex_count, 2);
+    assert_eq!(
+        (s.plexes[0].local, s.plexes[1].local),
+        (0, 1),
+        "the new order"
+    );
+    let late = pattern(60, 65536);
+    assert_eq!(
+        write_blocks(&m, &mut q, ns, 12 * REGION_BLOCKS, &late, true),
+        0
+    );
+    assert!(read_blocks(&b.card, &mut qb, 1, 12 * REGION_BLOCKS, 16) == late);
+    assert!(
+        all_zero(&read_blocks(&a.card, &mut qa, 1, 12 * REGION_BLOCKS, 16)),
+        "A was dropped"
+    );
+    let rec = identify_ns(&mut b.card, 1).1.plex_record;
+    assert_eq!(rec.generation, s.generation);
+    assert_eq!(keys(&rec), sorted(vec![key(&l), key(&pb_)]));
+    assert_eq!(identify_ns(&mut m, 1).1.plex_record, rec);
+
+    // B's appliance is gone: B goes out of sync under writes; it cannot
+    // stay the only copy; it is replaced by C, rebuilt in full.
+    pb.cut();
+    write_span(&m, &mut q, ns, 14 * REGION_BLOCKS, 1 << 20, 70);
+    assert_eq!(status(&mut m, ns).plexes[0].state, abi::PLEX_OUT_OF_SYNC);
+    assert_eq!(
+        set_plexes(&mut m, ns, &[pb_, new(pc_)]),
+        abi::STATUS_MIRROR_LAST_COPY
+    );
+    assert_eq!(status(&mut m, ns).plex_count, 2, "refused: unchanged");
+    assert_eq!(set_plexes(&mut m, ns, &[l, new(pc_)]), 0);
+    write_span(&m, &mut q, ns, 15 * REGION_BLOCKS, 1 << 20, 80);
+    let s = wait_in_sync(&mut m, ns, 1);
+    assert!(s.plexes[1].resync_bytes >= BLOCKS * 4096);
+    let local = whole(&m, &mut q, 1);
+    assert!(whole(&c.card, &mut qc, 1) == local, "C differs");
+    assert!(local[14 << 20..(14 << 20) + 65536] == pattern(70, 65536)[..]);
+    let rec = identify_ns(&mut c.card, 1).1.plex_record;
+    assert_eq!(keys(&rec), sorted(vec![key(&l), key(&pc_)]));
+    // The table survives a detach.
+    assert_eq!(
+        ns_admin(&mut m, abi::ADMIN_NS_ATTACHMENT, ns, abi::NS_DETACH),
+        0
+    );
+    let s = status(&mut m, ns);
+    assert_eq!(s.plex_count, 2);
+    assert!(s.plexes[..2].iter().all(|p| p.state == abi::PLEX_IN_SYNC));
+    drop(pa);
+}
+
+#[test]
+fn a_mirror_made_again_elsewhere_copies_the_stale_plex_and_refuses_without_the_newest() {
+    let mut a = Exporter::start_as("mirror-again-a", "DIA-A");
+    let mut b = Exporter::start_as("mirror-again-b", "DIA-B");
+    let mut c = Exporter::start_as("mirror-again-c", "DIA-C");
+    let mut pa = Proxy::start(a.target);
+    let mut pb = Proxy::start(b.target);
+    let mut pc = Proxy::start(c.target);
+    let table = [
+        plex(pa.addr, "DIA-A", abi::PLEX_IN_SYNC),
+        plex(pb.addr, "DIA-B", abi::PLEX_IN_SYNC),
+        plex(pc.addr, "DIA-C", abi::PLEX_IN_SYNC),
+    ];
+    let (g, old) = {
+        let mut m1 = PooledCard::start("mirror-again-m1");
+        let cqe = create_mirror(&mut m1, &mirror_create(&table));
+        assert_eq!(cqe.status_code(), 0);
+        let ns = cqe.result;
+        attach_ns(&mut m1, ns);
+        let mut q = IoQ::create(&mut m1, 1);
+        write_span(&m1, &mut q, ns, 0, 1 << 20, 1);
+        assert_eq!(flush(&m1, &mut q, ns), 0);
+        // C is cut; what is written now only A and B hold.
+        pc.cut();
+        write_span(&m1, &mut q, ns, 0, 1 << 20, 2);
+        let s = status(&mut m1, ns);
+        assert_eq!(s.plexes[2].state, abi::PLEX_OUT_OF_SYNC);
+        (s.generation, pattern(1, 65536))
+        // M1 is gone with its pool (not restarted).
+    };
+    let rec = identify_ns(&mut a.card, 1).1.plex_record;
+    assert_eq!(rec.generation, g);
+    assert_eq!(keys(&rec), sorted(vec![key(&table[0]), key(&table[1])]));
+    assert_eq!(identify_ns(&mut b.card, 1).1.plex_record, rec);
+    let stale = identify_ns(&mut c.card, 1).1.plex_record;
+    assert!(stale.generation < g && keys(&stale).len() == 3);
+    let mut qc = IoQ::create(&mut c.card, 1);
+    assert!(read_blocks(&c.card, &mut qc, 1, 0, 16) == old, "C is stale");
+
+    let mut m2 = PooledCard::start("mirror-again-m2");
+    pc.restore();
+    // Only the stale plex can be reached: refused, whatever it is given as.
+    pa.cut();
+    pb.cut();
+    assert_eq!(
+        create_mirror(&mut m2, &mirror_create(&table)).status_code(),
+        abi::STATUS_MIRROR_STALE
+    );
+    // A plex of the newest copy missing from the table: refused too.
+    pa.restore();
+    pb.restore();
+    assert_eq!(
+        create_mirror(&mut m2, &mirror_create(&[table[0], table[2]])).status_code(),
+        abi::STATUS_MIRROR_STALE
+    );
+    // All three, all given in sync: C is stale, copied in full.
+    let cqe = create_mirror(&mut m2, &mirror_create(&table));
+    assert_eq!(cqe.status_code(), 0);
+    let ns = cqe.result;
+    let s = status(&mut m2, ns);
+    assert_eq!(s.generation, g + 1);
+    assert_eq!(s.plexes[2].state, abi::PLEX_OUT_OF_SYNC);
+    assert_eq!(s.plexes[2].dirty_regions, 16);
+    assert!(s.plexes[..2].iter().all(|p| p.state == abi::PLEX_IN_SYNC));
+    let rec = identify_ns(&mut b.card, 1).1.plex_record;
+    assert_eq!(rec.generation, g + 1);
+    assert_eq!(keys(&rec), sorted(vec![key(&table[0]), key(&table[1])]));
+    // Reads spread over the in-sync plexes: none goes to C.
+    attach_ns(&mut m2, ns);
+    let mut q = IoQ::create(&mut m2, 1);
+    for _ in 0..6 {
+        assert!(read_blocks(&m2, &mut q, ns, 0, 16) == pattern(2, 65536));
+    }
+    let s = wait_in_sync(&mut m2, ns, 2);
+    assert_eq!(s.plexes[2].resync_bytes, BLOCKS * 4096, "a full copy");
+    assert!(read_blocks(&c.card, &mut qc, 1, 0, 16) == pattern(2, 65536));
+    let mut qa = IoQ::create(&mut a.card, 1);
+    assert!(whole(&c.card, &mut qc, 1) == whole(&a.card, &mut qa, 1));
+    let rec = identify_ns(&mut c.card, 1).1.plex_record;
+    assert_eq!(rec.generation, s.generation);
+    assert_eq!(keys(&rec).len(), 3);
+}
