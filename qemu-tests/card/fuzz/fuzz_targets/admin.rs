@@ -1,6 +1,7 @@
 //! The controller's admin command handling: sequences of admin commands
 //! (Identify, queue and namespace management, log pages, QoS, ports,
-//! Abort, Create Remote Namespace, unknown opcodes) with their data
+//! Abort, Create Remote and Mirror Namespace, Set Mirror Plexes, Set Plex
+//! Record, unknown opcodes) with their data
 //! (namespace, QoS, port and remote namespace structures, or raw bytes)
 //! anywhere in guest memory, on a card with or without a pool.
 //!
@@ -20,7 +21,7 @@ const RAM: usize = 2 << 20;
 const DATA: u64 = 0x1_0000;
 const VECTORS: u16 = 8;
 
-const OPCODES: [u8; 14] = [
+const OPCODES: [u8; 17] = [
     abi::ADMIN_IDENTIFY,
     abi::ADMIN_CREATE_IO_CQ,
     abi::ADMIN_CREATE_IO_SQ,
@@ -35,6 +36,9 @@ const OPCODES: [u8; 14] = [
     abi::ADMIN_SET_PORT,
     abi::ADMIN_ABORT,
     abi::ADMIN_CREATE_REMOTE_NS,
+    abi::ADMIN_CREATE_MIRROR_NS,
+    abi::ADMIN_SET_MIRROR_PLEXES,
+    abi::ADMIN_SET_PLEX_RECORD,
 ];
 
 #[derive(Arbitrary, Debug, Clone, Copy)]
