@@ -1833,16 +1833,15 @@ impl Mirrors {
         } else {
             (rec, from)
         };
-        let mut plexes = Vec::new();
-        for (k, f) in from.iter().enumerate() {
-            match f {
-                Some(j) => plexes.push(old.plexes[*j].clone()),
-                None => match self.new_plex(&rec.plexes[k].target) {
-                    Some(p) => plexes.push(Arc::new(p)),
-                    None => return Err(abi::STATUS_INTERNAL_ERROR),
-                },
-            }
-        }
+        // Every new target parsed (checked above).
+        let plexes: Vec<Arc<Plex>> = from
+            .iter()
+            .enumerate()
+            .filter_map(|(k, f)| match f {
+                Some(j) => old.plexes.get(*j).cloned(),
+                None => self.new_plex(&rec.plexes[k].target).map(Arc::new),
+            })
+            .collect();
         let carry = Carry {
             unflushed: from
                 .iter()
@@ -1856,15 +1855,19 @@ impl Mirrors {
         let geometry = (old.size_blocks, old.lba_shift);
         let states: Vec<u8> = rec.plexes.iter().map(|p| p.state).collect();
         let generation = rec.generation;
-        let Some(new) = launch(
-            nsid,
-            geometry,
-            rec,
-            plexes,
-            Some(carry),
-            old.pool.clone(),
-            old.ctx.clone(),
-        ) else {
+        let launched = (plexes.len() == rec.plexes.len()).then(|| {
+            launch(
+                nsid,
+                geometry,
+                rec,
+                plexes,
+                Some(carry),
+                old.pool.clone(),
+                old.ctx.clone(),
+            )
+        });
+        let Some(Some(new)) = launched else {
+            // No mirror takes over: as a detach.
             lock(&self.mirrors).remove(&nsid);
             lock(&old.state).stop = Some(Stop::Drain);
             let queued: Vec<Job> = lock(&old.jobs).drain(..).collect();
