@@ -36,6 +36,19 @@ unsafe impl FromBytes for ioctl::DiaNsCreateRemote {}
 unsafe impl AsBytes for ioctl::DiaNsCreateRemote {}
 // SAFETY: as above (512 bytes: a 312-byte target, a label, reserved bytes).
 unsafe impl AsBytes for card::RemoteNamespaceCreate {}
+// SAFETY: as above (1544 bytes: ids, then a 1536-byte plex table of four
+// 320-byte plexes, each a 312-byte target, a state and reserved bytes).
+unsafe impl FromBytes for ioctl::DiaNsCreateMirror {}
+// SAFETY: as above.
+unsafe impl AsBytes for ioctl::DiaNsCreateMirror {}
+// SAFETY: as above (1536 bytes, no padding: the u64 generation at offset 64).
+unsafe impl AsBytes for card::MirrorNamespaceCreate {}
+// SAFETY: as above (328 bytes: ids, then the 320-byte log page).
+unsafe impl FromBytes for ioctl::DiaNsMirrorStatus {}
+// SAFETY: as above.
+unsafe impl AsBytes for ioctl::DiaNsMirrorStatus {}
+// SAFETY: as above (320 bytes: u64 counters, bytes, four 64-byte plexes).
+unsafe impl FromBytes for card::MirrorStatus {}
 // SAFETY: as above.
 unsafe impl FromBytes for ioctl::DiaNsId {}
 // SAFETY: as above.

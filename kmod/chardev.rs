@@ -12,12 +12,14 @@ use kernel::sync::ArcBorrow;
 use kernel::uaccess::UserSlice;
 
 use crate::abi::ioctl::{
-    self, DiaIdentity, DiaNsCreate, DiaNsCreateRemote, DiaNsId, DiaNsInfo, DiaNsList, DiaNsQos,
-    DiaNsStats, DiaPoolInfo, DiaPortCreate, DiaPortId, DiaPortInfo, DiaPortList, DiaPortSet,
+    self, DiaIdentity, DiaNsCreate, DiaNsCreateMirror, DiaNsCreateRemote, DiaNsId, DiaNsInfo,
+    DiaNsList, DiaNsMirrorStatus, DiaNsQos, DiaNsStats, DiaPoolInfo, DiaPortCreate, DiaPortId,
+    DiaPortInfo, DiaPortList, DiaPortSet,
 };
 use crate::card::Card;
 use crate::glue::cred;
 use crate::glue::miscdev::MiscDevice;
+use crate::glue::uaccess::read_boxed;
 
 /// Requests that change the card (the rest only read it).
 fn mutates(cmd: u32) -> bool {
@@ -25,6 +27,7 @@ fn mutates(cmd: u32) -> bool {
         cmd,
         ioctl::DIA_IOC_NS_CREATE
             | ioctl::DIA_IOC_NS_CREATE_REMOTE
+            | ioctl::DIA_IOC_NS_CREATE_MIRROR
             | ioctl::DIA_IOC_NS_DELETE
             | ioctl::DIA_IOC_NS_ATTACH
             | ioctl::DIA_IOC_NS_DETACH
@@ -88,6 +91,25 @@ impl MiscDevice for Card {
                 write_out(arg, &req).inspect_err(|_| {
                     let _ = this.with_controller_uninterruptible(|c| c.ns_delete(req.nsid));
                 })
+            }
+            ioctl::DIA_IOC_NS_CREATE_MIRROR => {
+                // 1.5 KiB: kept off the kernel stack.
+                let mut req: KBox<DiaNsCreateMirror> = read_boxed(arg)?;
+                if req.nsid != 0 || req.reserved != 0 || req.create.validate().is_err() {
+                    return Err(EINVAL);
+                }
+                req.nsid = this.with_controller(|c| c.ns_create_mirror(&req.create))?;
+                write_out(arg, &*req).inspect_err(|_| {
+                    let _ = this.with_controller_uninterruptible(|c| c.ns_delete(req.nsid));
+                })
+            }
+            ioctl::DIA_IOC_NS_MIRROR_STATUS => {
+                let mut req: DiaNsMirrorStatus = read_in(arg)?;
+                if req.reserved != 0 {
+                    return Err(EINVAL);
+                }
+                req.status = this.with_controller(|c| c.ns_mirror_status(req.nsid))?;
+                write_out(arg, &req)
             }
             ioctl::DIA_IOC_NS_DELETE => {
                 let nsid = ns_id(arg)?;

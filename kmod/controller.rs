@@ -14,6 +14,7 @@ use crate::abi::ioctl::{DiaIdentity, DIA_ABI_VERSION};
 use crate::glue::blk::{Disk, DiskParams, Op, TagSet};
 use crate::glue::completion::Completion;
 use crate::glue::dma::CoherentAllocation;
+use crate::glue::errno;
 use crate::glue::irq::{self, Handler};
 use crate::glue::mmio::Bar;
 use crate::glue::pci::{Device, Enabled, IrqVectors, Regions};
@@ -187,6 +188,9 @@ pub(crate) struct Controller {
     max_transfer: u32,
     /// From Identify: the card has network ports.
     network: bool,
+    /// From Identify: the card has mirrored namespaces (interface 1.5 or
+    /// later); a 1.4 card would take the mirror status page for a bad field.
+    mirrors: bool,
     /// From Identify: most ports.
     max_ports: u32,
 }
@@ -284,6 +288,7 @@ impl Controller {
             vwc: false,
             max_transfer: 0,
             network: false,
+            mirrors: false,
             max_ports: 0,
         };
         // From here on `drop` disables the controller on any error.
@@ -731,8 +736,20 @@ impl Controller {
     }
 
     /// Submits one admin command and waits for its completion (bounded by
-    /// [`ADMIN_TIMEOUT_MS`]). A non-success status becomes `EIO`.
-    fn admin_command(&mut self, mut sqe: SubmissionEntry) -> Result<CompletionEntry> {
+    /// [`ADMIN_TIMEOUT_MS`]). A non-success status becomes its errno
+    /// ([`status_errno`]).
+    fn admin_command(&mut self, sqe: SubmissionEntry) -> Result<CompletionEntry> {
+        self.admin_command_with(sqe, status_errno)
+    }
+
+    /// As [`Self::admin_command`], with `to_errno` choosing the errno of a
+    /// non-success status (for commands where a status means something of
+    /// their own).
+    fn admin_command_with(
+        &mut self,
+        mut sqe: SubmissionEntry,
+        to_errno: fn(u16) -> kernel::error::Error,
+    ) -> Result<CompletionEntry> {
         let io_failed = self
             .io
             .as_ref()
@@ -767,7 +784,7 @@ impl Controller {
                         cqe.status_code()
                     );
                     self.last_error_result = cqe.result;
-                    return Err(status_errno(cqe.status_code()));
+                    return Err(to_errno(cqe.status_code()));
                 }
                 return Ok(cqe);
             }
@@ -915,6 +932,9 @@ impl Controller {
         self.max_transfer = b.read(offset_of!(IdentifyController, max_transfer_bytes))?;
         let caps: u64 = b.read(offset_of!(IdentifyController, capabilities))?;
         self.network = caps & regs::CARD_CAP_NETWORK != 0;
+        let vs: u32 = b.read(offset_of!(IdentifyController, interface_version))?;
+        // The driver binds to major 1 only (probe), so the minor says it.
+        self.mirrors = (vs & 0xffff) >= regs::INTERFACE_MINOR_MIRROR;
         self.max_ports = b
             .read::<u32>(offset_of!(IdentifyController, max_ports))?
             .min(crate::abi::ioctl::DIA_PORT_LIST_MAX as u32);
@@ -977,11 +997,6 @@ impl Drop for Controller {
     }
 }
 
-/// `EDQUOT`: the card cannot guarantee the floors asked for.
-pub(crate) fn edquot() -> kernel::error::Error {
-    kernel::error::Error::from_errno(-(kernel::bindings::EDQUOT as i32))
-}
-
 /// The errno for a card status, so callers see what went wrong.
 fn status_errno(status: u16) -> kernel::error::Error {
     use kernel::error::code::{EBUSY, EEXIST, ENOENT, ENOSPC};
@@ -995,16 +1010,10 @@ fn status_errno(status: u16) -> kernel::error::Error {
         regs::STATUS_INVALID_FORMAT | regs::STATUS_INVALID_FIELD | regs::STATUS_NS_NOT_ATTACHED => {
             EINVAL
         }
-        regs::STATUS_INVALID_OPCODE => {
-            kernel::error::Error::from_errno(-(kernel::bindings::EOPNOTSUPP as i32))
-        }
-        regs::STATUS_QOS_ADMISSION => edquot(),
-        regs::STATUS_REMOTE_UNREACHABLE => {
-            kernel::error::Error::from_errno(-(kernel::bindings::EHOSTUNREACH as i32))
-        }
-        regs::STATUS_REMOTE_REFUSED => {
-            kernel::error::Error::from_errno(-(kernel::bindings::ECONNREFUSED as i32))
-        }
+        regs::STATUS_INVALID_OPCODE => errno::EOPNOTSUPP(),
+        regs::STATUS_QOS_ADMISSION => errno::EDQUOT(),
+        regs::STATUS_REMOTE_UNREACHABLE => errno::EHOSTUNREACH(),
+        regs::STATUS_REMOTE_REFUSED => errno::ECONNREFUSED(),
         _ => EIO,
     }
 }

@@ -11,12 +11,14 @@ pub(crate) mod blk;
 pub(crate) mod completion;
 pub(crate) mod cred;
 pub(crate) mod dma;
+pub(crate) mod errno;
 pub(crate) mod irq;
 pub(crate) mod miscdev;
 pub(crate) mod mmio;
 pub(crate) mod net;
 pub(crate) mod pci;
 pub(crate) mod time;
+pub(crate) mod uaccess;
 pub(crate) mod work;
 
 use kernel::error::{Error, Result};
