@@ -160,7 +160,8 @@ impl Controller {
     /// Creates a mirrored namespace over the plexes of `create` (validated
     /// by the caller; the card checks again and looks at each plex it can
     /// reach); returns its id. Plexes that differ in size or block size are
-    /// `EMEDIUMTYPE`; `EOPNOTSUPP` on a card before interface 1.5.
+    /// `EMEDIUMTYPE`, plex records saying a newer copy than any reachable
+    /// one exists `ESTALE`; `EOPNOTSUPP` on a card before interface 1.5.
     pub(crate) fn ns_create_mirror(&mut self, create: &MirrorNamespaceCreate) -> Result<u32> {
         if !self.mirrors {
             return Err(errno::EOPNOTSUPP());
@@ -176,6 +177,7 @@ impl Controller {
             |status| match status {
                 // For this command the one Invalid Format is unlike plexes.
                 regs::STATUS_INVALID_FORMAT => errno::EMEDIUMTYPE(),
+                regs::STATUS_MIRROR_STALE => errno::ESTALE(),
                 other => super::status_errno(other),
             },
         )?;

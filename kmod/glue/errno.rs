@@ -37,3 +37,9 @@ pub(crate) fn ECONNREFUSED() -> Error {
 pub(crate) fn EMEDIUMTYPE() -> Error {
     from_binding(kernel::bindings::EMEDIUMTYPE)
 }
+
+/// `ESTALE`: the reachable copies of a mirror are older than its newest.
+#[expect(non_snake_case)]
+pub(crate) fn ESTALE() -> Error {
+    from_binding(kernel::bindings::ESTALE)
+}

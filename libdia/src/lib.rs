@@ -174,7 +174,8 @@ impl Card {
     /// the driver with `EINVAL`; then the card's answers: `EHOSTUNREACH`
     /// when no in-sync plex could be reached,
     /// `ECONNREFUSED` when a target refused, `EMEDIUMTYPE` when the plexes
-    /// differ in size or block size, `ENOSPC` when it has no free namespace
+    /// differ in size or block size, `ESTALE` when their records say a
+    /// newer copy exists than any reachable one, `ENOSPC` when it has no free namespace
     /// id, `EOPNOTSUPP` on a card without mirrors (interface before 1.5).
     pub fn create_mirror_namespace(&self, create: &MirrorNamespaceCreate) -> Result<u32, Error> {
         // 1.5 KiB: on the heap, as the driver keeps it.

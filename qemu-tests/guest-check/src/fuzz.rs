@@ -68,11 +68,13 @@ const REMOTE_ERRNOS: [i32; 2] = [libc::EHOSTUNREACH, libc::ECONNREFUSED];
 
 /// Errnos Create Mirror Namespace may end with besides those: its plexes'
 /// targets (closed ports on the host) cannot be reached or refuse, differ,
-/// or the card has no mirrors (before interface 1.5).
-const MIRROR_ERRNOS: [i32; 4] = [
+/// their records name a newer copy, or the card has no mirrors (before
+/// interface 1.5).
+const MIRROR_ERRNOS: [i32; 5] = [
     libc::EHOSTUNREACH,
     libc::ECONNREFUSED,
     libc::EMEDIUMTYPE,
+    libc::ESTALE,
     libc::EOPNOTSUPP,
 ];
 

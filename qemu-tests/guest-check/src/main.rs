@@ -368,6 +368,7 @@ fn errno_name(e: i32) -> String {
         libc::ECONNREFUSED => "ECONNREFUSED",
         libc::EOPNOTSUPP => "EOPNOTSUPP",
         libc::EMEDIUMTYPE => "EMEDIUMTYPE",
+        libc::ESTALE => "ESTALE",
         libc::EDQUOT => "EDQUOT",
         libc::ENOMEM => "ENOMEM",
         _ => return format!("errno {e}"),
