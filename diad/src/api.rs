@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use dia::api::{
-    AttachPort, Attachment, ClusterStatus, Container, CreateCluster, CreateContainer,
+    AddPlex, AttachPort, Attachment, ClusterStatus, Container, CreateCluster, CreateContainer,
     CreateNetwork, CreateVolume, JoinCluster, Network, PortStatsView, PortView, SetTier, Tier,
     TierSpec, Volume, VolumeList,
 };
@@ -25,7 +25,7 @@ use crate::card_device::CardDevice;
 use crate::cluster::LocalNode;
 use crate::error::ApiError;
 use crate::manager::Manager;
-use crate::mirrors::{plex_path, CreatePlex, PlexCreated, PlexPlace};
+use crate::mirrors::{plex_path, CreatePlex, PlexChange, PlexCreated, PlexPlace, PlexPlan};
 use crate::peer::{JoinAnswer, JoinRequest};
 use crate::state::PlexState;
 
@@ -117,6 +117,8 @@ fn routes() -> Vec<(&'static str, MethodRouter<Arc<AppState>>)> {
         ("/v1/volumes/{name}/detach", post(detach_volume)),
         ("/v1/volumes/{name}/tier", post(set_volume_tier)),
         ("/v1/volumes/{name}/stats", get(volume_stats)),
+        ("/v1/volumes/{name}/plexes", post(add_plex)),
+        ("/v1/volumes/{name}/plexes/{node}", delete(remove_plex)),
         ("/v1/tiers", get(list_tiers).post(create_tier)),
         ("/v1/tiers/{name}", delete(delete_tier)),
         (
@@ -150,6 +152,7 @@ fn peer_routes() -> Vec<(&'static str, MethodRouter<Arc<AppState>>)> {
             "/peer/v1/volumes/{name}",
             get(peer_show_volume).delete(peer_delete_volume),
         ),
+        ("/peer/v1/volumes/{name}/plexes", post(peer_change_plexes)),
         ("/peer/v1/plexes", post(peer_create_plex)),
         ("/peer/v1/plexes/{nsid}", delete(peer_delete_plex)),
     ]
@@ -215,6 +218,152 @@ async fn peer_show_volume(
     UrlPath(name): UrlPath<String>,
 ) -> Result<Json<Volume>, ApiError> {
     with_manager(app, move |m| m.show(&name)).await.map(Json)
+}
+
+async fn peer_change_plexes(
+    State(app): State<Arc<AppState>>,
+    UrlPath(name): UrlPath<String>,
+    req: Result<Json<PlexChange>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Volume>, ApiError> {
+    let req = body(req)?;
+    change_plexes(app, name, req).await.map(Json)
+}
+
+async fn add_plex(
+    State(app): State<Arc<AppState>>,
+    UrlPath(name): UrlPath<String>,
+    req: Result<Json<AddPlex>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Volume>, ApiError> {
+    let mut add = body(req)?;
+    let remove = add.replace.take();
+    change_plexes(
+        app,
+        name,
+        PlexChange {
+            add: Some(add),
+            remove,
+        },
+    )
+    .await
+    .map(Json)
+}
+
+async fn remove_plex(
+    State(app): State<Arc<AppState>>,
+    UrlPath((name, node)): UrlPath<(String, String)>,
+) -> Result<Json<Volume>, ApiError> {
+    let change = PlexChange {
+        add: None,
+        remove: Some(node),
+    };
+    change_plexes(app, name, change).await.map(Json)
+}
+
+/// A change of a mirrored volume's copies: made on the appliance it is
+/// attached on; a new copy is made first (on another appliance without
+/// holding this one's manager), then the card and the record change, then
+/// the copy that left is deleted.
+async fn change_plexes(
+    app: Arc<AppState>,
+    name: String,
+    change: PlexChange,
+) -> Result<Volume, ApiError> {
+    let (n, c) = (name.clone(), change.clone());
+    let new = match with_manager(app.clone(), move |m| m.plan_plex_change(&n, &c)).await? {
+        PlexPlan::Elsewhere(address) => {
+            let path = format!("/peer/v1/volumes/{name}/plexes");
+            return forward(address, "POST", path, Some(change)).await;
+        }
+        PlexPlan::Here(new) => new,
+    };
+    let made = match new {
+        None => None,
+        Some((place, plex)) => {
+            let created = match &place.address {
+                None => {
+                    let plex = plex.clone();
+                    with_manager(app.clone(), move |m| m.create_plex_here(&plex)).await?
+                }
+                Some(a) => forward(a.clone(), "POST", "/peer/v1/plexes".into(), Some(plex)).await?,
+            };
+            Some((place, created.nsid))
+        }
+    };
+    let new_plex = made.as_ref().map(|(p, nsid)| PlexState {
+        node: p.node.clone(),
+        nsid: *nsid,
+        in_sync: false,
+    });
+    let (n, remove) = (name.clone(), change.remove.clone());
+    let applied = with_manager(app.clone(), move |m| {
+        m.apply_plex_change(&n, new_plex.as_ref(), remove.as_deref())
+    })
+    .await;
+    let (gone, result) = match applied {
+        Ok((v, removed)) => (removed.map(|r| (r.node, r.nsid)), Ok(v)),
+        Err(e) => (made.map(|(p, nsid)| (p.node, nsid)), Err(e)),
+    };
+    if let Some((node, nsid)) = gone {
+        let label = name.clone();
+        let deleted = with_manager(app, move |m| {
+            if m.mine(Some(&node)) {
+                return m.delete_plex_here(nsid, &label);
+            }
+            let address = m
+                .state
+                .members
+                .iter()
+                .find(|x| x.name == node)
+                .map(|x| x.address.clone());
+            match address {
+                Some(a) => {
+                    crate::peer::call::<(), Value>(&a, "DELETE", &plex_path(nsid, &label), None)
+                        .map(|_| ())
+                }
+                None => Ok(()),
+            }
+        })
+        .await;
+        if let Err(e) = deleted {
+            warn!(volume = %name, nsid, "deleting a copy that left: {} (left as an orphan namespace)", e.message);
+        }
+    }
+    result
+}
+
+/// Every few seconds: the mirrors attached here are looked at (their
+/// copies' states recorded), and a copy unreachable for longer than its
+/// volume's `rebuild_after` is replaced by a new one on another appliance,
+/// copied in full while the volume is in use.
+pub async fn watch_mirrors(app: Arc<AppState>) {
+    let down_since = Arc::new(Mutex::new(std::collections::HashMap::new()));
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        let d = down_since.clone();
+        let overdue = with_manager(app.clone(), move |m| {
+            let mut d = d.lock().unwrap_or_else(PoisonError::into_inner);
+            Ok(m.watch_mirrors(&mut d))
+        })
+        .await
+        .unwrap_or_default();
+        for (volume, node) in overdue {
+            info!(volume = %volume, node = %node, "a copy stayed unreachable past its rebuild time: rebuilding it elsewhere");
+            let change = PlexChange {
+                add: Some(AddPlex::default()),
+                remove: Some(node.clone()),
+            };
+            match change_plexes(app.clone(), volume.clone(), change).await {
+                Ok(_) => down_since
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&(volume, node)),
+                Err(e) => {
+                    warn!(volume = %volume, node = %node, "rebuilding a copy elsewhere: {}", e.message);
+                    None
+                }
+            };
+        }
+    }
 }
 
 async fn peer_create_plex(

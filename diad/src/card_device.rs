@@ -25,6 +25,12 @@ pub trait CardDevice: Send + Sync + 'static {
     ) -> Result<u32, dia::Error>;
     /// A namespace whose data is kept in several plexes (mirrored).
     fn create_mirror_namespace(&self, create: &MirrorNamespaceCreate) -> Result<u32, dia::Error>;
+    /// Gives a mirrored namespace a new plex table, live.
+    fn set_mirror_plexes(
+        &self,
+        nsid: u32,
+        plexes: &MirrorNamespaceCreate,
+    ) -> Result<(), dia::Error>;
     /// A mirrored namespace's plexes as the card sees them now.
     fn mirror_status(&self, nsid: u32) -> Result<MirrorStatus, dia::Error>;
     fn delete_namespace(&self, nsid: u32) -> Result<(), dia::Error>;
@@ -78,6 +84,13 @@ impl CardDevice for dia::Card {
     }
     fn mirror_status(&self, nsid: u32) -> Result<MirrorStatus, dia::Error> {
         dia::Card::mirror_status(self, nsid)
+    }
+    fn set_mirror_plexes(
+        &self,
+        nsid: u32,
+        plexes: &MirrorNamespaceCreate,
+    ) -> Result<(), dia::Error> {
+        dia::Card::set_mirror_plexes(self, nsid, plexes)
     }
     fn delete_namespace(&self, nsid: u32) -> Result<(), dia::Error> {
         dia::Card::delete_namespace(self, nsid)

@@ -285,6 +285,7 @@ mod tests {
                 remote: None,
                 plexes: Vec::new(),
                 generation: 0,
+                rebuild_after: None,
             });
         }
         // A mirrored volume takes room on each of its copies' appliances.

@@ -163,6 +163,7 @@ async fn daemon(args: Args) -> Result<()> {
         "reconciled the state with the card"
     );
     let app = api::AppState::with_node(manager, node);
+    tokio::spawn(api::watch_mirrors(app.clone()));
     if let Some(address) = &args.address {
         let (address, app) = (address.clone(), app.clone());
         tokio::spawn(async move {

@@ -10,8 +10,11 @@
 //! which plexes were in sync at which generation when the volume was last
 //! detached. See docs/mirrors.md.
 
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
 use axum::http::StatusCode;
-use dia::api::{format_size, CreateVolume, PlexView, Volume, MAX_MIRRORS};
+use dia::api::{format_size, AddPlex, CreateVolume, PlexView, Volume, MAX_MIRRORS};
 use dia_abi::card::{
     self as abi, MirrorNamespaceCreate, MirrorPlex, MirrorStatus, MIRROR_REGION_SHIFT,
 };
@@ -51,6 +54,31 @@ pub struct PlexPlace {
     pub node: String,
     /// Its peer API address (`None`: this appliance).
     pub address: Option<String>,
+}
+
+/// A change of a mirrored volume's copies: one more (`add`), one fewer
+/// (`remove`, an appliance holding a copy), or both at once (a copy
+/// replaced). Done by the appliance the volume is attached on
+/// (`POST /peer/v1/volumes/{name}/plexes` forwards it there).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlexChange {
+    /// Where a new copy may go (its `replace` unused: see `remove`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub add: Option<AddPlex>,
+    /// The appliance whose copy goes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remove: Option<String>,
+}
+
+/// What a plex change needs before the manager applies it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlexPlan {
+    /// The volume is attached on the appliance at this address: the change
+    /// is made there.
+    Elsewhere(String),
+    /// Made here; with a new copy to create first (where, and what).
+    Here(Option<(PlexPlace, CreatePlex)>),
 }
 
 /// The peer API path that deletes plex `nsid` of volume `name`.
@@ -284,6 +312,7 @@ impl Manager {
             remote: None,
             plexes: plexes.to_vec(),
             generation: 0,
+            rebuild_after: req.rebuild_after,
         });
         let nodes: Vec<&str> = plexes.iter().map(|p| p.node.as_str()).collect();
         if let Err(e) = self.check_room_of(&nodes).and_then(|()| self.save()) {
@@ -305,34 +334,8 @@ impl Manager {
                 v.name
             )));
         }
-        let mut create = MirrorNamespaceCreate {
-            generation: v.generation,
-            plex_count: v.plexes.len() as u8,
-            ..Default::default()
-        };
-        let label = v.name.as_bytes();
-        if label.len() >= create.label.len() {
-            return Err(ApiError::bad_request(format!(
-                "volume name '{}' is too long for the card",
-                v.name
-            )));
-        }
-        create.label[..label.len()].copy_from_slice(label);
-        for (slot, p) in create.plexes.iter_mut().zip(&v.plexes) {
-            let target = self.target_of(&p.node, p.nsid).map_err(|e| ApiError {
-                message: format!("volume '{}': {}", v.name, e.message),
-                ..e
-            })?;
-            *slot = MirrorPlex {
-                target,
-                state: if p.in_sync {
-                    abi::PLEX_IN_SYNC
-                } else {
-                    abi::PLEX_NEW
-                },
-                reserved: [0; 7],
-            };
-        }
+        let mut create = self.plex_table(&v.name, &v.plexes, false)?;
+        create.generation = v.generation;
         self.card
             .create_mirror_namespace(&create)
             .map_err(|e| ApiError::card(&format!("mirroring volume '{}'", v.name), e))
@@ -417,6 +420,285 @@ impl Manager {
                 }
             })
             .collect()
+    }
+}
+
+impl Manager {
+    /// Checks a change of volume `name`'s copies and plans it: where it is
+    /// made, and where a new copy goes (an appliance without a copy, with
+    /// room; `--node` or the most room). A volume with one copy becomes
+    /// mirrored this way while it is detached.
+    pub fn plan_plex_change(&self, name: &str, change: &PlexChange) -> Result<PlexPlan, ApiError> {
+        let v = &self.state.volumes[self.volume_index(name)?];
+        let Some(me) = self.me() else {
+            return Err(ApiError::bad_request(
+                "copies of a volume live on different appliances; this appliance is not in a cluster",
+            ));
+        };
+        if !v.mirrored() && v.attachment.is_some() {
+            return Err(ApiError::conflict(format!(
+                "volume '{name}' has one copy and is attached: detach it to give it more copies"
+            )));
+        }
+        if let Some(address) = self.mirror_attached_elsewhere(name) {
+            return Ok(PlexPlan::Elsewhere(address));
+        }
+        let holders: Vec<&str> = v.copies().filter_map(|(n, _)| n).collect();
+        if let Some(node) = &change.remove {
+            if !holders.contains(&node.as_str()) {
+                return Err(ApiError::unknown("copy on appliance", node, &holders, ""));
+            }
+            if change.add.is_none() && holders.len() == 1 {
+                return Err(ApiError::conflict(format!(
+                    "the copy on '{node}' is volume '{name}''s only one: delete the volume instead"
+                )));
+            }
+        }
+        let Some(add) = &change.add else {
+            return Ok(PlexPlan::Here(None));
+        };
+        let after = holders.len() + 1 - usize::from(change.remove.is_some());
+        if after > MAX_MIRRORS as usize {
+            return Err(ApiError::bad_request(format!(
+                "volume '{name}' would have {after} copies (allowed: at most {MAX_MIRRORS})"
+            )));
+        }
+        let room = |m: &MemberState| {
+            m.pool_bytes
+                .saturating_sub(self.state.promised_bytes(&m.name))
+        };
+        let candidates: Vec<&MemberState> = self
+            .state
+            .members
+            .iter()
+            .filter(|m| !holders.contains(&m.name.as_str()))
+            .filter(|m| add.node.as_deref().is_none_or(|n| n == m.name))
+            .filter(|m| {
+                add.label
+                    .as_deref()
+                    .is_none_or(|l| m.labels.iter().any(|x| x == l))
+            })
+            .collect();
+        let Some(best) = candidates
+            .iter()
+            .filter(|m| room(m) >= v.size_bytes)
+            .max_by_key(|m| room(m))
+        else {
+            let others: Vec<String> = candidates
+                .iter()
+                .map(|m| format!("{} ({} left)", m.name, format_size(room(m))))
+                .collect();
+            return Err(ApiError {
+                status: StatusCode::INSUFFICIENT_STORAGE,
+                ..ApiError::conflict(format!(
+                    "no appliance without a copy of '{name}' has room for {} (copies on: {}; others: {})",
+                    format_size(v.size_bytes),
+                    holders.join(", "),
+                    if others.is_empty() { "none".into() } else { others.join(", ") }
+                ))
+            });
+        };
+        Ok(PlexPlan::Here(Some((
+            PlexPlace {
+                node: best.name.clone(),
+                address: (best.name != me).then(|| best.address.clone()),
+            },
+            CreatePlex {
+                name: name.into(),
+                size_bytes: v.size_bytes,
+                block_size: v.block_size,
+            },
+        ))))
+    }
+
+    /// Applies a planned change of volume `name`'s copies: `new` (made,
+    /// not yet in sync) joins, the copy on `remove` leaves; where the
+    /// volume is attached here its card gets the new table at once (the
+    /// new copy is filled live). Returns the volume and the copy that left
+    /// (to delete).
+    pub fn apply_plex_change(
+        &mut self,
+        name: &str,
+        new: Option<&PlexState>,
+        remove: Option<&str>,
+    ) -> Result<(Volume, Option<PlexState>), ApiError> {
+        let i = self.volume_index(name)?;
+        let v = self.state.volumes[i].clone();
+        let mut plexes = if v.mirrored() {
+            v.plexes.clone()
+        } else {
+            vec![PlexState {
+                node: v.node.clone().unwrap_or_default(),
+                nsid: v.nsid,
+                in_sync: true,
+            }]
+        };
+        let removed = match remove {
+            Some(node) => {
+                let at = plexes.iter().position(|p| p.node == node).ok_or_else(|| {
+                    ApiError::conflict(format!("volume '{name}' has no copy on '{node}'"))
+                })?;
+                Some(plexes.remove(at))
+            }
+            None => None,
+        };
+        plexes.extend(new.cloned());
+        let mirror = v
+            .remote
+            .as_ref()
+            .filter(|r| v.mirrored() && self.mine(Some(&r.node)))
+            .map(|r| r.nsid);
+        match mirror {
+            Some(nsid) => {
+                let table = self.plex_table(name, &plexes, true)?;
+                self.card.set_mirror_plexes(nsid, &table).map_err(|e| {
+                    if e.errno() == Some(nix::errno::Errno::EBUSY) {
+                        ApiError::conflict(format!(
+                            "volume '{name}': no copy in sync would be left"
+                        ))
+                    } else {
+                        ApiError::card("changing the mirror's copies", e)
+                    }
+                })?;
+            }
+            None if !plexes.iter().any(|p| p.in_sync) => {
+                return Err(ApiError::conflict(format!(
+                    "volume '{name}': no copy in sync would be left"
+                )));
+            }
+            None => {}
+        }
+        let first = plexes[0].clone();
+        {
+            let w = &mut self.state.volumes[i];
+            w.plexes = plexes;
+            w.node = Some(first.node);
+            w.nsid = first.nsid;
+        }
+        let nodes: Vec<String> = new.iter().map(|p| p.node.clone()).collect();
+        let nodes: Vec<&str> = nodes.iter().map(String::as_str).collect();
+        if let Err(e) = self.check_room_of(&nodes).and_then(|()| self.save()) {
+            if let Some(nsid) = mirror {
+                // The card goes back to the table the record has.
+                let old: Vec<PlexState> = if v.mirrored() {
+                    v.plexes.clone()
+                } else {
+                    vec![]
+                };
+                if let Ok(table) = self.plex_table(name, &old, true) {
+                    let _ = self.card.set_mirror_plexes(nsid, &table);
+                }
+            }
+            self.state.volumes[i] = v;
+            return Err(e);
+        }
+        info!(volume = %name, added = ?new.map(|p| &p.node), removed = ?removed.as_ref().map(|p| &p.node),
+            "copies changed");
+        Ok((self.show(name)?, removed))
+    }
+
+    /// A plex table for the card: `plexes`' targets, those recorded in
+    /// sync as in sync (with `keep`, every plex the card already has is
+    /// given in sync: it keeps its own state), the others new.
+    fn plex_table(
+        &self,
+        name: &str,
+        plexes: &[PlexState],
+        keep: bool,
+    ) -> Result<MirrorNamespaceCreate, ApiError> {
+        let mut table = MirrorNamespaceCreate {
+            plex_count: plexes.len() as u8,
+            ..Default::default()
+        };
+        let label = name.as_bytes();
+        if label.len() >= table.label.len() {
+            return Err(ApiError::bad_request(format!(
+                "volume name '{name}' is too long for the card"
+            )));
+        }
+        table.label[..label.len()].copy_from_slice(label);
+        let known = |p: &PlexState| {
+            self.state
+                .volumes
+                .iter()
+                .find(|v| v.name == name)
+                .is_some_and(|v| {
+                    v.plexes
+                        .iter()
+                        .any(|q| q == p || (keep && q.node == p.node && q.nsid == p.nsid))
+                })
+        };
+        for (slot, p) in table.plexes.iter_mut().zip(plexes) {
+            let target = self.target_of(&p.node, p.nsid).map_err(|e| ApiError {
+                message: format!("volume '{name}': {}", e.message),
+                ..e
+            })?;
+            let in_sync = if keep { known(p) } else { p.in_sync };
+            *slot = MirrorPlex {
+                target,
+                state: if in_sync {
+                    abi::PLEX_IN_SYNC
+                } else {
+                    abi::PLEX_NEW
+                },
+                reserved: [0; 7],
+            };
+        }
+        Ok(table)
+    }
+
+    /// Looks at the mirrors attached here: records in the cluster state
+    /// which copies are in sync (so every appliance's `volume show` and a
+    /// later attach elsewhere know), and returns the copies unreachable
+    /// for longer than their volume's `rebuild_after` (volume, appliance),
+    /// to be rebuilt elsewhere. `down_since` remembers when each copy was
+    /// first seen unreachable.
+    pub fn watch_mirrors(
+        &mut self,
+        down_since: &mut HashMap<(String, String), Instant>,
+    ) -> Vec<(String, String)> {
+        let mut overdue = Vec::new();
+        let mut changed = false;
+        let mut seen = Vec::new();
+        for i in 0..self.state.volumes.len() {
+            let v = &self.state.volumes[i];
+            let Some(nsid) = v
+                .remote
+                .as_ref()
+                .filter(|r| v.mirrored() && self.mine(Some(&r.node)))
+                .map(|r| r.nsid)
+            else {
+                continue;
+            };
+            let Ok(st) = self.card.mirror_status(nsid) else {
+                continue;
+            };
+            let (name, after) = (v.name.clone(), v.rebuild_after);
+            let v = &mut self.state.volumes[i];
+            for (p, s) in v.plexes.iter_mut().zip(&st.plexes) {
+                let in_sync = s.state == abi::PLEX_IN_SYNC;
+                changed |= p.in_sync != in_sync;
+                p.in_sync = in_sync;
+                let key = (name.clone(), p.node.clone());
+                if in_sync || s.path != abi::REMOTE_PATH_DOWN {
+                    continue;
+                }
+                let since = *down_since.entry(key.clone()).or_insert_with(Instant::now);
+                seen.push(key.clone());
+                if after.is_some_and(|a| since.elapsed() >= Duration::from_secs(a)) {
+                    overdue.push(key);
+                }
+            }
+            changed |= v.generation != st.generation;
+            v.generation = st.generation;
+        }
+        down_since.retain(|k, _| seen.contains(k));
+        if changed {
+            if let Err(e) = self.save() {
+                warn!("recording the mirrors' copies: {}", e.message);
+            }
+        }
+        overdue
     }
 }
 
@@ -559,5 +841,121 @@ mod tests {
             )
             .unwrap_err();
         assert!(e.message.contains("refusing to guess"), "{}", e.message);
+    }
+
+    #[test]
+    fn copies_are_added_replaced_and_removed_and_a_lost_one_is_rebuilt_after_its_time() {
+        let (_dir, mut m, card, _) = manager(LogHost::default());
+        m.use_test_cluster("a");
+        m.state.members = vec![
+            member("a", 8 << 30),
+            member("b", 8 << 30),
+            member("c", 4 << 30),
+            member("d", 1 << 29),
+        ];
+        let mut req = mirrored("db", 2);
+        req.rebuild_after = Some(0);
+        let a = m
+            .create_plex_here(&CreatePlex {
+                name: "db".into(),
+                size_bytes: req.size_bytes,
+                block_size: req.block_size,
+            })
+            .unwrap();
+        let plexes = [
+            PlexState {
+                node: "a".into(),
+                nsid: a.nsid,
+                in_sync: true,
+            },
+            PlexState {
+                node: "b".into(),
+                nsid: 3,
+                in_sync: true,
+            },
+        ];
+        m.record_mirrored(&req, &plexes).unwrap();
+        let attach = Attachment {
+            container: "pid:7".into(),
+            fs: None,
+            mount: None,
+        };
+        m.attach("db", &attach).unwrap();
+        let mirror = m.state.volumes[0].remote.as_ref().unwrap().nsid;
+
+        // Add: the copy goes to the appliance without one with most room.
+        let add = PlexChange {
+            add: Some(AddPlex::default()),
+            remove: None,
+        };
+        let PlexPlan::Here(Some((place, plex))) = m.plan_plex_change("db", &add).unwrap() else {
+            panic!("expected a new copy here");
+        };
+        assert_eq!((place.node.as_str(), plex.size_bytes), ("c", 1 << 30));
+        let new = PlexState {
+            node: "c".into(),
+            nsid: 9,
+            in_sync: false,
+        };
+        let (v, gone) = m.apply_plex_change("db", Some(&new), None).unwrap();
+        assert!(gone.is_none());
+        assert_eq!(v.plexes.len(), 3);
+        let table = card.mirrors.lock().unwrap()[&mirror];
+        assert_eq!(table.plex_count, 3);
+        assert_eq!(
+            [
+                table.plexes[0].state,
+                table.plexes[1].state,
+                table.plexes[2].state
+            ],
+            [abi::PLEX_IN_SYNC, abi::PLEX_IN_SYNC, abi::PLEX_NEW]
+        );
+        let e = m
+            .plan_plex_change(
+                "db",
+                &PlexChange {
+                    add: Some(AddPlex {
+                        node: Some("d".into()),
+                        ..Default::default()
+                    }),
+                    remove: None,
+                },
+            )
+            .unwrap_err();
+        assert_eq!(e.status, 507);
+        assert!(e.message.contains("copies on: a, b, c"), "{}", e.message);
+
+        // b's appliance goes away; with rebuild_after 0 the watcher asks
+        // for it to be rebuilt, and records that it is out of sync.
+        card.down.lock().unwrap().push(dia::volume_nqn("S-b", 3));
+        let mut since = HashMap::new();
+        let overdue = m.watch_mirrors(&mut since);
+        assert_eq!(overdue, vec![("db".to_string(), "b".to_string())]);
+        assert!(!m.state.volumes[0].plexes[1].in_sync);
+        // The replacement: d has no room, so the plan fails; a removal works.
+        let replace = PlexChange {
+            add: Some(AddPlex::default()),
+            remove: Some("b".into()),
+        };
+        assert_eq!(m.plan_plex_change("db", &replace).unwrap_err().status, 507);
+        let (v, gone) = m.apply_plex_change("db", None, Some("b")).unwrap();
+        assert_eq!(gone.unwrap().node, "b");
+        let nodes: Vec<&str> = v.plexes.iter().map(|p| p.node.as_str()).collect();
+        assert_eq!(nodes, ["a", "c"]);
+        assert_eq!(card.mirrors.lock().unwrap()[&mirror].plex_count, 2);
+        let e = m
+            .plan_plex_change(
+                "db",
+                &PlexChange {
+                    add: None,
+                    remove: Some("z".into()),
+                },
+            )
+            .unwrap_err();
+        assert!(
+            e.message.contains("no copy on appliance 'z'"),
+            "{}",
+            e.message
+        );
     }
 }

@@ -149,6 +149,10 @@ pub struct VolumeState {
     /// sync at (the card's, recorded when it is detached).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub generation: u64,
+    /// A mirrored volume: seconds a copy may stay unreachable before it
+    /// is rebuilt on another appliance (`None`: an operator decides).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebuild_after: Option<u64>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -348,6 +352,7 @@ mod tests {
             remote: None,
             plexes: Vec::new(),
             generation: 0,
+            rebuild_after: None,
         });
         st.containers.push(ContainerState {
             name: "c1".into(),

@@ -29,6 +29,9 @@ pub(crate) struct MemCard {
     pub(crate) identity: Option<Identity>,
     /// Mirrored namespaces' tables, as created.
     pub(crate) mirrors: Mutex<HashMap<u32, MirrorNamespaceCreate>>,
+    /// Subsystem NQNs of plex targets that cannot be reached: out of sync,
+    /// path down.
+    pub(crate) down: Mutex<Vec<String>>,
 }
 
 impl Default for MemCard {
@@ -40,6 +43,7 @@ impl Default for MemCard {
             ports: Mutex::default(),
             identity: Some(identity()),
             mirrors: Mutex::default(),
+            down: Mutex::default(),
         }
     }
 }
@@ -149,6 +153,35 @@ impl CardDevice for MemCard {
         self.mirrors.lock().unwrap().insert(nsid, *create);
         Ok(nsid)
     }
+    /// Keeps the plexes already there as they were, takes the new table's
+    /// order; refuses (`EBUSY`) a table without a plex in sync now.
+    fn set_mirror_plexes(
+        &self,
+        nsid: u32,
+        plexes: &MirrorNamespaceCreate,
+    ) -> Result<(), dia::Error> {
+        plexes.validate().map_err(|_| err(Errno::EINVAL))?;
+        let mut mirrors = self.mirrors.lock().unwrap();
+        let m = mirrors.get_mut(&nsid).ok_or(err(Errno::EINVAL))?;
+        let kept_in_sync = plexes.plexes().iter().any(|p| {
+            m.plexes()
+                .iter()
+                .any(|q| q.target == p.target && q.state == dia_abi::card::PLEX_IN_SYNC)
+        });
+        if !kept_in_sync {
+            return Err(err(Errno::EBUSY));
+        }
+        let old = *m;
+        m.plex_count = plexes.plex_count;
+        m.plexes = plexes.plexes;
+        for p in m.plexes.iter_mut().take(usize::from(m.plex_count)) {
+            if let Some(q) = old.plexes().iter().find(|q| q.target == p.target) {
+                p.state = q.state;
+            }
+        }
+        m.generation += 1;
+        Ok(())
+    }
     fn mirror_status(&self, nsid: u32) -> Result<MirrorStatus, dia::Error> {
         let mirrors = self.mirrors.lock().unwrap();
         let m = mirrors.get(&nsid).ok_or(err(Errno::EINVAL))?;
@@ -159,9 +192,16 @@ impl CardDevice for MemCard {
             plex_count: m.plex_count,
             ..Default::default()
         };
+        let down = self.down.lock().unwrap();
         for (i, p) in m.plexes().iter().enumerate() {
             st.plexes[i].path = dia_abi::card::REMOTE_PATH_LIVE;
-            if p.state == dia_abi::card::PLEX_NEW {
+            if p.target
+                .subnqn_str()
+                .is_some_and(|n| down.iter().any(|d| d == n))
+            {
+                st.plexes[i].state = dia_abi::card::PLEX_OUT_OF_SYNC;
+                st.plexes[i].path = dia_abi::card::REMOTE_PATH_DOWN;
+            } else if p.state == dia_abi::card::PLEX_NEW {
                 st.plexes[i].state = dia_abi::card::PLEX_OUT_OF_SYNC;
                 st.plexes[i].dirty_regions = regions;
             }
@@ -337,5 +377,6 @@ pub(crate) fn vol(name: &str, size: u64) -> CreateVolume {
         node: None,
         label: None,
         mirrors: None,
+        rebuild_after: None,
     }
 }

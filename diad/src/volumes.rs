@@ -67,6 +67,7 @@ impl Manager {
             },
             plexes: Vec::new(),
             health: None,
+            rebuild_after: v.rebuild_after,
         }
     }
 
@@ -350,6 +351,7 @@ impl Manager {
             remote: None,
             plexes: Vec::new(),
             generation: 0,
+            rebuild_after: None,
         });
         if let Err(e) = self.check_room().and_then(|()| self.save()) {
             self.state.volumes.pop();

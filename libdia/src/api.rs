@@ -35,6 +35,28 @@ pub struct CreateVolume {
     /// 1..=[`MAX_MIRRORS`] (default 1: one copy, not mirrored).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mirrors: Option<u32>,
+    /// A mirrored volume: seconds a copy may stay unreachable before it is
+    /// rebuilt in full on another appliance (default: never, an operator
+    /// decides with `volume plex replace`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebuild_after: Option<u64>,
+}
+
+/// `POST /v1/volumes/{name}/plexes`: one more copy of a mirrored volume,
+/// or (with `replace`) a copy instead of the one on that appliance.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddPlex {
+    /// The appliance for the new copy (default: one without a copy, with
+    /// most room).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Only appliances with this label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// The copy (its appliance) the new one takes the place of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replace: Option<String>,
 }
 
 /// Most copies of a mirrored volume (the card's plex table).
@@ -133,6 +155,10 @@ pub struct Volume {
     /// `degraded` (at least one in sync, not all) or `failed` (none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<String>,
+    /// A mirrored volume: seconds a copy may stay unreachable before it is
+    /// rebuilt elsewhere (none: an operator decides).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebuild_after: Option<u64>,
 }
 
 /// The tier every volume gets unless told otherwise.

@@ -49,6 +49,7 @@ mod sys {
         DIA_IOC_NS_CREATE_MIRROR,
         DiaNsCreateMirror
     );
+    nix::ioctl_write_ptr_bad!(ns_set_mirror, DIA_IOC_NS_SET_MIRROR, DiaNsSetMirror);
     nix::ioctl_readwrite_bad!(
         ns_mirror_status,
         DIA_IOC_NS_MIRROR_STATUS,
@@ -189,6 +190,30 @@ impl Card {
         unsafe { sys::ns_create_mirror(self.file.as_raw_fd(), &mut *raw) }
             .map_err(|e| Error::ioctl("DIA_IOC_NS_CREATE_MIRROR", DIA_IOC_NS_CREATE_MIRROR, e))?;
         Ok(raw.nsid)
+    }
+
+    /// Gives mirrored namespace `nsid` a new plex table, live: plexes
+    /// already in it keep their state (give them in sync), new ones must be
+    /// new (the card copies everything to them while I/O goes on), those
+    /// left out are dropped at once. `EINVAL` for a malformed table, a new
+    /// plex given in sync or a namespace that is not mirrored; `ENOENT`
+    /// for no such namespace; `EBUSY` when no plex in sync now would be
+    /// left; `EOPNOTSUPP` on a card without it.
+    pub fn set_mirror_plexes(
+        &self,
+        nsid: u32,
+        plexes: &MirrorNamespaceCreate,
+    ) -> Result<(), Error> {
+        let raw = Box::new(DiaNsSetMirror {
+            nsid,
+            reserved: 0,
+            plexes: *plexes,
+        });
+        // SAFETY: `raw` is a valid DiaNsSetMirror, the type the request
+        // encodes; it lives across the call.
+        unsafe { sys::ns_set_mirror(self.file.as_raw_fd(), &*raw) }
+            .map_err(|e| Error::ioctl("DIA_IOC_NS_SET_MIRROR", DIA_IOC_NS_SET_MIRROR, e))?;
+        Ok(())
     }
 
     /// A mirrored namespace's plexes as the card sees them now (state,

@@ -47,8 +47,13 @@ impl Client {
 
     /// `DELETE path`.
     pub fn delete(&self, path: &str) -> Result<()> {
+        self.delete_for::<serde_json::Value>(path).map(|_| ())
+    }
+
+    /// DELETE whose answer is a message.
+    pub fn delete_for<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
         let resp = self.request("DELETE", path, None)?;
-        decode::<serde_json::Value>(resp).map(|_| ())
+        decode::<T>(resp)
     }
 
     fn request(&self, method: &str, path: &str, body: Option<&[u8]>) -> Result<Response> {

@@ -3,8 +3,8 @@
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use dia::api::{
-    block_sizes_allowed, format_size, parse_size, Attachment, CreateVolume, PlexView, SetTier,
-    Volume, VolumeList, DEFAULT_BLOCK_SIZE, MAX_MIRRORS, NAME_MAX_LEN,
+    block_sizes_allowed, format_size, parse_size, AddPlex, Attachment, CreateVolume, PlexView,
+    SetTier, Volume, VolumeList, DEFAULT_BLOCK_SIZE, MAX_MIRRORS, NAME_MAX_LEN,
 };
 use dia::Stats;
 use dia_abi::card::lba_shift_of;
@@ -52,6 +52,46 @@ pub enum VolumeCommand {
         /// Volume name.
         name: String,
     },
+    /// A mirrored volume's copies: add one, remove one, or replace one
+    /// (the new copy is filled while the volume stays in use).
+    #[command(subcommand)]
+    Plex(PlexCommand),
+}
+
+/// `volume plex ...`.
+#[derive(Subcommand, Debug)]
+pub enum PlexCommand {
+    /// One more copy, on an appliance without one (a volume with one copy
+    /// becomes mirrored this way while it is detached).
+    Add {
+        /// Volume name.
+        name: String,
+        /// The appliance for the new copy (default: most room).
+        #[arg(long)]
+        node: Option<String>,
+        /// Only appliances with this label.
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// Remove the copy on an appliance (refused if no copy in sync would
+    /// be left).
+    Remove {
+        /// Volume name.
+        name: String,
+        /// The appliance whose copy goes.
+        node: String,
+    },
+    /// Replace the copy on an appliance (lost, or to move it) by a new one
+    /// elsewhere, copied in full.
+    Replace {
+        /// Volume name.
+        name: String,
+        /// The appliance whose copy goes.
+        node: String,
+        /// The appliance for the new copy (default: most room).
+        #[arg(long)]
+        to: Option<String>,
+    },
 }
 
 /// `volume create`.
@@ -80,6 +120,11 @@ pub struct CreateArgs {
     /// lost). With --node, the first copy goes there.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_MIRRORS)))]
     pub mirrors: Option<u32>,
+    /// With --mirrors: rebuild a copy elsewhere once its appliance has been
+    /// unreachable this many seconds (default: never; `volume plex
+    /// replace` is the operator's decision).
+    #[arg(long, requires = "mirrors")]
+    pub rebuild_after: Option<u64>,
 }
 
 fn parse_block_size(s: &str) -> Result<u32, String> {
@@ -124,6 +169,7 @@ pub fn run(client: &Client, format: &Format, cmd: VolumeCommand) -> Result<()> {
                     node: a.node,
                     label: a.label,
                     mirrors: a.mirrors,
+                    rebuild_after: a.rebuild_after,
                 },
             )?;
             println!("{}", render_one(&v, format)?);
@@ -161,6 +207,30 @@ pub fn run(client: &Client, format: &Format, cmd: VolumeCommand) -> Result<()> {
         VolumeCommand::Stats { name } => {
             let s: Stats = client.get(&format!("/v1/volumes/{name}/stats"))?;
             println!("{}", render_stats(&s, format)?);
+        }
+        VolumeCommand::Plex(p) => {
+            let v: Volume = match p {
+                PlexCommand::Add { name, node, label } => client.post(
+                    &format!("/v1/volumes/{name}/plexes"),
+                    &AddPlex {
+                        node,
+                        label,
+                        replace: None,
+                    },
+                )?,
+                PlexCommand::Replace { name, node, to } => client.post(
+                    &format!("/v1/volumes/{name}/plexes"),
+                    &AddPlex {
+                        node: to,
+                        label: None,
+                        replace: Some(node),
+                    },
+                )?,
+                PlexCommand::Remove { name, node } => {
+                    client.delete_for(&format!("/v1/volumes/{name}/plexes/{node}"))?
+                }
+            };
+            println!("{}", render_one(&v, format)?);
         }
         VolumeCommand::Detach { name } => {
             let v: Volume = client.post(
@@ -243,9 +313,13 @@ fn render_one(v: &Volume, format: &Format) -> Result<String> {
     if format.is_table() && !v.plexes.is_empty() {
         let mut out = render_fields(v);
         out.push_str(&format!(
-            "\nHealth: {} ({} copies)\n",
+            "\nHealth: {} ({} copies; {})\n",
             v.health.as_deref().unwrap_or("-"),
-            v.plexes.len()
+            v.plexes.len(),
+            match v.rebuild_after {
+                Some(s) => format!("a copy unreachable for {s} s is rebuilt elsewhere"),
+                None => "a lost copy is replaced by `volume plex replace`".into(),
+            }
         ));
         out.push_str(&render_plexes(v));
         return Ok(out);
@@ -380,6 +454,7 @@ mod tests {
             attached_on: None,
             plexes: Vec::new(),
             health: None,
+            rebuild_after: None,
         }
     }
 
@@ -427,7 +502,7 @@ mod tests {
         ];
         let t = render_one(&v, &Format::Table).unwrap();
         for want in [
-            "Health: degraded (2 copies)",
+            "Health: degraded (2 copies;",
             "appliance-2",
             "resyncing",
             "40 MiB behind, 20 MiB/s, ~2 s left",
