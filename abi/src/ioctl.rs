@@ -341,8 +341,10 @@ const _: () = assert!(core::mem::size_of::<DiaNsCreateMirror>() == 1544);
 /// `DIA_IOC_NS_CREATE_MIRROR`: create a (detached) mirrored namespace.
 /// `EINVAL` for a malformed table, `EHOSTUNREACH` when no in-sync plex
 /// could be reached, `ECONNREFUSED` when a target refused, `EMEDIUMTYPE`
-/// when the plexes differ in size or block size, `ENOSPC` when the card
-/// has no free namespace id, `EOPNOTSUPP` on a card without mirrors.
+/// when the plexes differ in size or block size, `ESTALE` when the plexes'
+/// records say a newer copy exists than any reachable one (the card's
+/// `STATUS_MIRROR_STALE`), `ENOSPC` when the card has no free namespace
+/// id, `EOPNOTSUPP` on a card without mirrors.
 pub const DIA_IOC_NS_CREATE_MIRROR: u32 = ioc(
     IOC_READ | IOC_WRITE,
     0x1a,

@@ -48,6 +48,12 @@ fn request_numbers_match_linux_encoding() {
         DiaNsMirrorStatus
     );
     pin!(
+        DIA_IOC_NS_SET_MIRROR,
+        request_code_readwrite,
+        0x1c,
+        DiaNsSetMirror
+    );
+    pin!(
         DIA_IOC_PORT_CREATE,
         request_code_readwrite,
         0x20,
