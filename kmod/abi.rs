@@ -43,6 +43,9 @@ unsafe impl FromBytes for ioctl::DiaNsCreateMirror {}
 unsafe impl AsBytes for ioctl::DiaNsCreateMirror {}
 // SAFETY: as above (1536 bytes, no padding: the u64 generation at offset 64).
 unsafe impl AsBytes for card::MirrorNamespaceCreate {}
+// SAFETY: as above (1544 bytes: ids, then the same 1536-byte plex table).
+// Only read from userspace: the request has no out field, so no `AsBytes`.
+unsafe impl FromBytes for ioctl::DiaNsSetMirror {}
 // SAFETY: as above (328 bytes: ids, then the 320-byte log page).
 unsafe impl FromBytes for ioctl::DiaNsMirrorStatus {}
 // SAFETY: as above.

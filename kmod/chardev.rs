@@ -13,8 +13,8 @@ use kernel::uaccess::UserSlice;
 
 use crate::abi::ioctl::{
     self, DiaIdentity, DiaNsCreate, DiaNsCreateMirror, DiaNsCreateRemote, DiaNsId, DiaNsInfo,
-    DiaNsList, DiaNsMirrorStatus, DiaNsQos, DiaNsStats, DiaPoolInfo, DiaPortCreate, DiaPortId,
-    DiaPortInfo, DiaPortList, DiaPortSet,
+    DiaNsList, DiaNsMirrorStatus, DiaNsQos, DiaNsSetMirror, DiaNsStats, DiaPoolInfo, DiaPortCreate,
+    DiaPortId, DiaPortInfo, DiaPortList, DiaPortSet,
 };
 use crate::card::Card;
 use crate::glue::cred;
@@ -28,6 +28,7 @@ fn mutates(cmd: u32) -> bool {
         ioctl::DIA_IOC_NS_CREATE
             | ioctl::DIA_IOC_NS_CREATE_REMOTE
             | ioctl::DIA_IOC_NS_CREATE_MIRROR
+            | ioctl::DIA_IOC_NS_SET_MIRROR
             | ioctl::DIA_IOC_NS_DELETE
             | ioctl::DIA_IOC_NS_ATTACH
             | ioctl::DIA_IOC_NS_DETACH
@@ -102,6 +103,15 @@ impl MiscDevice for Card {
                 write_out(arg, &*req).inspect_err(|_| {
                     let _ = this.with_controller_uninterruptible(|c| c.ns_delete(req.nsid));
                 })
+            }
+            ioctl::DIA_IOC_NS_SET_MIRROR => {
+                // 1.5 KiB: kept off the kernel stack.
+                let req: KBox<DiaNsSetMirror> = read_boxed(arg)?;
+                if req.reserved != 0 || req.plexes.validate().is_err() {
+                    return Err(EINVAL);
+                }
+                this.with_controller(|c| c.ns_set_mirror(req.nsid, &req.plexes))?;
+                Ok(0)
             }
             ioctl::DIA_IOC_NS_MIRROR_STATUS => {
                 let mut req: DiaNsMirrorStatus = read_in(arg)?;

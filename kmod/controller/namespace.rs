@@ -191,6 +191,44 @@ impl Controller {
         Ok(cqe.result)
     }
 
+    /// Gives mirrored namespace `nsid` the plex table of `plexes` (validated
+    /// by the caller; the card checks again; label and generation ignored),
+    /// live: Set Mirror Plexes. `EINVAL` for nsid 0 or 0xffffffff, a new
+    /// plex given in sync or a namespace that is not mirrored (Invalid
+    /// Field), `ENOENT` for no such namespace, `EBUSY` when no plex in sync
+    /// now would be left (Mirror Last Copy), `EOPNOTSUPP` on a card before
+    /// interface 1.5 (not asked) or without a pool (Invalid Opcode).
+    pub(crate) fn ns_set_mirror(&mut self, nsid: u32, plexes: &MirrorNamespaceCreate) -> Result {
+        if nsid == 0 || nsid == u32::MAX {
+            return Err(EINVAL);
+        }
+        if !self.mirrors {
+            return Err(errno::EOPNOTSUPP());
+        }
+        self.buf.zero();
+        self.buf.write(0, plexes)?;
+        self.admin_command_with(
+            SubmissionEntry {
+                opcode: regs::ADMIN_SET_MIRROR_PLEXES,
+                nsid,
+                prp1: self.buf.dma_handle(),
+                ..SubmissionEntry::default()
+            },
+            |status| match status {
+                // For this command alone: the change would leave no copy.
+                regs::STATUS_MIRROR_LAST_COPY => EBUSY,
+                other => super::status_errno(other),
+            },
+        )?;
+        pr_info!(
+            "{}: namespace {} now mirrored on {} plexes\n",
+            self.name(),
+            nsid,
+            plexes.plex_count
+        );
+        Ok(())
+    }
+
     /// A mirrored namespace's plexes as the card sees them: `ENOENT` for no
     /// such namespace, `EINVAL` for one that is not mirrored (the card
     /// answers Invalid Field), `EOPNOTSUPP` on a card before interface 1.5.
