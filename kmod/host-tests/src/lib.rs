@@ -189,7 +189,7 @@ mod mirror_abi_layout {
     use dia_abi::card::{
         MirrorNamespaceCreate, MirrorPlex, MirrorStatus, PlexStatus, RemoteTarget,
     };
-    use dia_abi::ioctl::{DiaNsCreateMirror, DiaNsMirrorStatus};
+    use dia_abi::ioctl::{DiaNsCreateMirror, DiaNsMirrorStatus, DiaNsSetMirror};
 
     /// `fields`: (offset, size) in declaration order.
     fn contiguous(name: &str, size: usize, fields: &[(usize, usize)]) {
@@ -220,6 +220,7 @@ mod mirror_abi_layout {
         fields!(MirrorPlex: target, state, reserved);
         fields!(MirrorNamespaceCreate: label, generation, plex_count, reserved0, plexes, reserved);
         fields!(DiaNsCreateMirror: nsid, reserved, create);
+        fields!(DiaNsSetMirror: nsid, reserved, plexes);
         fields!(
             PlexStatus: state, path, local, reserved, dirty_regions, resync_bytes,
             resync_bytes_per_s, faults, reads, reserved1
