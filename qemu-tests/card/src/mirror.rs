@@ -626,9 +626,21 @@ impl Mirror {
             st.seq += 1;
             let seq = st.seq;
             let mut commit = false;
-            let targets = st.in_sync();
+            let mut targets = st.in_sync();
             for i in 0..st.rec.plexes.len() {
-                if st.rec.plexes[i].state == abi::PLEX_IN_SYNC {
+                // A resyncing plex takes the writes to regions it holds
+                // already (copied, or never missed), so a volume in use
+                // does not make it copy them again: the resync ends after
+                // one pass over what it missed. Its writes not flushed
+                // yet are tracked as an in-sync plex's are.
+                let caught_up = st.resyncing[i]
+                    && spans
+                        .iter()
+                        .all(|&(s, e)| (s..e).all(|r| !st.rec.plexes[i].dirty.contains(r)));
+                if caught_up {
+                    targets.push(i);
+                }
+                if st.rec.plexes[i].state == abi::PLEX_IN_SYNC || caught_up {
                     for &(s, e) in &spans {
                         for r in s..e {
                             st.unflushed[i].insert(r, seq);
@@ -963,10 +975,27 @@ impl Mirror {
     fn take_out(&self, i: usize, spans: &[(u32, u32)], e: &PlexError) -> Result<(), Fail> {
         let mut st = lock(&self.state);
         let grew = if st.rec.plexes[i].state != abi::PLEX_IN_SYNC {
-            let mut grew = false;
-            for &(s, en) in spans {
-                grew |= st.rec.plexes[i].dirty.insert(s, en);
+            // A resyncing plex that failed a write: it stops, and what it
+            // was sent or copied and did not flush is dirty again.
+            let unflushed: Vec<u32> = std::mem::take(&mut st.unflushed[i]).into_keys().collect();
+            let pending = std::mem::take(&mut st.pending[i]);
+            let p = &mut st.rec.plexes[i];
+            let mut grew = p.dirty.union(&pending);
+            for r in unflushed {
+                grew |= p.dirty.insert(r, r + 1);
             }
+            for &(s, en) in spans {
+                grew |= p.dirty.insert(s, en);
+            }
+            if st.resyncing[i] {
+                warn!(
+                    nsid = self.nsid,
+                    plex = i,
+                    "mirror resync stopped: {}",
+                    e.why
+                );
+            }
+            st.resyncing[i] = false;
             grew
         } else {
             if st.in_sync().len() <= 1 {
@@ -1302,7 +1331,8 @@ impl Mirror {
             return true;
         }
         st.resyncing[i] = false;
-        st.unflushed[i].clear();
+        // unflushed[i] stays: the writes it took while resyncing and has
+        // not flushed yet are dirty again if it fails.
         st.rec.generation = st.rec.generation.saturating_add(1);
         st.rec.plexes[i].state = abi::PLEX_IN_SYNC;
         let (generation, bytes) = (st.rec.generation, st.rec.plexes[i].resync_bytes);

@@ -275,6 +275,76 @@ fn a_mirror_writes_every_plex_and_resyncs_only_what_a_cut_plex_missed() {
     assert!(read_blocks(&a.card, &mut qa, 1, 9 * REGION_BLOCKS, 16) == again);
 }
 
+/// A volume in use while a plex resyncs: the writes keep hitting the
+/// regions being copied and those copied already, and the resync still
+/// copies each region the plex missed about once (the resyncing plex takes
+/// the writes to regions it holds), then every plex compares equal.
+#[test]
+fn a_resync_under_writes_copies_what_was_missed_once_and_converges() {
+    let a = Exporter::start_as("mirror-busy-a", "DIA-A");
+    let mut pa = Proxy::start(a.target);
+    let mut a = a;
+    let mut m = PooledCard::start("mirror-busy-m");
+    assert_eq!(create_attached_ns(&mut m, BLOCKS, 12, "local"), 1);
+    let cqe = create_mirror(
+        &mut m,
+        &mirror_create(&[
+            local_plex(abi::PLEX_IN_SYNC),
+            plex(pa.addr, "DIA-A", abi::PLEX_IN_SYNC),
+        ]),
+    );
+    assert_eq!(cqe.status_code(), 0);
+    let ns = cqe.result;
+    attach_ns(&mut m, ns);
+    let mut q = IoQ::create(&mut m, 1);
+
+    // A misses six regions (0..6).
+    pa.cut();
+    write_span(&m, &mut q, ns, 0, 6 << 20, 1);
+    let s = status(&mut m, ns);
+    assert_eq!(
+        (s.plexes[1].state, s.plexes[1].dirty_regions),
+        (abi::PLEX_OUT_OF_SYNC, 6)
+    );
+
+    // Back: while it resyncs, 4 KiB writes go round those six regions.
+    pa.restore();
+    let mut k: u64 = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let region = k % 6;
+        let at = region * REGION_BLOCKS + (k * 7) % REGION_BLOCKS;
+        let data = pattern((k % 251) as u8, 4096);
+        assert_eq!(
+            write_blocks(&m, &mut q, ns, at, &data, false),
+            0,
+            "write {k}"
+        );
+        k += 1;
+        if k % 16 == 0 && status(&mut m, ns).plexes[1].state == abi::PLEX_IN_SYNC {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no end to the resync after {k} writes"
+        );
+    }
+    let s = status(&mut m, ns);
+    assert!(k > 16, "the resync ended before any write ran beside it");
+    assert!(
+        (6 << 20..=7 << 20).contains(&s.plexes[1].resync_bytes),
+        "resync copied {} bytes for 6 MiB missed, with {k} writes beside it",
+        s.plexes[1].resync_bytes
+    );
+    assert_eq!(flush(&m, &mut q, ns), 0);
+    let mut qa = IoQ::create(&mut a.card, 1);
+    let local = whole(&m, &mut q, 1);
+    assert!(
+        whole(&a.card, &mut qa, 1) == local,
+        "A differs after the resync"
+    );
+}
+
 #[test]
 fn a_new_plex_gets_everything_and_a_crashed_mirror_card_keeps_its_dirty_regions() {
     let mut a = Exporter::start_as("mirror-new-a", "DIA-A");
