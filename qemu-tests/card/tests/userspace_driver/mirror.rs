@@ -321,7 +321,7 @@ fn a_resync_under_writes_copies_what_was_missed_once_and_converges() {
             "write {k}"
         );
         k += 1;
-        if k % 16 == 0 && status(&mut m, ns).plexes[1].state == abi::PLEX_IN_SYNC {
+        if k.is_multiple_of(16) && status(&mut m, ns).plexes[1].state == abi::PLEX_IN_SYNC {
             break;
         }
         assert!(
