@@ -55,36 +55,13 @@ if [ "$DIA_NODE" = 0 ]; then
     devices="dia-local:$local_dev dia-remote:$remote_dev kernel-tcp:$kdev"
     runtime=${BENCH_RUNTIME:-8}
     rounds=${BENCH_ROUNDS:-3}
-    for d in $devices; do
-        dev=${d#*:}
-        log "prefill $dev"
-        fio --name=prefill --filename="$dev" --rw=write --bs=1M --iodepth=8 --ioengine=libaio --direct=1 \
-            --size=100% > /dev/null || fail "prefill of $dev failed"
-    done
-    rotate() {
-        n=$1; shift; k=$(( n % $# ))
-        while [ "$k" -gt 0 ]; do first=$1; shift; set -- "$@" "$first"; k=$((k - 1)); done
-        echo "$@"
-    }
-    job() { # job NAME RW BS QD
-        r=0
-        while [ "$r" -lt "$rounds" ]; do
-            for d in $(rotate "$r" $devices); do
-                name=${d%%:*}; dev=${d#*:}
-                fio --name="$1" --filename="$dev" --rw="$2" --bs="$3" --iodepth="$4" --numjobs=1 \
-                    --ioengine=libaio --direct=1 --time_based --runtime="$runtime" --ramp_time=2 \
-                    --group_reporting --output-format=json > /tmp/out.json || fail "fio $1 on $dev failed"
-                echo "@@BENCH $name $1 $(tr -d '\n' < /tmp/out.json)"
-            done
-            r=$((r + 1))
-        done
-    }
-    job 4k-randread-qd1 randread 4k 1
-    job 4k-randread-qd32 randread 4k 32
-    job 4k-randwrite-qd1 randwrite 4k 1
-    job 4k-randwrite-qd32 randwrite 4k 32
-    job 1m-read-qd8 read 1M 8
-    job 1m-write-qd8 write 1M 8
+    bench_prefill
+    bench_job 4k-randread-qd1 randread 4k 1
+    bench_job 4k-randread-qd32 randread 4k 32
+    bench_job 4k-randwrite-qd1 randwrite 4k 1
+    bench_job 4k-randwrite-qd32 randwrite 4k 32
+    bench_job 1m-read-qd8 read 1M 8
+    bench_job 1m-write-qd8 write 1M 8
     nvme disconnect -n "$nqn" >/dev/null || true
 fi
 if [ "$DIA_NODE" = 1 ]; then

@@ -22,44 +22,19 @@ devices="dia:/dev/dia0n$n nvme:$nvme virtio-blk:$vblk"
 runtime=${BENCH_RUNTIME:-8}
 rounds=${BENCH_ROUNDS:-3}
 
-for d in $devices; do
-    dev=${d#*:}
-    log "prefill $dev"
-    fio --name=prefill --filename="$dev" --rw=write --bs=1M --iodepth=8 --ioengine=libaio --direct=1 \
-        --size=100% > /dev/null || fail "prefill of $dev failed"
-done
-
-# rotate N WORDS...: the words, starting at the N-th (0-based, modulo).
-rotate() {
-    n=$1; shift; k=$(( n % $# ))
-    while [ "$k" -gt 0 ]; do first=$1; shift; set -- "$@" "$first"; k=$((k - 1)); done
-    echo "$@"
-}
-job() { # job NAME RW BS QD [FIO ARGS...]: the extra arguments come last and win
-    name_=$1 rw_=$2 bs_=$3 qd_=$4; shift 4
-    r=0
-    while [ "$r" -lt "$rounds" ]; do
-        for d in $(rotate "$r" $devices); do
-            name=${d%%:*}; dev=${d#*:}
-            fio --name="$name_" --filename="$dev" --rw="$rw_" --bs="$bs_" --iodepth="$qd_" --numjobs=2 \
-                --ioengine=libaio --direct=1 --time_based --runtime="$runtime" --ramp_time=2 \
-                --group_reporting --output-format=json "$@" > /tmp/out.json || fail "fio $name_ on $dev failed"
-            echo "@@BENCH $name $name_ $(tr -d '\n' < /tmp/out.json)"
-        done
-        r=$((r + 1))
-    done
-}
-job 4k-randread-qd1 randread 4k 1
-job 4k-randread-qd32 randread 4k 32
-job 4k-randwrite-qd1 randwrite 4k 1
-job 4k-randwrite-qd32 randwrite 4k 32
-job 1m-read-qd8 read 1M 8
-job 1m-write-qd8 write 1M 8
+BENCH_NUMJOBS=2
+bench_prefill
+bench_job 4k-randread-qd1 randread 4k 1
+bench_job 4k-randread-qd32 randread 4k 32
+bench_job 4k-randwrite-qd1 randwrite 4k 1
+bench_job 4k-randwrite-qd32 randwrite 4k 32
+bench_job 1m-read-qd8 read 1M 8
+bench_job 1m-write-qd8 write 1M 8
 # Synchronous small writes, one writer at QD1, the way a database commits:
 # each write durable before the next (O_DSYNC: the block layer sends it
 # with FUA, or a flush after it on a device without FUA), or an fsync
 # after every write (a write, then a flush).
-job 4k-dsync-qd1 randwrite 4k 1 --numjobs=1 --sync=dsync
-job 16k-dsync-qd1 randwrite 16k 1 --numjobs=1 --sync=dsync
-job 4k-fsync-qd1 randwrite 4k 1 --numjobs=1 --fsync=1
-job 16k-fsync-qd1 randwrite 16k 1 --numjobs=1 --fsync=1
+bench_job 4k-dsync-qd1 randwrite 4k 1 --numjobs=1 --sync=dsync
+bench_job 16k-dsync-qd1 randwrite 16k 1 --numjobs=1 --sync=dsync
+bench_job 4k-fsync-qd1 randwrite 4k 1 --numjobs=1 --fsync=1
+bench_job 16k-fsync-qd1 randwrite 16k 1 --numjobs=1 --fsync=1

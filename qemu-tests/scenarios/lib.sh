@@ -151,3 +151,41 @@ wait_card_back() {
     done
     fail "card did not come back after restart"
 }
+
+# Benchmarks (qemu-tests/bench/*.sh) run fio jobs on $devices, a list of
+# NAME:DEVICE words, $rounds times each ($runtime seconds a run), the
+# devices taking turns and the order rotating each round so slow spells of
+# the host and order effects fall on all alike; the harness reports medians
+# of the @@BENCH lines. $BENCH_NUMJOBS (default 1) fio jobs per run.
+#
+# bench_prefill: writes every device full, so reads hit allocated data.
+bench_prefill() {
+    for d in $devices; do
+        dev=${d#*:}
+        log "prefill $dev"
+        fio --name=prefill --filename="$dev" --rw=write --bs=1M --iodepth=8 --ioengine=libaio --direct=1 \
+            --size=100% > /dev/null || fail "prefill of $dev failed"
+    done
+}
+# rotate N WORDS...: the words, starting at the N-th (0-based, modulo).
+rotate() {
+    n=$1; shift; k=$(( n % $# ))
+    while [ "$k" -gt 0 ]; do first=$1; shift; set -- "$@" "$first"; k=$((k - 1)); done
+    echo "$@"
+}
+# bench_job NAME RW BS QD [FIO ARGS...]: the extra arguments come last and win.
+bench_job() {
+    name_=$1 rw_=$2 bs_=$3 qd_=$4; shift 4
+    r=0
+    while [ "$r" -lt "$rounds" ]; do
+        for d in $(rotate "$r" $devices); do
+            name=${d%%:*}; dev=${d#*:}
+            fio --name="$name_" --filename="$dev" --rw="$rw_" --bs="$bs_" --iodepth="$qd_" \
+                --numjobs="${BENCH_NUMJOBS:-1}" --ioengine=libaio --direct=1 --time_based \
+                --runtime="$runtime" --ramp_time=2 --group_reporting --output-format=json "$@" \
+                > /tmp/out.json || fail "fio $name_ on $dev failed"
+            echo "@@BENCH $name $name_ $(tr -d '\n' < /tmp/out.json)"
+        done
+        r=$((r + 1))
+    done
+}

@@ -101,7 +101,8 @@ pub fn run(paths: &Paths, artefacts: &Artefacts) -> Result<String> {
     let qos = run_qos(paths, artefacts)?;
     let net = run_net(paths, artefacts)?;
     let fabric = run_fabric(paths, artefacts)?;
-    Ok(format!("{storage}\n{qos}\n{net}\n{fabric}"))
+    let mirror = run_mirror(paths, artefacts)?;
+    Ok(format!("{storage}\n{qos}\n{net}\n{fabric}\n{mirror}"))
 }
 
 /// The storage benchmark; prints and returns its Markdown table.
@@ -275,6 +276,28 @@ fn device_table(text: &str, console: &Path, devices: &[&str], peers: &[&str]) ->
         }
     }
     Ok(md)
+}
+
+/// The mirror benchmark: three appliances of one cluster; on the first, a
+/// volume with one copy, one with two and one with three (the first copy
+/// always the first appliance's own), then the resync rate.
+pub fn run_mirror(paths: &Paths, artefacts: &Artefacts) -> Result<String> {
+    let mut s = scenario::parse(&paths.qemu_tests("bench/mirror.sh"))?;
+    s.name = "bench-mirror".into();
+    eprintln!(
+        "==> benchmark: mirrored volumes (2 and 3 copies) vs one copy, and the resync rate (three appliances, one boot, three rounds, about 25 minutes)"
+    );
+    let (text, console) = run_to_console(paths, artefacts, &s, "benchmark run")?;
+    let mut md = device_table(
+        &text,
+        &console,
+        &["mirror-3", "mirror-2", "single"],
+        &["single", "mirror-2"],
+    )?;
+    for l in text.lines().filter_map(|l| l.strip_prefix("@@MD")) {
+        writeln!(md, "{}", l.trim_start())?;
+    }
+    save_report(paths, "bench-mirror.md", md)
 }
 
 /// The fabric benchmark: two appliances of one cluster; on the first, a

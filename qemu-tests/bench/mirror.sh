@@ -1,0 +1,83 @@
+# appliances: 3
+# fabric: on
+# timeout: 3600
+# Mirror benchmark, run by `qemu-tests/run bench mirror` (not a test): three
+# appliances of one cluster. On appliance 0, the same fio jobs against a
+# volume with one copy in its own pool (single), one with two copies
+# (mirror-2: appliance 0 and 1) and one with three (mirror-3: appliances 0,
+# 1 and 2); each mirror's first copy is appliance 0's own, so reads stay
+# local as they would for a container placed with its data. Rounds rotate
+# the order, as in storage.sh; results go to appliance 0's console as
+# @@BENCH lines. Then the resync rate: appliance 2's card is killed, 256
+# MiB are written to mirror-3, the card comes back and appliance 0 times
+# the copy (an @@MD line).
+. /scenarios/lib.sh
+load_dia
+start_diad
+seed=$(mgmt_addr_of 0)
+size=512M
+if [ "$DIA_NODE" = 0 ]; then diaconfig cluster create bench; fi
+barrier created || fail "barrier created"
+if [ "$DIA_NODE" = 1 ]; then diaconfig cluster join "$seed"; fi
+barrier joined-1 || fail "barrier joined-1"
+if [ "$DIA_NODE" = 2 ]; then diaconfig cluster join "$seed"; fi
+barrier joined-2 || fail "barrier joined-2"
+if [ "$DIA_NODE" = 0 ]; then
+    diaconfig volume create single --size $size --node appliance-0
+    diaconfig volume create mirror-2 --size $size --mirrors 2 --node appliance-0
+    diaconfig volume create mirror-3 --size $size --mirrors 3 --node appliance-0
+    diaconfig container create bench
+    for v in single mirror-2 mirror-3; do diaconfig volume attach $v --container bench; done
+    dev_of() { diaconfig -o json volume show "$1" | jq -r .device; }
+    devices="mirror-3:$(dev_of mirror-3) mirror-2:$(dev_of mirror-2) single:$(dev_of single)"
+    runtime=${BENCH_RUNTIME:-8}
+    rounds=${BENCH_ROUNDS:-3}
+    bench_prefill
+    bench_job 4k-randread-qd1 randread 4k 1
+    bench_job 4k-randread-qd32 randread 4k 32
+    bench_job 4k-randwrite-qd1 randwrite 4k 1
+    bench_job 4k-randwrite-qd32 randwrite 4k 32
+    bench_job 1m-read-qd8 read 1M 8
+    bench_job 1m-write-qd8 write 1M 8
+    diaconfig volume show mirror-3
+    barrier measured || fail "barrier measured"
+else
+    # The others serve while appliance 0 measures, much longer than one
+    # barrier's wait: they wait again until it is done.
+    until barrier measured; do :; done
+fi
+if [ "$DIA_NODE" = 2 ]; then host_request card-kill || fail "card-kill"; fi
+barrier card-2-gone || fail "barrier card-2-gone"
+if [ "$DIA_NODE" = 0 ]; then
+    plex2() { diaconfig -o json volume show mirror-3 | jq -r ".plexes[] | select(.node == \"appliance-2\") | .$1"; }
+    dev=$(diaconfig -o json volume show mirror-3 | jq -r .device)
+    fio --name=away --filename="$dev" --rw=write --bs=1M --iodepth=8 --ioengine=libaio --direct=1 \
+        --size=256M --offset=128M > /dev/null || fail "writing while a copy is away"
+    [ "$(plex2 state)" != in-sync ] || fail "appliance-2's copy is still in sync with its card gone"
+    before=$(plex2 resync_bytes)
+fi
+barrier written || fail "barrier written"
+if [ "$DIA_NODE" = 2 ]; then
+    host_request card-start || fail "card-start"
+    wait_card_back
+fi
+barrier card-2-back || fail "barrier card-2-back"
+if [ "$DIA_NODE" = 0 ]; then
+    start=$(now_ms)
+    for _ in $(seq 1 600); do
+        [ "$(plex2 state)" = in-sync ] && break
+        sleep 0.2
+    done
+    ms=$(( $(now_ms) - start ))
+    [ "$(plex2 state)" = in-sync ] || fail "appliance-2's copy did not resync"
+    copied=$(( $(plex2 resync_bytes) - before ))
+    echo "@@MD"
+    echo "@@MD Resync: $((copied / 1048576)) MiB copied to appliance-2's copy (256 MiB written while its card was away; 512 MiB volume) in $ms ms (from its card's restart to in sync, polled every 0.2 s): $(( copied / 1048576 * 1000 / (ms > 0 ? ms : 1) )) MiB/s."
+fi
+if [ "$DIA_NODE" = 0 ]; then
+    barrier done || fail "barrier done"
+else
+    # The others serve for the whole run, much longer than one barrier's
+    # wait: they wait again until appliance 0 is done.
+    until barrier done; do :; done
+fi
