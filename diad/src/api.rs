@@ -304,28 +304,32 @@ async fn change_plexes(
         Err(e) => (made.map(|(p, nsid)| (p.node, nsid)), Err(e)),
     };
     if let Some((node, nsid)) = gone {
-        let label = name.clone();
-        let deleted = with_manager(app, move |m| {
-            if m.mine(Some(&node)) {
-                return m.delete_plex_here(nsid, &label);
-            }
-            let address = m
-                .state
-                .members
-                .iter()
-                .find(|x| x.name == node)
-                .map(|x| x.address.clone());
-            match address {
-                Some(a) => {
-                    crate::peer::call::<(), Value>(&a, "DELETE", &plex_path(nsid, &label), None)
-                        .map(|_| ())
-                }
-                None => Ok(()),
+        let (label, n) = (name.clone(), node.clone());
+        // Here: deleted at once; elsewhere: asked without holding this
+        // appliance's manager (that appliance may be the one that is gone).
+        let elsewhere = with_manager(app, move |m| {
+            if m.mine(Some(&n)) {
+                m.delete_plex_here(nsid, &label).map(|()| None)
+            } else {
+                Ok(m.state
+                    .members
+                    .iter()
+                    .find(|x| x.name == n)
+                    .map(|x| x.address.clone()))
             }
         })
         .await;
+        let deleted = match elsewhere {
+            Ok(Some(address)) => {
+                forward::<(), Value>(address, "DELETE", plex_path(nsid, &name), None)
+                    .await
+                    .map(|_| ())
+            }
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
         if let Err(e) = deleted {
-            warn!(volume = %name, nsid, "deleting a copy that left: {} (left as an orphan namespace)", e.message);
+            warn!(volume = %name, node = %node, nsid, "deleting a copy that left: {} (left as an orphan namespace there)", e.message);
         }
     }
     result
