@@ -1,7 +1,7 @@
 # appliances: 3
 # fabric: on
 # timeout: 1800
-# A volume with three copies on three appliances keeps serving a container through the loss of a copy: `volume create --mirrors 3` puts a copy on each appliance (and --mirrors 4 is refused with each appliance's room), fio --verify runs in a container on appliance 0 while appliance 1's card is killed (its link gone) and, later, while appliance 2 loses its power; the container sees no I/O error and no verify failure. While appliance 1's copy is away 16 MiB are written; when its card is back the card copies about what changed (its resync counter), not the volume, and the copies compare equal byte for byte.
+# A volume with three copies on three appliances keeps serving a container through the loss of a copy: `volume create --mirrors 3` puts a copy on each appliance (and --mirrors 4 is refused with each appliance's room), fio --verify runs in a container on appliance 0 while appliance 1's card is killed (its link gone) and, later, while appliance 2 loses its power; the container sees no I/O error and no verify failure. While appliance 1's copy is away 16 MiB are written; when its card is back the card copies about what changed (its resync counter), not the volume, and the copies compare equal byte for byte. The lost appliance's copy is then removed by hand (`volume plex remove`).
 . /scenarios/lib.sh
 load_dia
 start_diad
@@ -125,4 +125,15 @@ if [ "$DIA_NODE" = 1 ]; then
     log "appliance-1's copy equals the volume: $got"
 fi
 barrier compared || fail "barrier compared"
+# The lost appliance's copy is removed by hand (no --rebuild-after here):
+# two copies left, both in sync, and the volume goes on.
+if [ "$DIA_NODE" = 0 ]; then
+    expect_fail 1 "no copy on appliance 'appliance-9'" diaconfig volume plex remove db appliance-9
+    diaconfig volume plex remove db appliance-2 | tee /tmp/removed
+    expect_contains /tmp/removed "Health: healthy (2 copies"
+    grep -q "appliance-2" /tmp/removed && fail "the removed copy is still listed"
+    pattern after | nsenter -t "$pa" -m dd of="$dev" bs=1M seek=300 iflag=fullblock oflag=direct conv=fsync 2>/dev/null ||
+        fail "writing after the copy was removed"
+fi
+barrier removed || fail "barrier removed"
 dmesg_clean

@@ -477,6 +477,19 @@ fn complete(
 ) -> Result<Option<u16>, String> {
     let started = Instant::now();
     if let Some(mirror) = ctx.mirrors.get(p.sqe.nsid) {
+        // A read the in-sync local plex serves runs here, as a local
+        // namespace's: no hand-over to the mirror's workers, no bounce
+        // buffer.
+        if p.sqe.opcode == abi::IO_READ {
+            if let Some((i, local)) = mirror.direct_read() {
+                let sqe = SubmissionEntry { nsid: local, ..p.sqe };
+                let status = nvm::execute(ctx.pool.as_deref(), &ctx.board.mem, &sqe);
+                if status == abi::STATUS_SUCCESS {
+                    mirror.count_read(i);
+                    return finish(ctx, class, p, status, started, throttled, stop);
+                }
+            }
+        }
         let job = Job {
             class,
             p,

@@ -349,6 +349,31 @@ impl Mirror {
         lock(&self.state).stop
     }
 
+    /// Where a Read may go directly, on the engine's own thread and
+    /// straight into guest memory (as a local namespace's does): the local
+    /// plex's pool namespace and its index, while it is in sync and the
+    /// mirror runs. Everything else (and a read the local plex fails) goes
+    /// through [`Mirror::push`], which fails plexes over.
+    pub(crate) fn direct_read(&self) -> Option<(usize, u32)> {
+        let st = lock(&self.state);
+        if st.stop.is_some() {
+            return None;
+        }
+        st.in_sync()
+            .into_iter()
+            .find_map(|i| match &self.plexes[i].at {
+                Where::Local(l) => Some((i, l.nsid)),
+                Where::Remote(_) => None,
+            })
+    }
+
+    /// Counts a read plex `i` served directly.
+    pub(crate) fn count_read(&self, i: usize) {
+        if let Some(p) = self.plexes.get(i) {
+            p.reads.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Hands a command over; gives it back if the mirror stops.
     pub(crate) fn push(&self, job: Job) -> Result<(), Box<Job>> {
         let mut jobs = lock(&self.jobs);
