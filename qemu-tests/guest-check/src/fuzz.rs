@@ -24,22 +24,24 @@ use dia_abi::card::{
 };
 use dia_abi::ioctl::{
     ioc, DiaIdentity, DiaNsCreate, DiaNsCreateMirror, DiaNsCreateRemote, DiaNsId, DiaNsInfo,
-    DiaNsList, DiaNsMirrorStatus, DiaNsQos, DiaNsStats, DiaPoolInfo, DiaPortCreate, DiaPortId,
-    DiaPortInfo, DiaPortList, DiaPortSet, DIA_IOC_IDENTIFY, DIA_IOC_NS_ATTACH, DIA_IOC_NS_CREATE,
-    DIA_IOC_NS_CREATE_MIRROR, DIA_IOC_NS_CREATE_REMOTE, DIA_IOC_NS_DELETE, DIA_IOC_NS_DETACH,
-    DIA_IOC_NS_INFO, DIA_IOC_NS_LIST, DIA_IOC_NS_MIRROR_STATUS, DIA_IOC_NS_SET_QOS,
-    DIA_IOC_NS_STATS, DIA_IOC_POOL_INFO, DIA_IOC_PORT_CREATE, DIA_IOC_PORT_DELETE,
-    DIA_IOC_PORT_INFO, DIA_IOC_PORT_LIST, DIA_IOC_PORT_SET,
+    DiaNsList, DiaNsMirrorStatus, DiaNsQos, DiaNsSetMirror, DiaNsStats, DiaPoolInfo, DiaPortCreate,
+    DiaPortId, DiaPortInfo, DiaPortList, DiaPortSet, DIA_IOC_IDENTIFY, DIA_IOC_NS_ATTACH,
+    DIA_IOC_NS_CREATE, DIA_IOC_NS_CREATE_MIRROR, DIA_IOC_NS_CREATE_REMOTE, DIA_IOC_NS_DELETE,
+    DIA_IOC_NS_DETACH, DIA_IOC_NS_INFO, DIA_IOC_NS_LIST, DIA_IOC_NS_MIRROR_STATUS,
+    DIA_IOC_NS_SET_MIRROR, DIA_IOC_NS_SET_QOS, DIA_IOC_NS_STATS, DIA_IOC_POOL_INFO,
+    DIA_IOC_PORT_CREATE, DIA_IOC_PORT_DELETE, DIA_IOC_PORT_INFO, DIA_IOC_PORT_LIST,
+    DIA_IOC_PORT_SET,
 };
 
 use crate::{errno_name, flag, Dev, ShortBuffer};
 
 /// Requests that change the card: random raw calls never use these numbers,
 /// so a thread's model is only changed by its own structured calls.
-const MUTATING: [u32; 10] = [
+const MUTATING: [u32; 11] = [
     DIA_IOC_NS_CREATE,
     DIA_IOC_NS_CREATE_REMOTE,
     DIA_IOC_NS_CREATE_MIRROR,
+    DIA_IOC_NS_SET_MIRROR,
     DIA_IOC_NS_DELETE,
     DIA_IOC_NS_ATTACH,
     DIA_IOC_NS_DETACH,
@@ -255,6 +257,7 @@ impl Worker {
                 || (what == "NS_CREATE_MIRROR" && MIRROR_ERRNOS.contains(&e))
                 // A card without mirrors; also a raw call that hit the number.
                 || (cmd == DIA_IOC_NS_MIRROR_STATUS && e == libc::EOPNOTSUPP)
+                || (what == "NS_SET_MIRROR" && e == libc::EOPNOTSUPP)
                 || (self.chaos && CHAOS_ERRNOS.contains(&e));
             if !allowed {
                 return Err(format!(
@@ -640,6 +643,58 @@ impl Worker {
         Ok(())
     }
 
+    /// Set Mirror Plexes on one of our namespaces (never mirrored: no
+    /// mirror create succeeds, so the card refuses with Invalid Field) or
+    /// on one nobody can have, with a well-formed table or a malformed one
+    /// (`EINVAL` from the driver, whatever the card has). Never succeeds.
+    fn ns_set_mirror(&mut self) -> Result<(), String> {
+        self.label += 1;
+        let valid = self.rng.below(3) == 0;
+        let plexes = self.mirror_table(valid);
+        let table_ok = plexes.validate().is_ok();
+        let nsid = self.nsid();
+        let reserved = if self.rng.below(6) == 0 { 1 } else { 0 };
+        let req = DiaNsSetMirror {
+            nsid,
+            reserved,
+            plexes,
+        };
+        let how = self.buffer();
+        let (r, _) = self.structured("NS_SET_MIRROR", DIA_IOC_NS_SET_MIRROR, req, how)?;
+        if r.is_ok() {
+            return Err(format!(
+                "thread {}: NS_SET_MIRROR of namespace {nsid}, not a mirror, succeeded",
+                self.id
+            ));
+        }
+        if how == Buffer::Good && !self.chaos {
+            let refused = !table_ok || reserved != 0 || nsid == 0 || nsid == u32::MAX;
+            // A namespace of ours is not mirrored: EINVAL from the card, or
+            // EOPNOTSUPP from a card (or driver) without Set Mirror Plexes.
+            let plain = self.model.ns.contains_key(&nsid) && !self.model.doubt;
+            let ok = if refused {
+                r == Err(libc::EINVAL)
+            } else if plain {
+                matches!(r, Err(libc::EINVAL | libc::EOPNOTSUPP))
+            } else {
+                true
+            };
+            if !ok {
+                return Err(format!(
+                    "thread {}: NS_SET_MIRROR of nsid {nsid} reserved {reserved}, a {} table ({:?}): {}",
+                    self.id,
+                    if table_ok { "well-formed" } else { "malformed" },
+                    plexes.validate(),
+                    r.err().map_or("success".into(), errno_name)
+                ));
+            }
+        }
+        if self.doubtful(r) {
+            self.model.doubt = true;
+        }
+        Ok(())
+    }
+
     fn ns_delete(&mut self) -> Result<(), String> {
         let nsid = self.nsid();
         let flags = self.rng.pick(&[0, 0, 0, 0, 1]);
@@ -879,6 +934,7 @@ impl Worker {
                 95 => self.ns_create_remote()?,
                 96 => self.ns_create_mirror()?,
                 97 => self.ns_delete()?,
+                98 if self.rng.below(2) == 0 => self.ns_set_mirror()?,
                 _ => self.ns_attach_detach()?,
             }
         }

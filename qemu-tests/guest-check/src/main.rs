@@ -15,12 +15,13 @@ use dia_abi::card::{
 };
 use dia_abi::ioctl::{
     ioc, DiaIdentity, DiaNsCreate, DiaNsCreateMirror, DiaNsCreateRemote, DiaNsId, DiaNsInfo,
-    DiaNsList, DiaNsMirrorStatus, DiaNsQos, DiaNsStats, DiaPoolInfo, DiaPortCreate, DiaPortId,
-    DiaPortInfo, DiaPortList, DiaPortSet, DIA_IOC_IDENTIFY, DIA_IOC_NS_ATTACH, DIA_IOC_NS_CREATE,
-    DIA_IOC_NS_CREATE_MIRROR, DIA_IOC_NS_CREATE_REMOTE, DIA_IOC_NS_DELETE, DIA_IOC_NS_DETACH,
-    DIA_IOC_NS_INFO, DIA_IOC_NS_LIST, DIA_IOC_NS_MIRROR_STATUS, DIA_IOC_NS_SET_QOS,
-    DIA_IOC_NS_STATS, DIA_IOC_POOL_INFO, DIA_IOC_PORT_CREATE, DIA_IOC_PORT_DELETE,
-    DIA_IOC_PORT_INFO, DIA_IOC_PORT_LIST, DIA_IOC_PORT_SET, IOC_READ, IOC_WRITE,
+    DiaNsList, DiaNsMirrorStatus, DiaNsQos, DiaNsSetMirror, DiaNsStats, DiaPoolInfo, DiaPortCreate,
+    DiaPortId, DiaPortInfo, DiaPortList, DiaPortSet, DIA_IOC_IDENTIFY, DIA_IOC_NS_ATTACH,
+    DIA_IOC_NS_CREATE, DIA_IOC_NS_CREATE_MIRROR, DIA_IOC_NS_CREATE_REMOTE, DIA_IOC_NS_DELETE,
+    DIA_IOC_NS_DETACH, DIA_IOC_NS_INFO, DIA_IOC_NS_LIST, DIA_IOC_NS_MIRROR_STATUS,
+    DIA_IOC_NS_SET_MIRROR, DIA_IOC_NS_SET_QOS, DIA_IOC_NS_STATS, DIA_IOC_POOL_INFO,
+    DIA_IOC_PORT_CREATE, DIA_IOC_PORT_DELETE, DIA_IOC_PORT_INFO, DIA_IOC_PORT_LIST,
+    DIA_IOC_PORT_SET, IOC_READ, IOC_WRITE,
 };
 
 const DEVICE: &str = "/dev/dia";
@@ -29,6 +30,7 @@ const USAGE: &str =
        | ns-create BYTES [LABEL] [--lba-shift S] | ns-delete N | ns-attach N | ns-detach N
        | ns-create-remote ADDR PORT SUBNQN NSID [LABEL] [--digests]
        | ns-create-mirror LABEL GENERATION PLEX... (PLEX: ADDR,PORT,SUBNQN,NSID[,new])
+       | ns-set-mirror N PLEX... (as above; a plex already in the mirror in sync, a new one ,new)
        | ns-mirror-status N
        | ns-info N | ns-stats N | ns-list | pool | ns-set-qos N --max-iops IOPS
        | port-create VLAN MTU [MAX_BPS] | port-set N VLAN MTU [MAX_BPS] | port-delete N
@@ -275,7 +277,8 @@ fn mirror_errors(dev: &Dev) -> Result<(), String> {
     let mut r = req(good);
     r.reserved = 1;
     broken.push(("mirror create with its reserved word set", r));
-    for (what, mut r) in broken {
+    for &(what, r) in &broken {
+        let mut r = r;
         expect_errno(
             what,
             dev.ioctl(DIA_IOC_NS_CREATE_MIRROR, std::ptr::addr_of_mut!(r) as usize),
@@ -286,6 +289,48 @@ fn mirror_errors(dev: &Dev) -> Result<(), String> {
     expect_errno(
         "mirror create from a 1000-byte buffer",
         dev.ioctl(DIA_IOC_NS_CREATE_MIRROR, short.tail(1000)),
+        libc::EFAULT,
+    )?;
+    // Set Mirror Plexes: the same malformed tables, then the request's own
+    // fields; namespace 1 whether it exists or not, the driver refuses first.
+    let mut set_broken: Vec<(String, DiaNsSetMirror)> = broken
+        .iter()
+        .filter(|(_, r)| r.nsid == 0 && r.reserved == 0)
+        .map(|&(what, r)| {
+            (
+                format!("set-mirror: {what}"),
+                DiaNsSetMirror {
+                    nsid: 1,
+                    reserved: 0,
+                    plexes: r.create,
+                },
+            )
+        })
+        .collect();
+    for (what, nsid, reserved) in [
+        ("set-mirror of nsid 0", 0, 0),
+        ("set-mirror of nsid 0xffffffff", u32::MAX, 0),
+        ("set-mirror with its reserved word set", 1, 1),
+    ] {
+        set_broken.push((
+            what.into(),
+            DiaNsSetMirror {
+                nsid,
+                reserved,
+                plexes: good,
+            },
+        ));
+    }
+    for (what, mut r) in set_broken {
+        expect_errno(
+            &what,
+            dev.ioctl(DIA_IOC_NS_SET_MIRROR, std::ptr::addr_of_mut!(r) as usize),
+            libc::EINVAL,
+        )?;
+    }
+    expect_errno(
+        "set-mirror from a 1000-byte buffer",
+        dev.ioctl(DIA_IOC_NS_SET_MIRROR, short.tail(1000)),
         libc::EFAULT,
     )?;
     for (what, nsid, reserved) in [
@@ -471,6 +516,25 @@ fn namespace(cmd: &str, args: &[String]) -> Result<(), String> {
                 std::ptr::addr_of_mut!(*req) as usize,
             )
             .map_err(fail)?;
+            println!("{}", req.nsid);
+        }
+        "ns-set-mirror" => {
+            let mut req = Box::new(DiaNsSetMirror {
+                nsid: parse_num(args.first(), "N")? as u32,
+                reserved: 0,
+                plexes: MirrorNamespaceCreate::default(),
+            });
+            let plexes = args.get(1..).unwrap_or_default();
+            if plexes.len() > MIRROR_MAX_PLEXES {
+                return Err(format!("at most {MIRROR_MAX_PLEXES} plexes"));
+            }
+            for (slot, spec) in req.plexes.plexes.iter_mut().zip(plexes) {
+                *slot = parse_plex(spec)?;
+            }
+            // Zero plexes too: refusing that is the driver's job.
+            req.plexes.plex_count = plexes.len() as u8;
+            dev.ioctl(DIA_IOC_NS_SET_MIRROR, std::ptr::addr_of_mut!(*req) as usize)
+                .map_err(fail)?;
             println!("{}", req.nsid);
         }
         "ns-mirror-status" => {
