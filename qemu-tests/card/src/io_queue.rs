@@ -482,7 +482,10 @@ fn complete(
         // buffer.
         if p.sqe.opcode == abi::IO_READ {
             if let Some((i, local)) = mirror.direct_read() {
-                let sqe = SubmissionEntry { nsid: local, ..p.sqe };
+                let sqe = SubmissionEntry {
+                    nsid: local,
+                    ..p.sqe
+                };
                 let status = nvm::execute(ctx.pool.as_deref(), &ctx.board.mem, &sqe);
                 if status == abi::STATUS_SUCCESS {
                     mirror.count_read(i);
