@@ -1,7 +1,7 @@
 # appliances: 3
 # fabric: on
 # timeout: 1800
-# A 2-copy volume (appliances 0 and 1, --rebuild-after 5) through a crash of every card and the loss of an appliance. Crash: appliance 1's card is killed, a writer on appliance 0 writes numbered 4 KiB blocks with O_DSYNC, appliance 0's own card is killed under it (SIGKILL, no flush) and both cards start again: every block whose write was acknowledged reads back, the copy that missed them resyncs from the newest one and the copies compare equal. Rebuild: appliance 1 loses its power while fio --verify runs; after 5 s its copy is replaced by a new one on appliance 2, filled while the volume is in use; fio sees no error and the new copy compares equal.
+# Mirrored volumes through a crash of every card and the loss of an appliance. Crash: a 2-copy volume on appliances 0 and 1; appliance 1's card is killed, a writer on appliance 0 writes numbered 4 KiB blocks with O_DSYNC, appliance 0's own card is killed under it (SIGKILL, no flush) and both cards start again: every block whose write was acknowledged reads back, the copy that missed them resyncs from the newest one and the copies compare equal. Rebuild: a 2-copy volume on appliances 0 and 2 with --rebuild-after 5; appliance 2 loses its power while fio --verify runs on it; after 5 s its copy is replaced by a new one on appliance 1, filled while the volume is in use; fio sees no error and the new copy compares equal.
 . /scenarios/lib.sh
 load_dia
 start_diad
@@ -13,16 +13,18 @@ barrier joined-1 || fail "barrier joined-1"
 if [ "$DIA_NODE" = 2 ]; then diaconfig cluster join "$seed"; fi
 barrier joined-2 || fail "barrier joined-2"
 
+# plex_field NODE FIELD: a field of volume $vol's copy on appliance NODE.
+vol=db
 plex_field() {
-    diaconfig -o json volume show db | jq -r ".plexes[] | select(.node == \"appliance-$1\") | .$2"
+    diaconfig -o json volume show "$vol" | jq -r ".plexes[] | select(.node == \"appliance-$1\") | .$2"
 }
 wait_plex() {
     for _ in $(seq 1 "$3"); do
         [ "$(plex_field "$1" state)" = "$2" ] && return 0
         sleep 1
     done
-    diaconfig volume show db
-    fail "the copy on appliance-$1 is not $2 after $3 s"
+    diaconfig volume show "$vol"
+    fail "the copy on appliance-$1 of $vol is not $2 after $3 s"
 }
 # share KEY VALUE / shared KEY: a value for the other appliances (etcd).
 share() { etcdctl --endpoints "http://$seed:2379" put "/scenario/$1" "$2" >/dev/null || fail "etcdctl put $1"; }
@@ -31,9 +33,9 @@ sha_of() { dd if="$1" bs=1M iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1
 block() { printf '%-4095s\n' "dia acknowledged block $1"; }
 
 if [ "$DIA_NODE" = 0 ]; then
-    diaconfig volume create db --size 256M --mirrors 2 --rebuild-after 5 --node appliance-0 | tee /tmp/create
+    diaconfig volume create db --size 256M --mirrors 2 --node appliance-0 | tee /tmp/create
     expect_contains /tmp/create "appliance-1"
-    expect_contains /tmp/create "rebuilt elsewhere"
+    expect_contains /tmp/create "replaced by .volume plex replace."
     diaconfig container create app
     pa=$(container_pid app)
     diaconfig volume attach db --container app
@@ -47,7 +49,6 @@ barrier ready || fail "barrier ready"
 if [ "$DIA_NODE" = 1 ]; then host_request card-kill || fail "card-kill"; fi
 barrier card-1-killed || fail "barrier card-1-killed"
 if [ "$DIA_NODE" = 0 ]; then
-    wait_plex 1 out-of-sync 30
     rm -f /tmp/stop /tmp/acked
     (
         i=0
@@ -58,7 +59,9 @@ if [ "$DIA_NODE" = 0 ]; then
         done
     ) &
     writer=$!
-    sleep 3
+    # The card learns of the lost copy from the first write it sends there.
+    wait_plex 1 out-of-sync 30
+    sleep 2
     host_request card-kill || fail "card-kill on appliance 0"
     sleep 1
     host_request card-start || fail "card-start on appliance 0"
@@ -99,35 +102,43 @@ if [ "$DIA_NODE" = 1 ]; then
 fi
 barrier compared || fail "barrier compared"
 
-# Rebuild: appliance 1 loses its power under fio --verify; its copy is
-# replaced on appliance 2 after the volume's 5 s, while fio goes on.
+# Rebuild: a second volume, rb, whose copies are on appliances 0 and 2
+# (appliance 1 holds db's: less room) and which is rebuilt after 5 s;
+# appliance 2 loses its power under fio --verify on rb, and rb's copy is
+# rebuilt on appliance 1 while fio goes on.
 if [ "$DIA_NODE" = 0 ]; then
-    nsenter -t "$pa" -m fio --name=rebuild --filename="$dev" --direct=1 --rw=randrw --bs=4k --size=64M \
+    vol=rb
+    diaconfig volume create rb --size 128M --mirrors 2 --rebuild-after 5 --node appliance-0 | tee /tmp/create
+    expect_contains /tmp/create "rebuilt elsewhere"
+    [ "$(plex_field 2 state)" = in-sync ] || fail "rb has no copy on appliance-2"
+    diaconfig volume attach rb --container app
+    rdev=$(diaconfig -o json volume show rb | jq -r .device)
+    nsenter -t "$pa" -m fio --name=rebuild --filename="$rdev" --direct=1 --rw=randrw --bs=4k --size=64M \
         --iodepth=4 --ioengine=libaio --time_based --runtime=60 --verify=crc32c --verify_fatal=1 \
         --verify_backlog=256 --eta=never >/tmp/rebuild.txt 2>&1 &
     fio_pid=$!
     sleep 3
 fi
 barrier io-running || fail "barrier io-running"
-if [ "$DIA_NODE" = 1 ]; then power_cut; fi
+if [ "$DIA_NODE" = 2 ]; then power_cut; fi
 barrier one-gone || fail "barrier one-gone"
 if [ "$DIA_NODE" = 0 ]; then
-    wait_plex 2 in-sync 240
-    diaconfig volume show db | tee /tmp/rebuilt
-    grep -q "appliance-1" /tmp/rebuilt && fail "the lost copy on appliance-1 is still listed"
+    wait_plex 1 in-sync 240
+    diaconfig volume show rb | tee /tmp/rebuilt
+    grep -q "appliance-2" /tmp/rebuilt && fail "the lost copy on appliance-2 is still listed"
     expect_contains /tmp/rebuilt "Health: healthy (2 copies"
-    log "rebuilt on appliance-2: $(plex_field 2 resync_bytes) bytes copied"
+    log "rebuilt on appliance-1: $(plex_field 1 resync_bytes) bytes copied"
     wait "$fio_pid" || { cat /tmp/rebuild.txt; fail "fio failed during the rebuild"; }
     grep -E "err= *0" /tmp/rebuild.txt >/dev/null || { cat /tmp/rebuild.txt; fail "fio reported errors"; }
     sync
-    share sha2 "$(sha_of "$dev")"
-    share nsid-2 "$(plex_field 2 nsid)"
-    [ "$(sha_of "/dev/dia0n$(plex_field 0 nsid)")" = "$(shared sha2)" ] || fail "appliance-0's copy differs after the rebuild"
+    share sha2 "$(sha_of "$rdev")"
+    share nsid-rb "$(plex_field 1 nsid)"
+    [ "$(sha_of "/dev/dia0n$(plex_field 0 nsid)")" = "$(shared sha2)" ] || fail "appliance-0's copy of rb differs after the rebuild"
 fi
 barrier rebuilt || fail "barrier rebuilt"
-if [ "$DIA_NODE" = 2 ]; then
-    [ "$(sha_of "/dev/dia0n$(shared nsid-2)")" = "$(shared sha2)" ] || fail "the rebuilt copy on appliance-2 differs from the volume"
-    log "the rebuilt copy on appliance-2 equals the volume"
+if [ "$DIA_NODE" = 1 ]; then
+    [ "$(sha_of "/dev/dia0n$(shared nsid-rb)")" = "$(shared sha2)" ] || fail "the rebuilt copy on appliance-1 differs from the volume"
+    log "the rebuilt copy of rb on appliance-1 equals the volume"
 fi
 barrier done || fail "barrier done"
 dmesg_clean
