@@ -704,11 +704,11 @@ impl Manager {
 
 #[cfg(test)]
 mod tests {
-    use dia::api::{Attachment, CreateVolume};
+    use dia::api::CreateVolume;
 
     use super::*;
     use crate::card_device::CardDevice;
-    use crate::test_support::{manager, vol, LogHost};
+    use crate::test_support::{manager, raw_attachment, vol, LogHost};
 
     fn member(name: &str, pool: u64) -> MemberState {
         MemberState {
@@ -727,6 +727,36 @@ mod tests {
             mirrors: Some(copies),
             ..vol(name, 1 << 30)
         }
+    }
+
+    /// Records volume `req` with a copy made here on "a" (in sync) and
+    /// one said to be on "b" as namespace `b_nsid`.
+    fn record_two(
+        m: &mut Manager,
+        req: &CreateVolume,
+        b_nsid: u32,
+        b_in_sync: bool,
+    ) -> (u32, Volume) {
+        let a = m
+            .create_plex_here(&CreatePlex {
+                name: req.name.clone(),
+                size_bytes: req.size_bytes,
+                block_size: req.block_size,
+            })
+            .unwrap();
+        let plexes = [
+            PlexState {
+                node: "a".into(),
+                nsid: a.nsid,
+                in_sync: true,
+            },
+            PlexState {
+                node: "b".into(),
+                nsid: b_nsid,
+                in_sync: b_in_sync,
+            },
+        ];
+        (a.nsid, m.record_mirrored(req, &plexes).unwrap())
     }
 
     #[test]
@@ -774,40 +804,11 @@ mod tests {
         let (_dir, mut m, card, _) = manager(LogHost::default());
         m.use_test_cluster("a");
         m.state.members = vec![member("a", 8 << 30), member("b", 8 << 30)];
-        let req = mirrored("db", 2);
-        let a = m
-            .create_plex_here(&CreatePlex {
-                name: "db".into(),
-                size_bytes: req.size_bytes,
-                block_size: req.block_size,
-            })
-            .unwrap();
-        let plexes = [
-            PlexState {
-                node: "a".into(),
-                nsid: a.nsid,
-                in_sync: true,
-            },
-            PlexState {
-                node: "b".into(),
-                nsid: 7,
-                in_sync: false,
-            },
-        ];
-        let v = m.record_mirrored(&req, &plexes).unwrap();
+        let (a, v) = record_two(&mut m, &mirrored("db", 2), 7, false);
         assert_eq!(v.plexes.len(), 2);
         assert_eq!(v.health.as_deref(), Some("degraded"));
-        assert_eq!(m.delete_plex_here(a.nsid, "db").unwrap_err().status, 409);
-        let v = m
-            .attach(
-                "db",
-                &Attachment {
-                    container: "pid:7".into(),
-                    fs: None,
-                    mount: None,
-                },
-            )
-            .unwrap();
+        assert_eq!(m.delete_plex_here(a, "db").unwrap_err().status, 409);
+        let v = m.attach("db", &raw_attachment("pid:7")).unwrap();
         let mirror = m.state.volumes[0].remote.as_ref().unwrap().nsid;
         let table = card.mirrors.lock().unwrap()[&mirror];
         assert_eq!(table.plex_count, 2);
@@ -822,7 +823,7 @@ mod tests {
         m.detach("db").unwrap();
         assert!(card.namespace(mirror).is_err(), "the mirror namespace goes");
         assert!(
-            card.namespace(a.nsid).unwrap().attached,
+            card.namespace(a).unwrap().attached,
             "the plex stays exported"
         );
         assert!(!m.state.volumes[0].plexes[1].in_sync);
@@ -830,16 +831,7 @@ mod tests {
             .plexes
             .iter_mut()
             .for_each(|p| p.in_sync = false);
-        let e = m
-            .attach(
-                "db",
-                &Attachment {
-                    container: "pid:7".into(),
-                    fs: None,
-                    mount: None,
-                },
-            )
-            .unwrap_err();
+        let e = m.attach("db", &raw_attachment("pid:7")).unwrap_err();
         assert!(e.message.contains("refusing to guess"), "{}", e.message);
     }
 
@@ -855,32 +847,8 @@ mod tests {
         ];
         let mut req = mirrored("db", 2);
         req.rebuild_after = Some(0);
-        let a = m
-            .create_plex_here(&CreatePlex {
-                name: "db".into(),
-                size_bytes: req.size_bytes,
-                block_size: req.block_size,
-            })
-            .unwrap();
-        let plexes = [
-            PlexState {
-                node: "a".into(),
-                nsid: a.nsid,
-                in_sync: true,
-            },
-            PlexState {
-                node: "b".into(),
-                nsid: 3,
-                in_sync: true,
-            },
-        ];
-        m.record_mirrored(&req, &plexes).unwrap();
-        let attach = Attachment {
-            container: "pid:7".into(),
-            fs: None,
-            mount: None,
-        };
-        m.attach("db", &attach).unwrap();
+        record_two(&mut m, &req, 3, true);
+        m.attach("db", &raw_attachment("pid:7")).unwrap();
         let mirror = m.state.volumes[0].remote.as_ref().unwrap().nsid;
 
         // Add: the copy goes to the appliance without one with most room.

@@ -367,6 +367,15 @@ pub(crate) fn manager(host: LogHost) -> (tempfile::TempDir, Manager, Arc<MemCard
     (dir, m, card, host)
 }
 
+/// An attachment of the raw device (no filesystem) to `container`.
+pub(crate) fn raw_attachment(container: &str) -> dia::api::Attachment {
+    dia::api::Attachment {
+        container: container.into(),
+        fs: None,
+        mount: None,
+    }
+}
+
 /// A request for a 4 KiB-block volume in the default tier.
 pub(crate) fn vol(name: &str, size: u64) -> CreateVolume {
     CreateVolume {

@@ -772,7 +772,7 @@ mod tests {
     use crate::card_device::CardDevice;
     use crate::host::NsOp;
     use crate::state;
-    use crate::test_support::{manager, vol, LogHost};
+    use crate::test_support::{manager, raw_attachment, vol, LogHost};
 
     #[test]
     fn create_validates_and_persists() {
@@ -904,15 +904,7 @@ mod tests {
     fn force_delete_detaches_first() {
         let (_dir, mut m, card, _) = manager(LogHost::default());
         m.create(&vol("db", 1 << 30)).unwrap();
-        m.attach(
-            "db",
-            &Attachment {
-                container: "pid:7".into(),
-                fs: None,
-                mount: None,
-            },
-        )
-        .unwrap();
+        m.attach("db", &raw_attachment("pid:7")).unwrap();
         m.delete("db", true).unwrap();
         assert!(card.namespaces().unwrap().is_empty());
     }
