@@ -32,7 +32,6 @@
 //! Write Zeroes (the card's target deallocates it: thin plexes stay thin).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
@@ -42,20 +41,16 @@ use std::time::{Duration, Instant};
 use dia_abi::card::{self as abi, SubmissionEntry};
 use tracing::{debug, info, warn};
 
-use crate::fabric::initiator::{self, Config, Error, RemoteNamespace, Session, ONCS_WRITE_ZEROES};
+use crate::fabric::initiator::{Config, Error, RemoteNamespace, Session, ONCS_WRITE_ZEROES};
 use crate::guest_memory::GuestMemory;
 use crate::io_queue::{self, IoContext, QueueGate};
 use crate::nvm::{self, MAX_TRANSFER_BYTES};
 use crate::pool::{regions_of, MirrorRecord, Namespace, PlexRecord, Pool, RegionSet};
 use crate::prp::prp_segments;
-use crate::remote::{Job, BACKOFF_FIRST, BACKOFF_MAX, COMMAND_TIMEOUT, CONNECT_TIMEOUT};
+use crate::remote::{io_config, Job, BACKOFF_FIRST, BACKOFF_MAX};
 
 /// Worker threads per attached mirror: its commands at once.
 const WORKERS: usize = 4;
-/// I/O queues (TCP connections) of a plex's session.
-const IO_QUEUES: u16 = 2;
-/// Entries asked for per I/O queue.
-const QUEUE_ENTRIES: u16 = 32;
 /// How often the resync thread looks at out-of-sync plexes when idle.
 const RESYNC_POLL: Duration = Duration::from_millis(100);
 /// Regions a resync copies between Flushes of the plex (which let the
@@ -319,22 +314,6 @@ impl std::fmt::Debug for Mirror {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Mirror").field("nsid", &self.nsid).finish()
     }
-}
-
-/// The initiator's configuration for a plex's target.
-fn config(target: &abi::RemoteTarget, host_nqn: &str) -> Option<Config> {
-    let addr = SocketAddr::new(target.ip()?, target.port);
-    let mut c = Config::new(addr, target.subnqn_str()?);
-    c.hostnqn = host_nqn.to_string();
-    c.hostid = initiator::host_id(host_nqn);
-    c.header_digest = target.digests & abi::REMOTE_HEADER_DIGEST != 0;
-    c.data_digest = target.digests & abi::REMOTE_DATA_DIGEST != 0;
-    c.io_queues = IO_QUEUES;
-    c.queue_entries = QUEUE_ENTRIES;
-    c.command_timeout = COMMAND_TIMEOUT;
-    c.connect_timeout = CONNECT_TIMEOUT;
-    c.enable_timeout = CONNECT_TIMEOUT;
-    Some(c)
 }
 
 /// The regions bytes `start..start + len` of a namespace touch.
@@ -1552,7 +1531,7 @@ impl Mirrors {
         let at = match self.local_nsid(target) {
             Some(n) => Where::Local(LocalPlex { nsid: n }),
             None => Where::Remote(Box::new(RemotePlex {
-                cfg: config(target, &self.host_nqn)?,
+                cfg: io_config(target, &self.host_nqn)?,
                 remote_nsid: target.nsid,
                 conn: Mutex::new(Conn {
                     live: None,
@@ -1826,7 +1805,7 @@ impl Mirrors {
         if cfg!(feature = "fuzzing") {
             return Err("no network while fuzzing".into());
         }
-        let mut cfg = config(target, &self.host_nqn).ok_or("bad target")?;
+        let mut cfg = io_config(target, &self.host_nqn).ok_or("bad target")?;
         cfg.io_queues = 1;
         let session = Session::connect(&cfg).map_err(|e| e.to_string())?;
         let r = session.set_plex_record(target.nsid, record);
@@ -1848,7 +1827,9 @@ impl Mirrors {
         let cur = ns.mirror.clone().ok_or(abi::STATUS_INVALID_FIELD)?;
         let regions = regions_of(ns.size_blocks << ns.lba_shift);
         for p in create.plexes() {
-            if self.local_nsid(&p.target).is_none() && config(&p.target, &self.host_nqn).is_none() {
+            if self.local_nsid(&p.target).is_none()
+                && io_config(&p.target, &self.host_nqn).is_none()
+            {
                 return Err(abi::STATUS_INVALID_FIELD);
             }
         }

@@ -95,6 +95,13 @@ fn config(
     Some(c)
 }
 
+/// The initiator's configuration for a session that serves I/O to
+/// `target` (a remote namespace's link, a mirror's remote plex); `None`
+/// if its address or NQN does not pass its checks.
+pub(crate) fn io_config(target: &abi::RemoteTarget, host_nqn: &str) -> Option<Config> {
+    config(target, host_nqn, COMMAND_TIMEOUT, IO_QUEUES)
+}
+
 /// A failed Create Remote Namespace: the status and result dword.
 pub(crate) type Refusal = (u16, u32);
 
@@ -716,7 +723,7 @@ impl RemoteLinks {
         remote: &Remote,
         ctx: Weak<IoContext>,
     ) {
-        let Some(cfg) = config(&remote.target, &self.host_nqn, COMMAND_TIMEOUT, IO_QUEUES) else {
+        let Some(cfg) = io_config(&remote.target, &self.host_nqn) else {
             // The pool checked it when it was created and when it was read.
             warn!(nsid, "remote namespace's target does not parse; not served");
             return;
