@@ -76,10 +76,32 @@ impl Pool {
         mem: &GuestMemory,
         segs: &[(u64, usize)],
     ) -> Result<(), StorageError> {
+        self.with_mapped(dir, nsid, slba, blocks, None, |ns, start, len| {
+            self.move_data(dir, ns, start, len, mem, segs)
+        })
+    }
+
+    /// Runs `f` on namespace `nsid` (attached, in the pool) with the byte
+    /// range of `blocks` blocks at `slba` (checked, and of `expect_len`
+    /// bytes when given), under the state lock, once every chunk a write
+    /// touches is allocated: a write allocates on first use, committing
+    /// first when only chunks freed since the last commit are left.
+    fn with_mapped<R>(
+        &self,
+        dir: Direction,
+        nsid: u32,
+        slba: u64,
+        blocks: u64,
+        expect_len: Option<usize>,
+        f: impl FnOnce(&Namespace, u64, u64) -> Result<R, StorageError>,
+    ) -> Result<R, StorageError> {
         loop {
             let st = self.read_state();
             let ns = st.attached(nsid)?.local(nsid)?;
             let (start, len) = ns.check_range(nsid, slba, blocks)?;
+            if expect_len.is_some_and(|l| len != l as u64) {
+                return Err(std::io::Error::other("buffer and blocks differ").into());
+            }
             if dir == Direction::Write {
                 let first = (start >> CHUNK_SHIFT) as u32;
                 let last = ((start + len - 1) >> CHUNK_SHIFT) as u32;
@@ -99,7 +121,7 @@ impl Pool {
                     continue;
                 }
             }
-            return self.move_data(dir, ns, start, len, mem, segs);
+            return f(ns, start, len);
         }
     }
 
@@ -226,33 +248,12 @@ impl Pool {
         base: *mut u8,
         buf_len: usize,
     ) -> Result<(), StorageError> {
-        loop {
-            let st = self.read_state();
-            let ns = st.attached(nsid)?.local(nsid)?;
-            let (start, len) = ns.check_range(nsid, slba, blocks)?;
-            if len != buf_len as u64 {
-                return Err(std::io::Error::other("buffer and blocks differ").into());
-            }
-            if dir == Direction::Write {
-                let first = (start >> CHUNK_SHIFT) as u32;
-                let last = ((start + len - 1) >> CHUNK_SHIFT) as u32;
-                if (first..=last).any(|l| !ns.map.contains_key(&l)) {
-                    let reclaimable = !st.pending_free.is_empty();
-                    drop(st);
-                    match self.allocate(nsid, start, len) {
-                        Err(StorageError::PoolFull) if reclaimable => {
-                            self.flush()?;
-                            self.allocate(nsid, start, len)?;
-                        }
-                        other => other?,
-                    }
-                    continue;
-                }
-            }
+        self.with_mapped(dir, nsid, slba, blocks, Some(buf_len), |ns, start, len| {
             let mut off = 0usize;
             let mut next = |piece: usize| -> Result<Vec<libc::iovec>, StorageError> {
                 // SAFETY: off + piece <= buf_len: the pieces add up to
-                // len, which is the buffer's length (checked above).
+                // len, which is the buffer's length (checked by
+                // with_mapped).
                 let p = unsafe { base.add(off) };
                 off += piece;
                 Ok(vec![libc::iovec {
@@ -260,8 +261,8 @@ impl Pool {
                     iov_len: piece,
                 }])
             };
-            return self.move_pieces(dir, ns, start, len, &mut next);
-        }
+            self.move_pieces(dir, ns, start, len, &mut next)
+        })
     }
 
     /// Zeroes (and deallocates where a whole chunk is covered) blocks of a
