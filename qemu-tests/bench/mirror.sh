@@ -33,12 +33,7 @@ if [ "$DIA_NODE" = 0 ]; then
     runtime=${BENCH_RUNTIME:-8}
     rounds=${BENCH_ROUNDS:-3}
     bench_prefill
-    bench_job 4k-randread-qd1 randread 4k 1
-    bench_job 4k-randread-qd32 randread 4k 32
-    bench_job 4k-randwrite-qd1 randwrite 4k 1
-    bench_job 4k-randwrite-qd32 randwrite 4k 32
-    bench_job 1m-read-qd8 read 1M 8
-    bench_job 1m-write-qd8 write 1M 8
+    bench_common_jobs
     diaconfig volume show mirror-3
     barrier measured || fail "barrier measured"
 else

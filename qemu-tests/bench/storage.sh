@@ -24,12 +24,7 @@ rounds=${BENCH_ROUNDS:-3}
 
 BENCH_NUMJOBS=2
 bench_prefill
-bench_job 4k-randread-qd1 randread 4k 1
-bench_job 4k-randread-qd32 randread 4k 32
-bench_job 4k-randwrite-qd1 randwrite 4k 1
-bench_job 4k-randwrite-qd32 randwrite 4k 32
-bench_job 1m-read-qd8 read 1M 8
-bench_job 1m-write-qd8 write 1M 8
+bench_common_jobs
 # Synchronous small writes, one writer at QD1, the way a database commits:
 # each write durable before the next (O_DSYNC: the block layer sends it
 # with FUA, or a flush after it on a device without FUA), or an fsync

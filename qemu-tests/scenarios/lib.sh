@@ -189,3 +189,13 @@ bench_job() {
         r=$((r + 1))
     done
 }
+# bench_common_jobs: the jobs every device benchmark runs: 4 KiB random
+# reads and writes at QD1 and QD32, 1 MiB sequential reads and writes at QD8.
+bench_common_jobs() {
+    bench_job 4k-randread-qd1 randread 4k 1
+    bench_job 4k-randread-qd32 randread 4k 32
+    bench_job 4k-randwrite-qd1 randwrite 4k 1
+    bench_job 4k-randwrite-qd32 randwrite 4k 32
+    bench_job 1m-read-qd8 read 1M 8
+    bench_job 1m-write-qd8 write 1M 8
+}
