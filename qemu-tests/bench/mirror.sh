@@ -14,14 +14,8 @@
 . /scenarios/lib.sh
 load_dia
 start_diad
-seed=$(mgmt_addr_of 0)
 size=512M
-if [ "$DIA_NODE" = 0 ]; then diaconfig cluster create bench; fi
-barrier created || fail "barrier created"
-if [ "$DIA_NODE" = 1 ]; then diaconfig cluster join "$seed"; fi
-barrier joined-1 || fail "barrier joined-1"
-if [ "$DIA_NODE" = 2 ]; then diaconfig cluster join "$seed"; fi
-barrier joined-2 || fail "barrier joined-2"
+form_cluster bench
 if [ "$DIA_NODE" = 0 ]; then
     diaconfig volume create single --size $size --node appliance-0
     diaconfig volume create mirror-2 --size $size --mirrors 2 --node appliance-0
@@ -42,7 +36,6 @@ else
     until barrier measured; do :; done
 fi
 if [ "$DIA_NODE" = 0 ]; then
-    plex2() { diaconfig -o json volume show mirror-3 | jq -r ".plexes[] | select(.node == \"appliance-2\") | .$1"; }
     dev=$(diaconfig -o json volume show mirror-3 | jq -r .device)
     # A Flush first: what the benchmark wrote is durable on every copy, so
     # only what is written while the card is away is to be copied (the
@@ -55,9 +48,9 @@ barrier card-2-gone || fail "barrier card-2-gone"
 if [ "$DIA_NODE" = 0 ]; then
     fio --name=away --filename="$dev" --rw=write --bs=1M --iodepth=8 --ioengine=libaio --direct=1 \
         --size=256M --offset=128M > /dev/null || fail "writing while a copy is away"
-    [ "$(plex2 state)" != in-sync ] || fail "appliance-2's copy is still in sync with its card gone"
-    before=$(plex2 resync_bytes)
-    behind=$(plex2 behind_bytes)
+    [ "$(mirror_plex mirror-3 2 state)" != in-sync ] || fail "appliance-2's copy is still in sync with its card gone"
+    before=$(mirror_plex mirror-3 2 resync_bytes)
+    behind=$(mirror_plex mirror-3 2 behind_bytes)
 fi
 barrier written || fail "barrier written"
 if [ "$DIA_NODE" = 2 ]; then
@@ -69,15 +62,15 @@ if [ "$DIA_NODE" = 0 ]; then
     # reconnect after the card's restart is not counted).
     first=
     for _ in $(seq 1 3000); do
-        b=$(plex2 resync_bytes)
+        b=$(mirror_plex mirror-3 2 resync_bytes)
         [ -z "$first" ] && [ "$b" -gt "$before" ] && first=$(now_ms)
-        [ "$(plex2 state)" = in-sync ] && break
+        [ "$(mirror_plex mirror-3 2 state)" = in-sync ] && break
         sleep 0.1
     done
     end=$(now_ms)
-    [ "$(plex2 state)" = in-sync ] || fail "appliance-2's copy did not resync"
+    [ "$(mirror_plex mirror-3 2 state)" = in-sync ] || fail "appliance-2's copy did not resync"
     [ -n "$first" ] || first=$end
-    copied=$(( $(plex2 resync_bytes) - before ))
+    copied=$(( $(mirror_plex mirror-3 2 resync_bytes) - before ))
     ms=$(( end - first ))
     [ "$ms" -gt 0 ] || ms=100
     echo "@@MD"

@@ -5,13 +5,7 @@
 . /scenarios/lib.sh
 load_dia
 start_diad
-seed=$(mgmt_addr_of 0)
-if [ "$DIA_NODE" = 0 ]; then diaconfig cluster create lab; fi
-barrier created || fail "barrier created"
-if [ "$DIA_NODE" = 1 ]; then diaconfig cluster join "$seed"; fi
-barrier joined-1 || fail "barrier joined-1"
-if [ "$DIA_NODE" = 2 ]; then diaconfig cluster join "$seed"; fi
-barrier joined-2 || fail "barrier joined-2"
+form_cluster lab
 
 # Appliance 0 writes and verifies its own volume throughout.
 if [ "$DIA_NODE" = 0 ]; then

@@ -152,6 +152,37 @@ wait_card_back() {
     fail "card did not come back after restart"
 }
 
+# form_cluster NAME: appliance 0 creates cluster NAME, then every other
+# appliance joins it through appliance 0, one at a time (barriers created,
+# joined-1, joined-2, ...). Sets $seed, appliance 0's management address.
+form_cluster() {
+    seed=$(mgmt_addr_of 0)
+    if [ "$DIA_NODE" = 0 ]; then diaconfig cluster create "$1" || fail "cluster create $1"; fi
+    barrier created || fail "barrier created"
+    n=1
+    while [ "$n" -lt "$DIA_NODES" ]; do
+        if [ "$DIA_NODE" = "$n" ]; then diaconfig cluster join "$seed" || fail "cluster join $seed"; fi
+        barrier "joined-$n" || fail "barrier joined-$n"
+        n=$((n + 1))
+    done
+}
+
+# mirror_plex VOLUME NODE FIELD: a field (state, nsid, behind_bytes,
+# resync_bytes, path, ...) of mirrored VOLUME's copy on appliance NODE,
+# empty when it has none there.
+mirror_plex() {
+    diaconfig -o json volume show "$1" | jq -r ".plexes[] | select(.node == \"appliance-$2\") | .$3"
+}
+# wait_mirror_plex VOLUME NODE STATE SECONDS: until that copy is in STATE.
+wait_mirror_plex() {
+    for _ in $(seq 1 "$4"); do
+        [ "$(mirror_plex "$1" "$2" state)" = "$3" ] && return 0
+        sleep 1
+    done
+    diaconfig volume show "$1"
+    fail "the copy on appliance-$2 of $1 is not $3 after $4 s"
+}
+
 # Benchmarks (qemu-tests/bench/*.sh) run fio jobs on $devices, a list of
 # NAME:DEVICE words, $rounds times each ($runtime seconds a run), the
 # devices taking turns and the order rotating each round so slow spells of

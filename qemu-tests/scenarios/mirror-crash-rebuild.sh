@@ -5,27 +5,10 @@
 . /scenarios/lib.sh
 load_dia
 start_diad
-seed=$(mgmt_addr_of 0)
-if [ "$DIA_NODE" = 0 ]; then diaconfig cluster create lab; fi
-barrier created || fail "barrier created"
-if [ "$DIA_NODE" = 1 ]; then diaconfig cluster join "$seed"; fi
-barrier joined-1 || fail "barrier joined-1"
-if [ "$DIA_NODE" = 2 ]; then diaconfig cluster join "$seed"; fi
-barrier joined-2 || fail "barrier joined-2"
-
-# plex_field NODE FIELD: a field of volume $vol's copy on appliance NODE.
+form_cluster lab
+# The volume the mirror_plex calls look at: db, then rb.
 vol=db
-plex_field() {
-    diaconfig -o json volume show "$vol" | jq -r ".plexes[] | select(.node == \"appliance-$1\") | .$2"
-}
-wait_plex() {
-    for _ in $(seq 1 "$3"); do
-        [ "$(plex_field "$1" state)" = "$2" ] && return 0
-        sleep 1
-    done
-    diaconfig volume show "$vol"
-    fail "the copy on appliance-$1 of $vol is not $2 after $3 s"
-}
+
 # share KEY VALUE / shared KEY: a value for the other appliances (etcd).
 share() { etcdctl --endpoints "http://$seed:2379" put "/scenario/$1" "$2" >/dev/null || fail "etcdctl put $1"; }
 shared() { etcdctl --endpoints "http://$seed:2379" get --print-value-only "/scenario/$1"; }
@@ -60,7 +43,7 @@ if [ "$DIA_NODE" = 0 ]; then
     ) &
     writer=$!
     # The card learns of the lost copy from the first write it sends there.
-    wait_plex 1 out-of-sync 30
+    wait_mirror_plex "$vol" 1 out-of-sync 30
     sleep 2
     host_request card-kill || fail "card-kill on appliance 0"
     sleep 1
@@ -79,7 +62,7 @@ if [ "$DIA_NODE" = 0 ]; then
         j=$((j + 1))
     done
     log "all $((acked + 1)) acknowledged blocks read back after both cards crashed"
-    [ "$(plex_field 1 state)" != in-sync ] || fail "appliance-1's copy is in sync although its card is down"
+    [ "$(mirror_plex "$vol" 1 state)" != in-sync ] || fail "appliance-1's copy is in sync although its card is down"
 fi
 barrier crashed || fail "barrier crashed"
 if [ "$DIA_NODE" = 1 ]; then
@@ -88,12 +71,12 @@ if [ "$DIA_NODE" = 1 ]; then
 fi
 barrier card-1-back || fail "barrier card-1-back"
 if [ "$DIA_NODE" = 0 ]; then
-    wait_plex 1 in-sync 120
-    log "appliance-1's copy resynced: $(plex_field 1 resync_bytes) bytes copied"
+    wait_mirror_plex "$vol" 1 in-sync 120
+    log "appliance-1's copy resynced: $(mirror_plex "$vol" 1 resync_bytes) bytes copied"
     sync
     share sha "$(sha_of "$dev")"
-    share nsid-1 "$(plex_field 1 nsid)"
-    [ "$(sha_of "/dev/dia0n$(plex_field 0 nsid)")" = "$(shared sha)" ] || fail "appliance-0's copy differs from the volume"
+    share nsid-1 "$(mirror_plex "$vol" 1 nsid)"
+    [ "$(sha_of "/dev/dia0n$(mirror_plex "$vol" 0 nsid)")" = "$(shared sha)" ] || fail "appliance-0's copy differs from the volume"
 fi
 barrier hashed || fail "barrier hashed"
 if [ "$DIA_NODE" = 1 ]; then
@@ -110,7 +93,7 @@ if [ "$DIA_NODE" = 0 ]; then
     vol=rb
     diaconfig volume create rb --size 128M --mirrors 2 --rebuild-after 5 --node appliance-0 | tee /tmp/create
     expect_contains /tmp/create "rebuilt elsewhere"
-    [ "$(plex_field 2 state)" = in-sync ] || fail "rb has no copy on appliance-2"
+    [ "$(mirror_plex "$vol" 2 state)" = in-sync ] || fail "rb has no copy on appliance-2"
     diaconfig volume attach rb --container app
     rdev=$(diaconfig -o json volume show rb | jq -r .device)
     nsenter -t "$pa" -m fio --name=rebuild --filename="$rdev" --direct=1 --rw=randrw --bs=4k --size=64M \
@@ -123,17 +106,17 @@ barrier io-running || fail "barrier io-running"
 if [ "$DIA_NODE" = 2 ]; then power_cut; fi
 barrier one-gone || fail "barrier one-gone"
 if [ "$DIA_NODE" = 0 ]; then
-    wait_plex 1 in-sync 240
+    wait_mirror_plex "$vol" 1 in-sync 240
     diaconfig volume show rb | tee /tmp/rebuilt
     grep -q "appliance-2" /tmp/rebuilt && fail "the lost copy on appliance-2 is still listed"
     expect_contains /tmp/rebuilt "Health: healthy (2 copies"
-    log "rebuilt on appliance-1: $(plex_field 1 resync_bytes) bytes copied"
+    log "rebuilt on appliance-1: $(mirror_plex "$vol" 1 resync_bytes) bytes copied"
     wait "$fio_pid" || { cat /tmp/rebuild.txt; fail "fio failed during the rebuild"; }
     grep -E "err= *0" /tmp/rebuild.txt >/dev/null || { cat /tmp/rebuild.txt; fail "fio reported errors"; }
     sync
     share sha2 "$(sha_of "$rdev")"
-    share nsid-rb "$(plex_field 1 nsid)"
-    [ "$(sha_of "/dev/dia0n$(plex_field 0 nsid)")" = "$(shared sha2)" ] || fail "appliance-0's copy of rb differs after the rebuild"
+    share nsid-rb "$(mirror_plex "$vol" 1 nsid)"
+    [ "$(sha_of "/dev/dia0n$(mirror_plex "$vol" 0 nsid)")" = "$(shared sha2)" ] || fail "appliance-0's copy of rb differs after the rebuild"
 fi
 barrier rebuilt || fail "barrier rebuilt"
 if [ "$DIA_NODE" = 1 ]; then

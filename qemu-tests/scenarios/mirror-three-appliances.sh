@@ -5,27 +5,8 @@
 . /scenarios/lib.sh
 load_dia
 start_diad
-seed=$(mgmt_addr_of 0)
-if [ "$DIA_NODE" = 0 ]; then diaconfig cluster create lab; fi
-barrier created || fail "barrier created"
-if [ "$DIA_NODE" = 1 ]; then diaconfig cluster join "$seed"; fi
-barrier joined-1 || fail "barrier joined-1"
-if [ "$DIA_NODE" = 2 ]; then diaconfig cluster join "$seed"; fi
-barrier joined-2 || fail "barrier joined-2"
+form_cluster lab
 
-# plex_field NODE FIELD: a field of the copy on appliance NODE of volume db.
-plex_field() {
-    diaconfig -o json volume show db | jq -r ".plexes[] | select(.node == \"appliance-$1\") | .$2"
-}
-# wait_plex NODE STATE SECONDS: until that copy is in STATE.
-wait_plex() {
-    for _ in $(seq 1 "$3"); do
-        [ "$(plex_field "$1" state)" = "$2" ] && return 0
-        sleep 1
-    done
-    diaconfig volume show db
-    fail "the copy on appliance-$1 is not $2 after $3 s"
-}
 # verify_io NAME SECONDS: fio --verify in the container on the first 64 MiB.
 verify_io() {
     nsenter -t "$pa" -m fio --name="$1" --filename="$dev" --direct=1 --rw=randrw --bs=4k --size=64M \
@@ -49,7 +30,7 @@ if [ "$DIA_NODE" = 0 ]; then
     diaconfig volume attach db --container app
     dev=$(diaconfig -o json volume show db | jq -r .device)
     [ -b "$dev" ] || fail "no device for the mirrored volume"
-    [ "$(plex_field 0 path)" = local ] || fail "the copy on appliance-0 is not served from its own pool"
+    [ "$(mirror_plex db 0 path)" = local ] || fail "the copy on appliance-0 is not served from its own pool"
     verify_io warm 5 || { cat /tmp/warm.txt; fail "fio on the mirrored volume failed"; }
     fio_clean warm
     diaconfig volume show db
@@ -62,13 +43,13 @@ barrier io-running || fail "barrier io-running"
 if [ "$DIA_NODE" = 1 ]; then host_request card-kill || fail "card-kill"; fi
 barrier card-1-gone || fail "barrier card-1-gone"
 if [ "$DIA_NODE" = 0 ]; then
-    wait_plex 1 out-of-sync 30
+    wait_mirror_plex db 1 out-of-sync 30
     diaconfig volume show db | tee /tmp/degraded
     expect_contains /tmp/degraded "Health: degraded"
     # 16 MiB at 400 MiB, written while the copy is away.
     pattern away | nsenter -t "$pa" -m dd of="$dev" bs=1M seek=400 iflag=fullblock oflag=direct conv=fsync 2>/dev/null ||
         fail "writing while a copy is away"
-    behind=$(plex_field 1 behind_bytes)
+    behind=$(mirror_plex db 1 behind_bytes)
     log "appliance-1's copy is $behind bytes behind"
     [ "$behind" -ge $((16 * MiB)) ] || fail "the copy on appliance-1 is only $behind bytes behind after 16 MiB were written"
 fi
@@ -79,8 +60,8 @@ if [ "$DIA_NODE" = 1 ]; then
 fi
 barrier card-1-back || fail "barrier card-1-back"
 if [ "$DIA_NODE" = 0 ]; then
-    wait_plex 1 in-sync 180
-    copied=$(plex_field 1 resync_bytes)
+    wait_mirror_plex db 1 in-sync 180
+    copied=$(mirror_plex db 1 resync_bytes)
     log "resync copied $copied bytes to appliance-1 (16 MiB written at 400 MiB, fio on the first 64 MiB while it was away)"
     # What changed: the 16 MiB, plus at most the 64 MiB fio works on; not
     # the 512 MiB volume.
@@ -100,19 +81,19 @@ barrier two-gone || fail "barrier two-gone"
 if [ "$DIA_NODE" = 0 ]; then
     wait "$fio_pid" || { cat /tmp/power.txt; fail "fio failed while appliance-2 lost its power"; }
     fio_clean power
-    wait_plex 2 out-of-sync 30
-    [ "$(plex_field 1 state)" = in-sync ] || fail "appliance-1's copy left the sync"
+    wait_mirror_plex db 2 out-of-sync 30
+    [ "$(mirror_plex db 1 state)" = in-sync ] || fail "appliance-1's copy left the sync"
     diaconfig volume show db
     # The bytes: the volume as the container sees it, and each copy left.
     sync
     want=$(dd if="$dev" bs=1M iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1)
-    got=$(dd if="/dev/dia0n$(plex_field 0 nsid)" bs=1M iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1)
+    got=$(dd if="/dev/dia0n$(mirror_plex db 0 nsid)" bs=1M iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1)
     [ "$got" = "$want" ] || fail "appliance-0's copy ($got) differs from the volume ($want)"
     away=$(pattern away | sha256sum | cut -d' ' -f1)
     got=$(dd if="$dev" bs=1M skip=400 count=16 iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1)
     [ "$got" = "$away" ] || fail "the 16 MiB written while a copy was away read back wrong"
     etcdctl --endpoints "http://$seed:2379" put /scenario/db-sha256 "$want" >/dev/null || fail "etcdctl put"
-    echo "$(plex_field 1 nsid)" >/tmp/nsid1
+    echo "$(mirror_plex db 1 nsid)" >/tmp/nsid1
     etcdctl --endpoints "http://$seed:2379" put /scenario/db-nsid-1 "$(cat /tmp/nsid1)" >/dev/null || fail "etcdctl put"
 fi
 barrier hashed || fail "barrier hashed"
