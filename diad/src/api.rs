@@ -304,27 +304,11 @@ async fn change_plexes(
         Err(e) => (made.map(|(p, nsid)| (p.node, nsid)), Err(e)),
     };
     if let Some((node, nsid)) = gone {
-        let (label, n) = (name.clone(), node.clone());
-        // Here: deleted at once; elsewhere: asked without holding this
-        // appliance's manager (that appliance may be the one that is gone).
-        let elsewhere = with_manager(app, move |m| {
-            if m.mine(Some(&n)) {
-                m.delete_plex_here(nsid, &label).map(|()| None)
-            } else {
-                Ok(m.state
-                    .members
-                    .iter()
-                    .find(|x| x.name == n)
-                    .map(|x| x.address.clone()))
-            }
-        })
-        .await;
-        let deleted = match elsewhere {
-            Ok(Some(address)) => {
-                forward::<(), Value>(address, "DELETE", plex_path(nsid, &name), None)
-                    .await
-                    .map(|_| ())
-            }
+        let n = node.clone();
+        let place = with_manager(app.clone(), move |m| Ok(m.place_of(&n))).await;
+        let deleted = match place {
+            Ok(Some(p)) => delete_plex(app, p.address, nsid, name.clone()).await,
+            // No longer a member: nothing to ask.
             Ok(None) => Ok(()),
             Err(e) => Err(e),
         };
@@ -530,19 +514,30 @@ async fn create_mirrored(app: Arc<AppState>, req: CreateVolume) -> Result<Volume
     };
     if recorded.is_err() {
         for (p, nsid) in made {
-            let label = plex.name.clone();
-            let undone = match p.address {
-                None => with_manager(app.clone(), move |m| m.delete_plex_here(nsid, &label)).await,
-                Some(a) => forward::<(), Value>(a, "DELETE", plex_path(nsid, &label), None)
-                    .await
-                    .map(|_| ()),
-            };
+            let undone = delete_plex(app.clone(), p.address, nsid, plex.name.clone()).await;
             if let Err(e) = undone {
                 warn!(node = %p.node, nsid, "undoing a plex: {}", e.message);
             }
         }
     }
     recorded
+}
+
+/// Deletes copy `nsid` of volume `label`: here (`address` `None`), or on
+/// the appliance at `address` through its peer API, asked without holding
+/// this appliance's manager (that appliance may be the one that is gone).
+async fn delete_plex(
+    app: Arc<AppState>,
+    address: Option<String>,
+    nsid: u32,
+    label: String,
+) -> Result<(), ApiError> {
+    match address {
+        None => with_manager(app, move |m| m.delete_plex_here(nsid, &label)).await,
+        Some(a) => forward::<(), Value>(a, "DELETE", plex_path(nsid, &label), None)
+            .await
+            .map(|_| ()),
+    }
 }
 
 /// A peer call on the blocking pool.

@@ -196,13 +196,22 @@ impl Manager {
                 ))
             });
         }
-        Ok(fits[..n as usize]
-            .iter()
-            .map(|m| PlexPlace {
-                node: m.name.clone(),
-                address: (m.name != me).then(|| m.address.clone()),
-            })
-            .collect())
+        Ok(fits[..n as usize].iter().map(|m| self.place(m)).collect())
+    }
+
+    /// Where a copy on member `m` is made or deleted: here, or through
+    /// its peer API.
+    fn place(&self, m: &MemberState) -> PlexPlace {
+        PlexPlace {
+            node: m.name.clone(),
+            address: (!self.mine(Some(&m.name))).then(|| m.address.clone()),
+        }
+    }
+
+    /// [`Manager::place`] of appliance `node`, if it is a member.
+    pub fn place_of(&self, node: &str) -> Option<PlexPlace> {
+        let m = self.state.members.iter().find(|m| m.name == node)?;
+        Some(self.place(m))
     }
 
     /// The management address of the appliance mirrored volume `name` is
@@ -430,11 +439,11 @@ impl Manager {
     /// mirrored this way while it is detached.
     pub fn plan_plex_change(&self, name: &str, change: &PlexChange) -> Result<PlexPlan, ApiError> {
         let v = &self.state.volumes[self.volume_index(name)?];
-        let Some(me) = self.me() else {
+        if self.me().is_none() {
             return Err(ApiError::bad_request(
                 "copies of a volume live on different appliances; this appliance is not in a cluster",
             ));
-        };
+        }
         if !v.mirrored() && v.attachment.is_some() {
             return Err(ApiError::conflict(format!(
                 "volume '{name}' has one copy and is attached: detach it to give it more copies"
@@ -499,10 +508,7 @@ impl Manager {
             });
         };
         Ok(PlexPlan::Here(Some((
-            PlexPlace {
-                node: best.name.clone(),
-                address: (best.name != me).then(|| best.address.clone()),
-            },
+            self.place(best),
             CreatePlex {
                 name: name.into(),
                 size_bytes: v.size_bytes,
