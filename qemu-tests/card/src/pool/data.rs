@@ -4,6 +4,7 @@
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering;
 use std::sync::PoisonError;
 
 use super::format::{encode_meta, write_slot};
@@ -121,8 +122,18 @@ impl Pool {
                     continue;
                 }
             }
-            return f(ns, start, len);
+            let done = f(ns, start, len);
+            if dir == Direction::Write {
+                self.changed();
+            }
+            return done;
         }
+    }
+
+    /// Counts a data change that has reached the files (or failed there:
+    /// counting one too many costs a sync, never durability).
+    fn changed(&self) {
+        self.written.fetch_add(1, Ordering::SeqCst);
     }
 
     fn move_data(
@@ -268,6 +279,12 @@ impl Pool {
     /// Zeroes (and deallocates where a whole chunk is covered) blocks of a
     /// namespace: Write Zeroes and Dataset Management deallocate.
     pub fn deallocate(&self, nsid: u32, slba: u64, blocks: u64) -> Result<(), StorageError> {
+        let done = self.deallocate_locked(nsid, slba, blocks);
+        self.changed();
+        done
+    }
+
+    fn deallocate_locked(&self, nsid: u32, slba: u64, blocks: u64) -> Result<(), StorageError> {
         let mut st = self.write_state();
         let st = &mut *st;
         let ns = attached(nsid, st.namespaces.get_mut(&nsid))?;
@@ -300,12 +317,49 @@ impl Pool {
     }
 
     /// Makes every completed write durable: syncs the data, then commits
-    /// the metadata if it changed.
+    /// the metadata if it changed. Without a host sync when a flush since
+    /// the last change already did both: the one that ran while this one
+    /// waited for the commit lock (group commit across queues and
+    /// namespaces), or the FUA write just before.
     pub fn flush(&self) -> Result<(), StorageError> {
+        // Every change this flush must cover completed before this load.
+        let target = self.written.load(Ordering::SeqCst);
+        // Checked under the lock only: a commit in progress has already
+        // cleared `dirty`, and holds the lock until its slot is synced.
         let mut generation = self.commit.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.covered(target) {
+            return Ok(());
+        }
+        // The sync below covers every change counted before this load.
+        let now = self.written.load(Ordering::SeqCst);
+        self.syncs.fetch_add(1, Ordering::Relaxed);
         for d in &self.devices {
             d.file.sync_data()?;
         }
+        let done = self.commit_meta(&mut generation);
+        if done.is_ok() {
+            self.synced.fetch_max(now, Ordering::SeqCst);
+        }
+        done
+    }
+
+    /// How many times a flush synced the pool's data on the host.
+    pub fn host_syncs(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
+    }
+
+    /// Whether the changes counted up to `target` are durable and no
+    /// metadata waits for a commit (asked with the commit lock held).
+    /// `synced` moves only after a flush
+    /// committed the metadata, which included every allocation made by a
+    /// write counted before it.
+    fn covered(&self, target: u64) -> bool {
+        self.synced.load(Ordering::SeqCst) >= target && !self.read_state().dirty
+    }
+
+    /// Writes the metadata to the next slot and syncs it, if it changed;
+    /// `generation` is the commit lock's value.
+    fn commit_meta(&self, generation: &mut u64) -> Result<(), StorageError> {
         let (payload, freed) = {
             let mut st = self.write_state();
             if !st.dirty {
@@ -342,6 +396,49 @@ impl Pool {
 mod tests {
     use super::*;
     use crate::pool::testing::*;
+
+    #[test]
+    fn a_flush_syncs_only_when_something_changed_since_the_last() {
+        let d = tmp("group");
+        let pool = Pool::open(&spec(&d, &["a.img"], 16 << 20)).unwrap();
+        let m = mem();
+        let n = pool.create_namespace(1 << 10, 12, label("g")).unwrap();
+        pool.set_attached(n, true).unwrap();
+        let base = pool.host_syncs();
+        // A write (allocating: metadata too), then the FUA-style flush and
+        // the flush the guest sends after it: one sync.
+        write(&pool, &m, n, 0, &[1u8; 4096]).unwrap();
+        pool.flush().unwrap();
+        pool.flush().unwrap();
+        assert_eq!(pool.host_syncs(), base + 1);
+        // An overwrite of allocated blocks: one more.
+        write(&pool, &m, n, 0, &[2u8; 4096]).unwrap();
+        pool.flush().unwrap();
+        pool.flush().unwrap();
+        assert_eq!(pool.host_syncs(), base + 2);
+        // A deallocation counts as a change.
+        pool.deallocate(n, 0, 1).unwrap();
+        pool.flush().unwrap();
+        assert_eq!(pool.host_syncs(), base + 3);
+        // Reads change nothing.
+        let _ = read(&pool, &m, n, 0, 4096);
+        pool.flush().unwrap();
+        assert_eq!(pool.host_syncs(), base + 3);
+        // Concurrent flushers after one write: every one returns durable,
+        // and they share syncs (at most one each, at least one).
+        write(&pool, &m, n, 8, &[3u8; 4096]).unwrap();
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| pool.flush().unwrap());
+            }
+        });
+        let after = pool.host_syncs() - base - 3;
+        assert!((1..=4).contains(&after), "{after} syncs");
+        drop(pool);
+        let pool = Pool::open(&spec(&d, &["a.img"], 16 << 20)).unwrap();
+        assert_eq!(read(&pool, &m, n, 8, 4096), vec![3u8; 4096]);
+        let _ = std::fs::remove_dir_all(&d);
+    }
 
     #[test]
     fn partial_deallocate_zeroes_and_keeps_the_rest() {

@@ -58,6 +58,7 @@ mod testing;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use dia_abi::card as abi;
@@ -234,6 +235,18 @@ pub struct Pool {
     state: RwLock<State>,
     /// Generation of the last durable metadata; held while committing.
     commit: Mutex<u64>,
+    /// Data changes (writes, deallocations) completed so far: a count each
+    /// bumps once it has reached the pool's files.
+    written: AtomicU64,
+    /// The value of `written` the last successful flush read before it
+    /// synced: every change counted up to it is durable. A flush whose
+    /// changes are all covered returns without a host sync, so a FUA write
+    /// and the flush the guest sends after it cost one sync, and flushes
+    /// that waited on the commit lock while another synced share its sync
+    /// (group commit).
+    synced: AtomicU64,
+    /// Host syncs of the data the flushes made (for tests and benchmarks).
+    syncs: AtomicU64,
 }
 
 impl Pool {

@@ -7,6 +7,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Mutex, RwLock};
 
 use tracing::{info, warn};
@@ -243,6 +244,9 @@ impl Pool {
                 dirty: false,
             }),
             commit: Mutex::new(generation),
+            written: AtomicU64::new(0),
+            synced: AtomicU64::new(0),
+            syncs: AtomicU64::new(0),
         })
     }
 }
