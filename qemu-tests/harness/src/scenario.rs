@@ -189,6 +189,12 @@ pub fn run_all(
                     if several {
                         println!("     ---- node{i}: {}", node.console.display());
                     }
+                    // The reason and any kernel bug first: the guest dumps
+                    // its kernel log after a failure, which pushes them out
+                    // of the tail below.
+                    for l in lines.iter().filter(|l| is_failure_line(l)).take(20) {
+                        println!("     {who}! {l}");
+                    }
                     for l in &lines[lines.len().saturating_sub(40)..] {
                         println!("     {who}| {l}");
                     }
@@ -197,6 +203,22 @@ pub fn run_all(
         }
     }
     Ok((passed, failed))
+}
+
+/// A console line that says why a scenario failed: the scenario's own
+/// `fail` message or a kernel bug report.
+fn is_failure_line(line: &str) -> bool {
+    const MARKS: [&str; 8] = [
+        "[scenario] FAIL",
+        "BUG:",
+        "Oops",
+        "WARNING:",
+        "Call Trace",
+        "kernel panic",
+        "KASAN",
+        "UBSAN",
+    ];
+    MARKS.iter().any(|m| line.contains(m))
 }
 
 #[cfg(test)]
@@ -211,6 +233,18 @@ mod tests {
         let s = parse(&path);
         let _ = std::fs::remove_file(&path);
         s
+    }
+
+    #[test]
+    fn failure_lines() {
+        assert!(is_failure_line("[scenario] FAIL: ioctl fuzzer"));
+        assert!(is_failure_line(
+            "[   70.1] BUG: kernel NULL pointer dereference"
+        ));
+        assert!(!is_failure_line("[scenario] round 1: PCI remove"));
+        assert!(!is_failure_line(
+            "[   62.9] dia: 0000:00:03.0: card 0 ready at /dev/dia"
+        ));
     }
 
     #[test]
