@@ -4,6 +4,7 @@
 //! errno and never an oops. Exit code 0 means every check held.
 
 mod fuzz;
+mod scale;
 
 use std::ffi::CString;
 use std::process::ExitCode;
@@ -35,6 +36,8 @@ const USAGE: &str =
        | ns-info N | ns-stats N | ns-list | pool | ns-set-qos N --max-iops IOPS
        | port-create VLAN MTU [MAX_BPS] | port-set N VLAN MTU [MAX_BPS] | port-delete N
        | port-info N | port-list
+       | ns-create-many COUNT BYTES | port-create-many COUNT VLAN MTU (each step timed)
+       | rates SECONDS (every namespace's IOPS and port's Mbit/s received over one window)
   ns-* and port-* commands print the result, or the errno name (ENOENT, EBUSY, ...) and exit 1";
 
 fn main() -> ExitCode {
@@ -43,6 +46,9 @@ fn main() -> ExitCode {
         Some("identify") => identify(),
         Some("ioctl-errors") => ioctl_errors(),
         Some("ioctl-fuzz") => fuzz::ioctl_fuzz(&args[1..]),
+        Some("ns-create-many") => scale::ns_create_many(&args[1..]),
+        Some("port-create-many") => scale::port_create_many(&args[1..]),
+        Some("rates") => scale::rates(&args[1..]),
         Some(cmd) if cmd.starts_with("ns-") || cmd == "pool" => namespace(cmd, &args[1..]),
         Some(cmd) if cmd.starts_with("port-") => port(cmd, &args[1..]),
         _ => Err(USAGE.into()),
@@ -110,6 +116,10 @@ fn identify() -> Result<(), String> {
     println!("serial:   {}", ascii(&id.serial));
     println!("firmware: {}", ascii(&id.firmware));
     println!("abi:      {}", id.abi_version);
+    println!("max_namespaces: {}", id.max_namespaces);
+    println!("max_ports: {}", id.max_ports);
+    println!("msix_vectors: {}", id.msix_vectors);
+    println!("io_queues: {}", id.io_queues);
     Ok(())
 }
 
