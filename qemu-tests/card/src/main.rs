@@ -64,8 +64,13 @@ struct Args {
     /// Guest RAM size in bytes (must equal QEMU's `-m`, at most 2 GiB).
     #[arg(long)]
     guest_ram_size: u64,
-    /// Doorbell/interrupt vectors: 1 admin + I/O queues (must equal QEMU's `vectors=`).
-    #[arg(long, default_value_t = 9, value_parser = clap::value_parser!(u16).range(1..=65))]
+    /// Doorbell/interrupt vectors (must equal QEMU's `vectors=`): 1 admin,
+    /// then the I/O queues' and the ports' (the driver gives each port a
+    /// vector of its own after its I/O queues', so all `--max-ports` ports
+    /// at once need 1 + I/O queues + max ports). At most 1 + 64 I/O queues
+    /// + 64 ports.
+    #[arg(long, default_value_t = 9,
+          value_parser = clap::value_parser!(u16).range(1..=1 + 64 + i64::from(dia_card_model::MAX_PORTS)))]
     vectors: u16,
     /// Size of BAR2 in bytes (a power of two, at least 1 MiB).
     #[arg(long, default_value_t = 1 << 20)]

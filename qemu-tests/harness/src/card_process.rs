@@ -12,9 +12,14 @@ use anyhow::{bail, Context, Result};
 /// Serial number the harness gives the card of a single-appliance run and
 /// node 0 of a multi-appliance one (scenarios check it).
 pub const TEST_SERIAL: &str = "DIA-TEST-0001";
-/// Doorbell/interrupt vectors: admin, up to 8 I/O queues and up to 23
-/// network ports.
-pub const VECTORS: u32 = 32;
+/// Doorbell/interrupt vectors: admin, up to 8 I/O queues and one for each
+/// of the card's [`MAX_PORTS`] network ports, so that every port the card
+/// advertises can exist at once (with 32 vectors a 2-CPU guest ran out at
+/// its 30th port).
+pub const VECTORS: u32 = 1 + 8 + MAX_PORTS;
+/// Most network ports the card advertises (the card's `net::MAX_PORTS`,
+/// its `--max-ports` default).
+pub const MAX_PORTS: u32 = 64;
 /// Size of each run's flash pool (a sparse file in the run directory),
 /// unless the scenario's `card-args` give `--pool-size`.
 pub const POOL_SIZE: &str = "2G";
