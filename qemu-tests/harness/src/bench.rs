@@ -102,7 +102,10 @@ pub fn run(paths: &Paths, artefacts: &Artefacts) -> Result<String> {
     let net = run_net(paths, artefacts)?;
     let fabric = run_fabric(paths, artefacts)?;
     let mirror = run_mirror(paths, artefacts)?;
-    Ok(format!("{storage}\n{qos}\n{net}\n{fabric}\n{mirror}"))
+    let scale = run_scale(paths, artefacts)?;
+    Ok(format!(
+        "{storage}\n{qos}\n{net}\n{fabric}\n{mirror}\n{scale}"
+    ))
 }
 
 /// The storage benchmark; prints and returns its Markdown table.
@@ -320,6 +323,44 @@ pub fn run_fabric(paths: &Paths, artefacts: &Artefacts) -> Result<String> {
         &["dia-local", "kernel-tcp"],
     )?;
     save_report(paths, "bench-fabric.md", md)
+}
+
+/// The scale benchmark: one boot, the card's maximum namespaces and ports
+/// at once (`qemu-tests/bench/scale.sh`): time and memory per object in
+/// steps, then fairness across all of them under load. The guest prints
+/// Markdown as `@@MD` lines (the card's memory it asks the harness for on
+/// the host channel, `card-memory`), and each fairness run's per-object
+/// numbers as `@@SCALE KIND COUNT VALUES...`, kept at the end of the report.
+pub fn run_scale(paths: &Paths, artefacts: &Artefacts) -> Result<String> {
+    let mut s = scenario::parse(&paths.qemu_tests("bench/scale.sh"))?;
+    s.name = "bench-scale".into();
+    eprintln!(
+        "==> benchmark: scale, the card's maximum namespaces and ports at once (one boot, about 15 minutes)"
+    );
+    let (text, console) = run_to_console(paths, artefacts, &s, "scale benchmark")?;
+    let mut md: String = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("@@MD"))
+        .map(|l| format!("{}\n", l.trim_start()))
+        .collect();
+    if md.is_empty() {
+        bail!("no @@MD results in {}", console.display());
+    }
+    let raw: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("@@SCALE "))
+        .collect();
+    if !raw.is_empty() {
+        writeln!(
+            md,
+            "\nPer object, in id order (IOPS per namespace; Mbit/s received per port):\n\n```"
+        )?;
+        for l in raw {
+            writeln!(md, "{}", l.trim_end())?;
+        }
+        writeln!(md, "```")?;
+    }
+    save_report(paths, "bench-scale.md", md)
 }
 
 /// The QoS benchmark: one boot, Markdown rows printed by the guest.

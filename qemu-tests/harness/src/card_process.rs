@@ -120,6 +120,32 @@ impl CardProcess {
             .status();
     }
 
+    /// The card's memory from the host: `board_*` for the board process
+    /// (the one the harness started: BAR, eventfds, ivshmem server) and
+    /// `fw_*` for its firmware process(es) (controller, pool, switch,
+    /// engines), each `rss`, `anon` (the process's own heap and stacks),
+    /// `file` and `shmem` (guest RAM and BAR pages it touched) in KiB, as
+    /// `key=value` words.
+    pub fn memory(&self) -> Result<String> {
+        let pid = self.child.id();
+        let board = proc_memory(pid)?;
+        let mut fw = [0u64; 4];
+        for child in proc_children(pid) {
+            if let Ok(m) = proc_memory(child) {
+                for (f, v) in fw.iter_mut().zip(m) {
+                    *f += v;
+                }
+            }
+        }
+        let words = |who: &str, m: [u64; 4]| {
+            format!(
+                "{who}_rss={} {who}_anon={} {who}_file={} {who}_shmem={}",
+                m[0], m[1], m[2], m[3]
+            )
+        };
+        Ok(format!("{} {}", words("fw", fw), words("board", board)))
+    }
+
     pub fn control(&self, command: &str) -> Result<String> {
         use std::io::{BufRead, BufReader, Write};
         let mut s = std::os::unix::net::UnixStream::connect(&self.control)
@@ -130,6 +156,47 @@ impl CardProcess {
         BufReader::new(s).read_line(&mut line)?;
         Ok(line.trim().to_string())
     }
+}
+
+/// VmRSS, RssAnon, RssFile and RssShmem of process `pid`, in KiB.
+fn proc_memory(pid: u32) -> Result<[u64; 4]> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    Ok(status_memory(&status))
+}
+
+/// The `VmRSS`, `RssAnon`, `RssFile` and `RssShmem` fields (KiB) of a
+/// `/proc/PID/status` text; 0 where one is missing.
+fn status_memory(status: &str) -> [u64; 4] {
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    [
+        field("VmRSS"),
+        field("RssAnon"),
+        field("RssFile"),
+        field("RssShmem"),
+    ]
+}
+
+/// The child processes of `pid` (every thread's children).
+fn proc_children(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|c| {
+            c.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
 }
 
 /// The serial number of node `node` (0-based): `DIA-TEST-0001`, `-0002`, ...
@@ -191,6 +258,19 @@ impl Drop for CardProcess {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_fields() {
+        let status = "Name:\tdia-card\nVmRSS:\t  2048 kB\nRssAnon:\t  1024 kB\nRssFile:\t 512 kB\nRssShmem:\t 512 kB\n";
+        assert_eq!(status_memory(status), [2048, 1024, 512, 512]);
+        assert_eq!(status_memory("Name:\tx\n"), [0; 4]);
+    }
+
+    #[test]
+    fn this_process_has_memory() {
+        let m = proc_memory(std::process::id()).unwrap_or_default();
+        assert!(m[0] > 0 && m[1] > 0, "{m:?}");
+    }
 
     #[test]
     fn node_serials() {

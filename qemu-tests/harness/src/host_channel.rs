@@ -114,7 +114,8 @@ impl Barrier {
 /// Serves one guest's requests on its host-channel socket (QEMU is the
 /// server; this thread connects). Requests: `card-kill` (the card's
 /// firmware dies), `card-start` (a new firmware starts on the same pool),
-/// `card-status`, `barrier NAME`. Requests and answers go to `log` (the
+/// `card-status`, `card-memory` (the card processes' memory, see
+/// [`CardProcess::memory`]), `barrier NAME`. Requests and answers go to `log` (the
 /// guest's console stream).
 pub fn serve(
     path: PathBuf,
@@ -145,6 +146,7 @@ pub fn serve(
                 ["card-kill"] => card.control("kill"),
                 ["card-start"] => card.control("start"),
                 ["card-status"] => card.control("status"),
+                ["card-memory"] => card.memory(),
                 ["barrier", name] => Ok(barrier.wait(name, BARRIER_TIMEOUT)),
                 _ => Ok(format!("error: unknown host request '{request}'")),
             }

@@ -49,11 +49,13 @@ enum Command {
     /// Benchmarks (not tests): storage (dia vs QEMU nvme vs virtio-blk in
     /// one boot), QoS (noisy neighbours with QoS off and on), net (dia
     /// ports vs a virtio-net pair: TCP throughput, ping latency), fabric
-    /// (a remote volume vs a local one, and the kernel's NVMe/TCP host) and
-    /// mirror (volumes with 2 and 3 copies vs one, and the resync rate).
+    /// (a remote volume vs a local one, and the kernel's NVMe/TCP host),
+    /// mirror (volumes with 2 and 3 copies vs one, and the resync rate) and
+    /// scale (the card's maximum namespaces and ports at once: time and
+    /// memory per object, fairness under load).
     Bench {
         /// Only this one.
-        #[arg(value_parser = ["storage", "qos", "net", "fabric", "mirror"])]
+        #[arg(value_parser = ["storage", "qos", "net", "fabric", "mirror", "scale"])]
         which: Option<String>,
     },
     /// Boot one appliance with the card, load the driver and start diad:
@@ -119,6 +121,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Some("fabric") => bench::run_fabric(&paths, &artefacts).map(drop)?,
                 Some("mirror") => bench::run_mirror(&paths, &artefacts).map(drop)?,
                 Some("net") => bench::run_net(&paths, &artefacts).map(drop)?,
+                Some("scale") => bench::run_scale(&paths, &artefacts).map(drop)?,
                 Some(other) => anyhow::bail!("no benchmark '{other}'"),
                 None => bench::run(&paths, &artefacts).map(drop)?,
             }
