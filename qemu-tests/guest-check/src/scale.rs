@@ -146,7 +146,9 @@ fn snapshot(dev: &Dev, ns: &[u32], ports: &[u32]) -> Result<Vec<u64>, String> {
 /// rate over one window of SECONDS, from the card's counters read twice
 /// (each object's two readings the same time apart): lines `ns NSID
 /// IOPS` and `port ID MBIT_PER_S RX_DROPPED` (frames the card had no RX
-/// buffer for in the window). Unlike per-job results of load
+/// buffer for in the window), then `window_s W pass_s FIRST SECOND` (how
+/// long each pass over the objects took: the caller runs this at a high
+/// priority so that the passes stay short beside the load). Unlike per-job results of load
 /// generators started one after the other, every object is measured over
 /// the same window, while all are busy.
 pub fn rates(args: &[String]) -> Result<(), String> {
@@ -168,6 +170,12 @@ pub fn rates(args: &[String]) -> Result<(), String> {
     // Each object was read `window` apart (the second pass started that
     // long after the first, and both take about as long).
     let window = (t0.elapsed() - took).as_secs_f64().max(1e-3);
+    // A pass much shorter than the window, or the objects' windows differ.
+    println!(
+        "window_s {window:.3} pass_s {:.3} {:.3}",
+        took.as_secs_f64(),
+        (t0.elapsed() - took - Duration::from_secs(secs)).as_secs_f64()
+    );
     for (i, &nsid) in ns.iter().enumerate() {
         println!("ns {nsid} {:.0}", b[i].saturating_sub(a[i]) as f64 / window);
     }
