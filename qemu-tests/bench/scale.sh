@@ -148,12 +148,15 @@ for n in $(steps "$max_ns"); do
     # Long enough that every job runs through the whole window: fio starts
     # its jobs one after the other (seconds apart for 128 on this guest),
     # so its own per-job results cover different windows.
+    # Starting the jobs takes longer the more there are (the first ones
+    # already load the 2 vCPUs): the window opens $settle s after the start.
+    settle=$((10 + n / 4))
     printf '[global]\nioengine=libaio\ndirect=1\nrw=randread\nbs=4k\niodepth=4\nsize=%dM\ntime_based\nruntime=%d\nthread\n' \
-        "$fill_mib" $((runtime + 20)) >> /tmp/fio.job
+        "$fill_mib" $((settle + runtime + 10)) >> /tmp/fio.job
     for i in $(seq 1 "$n"); do printf '[ns%d]\nfilename=/dev/dia0n%d\n' "$i" "$i" >> /tmp/fio.job; done
     fio --output-format=json /tmp/fio.job > /tmp/fio.json &
     fio_pid=$!
-    sleep 10
+    sleep "$settle"
     rates "$runtime"
     wait "$fio_pid" || fail "fio over $n namespaces"
     awk -v n="$n" '$1 == "ns" && $2 <= n { print $3 }' /tmp/rates.txt > /tmp/iops.txt
