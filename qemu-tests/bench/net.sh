@@ -1,20 +1,24 @@
-# timeout: 900
+# timeout: 1500
 # Network benchmark, run by `qemu-tests/run bench net` (not a test): the
 # same pair of endpoints, each in its own network namespace, once over dia
 # (two diad containers, each with a card port on one VLAN network: the
 # card switches between them), once over veth pairs in a Linux bridge in
 # the guest (what a host without a card does) and once over QEMU's
-# virtio-net (two
-# virtio-net-pci NICs the harness joins outside the guest with a QEMU hub,
-# each NIC moved into its own namespace). Both paths leave the guest and
-# are switched in a host userspace process (the card; QEMU), neither
-# through the host kernel's network stack. Per pair: iperf3 TCP for
-# $BENCH_RUNTIME s (default 5) each way (JSON) and ping -c 20 -i 0.2.
-# A pair that cannot be set up or measured is reported as an error line
-# (the harness shows it as n/a), not a failed bench. Output: @@NETJSON and
-# @@NET lines for the harness.
+# virtio-net (two virtio-net-pci NICs the harness joins outside the guest
+# with a QEMU hub, each NIC moved into its own namespace). Both device
+# paths leave the guest and are switched in a host userspace process (the
+# card; QEMU), neither through the host kernel's network stack. The three
+# pairs are set up once; then each is measured $rounds times (default 3),
+# the setups taking turns and the order rotating each round, so slow
+# spells of the host fall on all three alike (the harness reports medians
+# and ranges). Per measurement: ping -c 20 -i 0.2, then iperf3 TCP for
+# $BENCH_RUNTIME s (default 5) each way (JSON). A pair that cannot be set
+# up or measured is reported as an error line (the harness shows it as
+# n/a), not a failed bench. Output: @@NETJSON and @@NET lines, one set per
+# round.
 . /scenarios/lib.sh
 runtime=${BENCH_RUNTIME:-5}
+rounds=${BENCH_ROUNDS:-3}
 # Bound on each step, so a hung path costs a line, not the whole bench.
 limit=$((runtime + 60))
 
@@ -81,7 +85,7 @@ virtio_half() {
     ns "$pb" ip addr add 10.78.0.2/24 dev "$n1"
     ns "$pa" ip link set "$n0" up
     ns "$pb" ip link set "$n1" up
-    measure virtio-net "$pa" "$pb" 10.78.0.2
+    echo "$pa $pb 10.78.0.2" > /tmp/pair.virtio-net
 }
 
 # A host without a card: each namespace gets one end of a veth pair whose
@@ -106,7 +110,7 @@ bridge_half() {
     ns "$pb" ip addr add 10.79.0.2/24 dev eth-b
     ns "$pa" ip link set eth-a up
     ns "$pb" ip link set eth-b up
-    measure bridge "$pa" "$pb" 10.79.0.2
+    echo "$pa $pb 10.79.0.2" > /tmp/pair.bridge
 }
 
 # dia: two containers, each with a card port on one VLAN network.
@@ -122,19 +126,24 @@ dia_half() {
     pa=$(container_pid a); pb=$(container_pid b)
     [ -n "$pa" ] && [ -n "$pb" ] || fail "no pids for containers a and b"
     ns "$pa" ip addr show
-    measure dia "$pa" "$pb" 10.77.0.11
-    # The card's own counters: the frames went through it.
-    timeout $t diaconfig port stats a || true
-    timeout $t diaconfig port stats b || true
+    echo "$pa $pb 10.77.0.11" > /tmp/pair.dia
 }
 
-# half SETUP FUNC: run FUNC in a subshell (set -e applies inside), its
-# output streamed to the console; when it fails, say why as
-# "@@NET SETUP error ..." and go on.
+# measure_pair SETUP: one round of SETUP's pair.
+measure_pair() {
+    read -r pa pb ip < "/tmp/pair.$1"
+    measure "$1" "$pa" "$pb" "$ip"
+}
+
+# half SETUP FUNC [ARG...]: run FUNC ARG... in a subshell (set -e applies
+# inside), its output streamed to the console; when it fails, say why as
+# "@@NET SETUP error ..." and go on (a setup that fails leaves no
+# /tmp/pair.SETUP, so it is not measured).
 half() {
-    log "== $1"
+    name=$1; shift
+    log "== $name $*"
     set +e
-    { (set -e; "$2"); echo $? > /tmp/half.rc; } 2>&1 | tee /tmp/half.log
+    { (set -e; "$@"); echo $? > /tmp/half.rc; } 2>&1 | tee /tmp/half.log
     set -e
     rc=$(cat /tmp/half.rc)
     if [ "$rc" != 0 ]; then
@@ -143,13 +152,28 @@ half() {
         [ -n "$why" ] || why=$(grep -i '^error' /tmp/half.log | tail -1)
         [ -n "$why" ] || why=$(grep -v '^@@' /tmp/half.log | tail -1)
         [ -n "$why" ] && why="$why (exit $rc)"
-        echo "@@NET $1 error $why"
+        echo "@@NET $name error $why"
     fi
 }
 
-# The peer first: it does not depend on the driver.
+# The peers first: they do not depend on the driver.
 half virtio-net virtio_half
 half bridge bridge_half
 half dia dia_half
+order="dia virtio-net bridge"
+for round in $(seq 1 "$rounds"); do
+    for setup in $order; do
+        [ -f "/tmp/pair.$setup" ] || continue
+        half "$setup" measure_pair "$setup"
+    done
+    # Rotate: each setup goes first once in three rounds.
+    set -- $order
+    order="$2 $3 $1"
+done
+# The card's own counters: the frames went through it.
+if [ -f /tmp/pair.dia ]; then
+    timeout 60 diaconfig port stats a || true
+    timeout 60 diaconfig port stats b || true
+fi
 [ -f /tmp/netns.pids ] && kill $(cat /tmp/netns.pids) 2>/dev/null || true
 exit 0

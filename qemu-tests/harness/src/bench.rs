@@ -386,17 +386,30 @@ pub fn run_qos(paths: &Paths, artefacts: &Artefacts) -> Result<String> {
 /// host without a card would connect its containers).
 const NET_SETUPS: [&str; 3] = ["dia", "virtio-net", "bridge"];
 
-/// One network setup's results; `None` where it has none.
+/// One network setup's results, one value per round that measured it.
 #[derive(Debug, Default, Clone)]
 struct NetResult {
     /// TCP Mbit/s from A to B.
-    a_to_b: Option<f64>,
+    a_to_b: Vec<f64>,
     /// TCP Mbit/s from B to A.
-    b_to_a: Option<f64>,
+    b_to_a: Vec<f64>,
     /// Average ping round trip, ms.
-    rtt_ms: Option<f64>,
-    /// Why the setup has no (or only part of its) results.
+    rtt_ms: Vec<f64>,
+    /// Why the setup has no (or only part of its) results (the first error).
     error: Option<String>,
+}
+
+/// The median of `v` and its lowest and highest value; `None` if empty.
+fn median_range(v: &[f64]) -> Option<(f64, f64, f64)> {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    let median = match n {
+        0 => return None,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    };
+    Some((median, v[0], v[n - 1]))
 }
 
 /// Mbit/s received in one iperf3 `-J` run, or its error.
@@ -445,12 +458,12 @@ fn net_results(console: &str) -> BTreeMap<String, NetResult> {
         };
         match (json, key) {
             (true, "a-to-b" | "b-to-a") => match iperf_mbit(value) {
-                Ok(m) if key == "a-to-b" => r.a_to_b = Some(m),
-                Ok(m) => r.b_to_a = Some(m),
+                Ok(m) if key == "a-to-b" => r.a_to_b.push(m),
+                Ok(m) => r.b_to_a.push(m),
                 Err(e) => note(format!("{key}: {e}")),
             },
             (false, "ping") => match ping_avg_ms(value) {
-                Some(ms) => r.rtt_ms = Some(ms),
+                Some(ms) => r.rtt_ms.push(ms),
                 None => note(format!("ping summary not understood: '{value}'")),
             },
             (false, "error") => note(value.to_string()),
@@ -460,11 +473,13 @@ fn net_results(console: &str) -> BTreeMap<String, NetResult> {
     out
 }
 
-/// Picks one measurement out of a setup's results.
-type Pick = fn(&NetResult) -> Option<f64>;
+/// Picks one measurement's rounds out of a setup's results.
+type Pick = fn(&NetResult) -> &[f64];
 
-/// The network benchmark's Markdown table (and a line per setup that has
-/// no or only partial results), from the guest's console.
+/// The network benchmark's Markdown table: per measurement and setup the
+/// median over the rounds with its range, and dia's ratio of medians to
+/// each peer (and a line per setup that has no or only partial results),
+/// from the guest's console.
 fn net_table(console: &str) -> Result<String> {
     let results = net_results(console);
     let setups: Vec<(&str, NetResult)> = NET_SETUPS
@@ -473,6 +488,15 @@ fn net_table(console: &str) -> Result<String> {
         .collect();
     let (dia, peers) = (&setups[0].1, &setups[1..]);
     let mut md = String::new();
+    let rounds = setups
+        .iter()
+        .map(|(_, r)| r.a_to_b.len().max(r.b_to_a.len()).max(r.rtt_ms.len()))
+        .max()
+        .unwrap_or(0);
+    writeln!(
+        md,
+        "Medians of {rounds} rounds (lowest-highest round in brackets); ratios of medians.\n"
+    )?;
     let names: Vec<&str> = setups.iter().map(|(s, _)| *s).collect();
     let ratios: Vec<String> = peers.iter().map(|(s, _)| format!("dia/{s}")).collect();
     writeln!(
@@ -483,16 +507,25 @@ fn net_table(console: &str) -> Result<String> {
     )?;
     writeln!(md, "|---|{}", "---:|".repeat(names.len() + ratios.len()))?;
     let rows: [(&str, Pick, usize); 3] = [
-        ("TCP a→b (Mbit/s)", |r| r.a_to_b, 0),
-        ("TCP b→a (Mbit/s)", |r| r.b_to_a, 0),
-        ("ping avg rtt (ms)", |r| r.rtt_ms, 3),
+        ("TCP a→b (Mbit/s)", |r| &r.a_to_b, 0),
+        ("TCP b→a (Mbit/s)", |r| &r.b_to_a, 0),
+        ("ping avg rtt (ms)", |r| &r.rtt_ms, 3),
     ];
     for (label, pick, decimals) in rows {
-        let cell = |x: Option<f64>| x.map_or("n/a".to_string(), |v| format!("{v:.decimals$}"));
+        let cell = |v: &[f64]| {
+            median_range(v).map_or("n/a".to_string(), |(m, lo, hi)| {
+                if v.len() > 1 {
+                    format!("{m:.decimals$} ({lo:.decimals$}-{hi:.decimals$})")
+                } else {
+                    format!("{m:.decimals$}")
+                }
+            })
+        };
         let values: Vec<String> = setups.iter().map(|(_, r)| cell(pick(r))).collect();
+        let median = |r: &NetResult| median_range(pick(r)).map(|m| m.0);
         let ratios: Vec<String> = peers
             .iter()
-            .map(|(_, peer)| match (pick(dia), pick(peer)) {
+            .map(|(_, peer)| match (median(dia), median(peer)) {
                 (Some(d), Some(p)) if p > 0.0 => format!("{:.2}x", d / p),
                 _ => "n/a".into(),
             })
@@ -505,8 +538,9 @@ fn net_table(console: &str) -> Result<String> {
         )?;
     }
     for (name, r) in &setups {
-        let complete = r.a_to_b.is_some() && r.b_to_a.is_some() && r.rtt_ms.is_some();
+        let complete = !r.a_to_b.is_empty() && !r.b_to_a.is_empty() && !r.rtt_ms.is_empty();
         match &r.error {
+            Some(e) if complete => writeln!(md, "\n{name}: a round failed: {e}")?,
             Some(e) => writeln!(md, "\n{name}: n/a: {e}")?,
             None if !complete => writeln!(md, "\n{name}: n/a: no results in the console")?,
             None => {}
@@ -515,7 +549,8 @@ fn net_table(console: &str) -> Result<String> {
     Ok(md)
 }
 
-/// The network benchmark: one boot with dia's ports and a virtio-net pair.
+/// The network benchmark: one boot with dia's ports, a virtio-net pair and
+/// an in-guest bridge, measured in rounds (`qemu-tests/bench/net.sh`).
 ///
 /// The peer is two `virtio-net-pci` NICs on one QEMU hub (`-netdev
 /// hubport`): what one sends, QEMU hands to the other, in the host process
@@ -540,7 +575,7 @@ pub fn run_net(paths: &Paths, artefacts: &Artefacts) -> Result<String> {
             ),
         ]);
     }
-    eprintln!("==> benchmark: network, dia ports vs virtio-net (one boot, about 5 minutes)");
+    eprintln!("==> benchmark: network, dia ports vs virtio-net vs a bridge (one boot, three rounds, about 10 minutes)");
     let outcome = qemu::run_scenario(paths, artefacts, &s)?;
     let console = console_of(paths, &s);
     let text = std::fs::read_to_string(&console).unwrap_or_default();
@@ -621,6 +656,42 @@ mod tests {
             "{md}"
         );
         assert!(!md.contains("n/a"), "{md}");
+        Ok(())
+    }
+
+    #[test]
+    fn medians_and_ranges_over_rounds() -> Result<()> {
+        let mut console = String::new();
+        for (dia, virtio, rtt) in [
+            (1e9, 2e9, "0.300"),
+            (3e9, 2.5e9, "0.100"),
+            (2e9, 1e9, "0.200"),
+        ] {
+            console += &format!(
+                "@@NET dia ping round-trip min/avg/max = 0.1/{rtt}/0.9 ms\n\
+                 @@NETJSON dia a-to-b {}\n@@NETJSON dia b-to-a {}\n\
+                 @@NET virtio-net ping round-trip min/avg/max = 0.1/0.400/0.9 ms\n\
+                 @@NETJSON virtio-net a-to-b {}\n@@NETJSON virtio-net b-to-a {}\n",
+                iperf_json(dia),
+                iperf_json(dia),
+                iperf_json(virtio),
+                iperf_json(virtio),
+            );
+        }
+        console += "@@NET bridge error no bridge\n";
+        let md = net_table(&console)?;
+        assert!(md.contains("Medians of 3 rounds"), "{md}");
+        assert!(
+            md.contains(
+                "| TCP a→b (Mbit/s) | 2000 (1000-3000) | 2000 (1000-2500) | n/a | 1.00x | n/a |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("| ping avg rtt (ms) | 0.200 (0.100-0.300) | 0.400 (0.400-0.400) | n/a | 0.50x | n/a |"),
+            "{md}"
+        );
+        assert!(md.contains("bridge: n/a: no bridge"), "{md}");
         Ok(())
     }
 
