@@ -43,7 +43,9 @@ measure() {
     setup=$1; a=$2; b=$3; ip_b=$4
     ns "$a" ping -c 20 -i 0.2 "$ip_b" > /tmp/ping.txt 2>&1 || { cat /tmp/ping.txt; fail "ping $ip_b failed"; }
     cat /tmp/ping.txt
-    echo "@@NET $setup ping $(grep round-trip /tmp/ping.txt)"
+    # busybox: "round-trip min/avg/max = ..."; iputils (Debian's, in the
+    # appliance): "rtt min/avg/max/mdev = ...". The harness takes the second.
+    echo "@@NET $setup ping $(grep -E '^(round-trip|rtt) ' /tmp/ping.txt)"
     nsenter -t "$b" -n iperf3 -s -p 5201 > /tmp/iperf-server.log 2>&1 &
     server=$!
     for _ in $(seq 1 100); do

@@ -424,7 +424,8 @@ fn iperf_mbit(json: &str) -> Result<f64, String> {
         .ok_or_else(|| "iperf3 JSON has no end.sum_received".into())
 }
 
-/// The average of busybox ping's `round-trip min/avg/max = a/b/c ms`.
+/// The average of busybox ping's `round-trip min/avg/max = a/b/c ms` or
+/// iputils ping's `rtt min/avg/max/mdev = a/b/c/d ms`.
 fn ping_avg_ms(line: &str) -> Option<f64> {
     let (_, nums) = line.split_once('=')?;
     nums.trim()
@@ -618,6 +619,10 @@ mod tests {
             Some(0.103)
         );
         assert_eq!(ping_avg_ms("round-trip"), None);
+        assert_eq!(
+            ping_avg_ms("rtt min/avg/max/mdev = 0.726/1.773/10.781/2.160 ms"),
+            Some(1.773)
+        );
     }
 
     #[test]
