@@ -1,8 +1,9 @@
 //! A card port's data path: the net device callbacks, the NAPI poll and the
 //! port's interrupt. Transmit maps the skb's own buffers for the card (one
-//! descriptor per buffer, checksum left to the card); receive copies each
-//! frame out of the port's DMA buffer into a fresh skb and posts the buffer
-//! again. Ring ownership follows `docs/card-interface.md` ("Network ports").
+//! descriptor per buffer, checksum left to the card); receive hands each
+//! frame to the stack in the page-fragment buffer the card wrote it into
+//! (small frames are copied) and posts a fresh buffer in its place. Ring
+//! ownership follows `docs/card-interface.md` ("Network ports").
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -13,7 +14,7 @@ use crate::abi::card::{self as regs, RxDescriptor, TxDescriptor};
 use crate::controller::Hardware;
 use crate::glue::dma::{self, CoherentAllocation};
 use crate::glue::irq::Handler;
-use crate::glue::net::{self, NetDev, NetOps, NetStats, SkBuff, TxBuf};
+use crate::glue::net::{self, NetDev, NetOps, NetStats, RxBufs, SkBuff, TxBuf};
 use crate::glue::pci::Device;
 use crate::port_ring::{rx_next, rx_tail, TxRing};
 
@@ -21,9 +22,11 @@ use crate::port_ring::{rx_next, rx_tail, TxRing};
 pub(crate) const TX_ENTRIES: u16 = 256;
 /// Receive descriptors (and buffers) per port.
 pub(crate) const RX_ENTRIES: u16 = 64;
-/// Size of one receive buffer: any frame up to the largest MTU fits.
-pub(crate) const RX_BUF_BYTES: usize = 9216;
-const _: () = assert!(RX_BUF_BYTES >= regs::PORT_FRAME_MAX as usize);
+/// Bytes the card may write into one receive buffer: any frame up to the
+/// largest MTU fits (a frame never spans buffers).
+const RX_BUF_BYTES: usize = net::RX_ROOM;
+const _: () =
+    assert!(RX_BUF_BYTES >= regs::PORT_FRAME_MAX as usize && RX_BUF_BYTES <= u16::MAX as usize);
 const _: () = assert!(TX_ENTRIES <= regs::PORT_RING_MAX && RX_ENTRIES <= regs::PORT_RING_MAX);
 
 /// Transmit ring state, guarded by the TX lock (taken by `xmit` and by the
@@ -38,6 +41,19 @@ struct TxState {
     ring: TxRing,
     bufs: KVec<TxBuf>,
     skbs: KVec<Option<SkBuff>>,
+}
+
+/// Receive ring state, guarded by the RX lock (the NAPI poll; a reset and
+/// creation with NAPI off).
+///
+/// # Invariants
+///
+/// Every descriptor but the one before `next` is posted with the bus
+/// address of its slot's buffer in `bufs`.
+struct RxState {
+    /// Next RX descriptor to look at.
+    next: u16,
+    bufs: RxBufs,
 }
 
 /// Counters of the driver's side (the card keeps its own, see `PortStats`).
@@ -66,13 +82,10 @@ pub(crate) struct PortPath {
     pub(crate) nd: Arc<NetDev>,
     tx_ring: CoherentAllocation,
     rx_ring: CoherentAllocation,
-    rx_bufs: KVec<CoherentAllocation>,
     #[pin]
     tx: SpinLock<TxState>,
-    /// Next RX descriptor to look at; only the NAPI poll and a reset (with
-    /// NAPI off) move it.
     #[pin]
-    rx_next: SpinLock<u16>,
+    rx: SpinLock<RxState>,
     counters: Counters,
     /// Whether the interface is up (NAPI enabled).
     open: AtomicBool,
@@ -94,10 +107,7 @@ impl PortPath {
     ) -> Result<Arc<Self>> {
         let tx_ring = CoherentAllocation::new(dev, usize::from(TX_ENTRIES) * regs::PORT_DESC_SIZE)?;
         let rx_ring = CoherentAllocation::new(dev, usize::from(RX_ENTRIES) * regs::PORT_DESC_SIZE)?;
-        let mut rx_bufs = KVec::with_capacity(usize::from(RX_ENTRIES), GFP_KERNEL)?;
-        for _ in 0..RX_ENTRIES {
-            rx_bufs.push(CoherentAllocation::new(dev, RX_BUF_BYTES)?, GFP_KERNEL)?;
-        }
+        let rx_bufs = RxBufs::new(nd.clone(), usize::from(RX_ENTRIES))?;
         let mut bufs = KVec::with_capacity(usize::from(TX_ENTRIES), GFP_KERNEL)?;
         let mut skbs = KVec::with_capacity(usize::from(TX_ENTRIES), GFP_KERNEL)?;
         for _ in 0..TX_ENTRIES {
@@ -113,18 +123,19 @@ impl PortPath {
                 nd,
                 tx_ring,
                 rx_ring,
-                rx_bufs,
                 tx <- kernel::new_spinlock!(TxState { ring, bufs, skbs }, "dia:port-tx"),
-                rx_next <- kernel::new_spinlock!(0, "dia:port-rx"),
+                // INVARIANT: posted just below, before the card learns of the ring.
+                rx <- kernel::new_spinlock!(RxState { next: 0, bufs: rx_bufs }, "dia:port-rx"),
                 counters: Counters::default(),
                 open: AtomicBool::new(false),
                 lost: AtomicBool::new(false),
             }),
             GFP_KERNEL,
         )?;
-        for i in 0..RX_ENTRIES {
-            path.post_rx(i)?;
-        }
+        net::with_bh_disabled(|| {
+            let mut rx = path.rx.lock();
+            (0..RX_ENTRIES).try_for_each(|i| path.post_rx(&mut rx.bufs, i, false))
+        })?;
         Ok(path)
     }
 
@@ -151,11 +162,12 @@ impl PortPath {
         self.hw.bar2.read32(self.reg(r)).unwrap_or(0)
     }
 
-    /// Gives RX descriptor `i` (and its buffer) to the card.
-    fn post_rx(&self, i: u16) -> Result {
-        let buf = self.rx_bufs.get(usize::from(i)).ok_or(EINVAL)?;
+    /// Gives RX descriptor `i` and its slot's buffer (a fresh one if the
+    /// slot has none) to the card; `napi`: from the NAPI poll.
+    fn post_rx(&self, bufs: &mut RxBufs, i: u16, napi: bool) -> Result {
+        let addr = bufs.dma(usize::from(i), napi)?;
         let d = RxDescriptor {
-            addr: buf.dma_handle(),
+            addr,
             len: RX_BUF_BYTES as u16,
             reserved: 0,
             status: 0,
@@ -169,7 +181,7 @@ impl PortPath {
     pub(crate) fn start_on_card(&self) {
         self.lost.store(false, Ordering::Relaxed);
         // Process context: NAPI (softirq) takes this lock too.
-        let next = net::with_bh_disabled(|| *self.rx_next.lock());
+        let next = net::with_bh_disabled(|| self.rx.lock().next);
         self.write_reg(regs::PORT_RX_TAIL, u32::from(rx_tail(next, RX_ENTRIES)));
         let masked = !self.open.load(Ordering::Relaxed);
         self.write_reg(regs::PORT_IRQ_MASK, u32::from(masked));
@@ -185,10 +197,10 @@ impl PortPath {
             self.drop_tx(&mut tx, 0);
             bump(&self.counters.tx_dropped, u64::from(n));
             tx.ring.reset();
-            let mut next = self.rx_next.lock();
-            *next = 0;
+            let mut rx = self.rx.lock();
+            rx.next = 0;
             for i in 0..RX_ENTRIES {
-                let _ = self.post_rx(i);
+                let _ = self.post_rx(&mut rx.bufs, i, false);
             }
         });
     }
@@ -231,35 +243,39 @@ impl PortPath {
 
     /// Receives up to `budget` frames (NAPI).
     fn receive(&self, budget: i32) -> i32 {
-        let mut next = self.rx_next.lock();
+        let mut rx = self.rx.lock();
+        let rx = &mut *rx;
         let mut done = 0;
         while done < budget {
-            if !self.rx_filled(*next) {
+            let next = rx.next;
+            if !self.rx_filled(next) {
                 break;
             }
-            let at = usize::from(*next) * regs::PORT_DESC_SIZE;
+            let at = usize::from(next) * regs::PORT_DESC_SIZE;
             dma::read_barrier();
             let len = self
                 .rx_ring
                 .read::<RxDescriptor>(at)
                 .map_or(0, |d| usize::from(d.len));
-            let i = usize::from(*next);
-            match self.rx_bufs.get(i) {
-                Some(buf) if (14..=RX_BUF_BYTES).contains(&len) => {
-                    if self.nd.receive_dma(buf, len).is_ok() {
-                        bump(&self.counters.rx_packets, 1);
-                        bump(&self.counters.rx_bytes, len as u64);
-                    } else {
-                        bump(&self.counters.rx_dropped, 1);
-                    }
-                }
-                _ => bump(&self.counters.rx_dropped, 1),
+            let ok = (14..=RX_BUF_BYTES).contains(&len)
+                && rx.bufs.receive(usize::from(next), len).is_ok();
+            if ok {
+                bump(&self.counters.rx_packets, 1);
+                bump(&self.counters.rx_bytes, len as u64);
+            } else {
+                bump(&self.counters.rx_dropped, 1);
             }
-            let _ = self.post_rx(*next);
-            *next = rx_next(*next, RX_ENTRIES);
+            // `receive` leaves the slot a buffer (the old one or a fresh
+            // one), so this only writes the descriptor. Were it to fail, the
+            // descriptor must not go back to the card with the address of a
+            // buffer the stack now owns: stop, with the tail short of it.
+            if self.post_rx(&mut rx.bufs, next, true).is_err() {
+                break;
+            }
+            rx.next = rx_next(next, RX_ENTRIES);
             // The descriptor just emptied is posted again as the one the
             // card may not use yet.
-            self.write_reg(regs::PORT_RX_TAIL, u32::from(rx_tail(*next, RX_ENTRIES)));
+            self.write_reg(regs::PORT_RX_TAIL, u32::from(rx_tail(rx.next, RX_ENTRIES)));
             done += 1;
         }
         done
@@ -276,7 +292,7 @@ impl PortPath {
 
     /// Whether the card left work since the last poll.
     fn work_pending(&self) -> bool {
-        let rx = self.rx_filled(*self.rx_next.lock());
+        let rx = self.rx_filled(self.rx.lock().next);
         let tx = {
             let tx = self.tx.lock();
             tx.ring

@@ -85,17 +85,6 @@ impl CoherentAllocation {
         Ok(())
     }
 
-    /// CPU address of `len` bytes at `offset`, bounds-checked, for the glue
-    /// layer's C calls that copy out of the buffer.
-    pub(super) fn bytes_ptr(&self, offset: usize, len: usize) -> Result<*const u8> {
-        let end = offset.checked_add(len).ok_or(EINVAL)?;
-        if end > self.size {
-            return Err(EINVAL);
-        }
-        // SAFETY: in bounds (checked above) of the allocation.
-        Ok(unsafe { self.cpu.as_ptr().add(offset) }.cast_const())
-    }
-
     /// Zeroes the whole buffer.
     pub(crate) fn zero(&self) {
         for i in 0..self.size {

@@ -10,12 +10,11 @@
 
 use core::ptr::NonNull;
 
-use kernel::error::{code::EINVAL, code::ENOSPC, Error, Result};
+use kernel::error::{code::EINVAL, code::ENOMEM, code::ENOSPC, Error, Result};
 use kernel::prelude::*;
 use kernel::str::CStr;
 use kernel::sync::Arc;
 
-use super::dma::CoherentAllocation;
 use super::pci::Device;
 use super::{check, ffi};
 
@@ -165,19 +164,6 @@ impl NetDev {
         unsafe { ffi::dia_shim_napi_complete_done(self.as_raw(), done) != 0 }
     }
 
-    /// Hands the frame in the first `len` bytes of `buf` (a receive buffer
-    /// the card handed back) to the stack, copied into a new skb; from the
-    /// NAPI poll only.
-    pub(crate) fn receive_dma(&self, buf: &CoherentAllocation, len: usize) -> Result {
-        let frame = buf.bytes_ptr(0, len)?;
-        let len = u32::try_from(len).map_err(|_| EINVAL)?;
-        // SAFETY: `raw` is live; `frame` is readable for `len` bytes (checked
-        // by `bytes_ptr`) and the card does not write a buffer it handed
-        // back; called from this device's NAPI poll (the shim uses its NAPI
-        // context).
-        check(unsafe { ffi::dia_shim_net_rx(self.as_raw(), frame.cast(), len) })
-    }
-
     /// Undoes one buffer mapping made by [`SkBuff::map`].
     pub(crate) fn unmap(&self, buf: &TxBuf) {
         // SAFETY: `raw` is live; `buf` describes a live mapping of this device.
@@ -215,6 +201,145 @@ pub(crate) fn with_bh_disabled<R>(f: impl FnOnce() -> R) -> R {
     // SAFETY: pairs with the disable above.
     unsafe { ffi::dia_shim_local_bh_enable() };
     r
+}
+
+/// Bytes of a receive buffer the card may fill (any frame up to the largest
+/// MTU).
+pub(crate) const RX_ROOM: usize = ffi::DIA_SHIM_RX_ROOM as usize;
+
+/// Received frames of at most this many bytes (ACKs, ARP, ...) are copied
+/// into a small skb and their buffer posted again; larger ones are handed
+/// to the stack in their buffer, without a copy.
+const RX_COPYBREAK: u32 = 256;
+
+/// One receive buffer: a page fragment mapped for the card.
+///
+/// # Invariants
+///
+/// `buf` is a `dia_shim_rx_buf_alloc` fragment of the device of the
+/// [`RxBufs`] that holds it, mapped at `dma`, owned by that [`RxBufs`].
+struct RxBuf {
+    buf: NonNull<core::ffi::c_void>,
+    dma: u64,
+}
+
+/// A port's receive buffers, one per RX ring slot: page fragments that the
+/// stack takes over whole when a frame arrives in them (`napi_build_skb`),
+/// the slot getting a fresh buffer, so no frame is copied but small ones.
+///
+/// # Invariants
+///
+/// Each `Some` slot holds a buffer of `nd` (see [`RxBuf`]), freed in `drop`
+/// unless handed to the stack first.
+pub(crate) struct RxBufs {
+    nd: Arc<NetDev>,
+    slots: KVec<Option<RxBuf>>,
+}
+
+// SAFETY: the buffers are plain memory owned by this value; freeing them
+// (`skb_free_frag`) works from any context.
+unsafe impl Send for RxBufs {}
+
+impl RxBufs {
+    /// `n` slots of `nd`, each with a buffer (process context).
+    pub(crate) fn new(nd: Arc<NetDev>, n: usize) -> Result<Self> {
+        let mut slots = KVec::with_capacity(n, GFP_KERNEL)?;
+        for _ in 0..n {
+            slots.push(None, GFP_KERNEL)?;
+        }
+        // INVARIANT: every slot empty.
+        let mut bufs = Self { nd, slots };
+        for i in 0..n {
+            bufs.dma(i, false)?;
+        }
+        Ok(bufs)
+    }
+
+    fn alloc(&self, napi: bool) -> Result<RxBuf> {
+        let mut dma = 0u64;
+        // SAFETY: `nd` is live; `dma` is a valid out pointer; `napi` is set
+        // only by callers in this device's NAPI poll.
+        let buf =
+            unsafe { ffi::dia_shim_rx_buf_alloc(self.nd.as_raw(), i32::from(napi), &mut dma) };
+        let buf = NonNull::new(buf).ok_or(ENOMEM)?;
+        // INVARIANT: a fresh buffer of `nd`, mapped at `dma`.
+        Ok(RxBuf { buf, dma })
+    }
+
+    /// Bus address of slot `i`'s buffer, allocating one if the slot has
+    /// none (`napi`: called from the device's NAPI poll).
+    pub(crate) fn dma(&mut self, i: usize, napi: bool) -> Result<u64> {
+        if let Some(b) = self.slots.get(i).ok_or(EINVAL)? {
+            return Ok(b.dma);
+        }
+        let b = self.alloc(napi)?;
+        let dma = b.dma;
+        if let Some(slot) = self.slots.get_mut(i) {
+            *slot = Some(b);
+        }
+        Ok(dma)
+    }
+
+    /// Hands the `len`-byte frame the card wrote into slot `i`'s buffer to
+    /// the stack, from the device's NAPI poll only. A small frame is copied
+    /// and the buffer stays; a larger one goes to the stack in its buffer
+    /// and the slot gets a fresh one, allocated first: when none can be had,
+    /// the frame is dropped (an error) and the slot keeps its buffer, so the
+    /// ring never runs short.
+    pub(crate) fn receive(&mut self, i: usize, len: usize) -> Result {
+        let len = u32::try_from(len).map_err(|_| EINVAL)?;
+        let (buf, dma) = match self.slots.get(i) {
+            Some(Some(b)) => (b.buf, b.dma),
+            _ => return Err(EINVAL),
+        };
+        let fresh = if len > RX_COPYBREAK {
+            Some(self.alloc(true)?)
+        } else {
+            None
+        };
+        let copy = i32::from(fresh.is_none());
+        // SAFETY: `buf` is slot `i`'s live buffer of `nd`, mapped at `dma`
+        // (type invariant), which the card handed back (its descriptor is
+        // done); called from `nd`'s NAPI poll per this method's contract.
+        let r =
+            unsafe { ffi::dia_shim_rx_buf_receive(self.nd.as_raw(), buf.as_ptr(), dma, len, copy) };
+        match r {
+            // The stack owns the old buffer now (only without `copy`, so
+            // `fresh` is a buffer).
+            0 => {
+                if let Some(slot) = self.slots.get_mut(i) {
+                    // INVARIANT: the given-away buffer leaves the slot.
+                    *slot = fresh;
+                }
+                Ok(())
+            }
+            r => {
+                if let Some(f) = fresh {
+                    self.free(f);
+                }
+                if r > 0 {
+                    Ok(())
+                } else {
+                    Err(Error::from_errno(r))
+                }
+            }
+        }
+    }
+
+    fn free(&self, b: RxBuf) {
+        // SAFETY: `b` is a buffer of `nd` mapped at `b.dma` that nothing
+        // else holds (type invariant); freed once.
+        unsafe { ffi::dia_shim_rx_buf_free(self.nd.as_raw(), b.buf.as_ptr(), b.dma) }
+    }
+}
+
+impl Drop for RxBufs {
+    fn drop(&mut self) {
+        let slots = core::mem::take(&mut self.slots);
+        for b in slots.into_iter().flatten() {
+            self.free(b);
+        }
+    }
 }
 
 /// A device visible to the network stack.

@@ -205,8 +205,9 @@ void dia_shim_rq_end(struct request *rq, int status);
 /*
  * Network ports: one net_device per card port, with a NAPI context, in the
  * shape of a real NIC driver (SG + HW checksum offload; TX maps the skb's
- * pages for the card, RX copies out of the port's DMA buffers). Callbacks
- * get the `data` given at registration.
+ * pages for the card; RX buffers are page fragments the stack takes over
+ * with napi_build_skb, small frames copied). Callbacks get the `data` given
+ * at registration.
  */
 struct dia_shim_netdev;
 struct sk_buff;
@@ -259,8 +260,28 @@ void dia_shim_napi_disable(struct dia_shim_netdev *nd);
 void dia_shim_napi_schedule(struct dia_shim_netdev *nd);
 /* Returns 1 if NAPI is done (interrupts may be re-enabled). */
 int dia_shim_napi_complete_done(struct dia_shim_netdev *nd, int done);
-/* Copies a received frame into a new skb and hands it to GRO. */
-int dia_shim_net_rx(struct dia_shim_netdev *nd, const void *frame, unsigned int len);
+/*
+ * Receive buffers: a page fragment with NET_SKB_PAD of headroom, then
+ * DIA_SHIM_RX_ROOM bytes the card may fill (DMA-mapped from the device),
+ * then room for the skb_shared_info, so napi_build_skb can make it an skb
+ * without copying the frame.
+ */
+#define DIA_SHIM_RX_ROOM 9024
+/* Allocates and maps one (from NAPI: `napi` 1, else any context with 0);
+ * NULL if out of memory. `*dma` is the bus address of its room. */
+void *dia_shim_rx_buf_alloc(struct dia_shim_netdev *nd, int napi, unsigned long long *dma);
+/* Unmaps and frees a buffer that the card no longer holds. */
+void dia_shim_rx_buf_free(struct dia_shim_netdev *nd, void *buf, unsigned long long dma);
+/*
+ * From the device's NAPI poll: hands the `len`-byte frame the card wrote
+ * into `buf` to GRO. With `copy` 1 the frame is copied into a small skb and
+ * the buffer stays the caller's (returns 1); with 0 it becomes an skb built
+ * over the buffer, which the stack then owns (returns 0). On error (-EINVAL
+ * for a length beyond the room, -ENOMEM) the frame is dropped and the
+ * buffer stays the caller's, still mapped.
+ */
+int dia_shim_rx_buf_receive(struct dia_shim_netdev *nd, void *buf, unsigned long long dma,
+			    unsigned int len, int copy);
 /* Whether more packets follow this one in the current xmit batch. */
 int dia_shim_xmit_more(void);
 

@@ -3,7 +3,8 @@
  * Network half of the glue shim (see shim.h): a net_device with a NAPI
  * context per card port, its netdev_ops forwarding to Rust callbacks, and
  * the skb helpers the data path needs (DMA mapping, checksum offsets, RX
- * into a fresh skb). No driver logic lives here; see kmod/port.rs.
+ * buffers the stack takes over). No driver logic lives here; see
+ * kmod/port.rs.
  */
 #include <linux/etherdevice.h>
 #include <linux/netdevice.h>
@@ -220,15 +221,69 @@ int dia_shim_napi_complete_done(struct dia_shim_netdev *nd, int done)
 	return napi_complete_done(&nd->napi, done) ? 1 : 0;
 }
 
-int dia_shim_net_rx(struct dia_shim_netdev *nd, const void *frame, unsigned int len)
-{
-	struct sk_buff *skb = napi_alloc_skb(&nd->napi, len);
+/* Headroom before the card's bytes, and the whole fragment (see shim.h). */
+#define DIA_RX_HEADROOM (NET_SKB_PAD + NET_IP_ALIGN)
+#define DIA_RX_FRAG \
+	(SKB_DATA_ALIGN(DIA_RX_HEADROOM + DIA_SHIM_RX_ROOM) + \
+	 SKB_DATA_ALIGN(sizeof(struct skb_shared_info)))
 
-	if (!skb)
-		return -ENOMEM;
-	skb_put_data(skb, frame, len);
+static void dia_rx_deliver(struct dia_shim_netdev *nd, struct sk_buff *skb)
+{
 	skb->protocol = eth_type_trans(skb, nd->dev);
 	napi_gro_receive(&nd->napi, skb);
+}
+
+void *dia_shim_rx_buf_alloc(struct dia_shim_netdev *nd, int napi, unsigned long long *dma)
+{
+	struct device *d = &nd->pdev->dev;
+	void *buf = napi ? napi_alloc_frag(DIA_RX_FRAG) : netdev_alloc_frag(DIA_RX_FRAG);
+	dma_addr_t a;
+
+	if (!buf)
+		return NULL;
+	a = dma_map_single(d, buf + DIA_RX_HEADROOM, DIA_SHIM_RX_ROOM, DMA_FROM_DEVICE);
+	if (dma_mapping_error(d, a)) {
+		skb_free_frag(buf);
+		return NULL;
+	}
+	*dma = a;
+	return buf;
+}
+
+void dia_shim_rx_buf_free(struct dia_shim_netdev *nd, void *buf, unsigned long long dma)
+{
+	dma_unmap_single(&nd->pdev->dev, dma, DIA_SHIM_RX_ROOM, DMA_FROM_DEVICE);
+	skb_free_frag(buf);
+}
+
+int dia_shim_rx_buf_receive(struct dia_shim_netdev *nd, void *buf, unsigned long long dma,
+			    unsigned int len, int copy)
+{
+	struct device *d = &nd->pdev->dev;
+	struct sk_buff *skb;
+
+	if (len > DIA_SHIM_RX_ROOM)
+		return -EINVAL;
+	if (copy) {
+		dma_sync_single_for_cpu(d, dma, len, DMA_FROM_DEVICE);
+		skb = napi_alloc_skb(&nd->napi, len);
+		if (skb)
+			skb_put_data(skb, buf + DIA_RX_HEADROOM, len);
+		dma_sync_single_for_device(d, dma, len, DMA_FROM_DEVICE);
+		if (!skb)
+			return -ENOMEM;
+		dia_rx_deliver(nd, skb);
+		return 1;
+	}
+	/* The shared info lies beyond the mapped room: build before unmapping,
+	 * so a failure leaves the buffer as it was. */
+	skb = napi_build_skb(buf, DIA_RX_FRAG);
+	if (!skb)
+		return -ENOMEM;
+	dma_unmap_single(d, dma, DIA_SHIM_RX_ROOM, DMA_FROM_DEVICE);
+	skb_reserve(skb, DIA_RX_HEADROOM);
+	skb_put(skb, len);
+	dia_rx_deliver(nd, skb);
 	return 0;
 }
 
