@@ -1,6 +1,7 @@
 //! A card port's data path: the net device callbacks, the NAPI poll and the
 //! port's interrupt. Transmit maps the skb's own buffers for the card (one
-//! descriptor per buffer, checksum left to the card); receive hands each
+//! descriptor per buffer, checksum left to the card) and reclaims what the
+//! card has sent, with no TX interrupt unless the ring is full; receive hands each
 //! frame to the stack in the page-fragment buffer the card wrote it into
 //! (small frames are copied) and posts a fresh buffer in its place. Ring
 //! ownership follows `docs/card-interface.md` ("Network ports").
@@ -40,11 +41,14 @@ const _: () = assert!(TX_ENTRIES <= regs::PORT_RING_MAX && RX_ENTRIES <= regs::P
 ///
 /// For each descriptor `i` the card holds (see [`TxRing`]), `bufs[i]` is the
 /// live mapping it points at and `skbs[i]` holds the frame's skb on its last
-/// descriptor.
+/// descriptor. `irq_on` is what the port's `PORT_TX_IRQ_OFF` register
+/// says the other way round (whether TX progress raises the vector), which
+/// only holders of this lock write.
 struct TxState {
     ring: TxRing,
     bufs: KVec<TxBuf>,
     skbs: KVec<Option<SkBuff>>,
+    irq_on: bool,
 }
 
 /// Receive ring state, guarded by the RX lock (the NAPI poll; a reset and
@@ -127,7 +131,16 @@ impl PortPath {
                 nd,
                 tx_ring,
                 rx_ring,
-                tx <- kernel::new_spinlock!(TxState { ring, bufs, skbs }, "dia:port-tx"),
+                // INVARIANT: a new port's register is 0 (interrupts on).
+                tx <- kernel::new_spinlock!(
+                    TxState {
+                        ring,
+                        bufs,
+                        skbs,
+                        irq_on: true
+                    },
+                    "dia:port-tx"
+                ),
                 // INVARIANT: posted just below, before the card learns of the ring.
                 rx <- kernel::new_spinlock!(RxState { next: 0, bufs: rx_bufs }, "dia:port-rx"),
                 counters: Counters::default(),
@@ -185,10 +198,22 @@ impl PortPath {
     pub(crate) fn start_on_card(&self) {
         self.lost.store(false, Ordering::Relaxed);
         // Process context: NAPI (softirq) takes this lock too.
-        let next = net::with_bh_disabled(|| self.rx.lock().next);
+        let next = net::with_bh_disabled(|| {
+            let mut tx = self.tx.lock();
+            // The card reset the register to 0: TX interrupts on. Off, as
+            // xmit and the poll reclaim (the ring is empty after a reset).
+            tx.irq_on = true;
+            self.set_tx_irq(&mut tx, false);
+            self.rx.lock().next
+        });
         self.write_reg(regs::PORT_RX_TAIL, u32::from(rx_tail(next, RX_ENTRIES)));
-        let masked = !self.open.load(Ordering::Relaxed);
-        self.write_reg(regs::PORT_IRQ_MASK, u32::from(masked));
+        let open = self.open.load(Ordering::Relaxed);
+        self.write_reg(regs::PORT_IRQ_MASK, u32::from(!open));
+        // A queue stopped before the reset waits for nothing now: the ring
+        // is empty.
+        if open {
+            self.nd.wake_queue();
+        }
     }
 
     /// Forgets every ring position after the card lost the port (a reset):
@@ -226,20 +251,58 @@ impl PortPath {
         }
     }
 
-    /// Reclaims what the card sent (NAPI); wakes a stopped queue.
-    fn reclaim_tx(&self, budget: i32) -> bool {
+    /// Frees what the card has sent (up to its TX_HEAD register); returns
+    /// how many descriptors (`budget`: the NAPI budget, else 0).
+    fn clean_tx(&self, tx: &mut TxState, budget: i32) -> u16 {
         let head = self.read_reg(regs::PORT_TX_HEAD);
-        let mut tx = self.tx.lock();
         // Only descriptors the card holds can come back.
         let Some(done) = tx.ring.done_until(head) else {
-            return false;
+            return 0;
         };
         for _ in 0..done {
             if let Some(i) = tx.ring.pop_clean() {
-                self.release_tx_slot(&mut tx, i, budget);
+                self.release_tx_slot(tx, i, budget);
             }
         }
-        if done > 0 && self.nd.queue_stopped() && usize::from(tx.ring.free()) >= net::max_bufs() {
+        done
+    }
+
+    /// Whether the ring has room for the largest frame.
+    fn tx_room(tx: &TxState) -> bool {
+        usize::from(tx.ring.free()) >= net::max_bufs()
+    }
+
+    /// Turns the port's TX interrupt on or off (its register).
+    fn set_tx_irq(&self, tx: &mut TxState, on: bool) {
+        if tx.irq_on != on {
+            tx.irq_on = on;
+            self.write_reg(regs::PORT_TX_IRQ_OFF, u32::from(!on));
+        }
+    }
+
+    /// The ring is (nearly) full: stops the queue and asks for the TX
+    /// interrupt, whose poll wakes it. The card may have sent everything
+    /// between the last look and the register write, raising nothing, so
+    /// look once more after it (the card orders the other way round, see
+    /// `PORT_TX_IRQ_OFF`) and wake at once if there is room again.
+    fn stop_tx(&self, tx: &mut TxState) {
+        self.nd.stop_queue();
+        self.set_tx_irq(tx, true);
+        dma::full_barrier();
+        self.clean_tx(tx, 0);
+        if Self::tx_room(tx) {
+            self.set_tx_irq(tx, false);
+            self.nd.wake_queue();
+        }
+    }
+
+    /// Reclaims what the card sent (NAPI); wakes a stopped queue, turning
+    /// the TX interrupt off again.
+    fn reclaim_tx(&self, budget: i32) -> bool {
+        let mut tx = self.tx.lock();
+        let done = self.clean_tx(&mut tx, budget);
+        if self.nd.queue_stopped() && Self::tx_room(&tx) {
+            self.set_tx_irq(&mut tx, false);
             self.nd.wake_queue();
         }
         done > 0
@@ -297,11 +360,15 @@ impl PortPath {
     /// Whether the card left work since the last poll.
     fn work_pending(&self) -> bool {
         let rx = self.rx_filled(self.rx.lock().next);
+        // Sent descriptors matter only while the queue waits for them (the
+        // TX interrupt is on); otherwise xmit reclaims them.
         let tx = {
             let tx = self.tx.lock();
-            tx.ring
-                .done_until(self.read_reg(regs::PORT_TX_HEAD))
-                .is_some_and(|n| n > 0)
+            tx.irq_on
+                && tx
+                    .ring
+                    .done_until(self.read_reg(regs::PORT_TX_HEAD))
+                    .is_some_and(|n| n > 0)
         };
         rx || tx
     }
@@ -364,7 +431,7 @@ impl NetOps for PortPath {
         self.nd.set_carrier(false);
     }
 
-    fn xmit(&self, skb: SkBuff) -> core::result::Result<(), SkBuff> {
+    fn xmit(&self, mut skb: SkBuff) -> core::result::Result<(), SkBuff> {
         let mut bufs = [TxBuf::default(); 32];
         let mapped = match skb.map(&self.nd, &mut bufs) {
             Ok(n) => bufs.get(..n).unwrap_or(&[]),
@@ -378,11 +445,13 @@ impl NetOps for PortPath {
         let len = skb.len();
         let csum = skb.checksum_offload();
         let mut tx = self.tx.lock();
+        // No TX interrupt: what the card sent since is freed here.
+        self.clean_tx(&mut tx, 0);
         if usize::from(tx.ring.free()) < n {
             for b in mapped {
                 self.nd.unmap(b);
             }
-            self.nd.stop_queue();
+            self.stop_tx(&mut tx);
             // Frames batched before this one (`xmit_more`) must not wait.
             self.kick_tx(&tx);
             return Err(skb);
@@ -416,17 +485,22 @@ impl NetOps for PortPath {
             }
             last = i;
         }
+        // Sent skbs are freed when xmit or the poll next looks, which a
+        // sender that waits for its socket's memory could wait for forever
+        // (one-way UDP, nothing received): release the socket's share now,
+        // as virtio-net does when it has no TX interrupt.
+        skb.orphan();
         if let Some(slot) = tx.skbs.get_mut(usize::from(last)) {
             *slot = Some(skb);
         }
         bump(&self.counters.tx_packets, 1);
         bump(&self.counters.tx_bytes, u64::from(len));
-        let full = usize::from(tx.ring.free()) < net::max_bufs();
-        if full {
-            self.nd.stop_queue();
-        }
+        let full = !Self::tx_room(&tx);
         if full || !net::xmit_more() {
             self.kick_tx(&tx);
+        }
+        if full {
+            self.stop_tx(&mut tx);
         }
         Ok(())
     }

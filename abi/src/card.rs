@@ -12,7 +12,7 @@ pub const PCI_DEVICE_ID: u16 = 0x1110;
 /// Signature at [`REG_MAGIC`]: ASCII `DIACARD1`, read as a little-endian u64.
 pub const CARD_MAGIC: u64 = u64::from_le_bytes(*b"DIACARD1");
 /// Interface version: major in bits 31:16, minor in bits 15:0.
-pub const INTERFACE_VERSION: u32 = 1 << 16 | INTERFACE_MINOR_MIRROR;
+pub const INTERFACE_VERSION: u32 = 1 << 16 | INTERFACE_MINOR_PORT_TX_IRQ;
 /// Major version a driver must match exactly.
 pub const fn version_major(vs: u32) -> u16 {
     (vs >> 16) as u16
@@ -1963,6 +1963,11 @@ pub const INTERFACE_MINOR_ABORT: u32 = 3;
 /// card its initiator) and their fields in Identify Namespace. A 1.3 card
 /// answers Create Remote Namespace with Invalid Opcode.
 pub const INTERFACE_MINOR_REMOTE: u32 = 4;
+/// Interface minor version that added [`PORT_TX_IRQ_OFF`]: a driver that
+/// reclaims sent descriptors from its transmit path asks for no interrupt
+/// for TX progress alone. A 1.5 card ignores the register and interrupts as
+/// before, which is still correct.
+pub const INTERFACE_MINOR_PORT_TX_IRQ: u32 = 6;
 
 /// Create Port (dia vendor admin command): CDW10 ([`PortTarget`]) = the
 /// port id wanted (1..=`max_ports`; 0: the lowest free one; a driver
@@ -2247,6 +2252,13 @@ pub const PORT_LINK: usize = 0x10;
 /// card raises the vector only while it is clear. After clearing it the
 /// driver must look at its rings once more.
 pub const PORT_IRQ_MASK: usize = 0x14;
+/// Driver writes (1.6; 0 at Create Port): bit 0 set: TX progress alone
+/// (TX_HEAD moved) does not raise the port's vector; frames written into RX
+/// buffers still do. The driver reclaims sent descriptors when it queues
+/// more or when it polls; it clears the bit when it runs out of
+/// descriptors, and must read TX_HEAD again after clearing it (the card
+/// reads the bit after updating TX_HEAD, with a full fence in between).
+pub const PORT_TX_IRQ_OFF: usize = 0x18;
 
 /// Transmit descriptor: one buffer of a frame. A frame is one or more
 /// consecutive descriptors, the last with [`TX_EOP`].

@@ -116,3 +116,11 @@ pub(crate) fn read_barrier() {
     // SAFETY: a barrier; no arguments, no state.
     unsafe { ffi::dia_shim_dma_rmb() };
 }
+
+/// A full barrier (`mb`): every access before it, register writes included,
+/// is visible before any access after it (a store then a load of shared
+/// memory, where the card does the opposite pair).
+pub(crate) fn full_barrier() {
+    // SAFETY: a barrier; no arguments, no state.
+    unsafe { ffi::dia_shim_mb() };
+}

@@ -558,6 +558,14 @@ impl SkBuff {
         Ok(n)
     }
 
+    /// Detaches the skb from its sending socket, whose send buffer then no
+    /// longer waits for the skb to be freed (for a device that frees sent
+    /// skbs only when it next transmits or polls).
+    pub(crate) fn orphan(&mut self) {
+        // SAFETY: `raw` is owned and live (type invariant).
+        unsafe { ffi::dia_shim_skb_orphan(self.raw.as_ptr()) }
+    }
+
     /// Frees a transmitted skb (from NAPI with its `budget`, else 0).
     pub(crate) fn consume(self, budget: i32) {
         let raw = self.raw.as_ptr();

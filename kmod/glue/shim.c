@@ -171,6 +171,11 @@ void dia_shim_dma_rmb(void)
 	dma_rmb();
 }
 
+void dia_shim_mb(void)
+{
+	mb();
+}
+
 void dia_shim_dma_free(struct pci_dev *pdev, unsigned long size, void *cpu,
 		       unsigned long long dma_handle)
 {

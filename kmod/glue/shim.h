@@ -73,6 +73,8 @@ void dia_shim_dma_free(struct pci_dev *pdev, unsigned long size, void *cpu,
 		       unsigned long long dma_handle);
 /* dma_rmb(): reads after it see what the device wrote before the one before. */
 void dia_shim_dma_rmb(void);
+/* mb(): a full barrier, also between a register write and a later read. */
+void dia_shim_mb(void);
 
 /* Misc character device: open/release/ioctl run in process context. */
 typedef int (*dia_shim_open_fn)(void *misc_data, void **file_data);
@@ -300,6 +302,9 @@ int dia_shim_skb_map(struct dia_shim_netdev *nd, struct sk_buff *skb,
 		     unsigned int max);
 void dia_shim_skb_unmap(struct dia_shim_netdev *nd, unsigned long long addr,
 			unsigned int len, int page);
+/* Detaches the skb from its socket (skb_orphan, nf_reset_ct): its memory no
+ * longer counts against the sender, who need not wait for it to be freed. */
+void dia_shim_skb_orphan(struct sk_buff *skb);
 /* Frees a sent skb (napi_consume_skb; budget 0 outside NAPI). */
 void dia_shim_skb_consume(struct sk_buff *skb, int budget);
 /* Frees an skb that was dropped. */

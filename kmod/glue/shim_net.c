@@ -348,6 +348,12 @@ void dia_shim_skb_unmap(struct dia_shim_netdev *nd, unsigned long long addr,
 		dma_unmap_single(d, addr, len, DMA_TO_DEVICE);
 }
 
+void dia_shim_skb_orphan(struct sk_buff *skb)
+{
+	skb_orphan(skb);
+	nf_reset_ct(skb);
+}
+
 void dia_shim_skb_consume(struct sk_buff *skb, int budget) { napi_consume_skb(skb, budget); }
 void dia_shim_skb_drop(struct sk_buff *skb) { dev_kfree_skb_any(skb); }
 unsigned int dia_shim_skb_max_bufs(void) { return MAX_SKB_FRAGS + 1; }

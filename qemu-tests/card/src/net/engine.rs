@@ -202,7 +202,7 @@ impl NetState {
             }
         }
         for port in self.ports.values_mut() {
-            if std::mem::take(&mut port.irq_due) && !port.masked(board) {
+            if port.take_irq_due(board) {
                 board.irq.raise(port.vector);
             }
         }

@@ -73,8 +73,10 @@ pub(crate) struct Port {
     stats: PortStats,
     bad_tail_seen: bool,
     last_bug_log: Option<Instant>,
-    /// Something happened that the driver should look at (raise the vector).
-    pub(crate) irq_due: bool,
+    /// A frame went into an RX buffer since the last interrupt decision.
+    rx_due: bool,
+    /// TX_HEAD moved since the last interrupt decision.
+    tx_due: bool,
 }
 
 /// Largest frame a port with `mtu` carries.
@@ -100,6 +102,7 @@ impl Port {
             abi::PORT_RX_TAIL,
             abi::PORT_RX_HEAD,
             abi::PORT_IRQ_MASK,
+            abi::PORT_TX_IRQ_OFF,
         ] {
             board.bar.write32(regs + r, 0);
         }
@@ -116,7 +119,8 @@ impl Port {
             stats: PortStats::default(),
             bad_tail_seen: false,
             last_bug_log: None,
-            irq_due: false,
+            rx_due: false,
+            tx_due: false,
         }
     }
 
@@ -178,12 +182,31 @@ impl Port {
         board.bar.read32(self.regs() + abi::PORT_IRQ_MASK) & 1 != 0
     }
 
+    /// Whether the port's vector is due since the last call (which this
+    /// resets): a frame went into an RX buffer, or TX_HEAD moved and the
+    /// driver did not set `PORT_TX_IRQ_OFF`, and the port is not masked.
+    pub(crate) fn take_irq_due(&mut self, board: &Board) -> bool {
+        let rx = std::mem::take(&mut self.rx_due);
+        let tx = std::mem::take(&mut self.tx_due);
+        if !rx && !tx || self.masked(board) {
+            return false;
+        }
+        if rx {
+            return true;
+        }
+        // TX_HEAD was stored before the bit is read: a driver that clears
+        // the bit and then reads TX_HEAD either sees the new head or gets
+        // the interrupt (docs/card-interface.md, PORT_TX_IRQ_OFF).
+        fence(Ordering::SeqCst);
+        board.bar.read32(self.regs() + abi::PORT_TX_IRQ_OFF) & 1 == 0
+    }
+
     fn set_tx_head(&mut self, board: &Board, head: u16) {
         self.tx_head = head;
         board
             .bar
             .write32(self.regs() + abi::PORT_TX_HEAD, u32::from(head));
-        self.irq_due = true;
+        self.tx_due = true;
     }
 
     fn drop_tx(&mut self, board: &Board, end: u16) -> Tx {
@@ -359,6 +382,6 @@ impl Port {
             .write32(self.regs() + abi::PORT_RX_HEAD, u32::from(self.rx_head));
         self.stats.rx_packets += 1;
         self.stats.rx_bytes += frame.len() as u64;
-        self.irq_due = true;
+        self.rx_due = true;
     }
 }

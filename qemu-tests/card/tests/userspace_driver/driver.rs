@@ -175,6 +175,14 @@ impl TestDriver {
         self.irqs[vector].drain();
     }
 
+    /// Whether vector `vector` fires within `ms` (drained if it did).
+    pub(crate) fn irq_within(&self, vector: usize, ms: u16) -> bool {
+        let mut fds = [PollFd::new(self.irqs[vector].as_fd(), PollFlags::POLLIN)];
+        let n = poll(&mut fds, PollTimeout::from(ms)).unwrap();
+        self.irqs[vector].drain();
+        n == 1
+    }
+
     pub(crate) fn submit(&mut self, mut sqe: SubmissionEntry) -> CompletionEntry {
         sqe.cid = self.cid;
         self.cid = self.cid.wrapping_add(1);

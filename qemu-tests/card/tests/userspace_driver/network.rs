@@ -571,3 +571,48 @@ fn engine_keeps_moving_frames_across_ring_wraps() {
     let rx = d.port_stats(b.id).1;
     assert_eq!((rx.rx_packets, rx.rx_dropped), (received, dropped));
 }
+
+#[test]
+fn tx_progress_interrupts_unless_the_driver_turned_it_off() {
+    let mut d = net_card();
+    let mut a = d.create_port(0, 0, 100, 3);
+    let mut b = d.create_port(0, 1, 100, 4);
+    let to_b = eth(b.mac, a.mac, 0x0806, &[0x11; 46]);
+    let to_a = eth(a.mac, b.mac, 0x0806, &[0x22; 46]);
+    let (va, vb) = (usize::from(a.vector), usize::from(b.vector));
+
+    // PORT_TX_IRQ_OFF set on A: A's sent frame raises B's vector (RX) only.
+    d.bar.write32(a.reg(abi::PORT_TX_IRQ_OFF), 1);
+    d.send(&mut a, &[&to_b], None);
+    assert_eq!(d.recv(&mut b, 5000).as_deref(), Some(&to_b[..]));
+    d.wait_irq(vb);
+    d.wait_tx_done(&a);
+    assert!(
+        !d.irq_within(va, 300),
+        "TX progress interrupted with PORT_TX_IRQ_OFF set"
+    );
+    // A frame for A still interrupts A.
+    d.send(&mut b, &[&to_a], None);
+    assert_eq!(d.recv(&mut a, 5000).as_deref(), Some(&to_a[..]));
+    d.wait_irq(va);
+    d.wait_tx_done(&b);
+    d.irq_within(vb, 100);
+
+    // Cleared again (as a driver does when its TX ring is full): TX progress
+    // interrupts.
+    d.bar.write32(a.reg(abi::PORT_TX_IRQ_OFF), 0);
+    d.tx_reclaim(&mut a);
+    d.send(&mut a, &[&to_b], None);
+    d.wait_tx_done(&a);
+    d.wait_irq(va);
+    assert_eq!(d.recv(&mut b, 5000).as_deref(), Some(&to_b[..]));
+
+    // A recreated port starts with the bit clear (the 1.5 behaviour).
+    d.bar.write32(a.reg(abi::PORT_TX_IRQ_OFF), 1);
+    assert_eq!(
+        d.port_cmd(abi::ADMIN_DELETE_PORT, a.id, None),
+        abi::STATUS_SUCCESS
+    );
+    let a2 = d.create_port(a.id, 0, 100, 3);
+    assert_eq!(d.bar.read32(a2.reg(abi::PORT_TX_IRQ_OFF)), 0);
+}
