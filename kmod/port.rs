@@ -320,12 +320,13 @@ impl PortPath {
             }
             let at = usize::from(next) * regs::PORT_DESC_SIZE;
             dma::read_barrier();
-            let len = self
+            let (len, status) = self
                 .rx_ring
                 .read::<RxDescriptor>(at)
-                .map_or(0, |d| usize::from(d.len));
+                .map_or((0, 0), |d| (usize::from(d.len), d.status));
+            let csum_ok = status & regs::RX_CSUM_OK != 0;
             let ok = (14..=RX_BUF_BYTES).contains(&len)
-                && rx.bufs.receive(usize::from(next), len).is_ok();
+                && rx.bufs.receive(usize::from(next), len, csum_ok).is_ok();
             if ok {
                 bump(&self.counters.rx_packets, 1);
                 bump(&self.counters.rx_bytes, len as u64);

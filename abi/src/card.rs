@@ -1963,10 +1963,11 @@ pub const INTERFACE_MINOR_ABORT: u32 = 3;
 /// card its initiator) and their fields in Identify Namespace. A 1.3 card
 /// answers Create Remote Namespace with Invalid Opcode.
 pub const INTERFACE_MINOR_REMOTE: u32 = 4;
-/// Interface minor version that added [`PORT_TX_IRQ_OFF`]: a driver that
+/// Interface minor version that added [`PORT_TX_IRQ_OFF`] (a driver that
 /// reclaims sent descriptors from its transmit path asks for no interrupt
-/// for TX progress alone. A 1.5 card ignores the register and interrupts as
-/// before, which is still correct.
+/// for TX progress alone) and [`RX_CSUM_OK`] (the card checked a received
+/// frame's checksums). A 1.5 card ignores the register and interrupts as
+/// before, and never sets the bit, which is still correct.
 pub const INTERFACE_MINOR_PORT_TX_IRQ: u32 = 6;
 
 /// Create Port (dia vendor admin command): CDW10 ([`PortTarget`]) = the
@@ -2306,6 +2307,12 @@ pub struct RxDescriptor {
 }
 /// The card filled this descriptor.
 pub const RX_DONE: u32 = 1 << 0;
+/// (1.6) With [`RX_DONE`]: the frame is IPv4 or IPv6 carrying one whole TCP
+/// or UDP packet (no fragment, no IPv6 extension header, a UDP checksum
+/// present) and the card found its checksums right: the IPv4 header's and
+/// the TCP or UDP one over the pseudo-header. Clear says nothing (not
+/// checked, or wrong): the host checks.
+pub const RX_CSUM_OK: u32 = 1 << 1;
 /// Byte offset of `status` in an RX descriptor.
 pub const RX_STATUS_OFFSET: usize = 12;
 /// Size of a ring descriptor.

@@ -281,12 +281,13 @@ impl RxBufs {
     }
 
     /// Hands the `len`-byte frame the card wrote into slot `i`'s buffer to
-    /// the stack, from the device's NAPI poll only. A small frame is copied
+    /// the stack, from the device's NAPI poll only (`csum_ok`: the card
+    /// checked its checksums, the stack need not). A small frame is copied
     /// and the buffer stays; a larger one goes to the stack in its buffer
     /// and the slot gets a fresh one, allocated first: when none can be had,
     /// the frame is dropped (an error) and the slot keeps its buffer, so the
     /// ring never runs short.
-    pub(crate) fn receive(&mut self, i: usize, len: usize) -> Result {
+    pub(crate) fn receive(&mut self, i: usize, len: usize, csum_ok: bool) -> Result {
         let len = u32::try_from(len).map_err(|_| EINVAL)?;
         let (buf, dma) = match self.slots.get(i) {
             Some(Some(b)) => (b.buf, b.dma),
@@ -301,8 +302,16 @@ impl RxBufs {
         // SAFETY: `buf` is slot `i`'s live buffer of `nd`, mapped at `dma`
         // (type invariant), which the card handed back (its descriptor is
         // done); called from `nd`'s NAPI poll per this method's contract.
-        let r =
-            unsafe { ffi::dia_shim_rx_buf_receive(self.nd.as_raw(), buf.as_ptr(), dma, len, copy) };
+        let r = unsafe {
+            ffi::dia_shim_rx_buf_receive(
+                self.nd.as_raw(),
+                buf.as_ptr(),
+                dma,
+                len,
+                copy,
+                i32::from(csum_ok),
+            )
+        };
         match r {
             // The stack owns the old buffer now (only without `copy`, so
             // `fresh` is a buffer).

@@ -276,14 +276,15 @@ void *dia_shim_rx_buf_alloc(struct dia_shim_netdev *nd, int napi, unsigned long 
 void dia_shim_rx_buf_free(struct dia_shim_netdev *nd, void *buf, unsigned long long dma);
 /*
  * From the device's NAPI poll: hands the `len`-byte frame the card wrote
- * into `buf` to GRO. With `copy` 1 the frame is copied into a small skb and
+ * into `buf` to GRO, as CHECKSUM_UNNECESSARY with `csum_ok` 1 (the card
+ * checked its checksums). With `copy` 1 the frame is copied into a small skb and
  * the buffer stays the caller's (returns 1); with 0 it becomes an skb built
  * over the buffer, which the stack then owns (returns 0). On error (-EINVAL
  * for a length beyond the room, -ENOMEM) the frame is dropped and the
  * buffer stays the caller's, still mapped.
  */
 int dia_shim_rx_buf_receive(struct dia_shim_netdev *nd, void *buf, unsigned long long dma,
-			    unsigned int len, int copy);
+			    unsigned int len, int copy, int csum_ok);
 /* Whether more packets follow this one in the current xmit batch. */
 int dia_shim_xmit_more(void);
 

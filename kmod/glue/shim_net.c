@@ -116,7 +116,7 @@ struct dia_shim_netdev *dia_shim_netdev_new(struct pci_dev *pdev, const char *na
 	dev->min_mtu = ETH_MIN_MTU;
 	dev->max_mtu = mtu;
 	dev->mtu = mtu;
-	dev->hw_features = NETIF_F_SG | NETIF_F_HW_CSUM;
+	dev->hw_features = NETIF_F_SG | NETIF_F_HW_CSUM | NETIF_F_RXCSUM;
 	dev->features = dev->hw_features;
 	netif_carrier_off(dev);
 	netif_napi_add(dev, &nd->napi, dia_napi_poll);
@@ -227,9 +227,11 @@ int dia_shim_napi_complete_done(struct dia_shim_netdev *nd, int done)
 	(SKB_DATA_ALIGN(DIA_RX_HEADROOM + DIA_SHIM_RX_ROOM) + \
 	 SKB_DATA_ALIGN(sizeof(struct skb_shared_info)))
 
-static void dia_rx_deliver(struct dia_shim_netdev *nd, struct sk_buff *skb)
+static void dia_rx_deliver(struct dia_shim_netdev *nd, struct sk_buff *skb, int csum_ok)
 {
 	skb->protocol = eth_type_trans(skb, nd->dev);
+	if (csum_ok && (nd->dev->features & NETIF_F_RXCSUM))
+		skb->ip_summed = CHECKSUM_UNNECESSARY;
 	napi_gro_receive(&nd->napi, skb);
 }
 
@@ -257,7 +259,7 @@ void dia_shim_rx_buf_free(struct dia_shim_netdev *nd, void *buf, unsigned long l
 }
 
 int dia_shim_rx_buf_receive(struct dia_shim_netdev *nd, void *buf, unsigned long long dma,
-			    unsigned int len, int copy)
+			    unsigned int len, int copy, int csum_ok)
 {
 	struct device *d = &nd->pdev->dev;
 	struct sk_buff *skb;
@@ -272,7 +274,7 @@ int dia_shim_rx_buf_receive(struct dia_shim_netdev *nd, void *buf, unsigned long
 		dma_sync_single_for_device(d, dma, len, DMA_FROM_DEVICE);
 		if (!skb)
 			return -ENOMEM;
-		dia_rx_deliver(nd, skb);
+		dia_rx_deliver(nd, skb, csum_ok);
 		return 1;
 	}
 	/* The shared info lies beyond the mapped room: build before unmapping,
@@ -283,7 +285,7 @@ int dia_shim_rx_buf_receive(struct dia_shim_netdev *nd, void *buf, unsigned long
 	dma_unmap_single(d, dma, DIA_SHIM_RX_ROOM, DMA_FROM_DEVICE);
 	skb_reserve(skb, DIA_RX_HEADROOM);
 	skb_put(skb, len);
-	dia_rx_deliver(nd, skb);
+	dia_rx_deliver(nd, skb, csum_ok);
 	return 0;
 }
 

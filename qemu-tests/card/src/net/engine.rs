@@ -15,6 +15,7 @@ use dia_abi::card::{self as abi, PortStats};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use tracing::{info, warn};
 
+use super::checksum;
 use super::port::{Port, Scratch, Tx, ETH_HLEN};
 use super::switch::{Dest, Refused, Switch};
 use super::uplink::{self, Uplink, DATAGRAM_MAX};
@@ -133,10 +134,12 @@ impl NetState {
                 let _ = self
                     .switch
                     .forward(vlan, src, dst, Dest::Uplink, now, &mut s.dests);
+                // Checked once, whatever the number of ports it goes to.
+                let csum_ok = !s.dests.is_empty() && checksum::rx_verified(frame);
                 for d in &s.dests {
                     if let Dest::Port(p) = d {
                         if let Some(port) = self.ports.get_mut(p) {
-                            port.deliver(board, frame);
+                            port.deliver(board, frame, csum_ok);
                         }
                     }
                 }
@@ -173,11 +176,13 @@ impl NetState {
                             continue;
                         }
                         let mut sent = false;
+                        let csum_ok = s.dests.iter().any(|d| matches!(d, Dest::Port(_)))
+                            && checksum::rx_verified(frame);
                         for d in &s.dests {
                             match d {
                                 Dest::Port(p) => {
                                     if let Some(to) = self.ports.get_mut(p) {
-                                        to.deliver(board, frame);
+                                        to.deliver(board, frame, csum_ok);
                                         sent = true;
                                     }
                                 }

@@ -328,8 +328,9 @@ impl Port {
         Tx::Frame
     }
 
-    /// Puts `frame` into the next posted RX buffer (or counts a drop).
-    pub(crate) fn deliver(&mut self, board: &Board, frame: &[u8]) {
+    /// Puts `frame` into the next posted RX buffer (or counts a drop);
+    /// `csum_ok`: [`checksum::rx_verified`] said yes (`RX_CSUM_OK`).
+    pub(crate) fn deliver(&mut self, board: &Board, frame: &[u8], csum_ok: bool) {
         if frame.len() > frame_max(self.cfg.mtu) as usize {
             self.stats.rx_dropped += 1;
             return;
@@ -367,10 +368,10 @@ impl Port {
         let wrote = board.mem.write(at + 8, &len.to_le_bytes()).and_then(|()| {
             // The guest reads status first: everything else before it.
             fence(Ordering::Release);
-            board.mem.write(
-                at + abi::RX_STATUS_OFFSET as u64,
-                &abi::RX_DONE.to_le_bytes(),
-            )
+            let status = abi::RX_DONE | if csum_ok { abi::RX_CSUM_OK } else { 0 };
+            board
+                .mem
+                .write(at + abi::RX_STATUS_OFFSET as u64, &status.to_le_bytes())
         });
         if wrote.is_err() {
             self.stats.rx_dropped += 1;
