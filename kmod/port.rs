@@ -419,6 +419,10 @@ impl NetOps for PortPath {
         self.nd.napi_enable();
         self.update_link();
         self.write_reg(regs::PORT_IRQ_MASK, 0);
+        // The queue wakes below: xmit and the poll reclaim again, so no TX
+        // interrupt, even if the queue was stopped on a full ring when the
+        // interface went down (process context; NAPI takes this lock).
+        net::with_bh_disabled(|| self.set_tx_irq(&mut self.tx.lock(), false));
         self.nd.wake_queue();
         self.nd.napi_schedule();
         Ok(())
