@@ -93,6 +93,9 @@ pub(crate) struct Pending {
     cqid: u16,
     cq: SharedCq,
     fetched: Instant,
+    /// Its data transfer in bytes, as the scheduler charged it (0 for a
+    /// command without data, or one of a namespace that had none).
+    bytes: u64,
     /// Commands of this SQ fetched and not yet completed.
     inflight: Arc<AtomicUsize>,
     /// Whether its queue still takes completions and data.
@@ -173,7 +176,13 @@ impl IoContext {
 
     /// Seconds on the scheduler's clock.
     pub(crate) fn now(&self) -> f64 {
-        self.epoch.elapsed().as_secs_f64()
+        self.at(Instant::now())
+    }
+
+    /// `t` on the scheduler's clock, in seconds: one clock read serves
+    /// both the scheduler and a command's own timestamps.
+    fn at(&self, t: Instant) -> f64 {
+        t.saturating_duration_since(self.epoch).as_secs_f64()
     }
 
     /// Records a broken queue protocol for the controller to turn into a
@@ -232,6 +241,8 @@ impl IoWorker {
             cq,
             inflight: inflight.clone(),
             gate: gate.clone(),
+            fetched: Vec::new(),
+            raised: Vec::new(),
         };
         let s = stop.clone();
         let thread = std::thread::Builder::new()
@@ -308,6 +319,8 @@ impl Unthreaded {
                 cq,
                 inflight: Arc::new(AtomicUsize::new(0)),
                 gate: Arc::new(QueueGate::new()),
+                fetched: Vec::new(),
+                raised: Vec::new(),
             },
             stop: AtomicBool::new(false),
         }
@@ -330,6 +343,11 @@ struct Engine {
     cq: SharedCq,
     inflight: Arc<AtomicUsize>,
     gate: Arc<QueueGate>,
+    /// Entries a fetch popped, before they go to the scheduler (kept
+    /// between passes, empty, so a pass allocates nothing).
+    fetched: Vec<SubmissionEntry>,
+    /// Vectors a run raises at its end (kept as `fetched`).
+    raised: Vec<u16>,
 }
 
 impl Engine {
@@ -386,21 +404,23 @@ impl Engine {
                 self.qid
             ));
         }
-        let now = ctx.now();
-        let mut fetched = Vec::new();
         // Checked just above: fits the queue size (u16).
         while self.sq.pending(tail as u16) {
             let sqe = self
                 .sq
                 .pop(&board.mem)
                 .map_err(|e| format!("SQ {}: {e}", self.qid))?;
-            fetched.push(sqe);
+            self.fetched.push(sqe);
         }
-        if fetched.is_empty() {
+        if self.fetched.is_empty() {
             return Ok(());
         }
+        // One clock read for the batch: its fetch time on the command and
+        // on the scheduler's clock.
+        let fetched = Instant::now();
+        let now = ctx.at(fetched);
         let mut sched = ctx.sched();
-        for sqe in fetched {
+        for sqe in self.fetched.drain(..) {
             let (class, bytes) = classify(ctx.pool.as_deref(), &sqe);
             self.inflight.fetch_add(1, Ordering::AcqRel);
             let p = Pending {
@@ -409,7 +429,8 @@ impl Engine {
                 sq_head: self.sq.head(),
                 cqid: self.cqid,
                 cq: self.cq.clone(),
-                fetched: Instant::now(),
+                fetched,
+                bytes,
                 inflight: self.inflight.clone(),
                 gate: self.gate.clone(),
             };
@@ -423,21 +444,38 @@ impl Engine {
     /// `Ok(None)`: a batch ran and more may be ready.
     fn run(&mut self, stop: &AtomicBool) -> Result<Option<Option<f64>>, String> {
         let ctx = &self.ctx;
-        let mut raised: Vec<u16> = Vec::new();
+        let raised = &mut self.raised;
         let mut ran = 0;
         let outcome = loop {
             if stop.load(Ordering::Relaxed) || ran == RUN_BATCH {
                 break None;
             }
-            let now = ctx.now();
-            let next = ctx.sched().next(now);
+            // One lock and one clock read per decision; none when nothing
+            // is queued. The release time is the command's start.
+            let (started, now, next, throttled) = {
+                let mut sched = ctx.sched();
+                if sched.is_empty() {
+                    break Some(None);
+                }
+                let started = Instant::now();
+                let now = ctx.at(started);
+                let next = sched.next(now);
+                let throttled = match &next {
+                    Next::Run(class, _) => sched.has_ceiling(*class),
+                    _ => false,
+                };
+                (started, now, next, throttled)
+            };
             match next {
                 Next::Run(class, p) => {
                     ran += 1;
-                    let throttled = ctx.sched().has_ceiling(class);
-                    if let Some(v) = complete(ctx, class, p, throttled, stop)? {
-                        if !raised.contains(&v) {
-                            raised.push(v);
+                    match complete(ctx, class, p, started, throttled, stop) {
+                        Ok(Some(v)) if !raised.contains(&v) => raised.push(v),
+                        Ok(_) => {}
+                        Err(why) => {
+                            // As before: the queue is broken, raise nothing.
+                            raised.clear();
+                            return Err(why);
                         }
                     }
                 }
@@ -445,7 +483,7 @@ impl Engine {
                 Next::Idle => break Some(None),
             }
         };
-        for v in raised {
+        for v in raised.drain(..) {
             ctx.board.irq.raise(v);
         }
         Ok(outcome)
@@ -472,10 +510,10 @@ fn complete(
     ctx: &IoContext,
     class: u32,
     p: Pending,
+    started: Instant,
     throttled: bool,
     stop: &AtomicBool,
 ) -> Result<Option<u16>, String> {
-    let started = Instant::now();
     if let Some(mirror) = ctx.mirrors.get(p.sqe.nsid) {
         // A read the in-sync local plex serves runs here, as a local
         // namespace's: no hand-over to the mirror's workers, no bounce
@@ -586,6 +624,7 @@ pub(crate) fn finish(
                 cqid: p.cqid,
                 cq: p.cq.clone(),
                 fetched: p.fetched,
+                bytes: p.bytes,
                 inflight: p.inflight.clone(),
                 gate: p.gate.clone(),
             };
@@ -620,8 +659,9 @@ pub(crate) fn post(
         cid: p.sqe.cid,
         status: 0,
     };
-    // The driver may not have consumed earlier completions yet: wait.
-    let deadline = Instant::now() + Duration::from_secs(5);
+    // The driver may not have consumed earlier completions yet: wait, at
+    // most 5 s from finding the queue full (no clock read otherwise).
+    let mut deadline = None;
     let mut cq = loop {
         let cq = p.cq.lock().unwrap_or_else(PoisonError::into_inner);
         let head = board.bar.read32(abi::cq_head_doorbell(p.cqid));
@@ -639,7 +679,9 @@ pub(crate) fn post(
         board
             .irq
             .raise(p.cq.lock().unwrap_or_else(PoisonError::into_inner).vector);
-        if stop.load(Ordering::Relaxed) || Instant::now() > deadline {
+        let now = Instant::now();
+        let deadline = *deadline.get_or_insert(now + Duration::from_secs(5));
+        if stop.load(Ordering::Relaxed) || now > deadline {
             warn!(cqid = p.cqid, "CQ stays full; completion dropped");
             p.inflight.fetch_sub(1, Ordering::AcqRel);
             return Ok(None);
@@ -664,7 +706,7 @@ fn record(
 ) {
     let mut all = ctx.stats.lock().unwrap_or_else(PoisonError::into_inner);
     let s = all.entry(class).or_default();
-    let (_, bytes) = classify(ctx.pool.as_deref(), &p.sqe);
+    let bytes = p.bytes;
     match p.sqe.opcode {
         abi::IO_READ => {
             s.reads += 1;

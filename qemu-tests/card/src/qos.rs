@@ -232,6 +232,9 @@ pub struct Scheduler<T> {
     /// Virtual time of the weight phase: the start tag of the last command
     /// it dispatched (never goes back).
     vtime: f64,
+    /// Commands queued, in all classes (kept, so that asking costs no walk
+    /// over the classes).
+    queued: usize,
 }
 
 impl<T> Default for Scheduler<T> {
@@ -241,6 +244,7 @@ impl<T> Default for Scheduler<T> {
             media_iops: None,
             media_bps: None,
             vtime: 0.0,
+            queued: 0,
         }
     }
 }
@@ -331,6 +335,7 @@ impl<T> Scheduler<T> {
             r,
             p: pt,
         });
+        self.queued += 1;
     }
 
     /// Removes (and returns) every queued command `drop_it` selects.
@@ -347,6 +352,7 @@ impl<T> Scheduler<T> {
             }
             c.queue = keep;
         }
+        self.queued -= out.len();
         out
     }
 
@@ -366,7 +372,7 @@ impl<T> Scheduler<T> {
 
     /// Commands queued.
     pub fn len(&self) -> usize {
-        self.classes.values().map(|c| c.queue.len()).sum()
+        self.queued
     }
 
     /// Whether nothing is queued.
@@ -421,6 +427,7 @@ impl<T> Scheduler<T> {
         let Some(q) = c.queue.pop_front() else {
             return Next::Idle;
         };
+        self.queued -= 1;
         c.charge(q.bytes);
         if let Some(b) = &mut self.media_iops {
             b.take(1.0);
@@ -774,6 +781,23 @@ mod tests {
         let after = rate(&runs, 1.1, 2.0);
         assert!((before - 100.0).abs() < 5.0, "{before}");
         assert!((after - 1000.0).abs() < 30.0, "{after}");
+    }
+
+    #[test]
+    fn the_queued_count_follows_push_next_and_remove() {
+        let mut s: Scheduler<u32> = Scheduler::default();
+        assert!(s.is_empty());
+        for i in 0..6 {
+            s.push(i % 3, 4096, i, 0.0);
+        }
+        assert_eq!(s.len(), 6);
+        assert!(matches!(s.next(0.0), Next::Run(_, _)));
+        assert_eq!(s.len(), 5);
+        let gone = s.remove_where(|&i| i % 2 == 0);
+        assert_eq!(s.len(), 5 - gone.len());
+        while let Next::Run(_, _) = s.next(0.0) {}
+        assert!(s.is_empty());
+        assert_eq!(s.next(0.0), Next::Idle);
     }
 
     #[test]
