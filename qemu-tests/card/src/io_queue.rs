@@ -23,7 +23,7 @@ use crate::board::Board;
 use crate::fault::Fault;
 use crate::mirror::Mirrors;
 use crate::nvm;
-use crate::pool::Pool;
+use crate::pool::{Pool, MAX_NAMESPACES};
 use crate::qos::{Next, Scheduler};
 use crate::queue::{CompletionQueue, SubmissionQueue};
 use crate::remote::{Job, RemoteLinks};
@@ -121,7 +121,7 @@ pub(crate) struct IoContext {
     /// The QoS scheduler; its classes are namespace ids (0: no namespace).
     pub(crate) sched: Mutex<Scheduler<Pending>>,
     /// Per-namespace counters.
-    pub(crate) stats: Mutex<HashMap<u32, NamespaceStats>>,
+    stats: Mutex<Counters>,
     /// Time zero of the scheduler's clock.
     pub(crate) epoch: Instant,
     /// An injected I/O fault (`--fault lose-io=` or `duplicate-completion=`).
@@ -151,7 +151,7 @@ impl IoContext {
             pool,
             fatal: Mutex::new(None),
             sched: Mutex::new(Scheduler::default()),
-            stats: Mutex::new(HashMap::new()),
+            stats: Mutex::new(Counters::new()),
             epoch: Instant::now(),
             fault,
             fault_seen: AtomicUsize::new(0),
@@ -201,9 +201,43 @@ impl IoContext {
         self.stats
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(&nsid)
-            .copied()
-            .unwrap_or_default()
+            .get(nsid)
+    }
+}
+
+/// The counters of each scheduling class (a namespace id; 0: none or
+/// all). The pool's namespace ids are 1..=`MAX_NAMESPACES`, so those and 0
+/// have a slot each and counting costs an index, not a hash; any other id
+/// a command names (it fails, counted as an error) goes to a map, as every
+/// id did before.
+#[derive(Debug)]
+struct Counters {
+    by_id: Box<[NamespaceStats]>,
+    other: HashMap<u32, NamespaceStats>,
+}
+
+impl Counters {
+    fn new() -> Self {
+        Self {
+            by_id: vec![NamespaceStats::default(); MAX_NAMESPACES as usize + 1].into_boxed_slice(),
+            other: HashMap::new(),
+        }
+    }
+
+    /// The counters of `id` (zero if it had no command).
+    fn get(&self, id: u32) -> NamespaceStats {
+        match self.by_id.get(id as usize) {
+            Some(s) => *s,
+            None => self.other.get(&id).copied().unwrap_or_default(),
+        }
+    }
+
+    /// The counters of `id`, to count a command.
+    fn entry(&mut self, id: u32) -> &mut NamespaceStats {
+        match self.by_id.get_mut(id as usize) {
+            Some(s) => s,
+            None => self.other.entry(id).or_default(),
+        }
     }
 }
 
@@ -705,7 +739,7 @@ fn record(
     throttled: bool,
 ) {
     let mut all = ctx.stats.lock().unwrap_or_else(PoisonError::into_inner);
-    let s = all.entry(class).or_default();
+    let s = all.entry(class);
     let bytes = p.bytes;
     match p.sqe.opcode {
         abi::IO_READ => {
@@ -730,4 +764,27 @@ fn record(
     let us = p.fetched.elapsed().as_micros().max(1) as u64;
     let bucket = (64 - us.leading_zeros() as usize).min(abi::LATENCY_BUCKETS - 1);
     s.latency_us_log2[bucket] += 1;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_of_every_id_are_kept_apart() {
+        let mut c = Counters::new();
+        for (id, n) in [(0, 1), (1, 2), (MAX_NAMESPACES, 3), (MAX_NAMESPACES + 1, 4)] {
+            for _ in 0..n {
+                c.entry(id).reads += 1;
+            }
+        }
+        c.entry(u32::MAX - 1).errors += 1;
+        assert_eq!(c.get(0).reads, 1);
+        assert_eq!(c.get(1).reads, 2);
+        assert_eq!(c.get(MAX_NAMESPACES).reads, 3);
+        assert_eq!(c.get(MAX_NAMESPACES + 1).reads, 4);
+        assert_eq!(c.get(u32::MAX - 1).errors, 1);
+        assert_eq!(c.get(7), NamespaceStats::default());
+        assert_eq!(c.get(12345), NamespaceStats::default());
+    }
 }
