@@ -77,7 +77,7 @@ impl Pool {
             .ok_or(StorageError::NoNamespace(nsid))?;
         let first = (start >> CHUNK_SHIFT) as u32;
         let last = ((start + len - 1) >> CHUNK_SHIFT) as u32;
-        let missing: Vec<u32> = (first..=last).filter(|l| !ns.map.contains_key(l)).collect();
+        let missing: Vec<u32> = (first..=last).filter(|&l| !ns.map.contains(l)).collect();
         if missing.len() > st.free.len() {
             return Err(StorageError::PoolFull);
         }

@@ -106,7 +106,7 @@ impl Pool {
             if dir == Direction::Write {
                 let first = (start >> CHUNK_SHIFT) as u32;
                 let last = ((start + len - 1) >> CHUNK_SHIFT) as u32;
-                if (first..=last).any(|l| !ns.map.contains_key(&l)) {
+                if (first..=last).any(|l| !ns.map.contains(l)) {
                     let reclaimable = !st.pending_free.is_empty();
                     drop(st);
                     match self.allocate(nsid, start, len) {
@@ -192,8 +192,8 @@ impl Pool {
             let in_chunk = pos & (CHUNK_BYTES - 1);
             let piece = (CHUNK_BYTES - in_chunk).min(end - pos) as usize;
             let mut iovs = next(piece)?;
-            match ns.map.get(&chunk) {
-                Some(&phys) => {
+            match ns.map.get(chunk) {
+                Some(phys) => {
                     let (dev, base) = self.locate(phys).ok_or_else(|| {
                         std::io::Error::other(format!("chunk {phys} outside the pool"))
                     })?;
@@ -300,9 +300,9 @@ impl Pool {
             // namespace's end counts as covering the chunk.
             let ns_end = ns.size_blocks << ns.lba_shift;
             let whole = in_chunk == 0 && (piece == CHUNK_BYTES || pos + piece == ns_end);
-            if let Some(&phys) = ns.map.get(&chunk) {
+            if let Some(phys) = ns.map.get(chunk) {
                 if whole {
-                    ns.map.remove(&chunk);
+                    ns.map.remove(chunk);
                     self.punch_chunk(phys)?;
                     st.clean[phys as usize] = true;
                     st.pending_free.push(phys);
@@ -437,6 +437,39 @@ mod tests {
         drop(pool);
         let pool = Pool::open(&spec(&d, &["a.img"], 16 << 20)).unwrap();
         assert_eq!(read(&pool, &m, n, 8, 4096), vec![3u8; 4096]);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn chunks_past_the_map_table_are_written_read_deallocated_and_kept() {
+        let d = tmp("beyond");
+        let s = spec(&d, &["a.img"], 16 << 20);
+        let pool = Pool::open(&s).unwrap();
+        let m = mem();
+        // A thin 128 GiB namespace: its chunks from 64 GiB on are beyond the
+        // chunk map's table.
+        let n = pool.create_namespace(32 << 20, 12, label("big")).unwrap();
+        pool.set_attached(n, true).unwrap();
+        let table_end = u64::from(crate::pool::chunk_map::DENSE_CHUNKS) << (20 - 12);
+        // One write straddling the table's end, one in it, one far past it.
+        let at = [table_end - 1, 5, (32 << 20) - 1];
+        write(&pool, &m, n, at[0], &[1u8; 8192]).unwrap();
+        write(&pool, &m, n, at[1], &[2u8; 4096]).unwrap();
+        write(&pool, &m, n, at[2], &[3u8; 4096]).unwrap();
+        assert_eq!(read(&pool, &m, n, at[0], 8192), vec![1u8; 8192]);
+        assert_eq!(read(&pool, &m, n, at[2], 4096), vec![3u8; 4096]);
+        assert_eq!(read(&pool, &m, n, table_end + 256, 4096), vec![0u8; 4096]);
+        pool.flush().unwrap();
+        drop(pool);
+        let pool = Pool::open(&s).unwrap();
+        assert_eq!(read(&pool, &m, n, at[0], 8192), vec![1u8; 8192]);
+        assert_eq!(read(&pool, &m, n, at[1], 4096), vec![2u8; 4096]);
+        assert_eq!(read(&pool, &m, n, at[2], 4096), vec![3u8; 4096]);
+        // Deallocating the last chunk (whole: the namespace ends there)
+        // unmaps it; it reads as zeroes.
+        pool.deallocate(n, (32 << 20) - 256, 256).unwrap();
+        assert_eq!(read(&pool, &m, n, at[2], 4096), vec![0u8; 4096]);
+        assert_eq!(pool.usage().used_bytes, 3 << 20);
         let _ = std::fs::remove_dir_all(&d);
     }
 

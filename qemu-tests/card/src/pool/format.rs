@@ -3,14 +3,14 @@
 //! chunk maps), and their encoders and decoders. Nothing here does I/O but
 //! `write_slot`; opening (`open`) and committing (`data`) use it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
 use dia_abi::card as abi;
 
 use super::mirror::{regions_of, MirrorRecord, PlexRecord, RegionSet, MAX_DIRTY_RANGES};
-use super::{Namespace, Remote, CHUNK_BYTES, CHUNK_SHIFT, MAX_NAMESPACES};
+use super::{ChunkMap, Namespace, Remote, CHUNK_BYTES, CHUNK_SHIFT, MAX_NAMESPACES};
 
 pub(super) const LABEL_BYTES: u64 = 4096;
 const LABEL_MAGIC: &[u8; 8] = b"DIAPOOL1";
@@ -369,7 +369,7 @@ pub(super) fn encode_meta(namespaces: &BTreeMap<u32, Namespace>) -> Vec<u8> {
             b.extend_from_slice(&p.reserved);
         }
         b.extend_from_slice(&(ns.map.len() as u32).to_le_bytes());
-        let mut map: Vec<(u32, u32)> = ns.map.iter().map(|(&l, &p)| (l, p)).collect();
+        let mut map: Vec<(u32, u32)> = ns.map.iter().collect();
         map.sort_unstable();
         for (l, p) in map {
             b.extend_from_slice(&l.to_le_bytes());
@@ -428,7 +428,7 @@ pub(super) fn decode_meta(b: &[u8], total_chunks: u32) -> Result<BTreeMap<u32, N
             remote: None,
             mirror: None,
             plex_record: abi::PlexRecord::default(),
-            map: HashMap::new(),
+            map: ChunkMap::default(),
         };
         match kind {
             KIND_LOCAL => {}
@@ -461,7 +461,6 @@ pub(super) fn decode_meta(b: &[u8], total_chunks: u32) -> Result<BTreeMap<u32, N
             return Err(format!("namespace {nsid}: {n} chunks"));
         }
         let map = &mut namespace.map;
-        map.reserve(n as usize);
         for _ in 0..n {
             let (l, p) = (r.u32(), r.u32());
             if u64::from(l) >= logical_chunks || p >= total_chunks || used[p as usize] {
@@ -578,7 +577,7 @@ mod tests {
             remote: None,
             mirror: None,
             plex_record: abi::PlexRecord::default(),
-            map: HashMap::new(),
+            map: ChunkMap::default(),
         };
         let meta = |size_blocks| BTreeMap::from([(1, ns(size_blocks))]);
         assert!(decode_meta(&encode_meta(&meta(1 << 20)), 8).is_ok());
@@ -613,7 +612,7 @@ mod tests {
             }),
             mirror: None,
             plex_record: abi::PlexRecord::default(),
-            map: HashMap::new(),
+            map: ChunkMap::default(),
         }
     }
 
@@ -630,7 +629,7 @@ mod tests {
             remote: None,
             mirror: None,
             plex_record: abi::PlexRecord::default(),
-            map: HashMap::from([(0, 5), (3, 1)]),
+            map: [(0, 5), (3, 1)].into_iter().collect(),
         };
         let meta = BTreeMap::from([(1, local), (2, remote_ns())]);
         let encoded = encode_meta(&meta);
@@ -712,7 +711,7 @@ mod tests {
             remote: None,
             mirror: None,
             plex_record: abi::PlexRecord::default(),
-            map: HashMap::from([(0, 3)]),
+            map: [(0, 3)].into_iter().collect(),
         };
         let payload = encode_meta(&BTreeMap::from([(1, ns)]));
         let mut good = slot_image(4, &payload);
@@ -773,7 +772,7 @@ mod tests {
                 ],
             }),
             plex_record: abi::PlexRecord::default(),
-            map: HashMap::new(),
+            map: ChunkMap::default(),
         }
     }
 
@@ -794,7 +793,7 @@ mod tests {
                 in_sync: [3, 4, 0, 0],
                 reserved: [0; 8],
             },
-            map: HashMap::from([(0, 5), (3, 1)]),
+            map: [(0, 5), (3, 1)].into_iter().collect(),
         };
         let meta = BTreeMap::from([(1, plex.clone()), (2, remote_ns())]);
         let encoded = encode_meta(&meta);

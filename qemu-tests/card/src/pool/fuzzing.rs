@@ -42,7 +42,7 @@ fn check_decoded(namespaces: &BTreeMap<u32, Namespace>, total_chunks: u32) {
             );
         }
         let logical = (ns.size_blocks << ns.lba_shift).div_ceil(CHUNK_BYTES);
-        for (&l, &p) in &ns.map {
+        for (l, p) in ns.map.iter() {
             assert!(
                 u64::from(l) < logical,
                 "namespace {nsid}: chunk {l} past its end"

@@ -44,6 +44,7 @@
 //! write and the next allocation could still get wrong.
 
 mod allocator;
+mod chunk_map;
 mod data;
 mod error;
 mod format;
@@ -55,7 +56,7 @@ mod open;
 #[cfg(test)]
 mod testing;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
@@ -63,6 +64,7 @@ use std::sync::{Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use dia_abi::card as abi;
 
+use chunk_map::ChunkMap;
 pub use error::{OpenError, StorageError};
 pub use mirror::{regions_of, MirrorRecord, PlexRecord, RegionSet};
 
@@ -117,7 +119,7 @@ pub struct Namespace {
     pub plex_record: abi::PlexRecord,
     /// Logical chunk -> physical chunk, for allocated chunks only (always
     /// empty for a remote namespace).
-    map: HashMap<u32, u32>,
+    map: ChunkMap,
 }
 
 /// A remote namespace's target as the pool keeps it: the table entry of a

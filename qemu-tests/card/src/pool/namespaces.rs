@@ -2,11 +2,9 @@
 //! detach, service level, and the lookups the controller answers Identify
 //! and the I/O path's checks with. Each change commits the metadata.
 
-use std::collections::HashMap;
-
 use dia_abi::card as abi;
 
-use super::{Namespace, Pool, Remote, StorageError, MAX_NAMESPACES};
+use super::{ChunkMap, Namespace, Pool, Remote, StorageError, MAX_NAMESPACES};
 
 impl Pool {
     /// A namespace's state.
@@ -112,7 +110,7 @@ impl Pool {
                     remote,
                     mirror,
                     plex_record: abi::PlexRecord::default(),
-                    map: HashMap::new(),
+                    map: ChunkMap::default(),
                 },
             );
             st.dirty = true;
@@ -137,7 +135,7 @@ impl Pool {
                 .namespaces
                 .remove(&nsid)
                 .ok_or(StorageError::NoNamespace(nsid))?;
-            for &p in ns.map.values() {
+            for p in ns.map.values() {
                 self.punch_chunk(p)?;
                 st.clean[p as usize] = true;
                 st.pending_free.push(p);

@@ -216,7 +216,7 @@ impl Pool {
             best.ok_or_else(|| invalid("both metadata slots of the pool are damaged".into()))?;
         let mut used = vec![false; total_chunks as usize];
         for ns in namespaces.values() {
-            for &p in ns.map.values() {
+            for p in ns.map.values() {
                 used[p as usize] = true;
             }
         }

@@ -67,12 +67,7 @@ pub(super) fn read(pool: &Pool, m: &GuestMemory, nsid: u32, slba: u64, len: usiz
 
 /// The physical chunk behind logical chunk `l` of `nsid`.
 pub(super) fn phys(pool: &Pool, nsid: u32, l: u32) -> Option<u32> {
-    pool.read_state()
-        .namespaces
-        .get(&nsid)?
-        .map
-        .get(&l)
-        .copied()
+    pool.read_state().namespaces.get(&nsid)?.map.get(l)
 }
 
 pub(super) fn zero(b: &[u8]) -> bool {
