@@ -63,7 +63,7 @@ pub fn prp_segments(
     prp2: u64,
     len: usize,
 ) -> Result<Vec<(u64, usize)>, u16> {
-    crate::prp::prp_segments(mem, prp1, prp2, len)
+    crate::prp::prp_segments(mem, prp1, prp2, len).map(crate::prp::Segments::into_vec)
 }
 
 /// A new scratch directory for one benchmark's pool (see `scratch.rs`).

@@ -933,7 +933,7 @@ impl Controller {
     fn write_prp(&self, sqe: &SubmissionEntry, data: &[u8]) -> Result<u32, u16> {
         let mem = &self.board.mem;
         let mut off = 0usize;
-        for (addr, len) in prp_segments(mem, sqe.prp1, sqe.prp2, data.len())? {
+        for &(addr, len) in prp_segments(mem, sqe.prp1, sqe.prp2, data.len())?.iter() {
             mem.write(addr, &data[off..off + len])
                 .map_err(|_| abi::STATUS_DATA_TRANSFER_ERROR)?;
             off += len;
@@ -945,7 +945,7 @@ impl Controller {
     fn read_prp(&self, sqe: &SubmissionEntry, out: &mut [u8]) -> Result<(), u16> {
         let mem = &self.board.mem;
         let mut off = 0usize;
-        for (addr, len) in prp_segments(mem, sqe.prp1, sqe.prp2, out.len())? {
+        for &(addr, len) in prp_segments(mem, sqe.prp1, sqe.prp2, out.len())?.iter() {
             mem.read(addr, &mut out[off..off + len])
                 .map_err(|_| abi::STATUS_DATA_TRANSFER_ERROR)?;
             off += len;

@@ -101,7 +101,7 @@ pub fn prp_segments(
     prp2: u64,
     len: usize,
 ) -> Result<Vec<(u64, usize)>, u16> {
-    crate::prp::prp_segments(mem, prp1, prp2, len)
+    crate::prp::prp_segments(mem, prp1, prp2, len).map(crate::prp::Segments::into_vec)
 }
 
 /// Executes one NVM I/O command as an I/O queue engine does; returns its

@@ -28,6 +28,7 @@ mod firmware;
 #[doc(hidden)]
 pub mod fuzz;
 mod guest_memory;
+mod inline_vec;
 mod io_queue;
 mod ivshmem;
 mod mirror;

@@ -541,7 +541,7 @@ impl Mirror {
             prp_segments(mem, sqe.prp1, sqe.prp2, len as usize)?
         };
         self.check_range(slba, n)?;
-        Ok((slba, n, segs))
+        Ok((slba, n, segs.into_vec()))
     }
 
     fn read(

@@ -67,7 +67,7 @@ pub(crate) fn dsm_ranges(mem: &GuestMemory, sqe: &SubmissionEntry) -> Result<Vec
     let segs = prp_segments(mem, sqe.prp1, sqe.prp2, count * size)?;
     let mut raw = vec![0u8; count * size];
     let mut off = 0;
-    for (addr, len) in segs {
+    for &(addr, len) in segs.iter() {
         mem.read(addr, &mut raw[off..off + len])
             .map_err(|_| abi::STATUS_DATA_TRANSFER_ERROR)?;
         off += len;

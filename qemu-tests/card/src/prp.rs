@@ -4,8 +4,13 @@
 use dia_abi::card as abi;
 
 use crate::guest_memory::GuestMemory;
+use crate::inline_vec::InlineVec;
 
 const PAGE: u64 = abi::PRP_PAGE_BYTES;
+
+/// A transfer's guest (address, length) segments: up to four inline (a
+/// transfer of up to 12 KiB, or 8 KiB from any offset), more on the heap.
+pub(crate) type Segments = InlineVec<(u64, usize), 4>;
 
 /// Splits a transfer of `len` bytes described by PRP1/PRP2 into guest
 /// (address, length) segments, following PRP lists as NVMe defines them:
@@ -17,15 +22,18 @@ pub(crate) fn prp_segments(
     prp1: u64,
     prp2: u64,
     len: usize,
-) -> Result<Vec<(u64, usize)>, u16> {
+) -> Result<Segments, u16> {
+    let mut segs = Segments::new((0, 0));
     if len == 0 {
-        return Ok(Vec::new());
+        return Ok(segs);
     }
     if prp1 & 3 != 0 {
         return Err(abi::STATUS_INVALID_PRP_OFFSET);
     }
+    // Pages of the transfer, the most segments it can have.
+    let pages = len.div_ceil(PAGE as usize) + 1;
     let first = len.min((PAGE - prp1 % PAGE) as usize);
-    let mut segs = vec![(prp1, first)];
+    segs.push((prp1, first), pages);
     let mut left = len - first;
     if left == 0 {
         return Ok(segs);
@@ -34,7 +42,7 @@ pub(crate) fn prp_segments(
         if !prp2.is_multiple_of(PAGE) {
             return Err(abi::STATUS_INVALID_PRP_OFFSET);
         }
-        segs.push((prp2, left));
+        segs.push((prp2, left), pages);
         return Ok(segs);
     }
     // PRP2 is a list pointer (may have a dword-aligned offset).
@@ -42,7 +50,6 @@ pub(crate) fn prp_segments(
         return Err(abi::STATUS_INVALID_PRP_OFFSET);
     }
     let mut list = prp2;
-    let max_pages = len.div_ceil(PAGE as usize) + 1;
     while left > 0 {
         let mut entry = [0u8; 8];
         mem.read(list, &mut entry)
@@ -61,10 +68,10 @@ pub(crate) fn prp_segments(
             return Err(abi::STATUS_INVALID_PRP_OFFSET);
         }
         let n = left.min(PAGE as usize);
-        segs.push((addr, n));
+        segs.push((addr, n), pages);
         left -= n;
         list += 8;
-        if segs.len() > max_pages {
+        if segs.len() > pages {
             return Err(abi::STATUS_INVALID_FIELD);
         }
     }
@@ -83,11 +90,13 @@ mod tests {
     #[test]
     fn prp_single_and_two_pages() {
         let m = mem();
-        assert_eq!(prp_segments(&m, 0x1000, 0, 4096), Ok(vec![(0x1000, 4096)]));
+        let segs = |prp1, prp2, len| prp_segments(&m, prp1, prp2, len).map(Segments::into_vec);
+        assert_eq!(segs(0x1000, 0, 4096), Ok(vec![(0x1000, 4096)]));
         assert_eq!(
-            prp_segments(&m, 0x1800, 0x5000, 4096),
+            segs(0x1800, 0x5000, 4096),
             Ok(vec![(0x1800, 2048), (0x5000, 2048)])
         );
+        assert_eq!(segs(0x1000, 0, 0), Ok(vec![]));
         assert_eq!(
             prp_segments(&m, 0x1802, 0, 8),
             Err(abi::STATUS_INVALID_PRP_OFFSET)

@@ -387,7 +387,7 @@ impl Link {
             slba,
             // At most MAX_TRANSFER_BYTES.
             len: (n << self.lba_shift) as usize,
-            segs,
+            segs: segs.into_vec(),
         })
     }
 

@@ -10,6 +10,17 @@ use std::sync::PoisonError;
 use super::format::{encode_meta, write_slot};
 use super::{attached, Direction, Namespace, Pool, StorageError, CHUNK_BYTES, CHUNK_SHIFT};
 use crate::guest_memory::GuestMemory;
+use crate::inline_vec::InlineVec;
+
+/// The iovecs of one piece of a transfer (a 4 KiB command has one, or two
+/// from an unaligned PRP1): up to four inline.
+type IoVecs = InlineVec<libc::iovec, 4>;
+
+/// An empty iovec, the filler of [`IoVecs`]' inline slots.
+const NO_IOVEC: libc::iovec = libc::iovec {
+    iov_base: std::ptr::null_mut(),
+    iov_len: 0,
+};
 
 /// Runs a vectored positional transfer to completion.
 fn transfer_all(
@@ -148,8 +159,7 @@ impl Pool {
         let mut seg = 0usize;
         let mut seg_off = 0usize;
         // The guest pages of each piece.
-        let mut next = |piece: usize| -> Result<Vec<libc::iovec>, StorageError> {
-            let mut iovs: Vec<libc::iovec> = Vec::new();
+        let mut next = |piece: usize, iovs: &mut IoVecs| -> Result<(), StorageError> {
             let mut need = piece;
             while need > 0 {
                 let &(addr, seg_len) = segs.get(seg).ok_or_else(|| {
@@ -157,10 +167,13 @@ impl Pool {
                 })?;
                 let n = (seg_len - seg_off).min(need);
                 let p = mem.dma_ptr(addr + seg_off as u64, n)?;
-                iovs.push(libc::iovec {
-                    iov_base: p.cast(),
-                    iov_len: n,
-                });
+                iovs.push(
+                    libc::iovec {
+                        iov_base: p.cast(),
+                        iov_len: n,
+                    },
+                    segs.len() - seg,
+                );
                 need -= n;
                 seg_off += n;
                 if seg_off == seg_len {
@@ -168,30 +181,33 @@ impl Pool {
                     seg_off = 0;
                 }
             }
-            Ok(iovs)
+            Ok(())
         };
         self.move_pieces(dir, ns, start, len, &mut next)
     }
 
     /// Moves `len` bytes at byte `start` of `ns` piece by piece (at most a
-    /// chunk each) between the pool and the memory `next(piece)` gives
-    /// for each piece, in order. Every iovec must point at memory valid
-    /// for its length that no Rust reference covers meanwhile.
+    /// chunk each) between the pool and the memory `next(piece, iovs)`
+    /// puts in the (empty) `iovs` for each piece, in order. Every iovec
+    /// must point at memory valid for its length that no Rust reference
+    /// covers meanwhile.
     fn move_pieces(
         &self,
         dir: Direction,
         ns: &Namespace,
         start: u64,
         len: u64,
-        next: &mut dyn FnMut(usize) -> Result<Vec<libc::iovec>, StorageError>,
+        next: &mut dyn FnMut(usize, &mut IoVecs) -> Result<(), StorageError>,
     ) -> Result<(), StorageError> {
+        let mut iovs = IoVecs::new(NO_IOVEC);
         let mut pos = start;
         let end = start + len;
         while pos < end {
             let chunk = (pos >> CHUNK_SHIFT) as u32;
             let in_chunk = pos & (CHUNK_BYTES - 1);
             let piece = (CHUNK_BYTES - in_chunk).min(end - pos) as usize;
-            let mut iovs = next(piece)?;
+            iovs.clear();
+            next(piece, &mut iovs)?;
             match ns.map.get(chunk) {
                 Some(phys) => {
                     let (dev, base) = self.locate(phys).ok_or_else(|| {
@@ -200,7 +216,7 @@ impl Pool {
                     transfer_all(&dev.file, dir, &mut iovs, base + in_chunk)?;
                 }
                 None if dir == Direction::Read => {
-                    for v in &iovs {
+                    for v in iovs.iter() {
                         // SAFETY: each iovec is valid for its length (the
                         // caller's promise: bounds-checked by dma_ptr, or
                         // a piece of the caller's buffer).
@@ -261,16 +277,20 @@ impl Pool {
     ) -> Result<(), StorageError> {
         self.with_mapped(dir, nsid, slba, blocks, Some(buf_len), |ns, start, len| {
             let mut off = 0usize;
-            let mut next = |piece: usize| -> Result<Vec<libc::iovec>, StorageError> {
+            let mut next = |piece: usize, iovs: &mut IoVecs| -> Result<(), StorageError> {
                 // SAFETY: off + piece <= buf_len: the pieces add up to
                 // len, which is the buffer's length (checked by
                 // with_mapped).
                 let p = unsafe { base.add(off) };
                 off += piece;
-                Ok(vec![libc::iovec {
-                    iov_base: p.cast(),
-                    iov_len: piece,
-                }])
+                iovs.push(
+                    libc::iovec {
+                        iov_base: p.cast(),
+                        iov_len: piece,
+                    },
+                    1,
+                );
+                Ok(())
             };
             self.move_pieces(dir, ns, start, len, &mut next)
         })
