@@ -755,11 +755,13 @@ fn record(
     if status != abi::STATUS_SUCCESS {
         s.errors += 1;
     }
-    let queued = started.duration_since(p.fetched);
     // Waiting behind a ceiling (beyond ordinary queueing) counts as throttled.
-    if throttled && queued > Duration::from_micros(200) {
-        s.throttled += 1;
-        s.throttled_ns += queued.as_nanos() as u64;
+    if throttled {
+        let queued = started.duration_since(p.fetched);
+        if queued > Duration::from_micros(200) {
+            s.throttled += 1;
+            s.throttled_ns += queued.as_nanos() as u64;
+        }
     }
     let us = p.fetched.elapsed().as_micros().max(1) as u64;
     let bucket = (64 - us.leading_zeros() as usize).min(abi::LATENCY_BUCKETS - 1);
