@@ -8,7 +8,6 @@
 //! handed to its link (`remote`) once released, and completes from there.
 //! Per-namespace counters are kept here.
 
-use std::collections::HashMap;
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
@@ -205,39 +204,37 @@ impl IoContext {
     }
 }
 
-/// The counters of each scheduling class (a namespace id; 0: none or
-/// all). The pool's namespace ids are 1..=`MAX_NAMESPACES`, so those and 0
-/// have a slot each and counting costs an index, not a hash; any other id
-/// a command names (it fails, counted as an error) goes to a map, as every
-/// id did before.
+/// The counters of each scheduling class (see [`classify`]: a namespace
+/// id of the pool, 1..=`MAX_NAMESPACES`, or 0 for commands naming none of
+/// them), a slot each, so counting costs an index, and what a guest sends
+/// cannot make the table grow.
 #[derive(Debug)]
 struct Counters {
     by_id: Box<[NamespaceStats]>,
-    other: HashMap<u32, NamespaceStats>,
 }
 
 impl Counters {
     fn new() -> Self {
         Self {
             by_id: vec![NamespaceStats::default(); MAX_NAMESPACES as usize + 1].into_boxed_slice(),
-            other: HashMap::new(),
         }
     }
 
-    /// The counters of `id` (zero if it had no command).
+    /// The counters of class `id` (zero if it had no command or is not a
+    /// class).
     fn get(&self, id: u32) -> NamespaceStats {
-        match self.by_id.get(id as usize) {
-            Some(s) => *s,
-            None => self.other.get(&id).copied().unwrap_or_default(),
-        }
+        self.by_id.get(id as usize).copied().unwrap_or_default()
     }
 
-    /// The counters of `id`, to count a command.
+    /// The counters of class `id`, to count a command; an id that is not a
+    /// class counts in class 0's.
     fn entry(&mut self, id: u32) -> &mut NamespaceStats {
-        match self.by_id.get_mut(id as usize) {
-            Some(s) => s,
-            None => self.other.entry(id).or_default(),
-        }
+        let i = if (id as usize) < self.by_id.len() {
+            id as usize
+        } else {
+            0
+        };
+        &mut self.by_id[i]
     }
 }
 
@@ -526,7 +523,15 @@ impl Engine {
 
 /// The scheduling class and size of a command.
 fn classify(pool: Option<&Pool>, sqe: &SubmissionEntry) -> (u32, u64) {
-    let class = if sqe.nsid == u32::MAX { 0 } else { sqe.nsid };
+    // Only ids a namespace can have get a class of their own: every class
+    // stays in the scheduler (and its counters) for good and each decision
+    // looks at all of them, so ids a guest makes up (they fail with Invalid
+    // Namespace) and the broadcast id share class 0.
+    let class = if (1..=MAX_NAMESPACES).contains(&sqe.nsid) {
+        sqe.nsid
+    } else {
+        0
+    };
     let bytes = match (sqe.opcode, pool) {
         (abi::IO_READ | abi::IO_WRITE, Some(pool)) => pool
             .io_lba_shift(sqe.nsid)
@@ -773,7 +778,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn counters_of_every_id_are_kept_apart() {
+    fn counters_of_every_class_are_kept_apart() {
         let mut c = Counters::new();
         for (id, n) in [(0, 1), (1, 2), (MAX_NAMESPACES, 3), (MAX_NAMESPACES + 1, 4)] {
             for _ in 0..n {
@@ -781,12 +786,27 @@ mod tests {
             }
         }
         c.entry(u32::MAX - 1).errors += 1;
-        assert_eq!(c.get(0).reads, 1);
+        // Ids that are not classes count in class 0's.
+        assert_eq!(c.get(0).reads, 5);
+        assert_eq!(c.get(0).errors, 1);
         assert_eq!(c.get(1).reads, 2);
         assert_eq!(c.get(MAX_NAMESPACES).reads, 3);
-        assert_eq!(c.get(MAX_NAMESPACES + 1).reads, 4);
-        assert_eq!(c.get(u32::MAX - 1).errors, 1);
+        assert_eq!(c.get(MAX_NAMESPACES + 1), NamespaceStats::default());
         assert_eq!(c.get(7), NamespaceStats::default());
         assert_eq!(c.get(12345), NamespaceStats::default());
+    }
+
+    #[test]
+    fn made_up_namespace_ids_share_one_class() {
+        let sqe = |nsid| SubmissionEntry {
+            opcode: abi::IO_READ,
+            nsid,
+            ..SubmissionEntry::default()
+        };
+        assert_eq!(classify(None, &sqe(1)).0, 1);
+        assert_eq!(classify(None, &sqe(MAX_NAMESPACES)).0, MAX_NAMESPACES);
+        for nsid in [0, MAX_NAMESPACES + 1, 12345, u32::MAX - 1, u32::MAX] {
+            assert_eq!(classify(None, &sqe(nsid)).0, 0, "nsid {nsid}");
+        }
     }
 }
