@@ -120,9 +120,10 @@ pub fn run_storage(paths: &Paths, artefacts: &Artefacts) -> Result<String> {
     // durable on Flush/FUA with fdatasync (a volatile write cache). The
     // peers get the same semantics: cache=writeback (the guest sees a write
     // cache and its flushes become fdatasync), aio=threads as writeback
-    // requires.
-    let mut s = scenario::parse(&paths.qemu_tests("bench/storage.sh"))?;
-    s.name = "bench-storage".into();
+    // requires. (QEMU's nvme ignores FUA there: a FUA write is not synced,
+    // so the O_DSYNC rows use psync, where a flush follows; see
+    // docs/performance.md.)
+    let mut s = bench_scenario(paths, "storage")?;
     s.qemu_args.extend(
         [
             "-drive",
@@ -155,6 +156,45 @@ pub fn run_storage(paths: &Paths, artefacts: &Artefacts) -> Result<String> {
         &["nvme", "virtio-blk"],
     )?;
     save_report(paths, "bench-storage.md", md)
+}
+
+/// The benchmark script `bench/NAME.sh`, as a scenario named
+/// `bench-NAME` (its run directory and report name).
+fn bench_scenario(paths: &Paths, name: &str) -> Result<scenario::Scenario> {
+    let mut s = scenario::parse(&paths.qemu_tests(format!("bench/{name}.sh")))?;
+    s.name = format!("bench-{name}");
+    Ok(s)
+}
+
+/// Runs benchmark NAME, which needs no devices beyond the appliances',
+/// after saying what it is: its guest text and console path.
+fn run_plain(
+    paths: &Paths,
+    artefacts: &Artefacts,
+    name: &str,
+    banner: &str,
+    what: &str,
+) -> Result<(String, PathBuf)> {
+    let s = bench_scenario(paths, name)?;
+    eprintln!("==> benchmark: {banner}");
+    run_to_console(paths, artefacts, &s, what)
+}
+
+/// The report lines the guest printed as `@@MD` (Markdown), one a line.
+fn md_text(text: &str) -> String {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("@@MD"))
+        .map(|l| format!("{}\n", l.trim_start()))
+        .collect()
+}
+
+/// [`md_text`], or an error naming the console when the guest printed none.
+fn md_lines(text: &str, console: &Path) -> Result<String> {
+    let md = md_text(text);
+    if md.is_empty() {
+        bail!("no @@MD results in {}", console.display());
+    }
+    Ok(md)
 }
 
 /// Runs a benchmark's boot; on success, the console text of its (first)
@@ -285,21 +325,20 @@ fn device_table(text: &str, console: &Path, devices: &[&str], peers: &[&str]) ->
 /// volume with one copy, one with two and one with three (the first copy
 /// always the first appliance's own), then the resync rate.
 pub fn run_mirror(paths: &Paths, artefacts: &Artefacts) -> Result<String> {
-    let mut s = scenario::parse(&paths.qemu_tests("bench/mirror.sh"))?;
-    s.name = "bench-mirror".into();
-    eprintln!(
-        "==> benchmark: mirrored volumes (2 and 3 copies) vs one copy, and the resync rate (three appliances, one boot, three rounds, about 25 minutes)"
-    );
-    let (text, console) = run_to_console(paths, artefacts, &s, "benchmark run")?;
+    let (text, console) = run_plain(
+        paths,
+        artefacts,
+        "mirror",
+        "mirrored volumes (2 and 3 copies) vs one copy, and the resync rate (three appliances, one boot, three rounds, about 25 minutes)",
+        "benchmark run",
+    )?;
     let mut md = device_table(
         &text,
         &console,
         &["mirror-3", "mirror-2", "single"],
         &["single", "mirror-2"],
     )?;
-    for l in text.lines().filter_map(|l| l.strip_prefix("@@MD")) {
-        writeln!(md, "{}", l.trim_start())?;
-    }
+    md.push_str(&md_text(&text));
     save_report(paths, "bench-mirror.md", md)
 }
 
@@ -308,12 +347,13 @@ pub fn run_mirror(paths: &Paths, artefacts: &Artefacts) -> Result<String> {
 /// NVMe/TCP initiator, the second card's target) and, side by side, the
 /// kernel's own NVMe/TCP host on another volume of the second card.
 pub fn run_fabric(paths: &Paths, artefacts: &Artefacts) -> Result<String> {
-    let mut s = scenario::parse(&paths.qemu_tests("bench/fabric.sh"))?;
-    s.name = "bench-fabric".into();
-    eprintln!(
-        "==> benchmark: remote (NVMe/TCP between two cards) vs local volume, and the kernel's NVMe/TCP host (two appliances, one boot, three rounds, about 20 minutes)"
-    );
-    let (text, console) = run_to_console(paths, artefacts, &s, "benchmark run")?;
+    let (text, console) = run_plain(
+        paths,
+        artefacts,
+        "fabric",
+        "remote (NVMe/TCP between two cards) vs local volume, and the kernel's NVMe/TCP host (two appliances, one boot, three rounds, about 20 minutes)",
+        "benchmark run",
+    )?;
     // Ratios of remote to local: the remote row's own ratios are what the
     // issue's goals name (remote IOPS / local IOPS).
     let md = device_table(
@@ -332,20 +372,14 @@ pub fn run_fabric(paths: &Paths, artefacts: &Artefacts) -> Result<String> {
 /// the host channel, `card-memory`), and each fairness run's per-object
 /// numbers as `@@SCALE KIND COUNT VALUES...`, kept at the end of the report.
 pub fn run_scale(paths: &Paths, artefacts: &Artefacts) -> Result<String> {
-    let mut s = scenario::parse(&paths.qemu_tests("bench/scale.sh"))?;
-    s.name = "bench-scale".into();
-    eprintln!(
-        "==> benchmark: scale, the card's maximum namespaces and ports at once (one boot, about 15 minutes)"
-    );
-    let (text, console) = run_to_console(paths, artefacts, &s, "scale benchmark")?;
-    let mut md: String = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("@@MD"))
-        .map(|l| format!("{}\n", l.trim_start()))
-        .collect();
-    if md.is_empty() {
-        bail!("no @@MD results in {}", console.display());
-    }
+    let (text, console) = run_plain(
+        paths,
+        artefacts,
+        "scale",
+        "scale, the card's maximum namespaces and ports at once (one boot, about 15 minutes)",
+        "scale benchmark",
+    )?;
+    let mut md = md_lines(&text, &console)?;
     let raw: Vec<&str> = text
         .lines()
         .filter_map(|l| l.strip_prefix("@@SCALE "))
@@ -365,19 +399,14 @@ pub fn run_scale(paths: &Paths, artefacts: &Artefacts) -> Result<String> {
 
 /// The QoS benchmark: one boot, Markdown rows printed by the guest.
 pub fn run_qos(paths: &Paths, artefacts: &Artefacts) -> Result<String> {
-    let mut s = scenario::parse(&paths.qemu_tests("bench/qos.sh"))?;
-    s.name = "bench-qos".into();
-    eprintln!("==> benchmark: storage QoS, noisy neighbours with QoS off and on (one boot, about 3 minutes)");
-    let (text, console) = run_to_console(paths, artefacts, &s, "QoS benchmark")?;
-    let md: String = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("@@MD"))
-        .map(|l| format!("{}\n", l.trim_start()))
-        .collect();
-    if md.is_empty() {
-        bail!("no @@MD results in {}", console.display());
-    }
-    save_report(paths, "bench-qos.md", md)
+    let (text, console) = run_plain(
+        paths,
+        artefacts,
+        "qos",
+        "storage QoS, noisy neighbours with QoS off and on (one boot, about 3 minutes)",
+        "QoS benchmark",
+    )?;
+    save_report(paths, "bench-qos.md", md_lines(&text, &console)?)
 }
 
 /// The network benchmark's setups, as the guest names them, in the order of
@@ -563,8 +592,7 @@ fn net_table(console: &str) -> Result<String> {
 /// fails is reported as n/a with its error; the bench fails only when the
 /// console has no results at all.
 pub fn run_net(paths: &Paths, artefacts: &Artefacts) -> Result<String> {
-    let mut s = scenario::parse(&paths.qemu_tests("bench/net.sh"))?;
-    s.name = "bench-net".into();
+    let mut s = bench_scenario(paths, "net")?;
     for i in 0..2 {
         s.qemu_args.extend([
             "-netdev".to_string(),
