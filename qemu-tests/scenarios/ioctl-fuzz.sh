@@ -42,7 +42,7 @@ for round in 1 2 3; do
 done
 rc=0; wait $fuzz || rc=$?
 cat /tmp/chaos.txt
-[ "$rc" -eq 0 ] || fail "ioctl fuzzer under card deaths and PCI removal"
+[ "$rc" -eq 0 ] || fail "ioctl fuzzer under card deaths and PCI removal: $(tail -n 1 /tmp/chaos.txt)"
 disk=$(dia-guest-check ns-info "$keep" | sed -n 's/.* disk=\([a-z0-9]*\).*/\1/p')
 if [ -z "$disk" ]; then
     dia-guest-check ns-attach "$keep" >/dev/null || fail "reattaching the kept volume"

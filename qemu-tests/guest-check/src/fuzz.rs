@@ -723,8 +723,11 @@ impl Worker {
                 ));
             }
             Err(_) if self.doubtful(r) => {
+                // The card may have deleted it before it died: the id is no
+                // longer ours (a later create, here or in another thread,
+                // may hand it out again), and the end may not find it.
                 self.model.doubt = true;
-                if self.model.ns.contains_key(&nsid) {
+                if self.model.ns.remove(&nsid).is_some() {
                     self.model.maybe_gone_ns.insert(nsid);
                 }
             }
@@ -889,7 +892,11 @@ impl Worker {
                             ));
                         }
                     }
-                    Err(_) if self.doubtful(r) => self.model.doubt = true,
+                    Err(_) if self.doubtful(r) => {
+                        // It may be gone, and its id handed out again.
+                        self.model.doubt = true;
+                        self.model.ports.remove(&port);
+                    }
                     Err(_) => {}
                 }
             }
@@ -963,7 +970,7 @@ fn cmd_writes_back(cmd: u32) -> bool {
 
 fn ns_list(dev: &Dev) -> Result<BTreeSet<u32>, String> {
     let mut list = Box::new(DiaNsList::default());
-    dev.ioctl(DIA_IOC_NS_LIST, std::ptr::addr_of_mut!(*list) as usize)
+    settle(dev, DIA_IOC_NS_LIST, std::ptr::addr_of_mut!(*list) as usize)
         .map_err(|e| format!("NS_LIST: {}", errno_name(e)))?;
     let n = (list.count as usize).min(list.nsids.len());
     Ok(list.nsids[..n].iter().copied().collect())
@@ -971,18 +978,26 @@ fn ns_list(dev: &Dev) -> Result<BTreeSet<u32>, String> {
 
 fn port_list(dev: &Dev) -> Result<BTreeSet<u32>, String> {
     let mut list = Box::new(DiaPortList::default());
-    dev.ioctl(DIA_IOC_PORT_LIST, std::ptr::addr_of_mut!(*list) as usize)
-        .map_err(|e| format!("PORT_LIST: {}", errno_name(e)))?;
+    settle(
+        dev,
+        DIA_IOC_PORT_LIST,
+        std::ptr::addr_of_mut!(*list) as usize,
+    )
+    .map_err(|e| format!("PORT_LIST: {}", errno_name(e)))?;
     let n = (list.count as usize).min(list.ports.len());
     Ok(list.ports[..n].iter().copied().collect())
 }
 
-/// Retries a cleanup call while a restarting card answers with its errors.
+/// Retries a cleanup call while a restarting card answers with its errors,
+/// or the driver is still adding the disk of a namespace it attaches again
+/// after a reset (`EBUSY`), for up to 60 s.
 fn settle(dev: &Dev, cmd: u32, arg: usize) -> Result<(), i32> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         match dev.ioctl(cmd, arg) {
-            Err(e) if CHAOS_ERRNOS.contains(&e) && Instant::now() < deadline => {
+            Err(e)
+                if (CHAOS_ERRNOS.contains(&e) || e == libc::EBUSY) && Instant::now() < deadline =>
+            {
                 std::thread::sleep(Duration::from_millis(200));
             }
             r => return r.map(|_| ()),
@@ -1079,7 +1094,15 @@ fn check_and_clean(
     before_ports: &BTreeSet<u32>,
     chaos: bool,
 ) -> Result<(), String> {
-    let dev = Dev::open()?;
+    // After a PCI rescan the new /dev/dia may still be on its way.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let dev = loop {
+        match Dev::open() {
+            Ok(d) => break d,
+            Err(e) if Instant::now() > deadline => return Err(format!("{e} for 60 s")),
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    };
     let confirmed_ns: BTreeSet<u32> = models.iter().flat_map(|m| m.ns.keys().copied()).collect();
     let maybe_gone: BTreeSet<u32> = models
         .iter()

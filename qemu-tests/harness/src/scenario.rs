@@ -208,8 +208,10 @@ pub fn run_all(
 /// A console line that says why a scenario failed: the scenario's own
 /// `fail` message or a kernel bug report.
 fn is_failure_line(line: &str) -> bool {
-    const MARKS: [&str; 8] = [
+    const MARKS: [&str; 9] = [
         "[scenario] FAIL",
+        // A guest check tool's own error: what it found wrong.
+        "dia-guest-check:",
         "BUG:",
         "Oops",
         "WARNING:",
@@ -240,6 +242,9 @@ mod tests {
         assert!(is_failure_line("[scenario] FAIL: ioctl fuzzer"));
         assert!(is_failure_line(
             "[   70.1] BUG: kernel NULL pointer dereference"
+        ));
+        assert!(is_failure_line(
+            "dia-guest-check: thread 2: NS_CREATE handed out 7 twice"
         ));
         assert!(!is_failure_line("[scenario] round 1: PCI remove"));
         assert!(!is_failure_line(
