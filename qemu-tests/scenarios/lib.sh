@@ -2,7 +2,8 @@
 # A scenario fails as soon as a command fails (set -e) or `fail` is called.
 set -e
 
-log() { echo "[scenario] $*"; }
+# log MESSAGE: a step, with the guest's uptime like the kernel's own lines.
+log() { echo "[scenario] [$(cut -d" " -f1 /proc/uptime)] $*"; }
 fail() { echo "[scenario] FAIL: $*"; exit 1; }
 
 # load_dia / start_diad / stop_diad: the appliance's service script does each
