@@ -174,6 +174,22 @@ form_cluster() {
 mirror_plex() {
     diaconfig -o json volume show "$1" | jq -r ".plexes[] | select(.node == \"appliance-$2\") | .$3"
 }
+# fio_stop PID FILE: ends a fio run started in the background (time-based,
+# with a runtime longer than the scenario needs) once what it ran across is
+# over, instead of waiting out a fixed runtime. SIGTERM makes fio stop its
+# jobs and print its report (exit 128); a run that ended by itself exits 0.
+# Any other exit (an I/O error; a verify failure, which --verify_fatal ends
+# the run at) or a report without err=0 fails the scenario.
+fio_stop() {
+    kill -TERM "$1" 2>/dev/null || true
+    _rc=0
+    wait "$1" || _rc=$?
+    case "$_rc" in
+        0 | 128) ;;
+        *) cat "$2"; fail "fio ($2) exited $_rc" ;;
+    esac
+    grep -Eq "err= *0" "$2" && ! grep -Eq "err= *[1-9]" "$2" || { cat "$2"; fail "fio ($2) reported errors"; }
+}
 # wait_mirror_plex VOLUME NODE STATE SECONDS: until that copy is in STATE.
 wait_mirror_plex() {
     for _ in $(seq 1 "$4"); do

@@ -16,7 +16,7 @@ sha_of() { dd if="$1" bs=1M iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1
 block() { printf '%-4095s\n' "dia acknowledged block $1"; }
 
 if [ "$DIA_NODE" = 0 ]; then
-    diaconfig volume create db --size 256M --mirrors 2 --node appliance-0 | tee /tmp/create
+    diaconfig volume create db --size 64M --mirrors 2 --node appliance-0 | tee /tmp/create
     expect_contains /tmp/create "appliance-1"
     expect_contains /tmp/create "replaced by .volume plex replace."
     diaconfig container create app
@@ -97,7 +97,7 @@ if [ "$DIA_NODE" = 0 ]; then
     diaconfig volume attach rb --container app
     rdev=$(diaconfig -o json volume show rb | jq -r .device)
     nsenter -t "$pa" -m fio --name=rebuild --filename="$rdev" --direct=1 --rw=randrw --bs=4k --size=64M \
-        --iodepth=4 --ioengine=libaio --time_based --runtime=60 --verify=crc32c --verify_fatal=1 \
+        --iodepth=4 --ioengine=libaio --time_based --runtime=600 --verify=crc32c --verify_fatal=1 \
         --verify_backlog=256 --eta=never >/tmp/rebuild.txt 2>&1 &
     fio_pid=$!
     sleep 3
@@ -111,8 +111,9 @@ if [ "$DIA_NODE" = 0 ]; then
     grep -q "appliance-2" /tmp/rebuilt && fail "the lost copy on appliance-2 is still listed"
     expect_contains /tmp/rebuilt "Health: healthy (2 copies"
     log "rebuilt on appliance-1: $(mirror_plex "$vol" 1 resync_bytes) bytes copied"
-    wait "$fio_pid" || { cat /tmp/rebuild.txt; fail "fio failed during the rebuild"; }
-    grep -E "err= *0" /tmp/rebuild.txt >/dev/null || { cat /tmp/rebuild.txt; fail "fio reported errors"; }
+    # Some I/O on the rebuilt pair, then the verdict.
+    sleep 5
+    fio_stop "$fio_pid" /tmp/rebuild.txt
     sync
     share sha2 "$(sha_of "$rdev")"
     share nsid-rb "$(mirror_plex "$vol" 1 nsid)"
