@@ -12,7 +12,7 @@ pub const PCI_DEVICE_ID: u16 = 0x1110;
 /// Signature at [`REG_MAGIC`]: ASCII `DIACARD1`, read as a little-endian u64.
 pub const CARD_MAGIC: u64 = u64::from_le_bytes(*b"DIACARD1");
 /// Interface version: major in bits 31:16, minor in bits 15:0.
-pub const INTERFACE_VERSION: u32 = 1 << 16 | INTERFACE_MINOR_PORT_TX_IRQ;
+pub const INTERFACE_VERSION: u32 = 1 << 16 | INTERFACE_MINOR_PORT_TSO;
 /// Major version a driver must match exactly.
 pub const fn version_major(vs: u32) -> u16 {
     (vs >> 16) as u16
@@ -1969,6 +1969,13 @@ pub const INTERFACE_MINOR_REMOTE: u32 = 4;
 /// frame's checksums). A 1.5 card ignores the register and interrupts as
 /// before, and never sets the bit, which is still correct.
 pub const INTERFACE_MINOR_PORT_TX_IRQ: u32 = 6;
+/// Interface minor version that added TCP segmentation offload ([`TX_TSO`],
+/// [`PORT_TSO_FRAME_MAX`]) and the TSO counters of [`PortStats`] (out of
+/// bytes a 1.6 card leaves zero at the end of the log page). A 1.6 card does
+/// not know [`TX_TSO`] and would send such a frame whole (or drop it as
+/// over the MTU), so a driver sets it only on a card whose Identify reports
+/// at least this minor.
+pub const INTERFACE_MINOR_PORT_TSO: u32 = 7;
 
 /// Create Port (dia vendor admin command): CDW10 ([`PortTarget`]) = the
 /// port id wanted (1..=`max_ports`; 0: the lowest free one; a driver
@@ -2289,6 +2296,27 @@ pub const TX_EOP: u16 = 1 << 0;
 /// csum_offset` before the frame leaves the port. A region that does not
 /// fit the frame drops the frame (counted in `tx_dropped`).
 pub const TX_CSUM: u16 = 1 << 1;
+/// (1.7) TCP segmentation offload (first descriptor of a frame): the frame
+/// is one IPv4 or IPv6 TCP packet with up to [`PORT_TSO_FRAME_MAX`] bytes
+/// that the card cuts into segments of at most `csum_offset` TCP payload
+/// bytes (the MSS; with this flag `csum_offset` is the MSS, not a checksum
+/// offset), `csum_start` being where the TCP header starts. Each segment
+/// carries a copy of the headers with the IPv4 total length, identification
+/// (the first segment's plus the segment's index) and header checksum, or
+/// the IPv6 payload length, the TCP sequence number, FIN and PSH (last
+/// segment only), CWR (first segment only) and the TCP checksum (over the
+/// pseudo-header, whatever the field held) made right; each then leaves the
+/// port as an ordinary frame (MTU, limits, switch, counters). [`TX_CSUM`]
+/// is implied and ignored. Dropped (counted in `tx_dropped`): an MSS of 0
+/// or one whose segment (headers + MSS) is over the port's MTU, a frame
+/// over [`PORT_TSO_FRAME_MAX`], headers that are not IPv4 (no fragment,
+/// `csum_start` right after its header) or IPv6 (`csum_start` at or after
+/// its fixed header; extension headers are copied as they are) carrying
+/// TCP, or headers that do not fit the frame.
+pub const TX_TSO: u16 = 1 << 2;
+/// (1.7) Largest frame (Ethernet header included) a [`TX_TSO`] frame may
+/// have, before it is cut: 64 KiB.
+pub const PORT_TSO_FRAME_MAX: u32 = 65_536;
 
 /// Receive descriptor: the driver posts an empty buffer (`addr`, `len` =
 /// its size, `status` = 0); the card fills it with one whole frame, writes
@@ -2343,5 +2371,10 @@ pub struct PortStats {
     /// Of `tx_dropped`: frames whose source MAC was not the port's
     /// (interface 1.2; reserved, zero, before).
     pub tx_spoofed: u64,
+    /// (1.7) [`TX_TSO`] frames the card cut into segments (each segment is
+    /// also counted in `tx_packets` and `tx_bytes` as sent).
+    pub tx_tso_frames: u64,
+    /// (1.7) Segments those frames were cut into.
+    pub tx_tso_segments: u64,
 }
-const _: () = assert!(core::mem::size_of::<PortStats>() == 64);
+const _: () = assert!(core::mem::size_of::<PortStats>() == 80);

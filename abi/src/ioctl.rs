@@ -6,7 +6,7 @@
 /// ioctl "type" byte of every dia request.
 pub const DIA_IOC_MAGIC: u8 = b'D';
 /// Version of this ABI; reported in [`DiaIdentity::abi_version`].
-pub const DIA_ABI_VERSION: u32 = 6;
+pub const DIA_ABI_VERSION: u32 = 7;
 
 const IOC_NRBITS: u32 = 8;
 const IOC_TYPEBITS: u32 = 8;
@@ -474,7 +474,7 @@ pub struct DiaPortInfo {
     /// Out: the card's counters.
     pub stats: super::card::PortStats,
 }
-const _: () = assert!(core::mem::size_of::<DiaPortInfo>() == 136);
+const _: () = assert!(core::mem::size_of::<DiaPortInfo>() == 152);
 
 /// Argument of `DIA_IOC_PORT_LIST`: every port on the card.
 #[repr(C)]

@@ -109,9 +109,9 @@ fn log_pages() {
     }
     assert_eq!(LogId::from_id(0x01), None);
     let page = LogPage::of_bytes(LogId::PortStats, core::mem::size_of::<PortStats>());
-    assert_eq!(page.dwords, 16);
-    assert_eq!(page.bytes(), 64);
-    assert_eq!(page.cdw10(), u32::from(LOG_PORT_STATS) | 15 << 16);
+    assert_eq!(page.dwords, 20);
+    assert_eq!(page.bytes(), 80);
+    assert_eq!(page.cdw10(), u32::from(LOG_PORT_STATS) | 19 << 16);
     assert_eq!(LogPage::from_cdw10(page.cdw10()), Ok(page));
     assert_eq!(
         LogPage::from_cdw10(0x01 | 15 << 16),
