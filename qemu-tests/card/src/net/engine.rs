@@ -149,14 +149,21 @@ impl NetState {
         s.ids.extend(self.ports.keys().copied());
         for i in 0..s.ids.len() {
             let id = s.ids[i];
-            // At most a ring's worth per port per pass: fairness.
-            for _ in 0..usize::from(abi::PORT_RING_MAX) {
+            // At most a ring's worth of frames on the wire per port and
+            // pass (a TSO frame counts as its segments): fairness, and
+            // room in the receivers' rings.
+            let pass_max = usize::from(abi::PORT_RING_MAX);
+            let mut sent = 0usize;
+            while sent < pass_max {
                 let Some(port) = self.ports.get_mut(&id) else {
                     break;
                 };
-                match port.next_tx(board, now, &mut s.scratch) {
+                match port.next_tx(board, now, &mut s.scratch, pass_max - sent) {
                     Tx::Idle => break,
-                    Tx::Dropped => moved = true,
+                    Tx::Dropped => {
+                        moved = true;
+                        sent += 1;
+                    }
                     Tx::Throttled(at) => {
                         next = Some(next.map_or(at, |n: f64| n.min(at)));
                         break;
@@ -164,42 +171,37 @@ impl NetState {
                     Tx::Frame => {
                         moved = true;
                         let vlan = port.cfg.vlan;
-                        let frame = &s.scratch.frame;
-                        let (src, dst) = macs(frame);
-                        let verdict =
-                            self.switch
-                                .forward(vlan, src, dst, Dest::Port(id), now, &mut s.dests);
-                        if verdict == Err(Refused::Spoofed) {
-                            if let Some(port) = self.ports.get_mut(&id) {
-                                port.count_tx_spoofed();
+                        let Buffers {
+                            scratch,
+                            tagged,
+                            dests,
+                            ..
+                        } = s;
+                        match scratch.tso {
+                            None => {
+                                sent += 1;
+                                let out = Outgoing {
+                                    id,
+                                    vlan,
+                                    now,
+                                    csum_ok: None,
+                                };
+                                self.send(board, up, out, &scratch.frame, dests, tagged);
                             }
-                            continue;
-                        }
-                        let mut sent = false;
-                        let csum_ok = s.dests.iter().any(|d| matches!(d, Dest::Port(_)))
-                            && checksum::rx_verified(frame);
-                        for d in &s.dests {
-                            match d {
-                                Dest::Port(p) => {
-                                    if let Some(to) = self.ports.get_mut(p) {
-                                        to.deliver(board, frame, csum_ok);
-                                        sent = true;
-                                    }
+                            Some(plan) => {
+                                for k in 0..plan.segments() {
+                                    sent += 1;
+                                    plan.write(&scratch.frame, k, &mut scratch.segment);
+                                    // The card made the checksums itself.
+                                    let out = Outgoing {
+                                        id,
+                                        vlan,
+                                        now,
+                                        csum_ok: Some(true),
+                                    };
+                                    let seg = &scratch.segment;
+                                    self.send(board, up, out, seg, dests, tagged);
                                 }
-                                Dest::Uplink => {
-                                    if let Some(up) = up {
-                                        uplink::tag(frame, vlan, &mut s.tagged);
-                                        up.send(&s.tagged);
-                                        sent = true;
-                                    }
-                                }
-                            }
-                        }
-                        if let Some(port) = self.ports.get_mut(&id) {
-                            if sent {
-                                port.count_tx(frame.len());
-                            } else {
-                                port.count_tx_dropped();
                             }
                         }
                     }
@@ -212,6 +214,74 @@ impl NetState {
             }
         }
         (moved, next)
+    }
+}
+
+/// A frame leaving a port: the port, its VLAN, the time, and whether
+/// receivers may be told its checksums are right (`None`: check them).
+#[derive(Debug, Clone, Copy)]
+struct Outgoing {
+    id: u16,
+    vlan: u16,
+    now: f64,
+    csum_ok: Option<bool>,
+}
+
+impl NetState {
+    /// Switches one frame a port sent to its destinations and counts it on
+    /// the port (sent, dropped or spoofed).
+    fn send(
+        &mut self,
+        board: &Board,
+        up: Option<&Uplink>,
+        out: Outgoing,
+        frame: &[u8],
+        dests: &mut Vec<Dest>,
+        tagged: &mut Vec<u8>,
+    ) {
+        let Outgoing {
+            id,
+            vlan,
+            now,
+            csum_ok,
+        } = out;
+        let (src, dst) = macs(frame);
+        let verdict = self
+            .switch
+            .forward(vlan, src, dst, Dest::Port(id), now, dests);
+        if verdict == Err(Refused::Spoofed) {
+            if let Some(port) = self.ports.get_mut(&id) {
+                port.count_tx_spoofed();
+            }
+            return;
+        }
+        let mut sent = false;
+        let to_ports = dests.iter().any(|d| matches!(d, Dest::Port(_)));
+        let csum_ok = to_ports && csum_ok.unwrap_or_else(|| checksum::rx_verified(frame));
+        for d in dests.iter() {
+            match d {
+                Dest::Port(p) => {
+                    if let Some(to) = self.ports.get_mut(p) {
+                        to.deliver(board, frame, csum_ok);
+                        sent = true;
+                    }
+                }
+                Dest::Uplink => {
+                    if let Some(up) = up {
+                        uplink::tag(frame, vlan, tagged);
+                        up.send(tagged);
+                        sent = true;
+                    }
+                }
+            }
+        }
+        if let Some(port) = self.ports.get_mut(&id) {
+            if sent {
+                port.count_tx(frame.len());
+            } else {
+                port.count_tx_dropped();
+            }
+        }
     }
 }
 

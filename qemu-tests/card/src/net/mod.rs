@@ -1,6 +1,6 @@
 //! The card's network function: virtual ports with descriptor rings in
 //! guest memory (`port`), egress shaping (`rate`), checksum offload
-//! (`checksum`), the embedded VLAN switch (`switch`), the UDP uplink to
+//! (`checksum`), TCP segmentation offload (`tso`), the embedded VLAN switch (`switch`), the UDP uplink to
 //! other cards (`uplink`) and the engine thread that moves frames between
 //! them (`engine`). Admin commands (create/delete/set port, stats) are in
 //! `controller::ports`; the contract is `dia_abi::card`, "Network ports".
@@ -10,6 +10,7 @@ mod engine;
 mod port;
 mod rate;
 mod switch;
+mod tso;
 mod uplink;
 
 pub(crate) use engine::NetEngine;

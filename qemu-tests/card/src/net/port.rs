@@ -11,6 +11,7 @@ use tracing::{debug, warn};
 
 use super::checksum;
 use super::rate::Shaper;
+use super::tso::{self, Plan};
 use super::uplink::{ethertype, TPID_8021AD, TPID_8021Q};
 use crate::board::Board;
 
@@ -52,6 +53,10 @@ pub(crate) struct Scratch {
     pub(crate) frame: Vec<u8>,
     /// Descriptors of the frame being taken off a TX ring.
     descs: Vec<TxDescriptor>,
+    /// How `frame` is cut, if it is a `TX_TSO` frame.
+    pub(crate) tso: Option<Plan>,
+    /// The segment being moved (of a TSO frame).
+    pub(crate) segment: Vec<u8>,
 }
 
 /// One port.
@@ -217,8 +222,18 @@ impl Port {
 
     /// Takes the next whole frame off the TX ring into `scratch.frame`:
     /// gathered, checked against the MTU, checksummed if asked, and
-    /// admitted by the shaper (else it stays on the ring).
-    pub(crate) fn next_tx(&mut self, board: &Board, now: f64, scratch: &mut Scratch) -> Tx {
+    /// admitted by the shaper (else it stays on the ring). A `TX_TSO` frame
+    /// comes with its plan in `scratch.tso` (checked, admitted and counted
+    /// as its segments); it stays on the ring while it could be cut into
+    /// more than `room` frames, unless `room` is a whole pass's worth.
+    pub(crate) fn next_tx(
+        &mut self,
+        board: &Board,
+        now: f64,
+        scratch: &mut Scratch,
+        room: usize,
+    ) -> Tx {
+        scratch.tso = None;
         let entries = self.rings.tx_entries;
         let tail_raw = board.bar.read32(self.regs() + abi::PORT_TX_TAIL);
         if tail_raw >= u32::from(entries) {
@@ -278,7 +293,21 @@ impl Port {
             ));
             return self.drop_tx(board, end);
         }
-        if total < ETH_HLEN || total > frame_max(self.cfg.mtu) as usize {
+        let first = scratch.descs[0];
+        let tso = first.flags & abi::TX_TSO != 0;
+        let max = if tso {
+            abi::PORT_TSO_FRAME_MAX
+        } else {
+            frame_max(self.cfg.mtu)
+        };
+        if tso
+            && room < usize::from(abi::PORT_RING_MAX)
+            && tso::segments_bound(total, usize::from(first.csum_offset)) > room
+        {
+            // Next pass: the receivers get to empty their rings first.
+            return Tx::Idle;
+        }
+        if total < ETH_HLEN || total > max as usize {
             debug!(
                 port = self.id,
                 len = total,
@@ -298,8 +327,25 @@ impl Port {
             }
             off += len;
         }
-        let first = scratch.descs[0];
-        if first.flags & abi::TX_CSUM != 0 {
+        let mut wire = (total, 1);
+        if tso {
+            let r = tso::plan(
+                frame,
+                usize::from(first.csum_start),
+                usize::from(first.csum_offset),
+                frame_max(self.cfg.mtu) as usize,
+            );
+            match r {
+                Ok(plan) => {
+                    wire = (plan.wire_bytes(), plan.segments());
+                    scratch.tso = Some(plan);
+                }
+                Err(e) => {
+                    self.bug(format_args!("TX segmentation offload: {e}"));
+                    return self.drop_tx(board, end);
+                }
+            }
+        } else if first.flags & abi::TX_CSUM != 0 {
             let r = checksum::offload(
                 frame,
                 usize::from(first.csum_start),
@@ -320,9 +366,13 @@ impl Port {
             );
             return self.drop_tx(board, end);
         }
-        // Total is at most the port's frame max, which fits u32.
-        if let Err(ready) = self.shaper.admit(total as u32, now) {
+        if let Err(ready) = self.shaper.admit_many(wire.0, wire.1, now) {
+            scratch.tso = None;
             return Tx::Throttled(ready);
+        }
+        if tso {
+            self.stats.tx_tso_frames += 1;
+            self.stats.tx_tso_segments += wire.1 as u64;
         }
         self.set_tx_head(board, end);
         Tx::Frame

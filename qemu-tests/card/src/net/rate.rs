@@ -39,16 +39,27 @@ impl Shaper {
 
     /// Takes the tokens for a frame of `len` bytes, or says when they will
     /// be there (`Err(ready_at)`); the frame must then wait.
+    #[cfg(test)]
     pub(crate) fn admit(&mut self, len: u32, now: f64) -> Result<(), f64> {
-        let need = f64::from(len);
+        self.admit_many(len as usize, 1, now)
+    }
+
+    /// Takes the tokens for `packets` frames of `bytes` together (the
+    /// segments of one TSO frame), or says when they will be there. More
+    /// than a bucket holds waits only for a full bucket and leaves it in
+    /// debt, which later frames wait for: the rate holds, and a batch
+    /// bigger than the burst still passes.
+    pub(crate) fn admit_many(&mut self, bytes: usize, packets: usize, now: f64) -> Result<(), f64> {
+        let need = bytes as f64;
+        let count = packets as f64;
         let mut ready = now;
         if let Some(b) = &mut self.bytes {
             b.refill(now);
-            ready = ready.max(b.ready_at(need));
+            ready = ready.max(b.ready_at(need.min(b.depth())));
         }
         if let Some(p) = &mut self.packets {
             p.refill(now);
-            ready = ready.max(p.ready_at(1.0));
+            ready = ready.max(p.ready_at(count.min(p.depth())));
         }
         if ready > now {
             self.waiting_since.get_or_insert(now);
@@ -58,7 +69,7 @@ impl Shaper {
             b.take(need);
         }
         if let Some(p) = &mut self.packets {
-            p.take(1.0);
+            p.take(count);
         }
         if let Some(since) = self.waiting_since.take() {
             self.throttled_s += (now - since).max(0.0);
@@ -189,5 +200,27 @@ mod tests {
         let n = saturate(&mut s, 1514, 5.0).len() as f64;
         assert!(n <= 5.0 * 1e6 / 1514.0 + 8.0, "{n}");
         assert!(n >= 0.99 * 5.0 * 1e6 / 1514.0, "{n}");
+    }
+
+    #[test]
+    fn a_tso_batch_over_the_burst_passes_and_its_debt_holds_the_rate() {
+        // 1 MB/s, 10 ms burst (10 kB); 1000 packets/s, burst 10.
+        let mut s = Shaper::new(&limits(8_000_000, 1000, 10), 1514, 0.0);
+        // 45 segments of a 64 KiB frame: over both buckets, still admitted.
+        assert_eq!(s.admit_many(66_000, 45, 0.0), Ok(()));
+        // Then the debt: nothing more until both are paid back.
+        let ready = s.admit(1514, 0.0).unwrap_err();
+        assert!(ready >= 0.045, "{ready}");
+        assert!(s.admit(1514, 0.03).is_err());
+        // Whatever the batch sizes, the long-run rate holds.
+        let mut t = 0.05;
+        let mut sent = 66_000usize;
+        while t < 2.0 {
+            match s.admit_many(30_000, 21, t) {
+                Ok(()) => sent += 30_000,
+                Err(r) => t = r,
+            }
+        }
+        assert!(sent as f64 <= 1_000_000.0 * 2.0 + 66_000.0, "{sent}");
     }
 }
