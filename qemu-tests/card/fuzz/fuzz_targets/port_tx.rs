@@ -109,6 +109,25 @@ enum Frame {
     },
     /// Any bytes at all (any source MAC, tags, runts).
     Raw(Vec<u8>),
+    /// From the port's own MAC, IPv4 or IPv6 with a TCP header (its data
+    /// offset and flags as given) and `len` payload bytes: what TSO cuts.
+    Tcp {
+        dst: Dst,
+        v6: bool,
+        doff: u8,
+        flags: u8,
+        len: u16,
+        byte: u8,
+    },
+}
+
+/// What the first descriptor asks of the card.
+#[derive(Arbitrary, Debug, Clone, Copy)]
+enum Offload {
+    None,
+    Csum(u16, u16),
+    /// `TX_TSO`: the TCP header offset and the MSS.
+    Tso(u16, u16),
 }
 
 /// A guest address for a raw descriptor: mostly inside guest RAM.
@@ -134,7 +153,7 @@ enum Step {
         frame: Frame,
         /// Descriptor boundaries (at most 8 descriptors).
         split: Vec<u16>,
-        csum: Option<(u16, u16)>,
+        offload: Offload,
     },
     Desc {
         port: u8,
@@ -322,7 +341,7 @@ fuzz_target!(|input: Input| {
                 port,
                 ref frame,
                 ref split,
-                csum,
+                offload,
             } => {
                 let macs: Vec<[u8; 6]> = drivers.iter().map(|d| d.mac).collect();
                 let d = &mut drivers[usize::from(port) % n];
@@ -346,6 +365,36 @@ fuzz_target!(|input: Input| {
                         f
                     }
                     Frame::Raw(ref b) => b.iter().copied().take(9100).collect(),
+                    Frame::Tcp {
+                        dst,
+                        v6,
+                        doff,
+                        flags,
+                        len,
+                        byte,
+                    } => {
+                        let dst = match dst {
+                            Dst::Port(p) => macs[usize::from(p) % n],
+                            Dst::Broadcast => [0xff; 6],
+                            Dst::Multicast => [0x01, 0x00, 0x5e, 0, 0, 1],
+                            Dst::Raw(m) => m,
+                        };
+                        let mut f = dst.to_vec();
+                        f.extend_from_slice(&d.mac);
+                        if v6 {
+                            f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0, 0, 0, 6, 64]);
+                            f.extend_from_slice(&[0xfd; 32]);
+                        } else {
+                            f.extend_from_slice(&[0x08, 0x00, 0x45, 0, 0, 0, 0, 1, 0x40, 0]);
+                            f.extend_from_slice(&[64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]);
+                        }
+                        let mut tcp = [0u8; 20];
+                        tcp[12] = doff << 4;
+                        tcp[13] = flags;
+                        f.extend_from_slice(&tcp);
+                        f.resize((f.len() + usize::from(len)).min(9100), byte);
+                        f
+                    }
                 };
                 // Cut into at most 8 descriptors at the given points.
                 let mut cuts: Vec<usize> = split
@@ -374,9 +423,16 @@ fuzz_target!(|input: Input| {
                         flags |= abi::TX_EOP;
                     }
                     let (mut cs, mut co) = (0, 0);
-                    if let (0, Some((s, o))) = (k, csum) {
-                        flags |= abi::TX_CSUM;
-                        (cs, co) = (s, o);
+                    match (k, offload) {
+                        (0, Offload::Csum(s, o)) => {
+                            flags |= abi::TX_CSUM;
+                            (cs, co) = (s, o);
+                        }
+                        (0, Offload::Tso(s, mss)) => {
+                            flags |= abi::TX_TSO;
+                            (cs, co) = (s, mss);
+                        }
+                        _ => {}
                     }
                     let desc = TxDescriptor {
                         addr,
