@@ -191,6 +191,9 @@ pub(crate) struct Controller {
     /// From Identify: the card has mirrored namespaces (interface 1.5 or
     /// later); a 1.4 card would take the mirror status page for a bad field.
     mirrors: bool,
+    /// From Identify: the card cuts `TX_TSO` frames (interface 1.7 or
+    /// later), so new ports offer TSO to the stack.
+    tso: bool,
     /// From Identify: most ports.
     max_ports: u32,
 }
@@ -289,6 +292,7 @@ impl Controller {
             max_transfer: 0,
             network: false,
             mirrors: false,
+            tso: false,
             max_ports: 0,
         };
         // From here on `drop` disables the controller on any error.
@@ -935,6 +939,7 @@ impl Controller {
         let vs: u32 = b.read(offset_of!(IdentifyController, interface_version))?;
         // The driver binds to major 1 only (probe), so the minor says it.
         self.mirrors = (vs & 0xffff) >= regs::INTERFACE_MINOR_MIRROR;
+        self.tso = (vs & 0xffff) >= regs::INTERFACE_MINOR_PORT_TSO;
         self.max_ports = b
             .read::<u32>(offset_of!(IdentifyController, max_ports))?
             .min(crate::abi::ioctl::DIA_PORT_LIST_MAX as u32);

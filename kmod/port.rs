@@ -1,10 +1,11 @@
 //! A card port's data path: the net device callbacks, the NAPI poll and the
 //! port's interrupt. Transmit maps the skb's own buffers for the card (one
-//! descriptor per buffer, checksum left to the card) and reclaims what the
-//! card has sent, with no TX interrupt unless the ring is full; receive hands each
-//! frame to the stack in the page-fragment buffer the card wrote it into
-//! (small frames are copied) and posts a fresh buffer in its place. Ring
-//! ownership follows `docs/card-interface.md` ("Network ports").
+//! descriptor per buffer, checksum and TCP segmentation left to the card)
+//! and reclaims what the card has sent, with no TX interrupt unless the
+//! ring is full; receive hands each frame to the stack in the
+//! page-fragment buffer the card wrote it into (small frames are copied)
+//! and posts a fresh buffer in its place. Ring ownership follows
+//! `docs/card-interface.md` ("Network ports").
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -449,6 +450,17 @@ impl NetOps for PortPath {
         }
         let len = skb.len();
         let csum = skb.checksum_offload();
+        // A GSO skb (the device offers TSO only on a card that cuts them):
+        // the card segments it at its MSS, its TCP header where the
+        // checksum starts.
+        let tso = skb.tso_mss();
+        if tso.is_some() && csum.is_none() {
+            for b in mapped {
+                self.nd.unmap(b);
+            }
+            bump(&self.counters.tx_dropped, 1);
+            return Ok(());
+        }
         let mut tx = self.tx.lock();
         // No TX interrupt: what the card sent since is freed here.
         self.clean_tx(&mut tx, 0);
@@ -477,6 +489,11 @@ impl NetOps for PortPath {
                     d.flags |= regs::TX_CSUM;
                     d.csum_start = start;
                     d.csum_offset = offset;
+                }
+                if let Some(mss) = tso {
+                    // With TX_TSO the offset field carries the MSS.
+                    d.flags = regs::TX_TSO;
+                    d.csum_offset = mss;
                 }
             }
             if k + 1 == n {

@@ -123,7 +123,8 @@ impl Controller {
             .ok_or(ENOSPC)?;
         let dev = self.hw.dev;
         let name = CString::try_from_fmt(kernel::fmt!("dia{}p{}", self.index, id))?;
-        let nd = NetDev::new(dev, &name, config.mtu)?;
+        let tso_max = self.tso.then_some(regs::PORT_TSO_FRAME_MAX);
+        let nd = NetDev::new(dev, &name, config.mtu, tso_max)?;
         let path = PortPath::new(dev, self.hw.clone(), nd.clone(), id, vector)?;
         let (got, mac) = match self.create_port_on_card(id, config, &path) {
             Ok(made) => made,

@@ -69,8 +69,14 @@ unsafe impl Sync for NetDev {}
 impl NetDev {
     /// Allocates a device named `name` (at most 15 bytes) with MTU `mtu`
     /// (also the largest the device accepts), carrier off, MAC zero until
-    /// [`NetDev::set_mac`].
-    pub(crate) fn new(dev: Device, name: &CStr, mtu: u16) -> Result<Arc<Self>> {
+    /// [`NetDev::set_mac`]; with `tso_max` it offers TCP segmentation
+    /// offload (IPv4 and IPv6) for frames of up to that many bytes.
+    pub(crate) fn new(
+        dev: Device,
+        name: &CStr,
+        mtu: u16,
+        tso_max: Option<u32>,
+    ) -> Result<Arc<Self>> {
         if name.len() >= 16 {
             return Err(EINVAL);
         }
@@ -81,6 +87,7 @@ impl NetDev {
                 dev.as_raw(),
                 name.as_char_ptr().cast(),
                 u32::from(mtu),
+                tso_max.unwrap_or(0),
                 &mut err,
             )
         };
@@ -527,6 +534,14 @@ impl SkBuff {
         let partial =
             unsafe { ffi::dia_shim_skb_csum(self.raw.as_ptr(), &mut start, &mut offset) != 0 };
         partial.then_some((start, offset))
+    }
+
+    /// The MSS to cut this skb into if it is a TCP GSO skb (the stack
+    /// gives those only to a device that offered TSO), else `None`.
+    pub(crate) fn tso_mss(&self) -> Option<u16> {
+        // SAFETY: `raw` is owned and live (type invariant).
+        let mss = unsafe { ffi::dia_shim_skb_tso_mss(self.raw.as_ptr()) };
+        (mss != 0).then_some(mss)
     }
 
     /// DMA-maps the skb's buffers into `out`; returns how many. `ENOSPC`

@@ -238,9 +238,10 @@ struct dia_shim_net_ops {
 };
 
 /* Allocates an Ethernet device (not registered) named `name`, with MTU `mtu`
- * (also the largest allowed) and a NAPI context. */
+ * (also the largest allowed) and a NAPI context; with `tso_max` not 0 it
+ * offers TSO and TSO6 for frames of up to `tso_max` bytes. */
 struct dia_shim_netdev *dia_shim_netdev_new(struct pci_dev *pdev, const char *name,
-					    unsigned int mtu, int *err);
+					    unsigned int mtu, unsigned int tso_max, int *err);
 /* Sets the MAC (6 bytes) of a device that is not registered yet. */
 void dia_shim_netdev_set_mac(struct dia_shim_netdev *nd, const unsigned char *mac);
 /* Frees a device that is not registered (any more). */
@@ -292,6 +293,8 @@ int dia_shim_xmit_more(void);
 unsigned int dia_shim_skb_len(struct sk_buff *skb);
 /* Returns 1 and the checksum start/offset if the stack left the checksum to the card. */
 int dia_shim_skb_csum(struct sk_buff *skb, unsigned short *start, unsigned short *offset);
+/* The MSS (gso_size) of a TCP GSO skb the card is to segment, else 0. */
+unsigned short dia_shim_skb_tso_mss(struct sk_buff *skb);
 /*
  * DMA-maps the skb for the card: the linear part then each page fragment,
  * at most `max` buffers (`pages[i]` = 1 for a fragment). Returns the count,

@@ -90,7 +90,7 @@ static int dia_napi_poll(struct napi_struct *napi, int budget)
 }
 
 struct dia_shim_netdev *dia_shim_netdev_new(struct pci_dev *pdev, const char *name,
-					    unsigned int mtu, int *err)
+					    unsigned int mtu, unsigned int tso_max, int *err)
 {
 	struct dia_shim_netdev *nd;
 	struct net_device *dev;
@@ -117,6 +117,10 @@ struct dia_shim_netdev *dia_shim_netdev_new(struct pci_dev *pdev, const char *na
 	dev->max_mtu = mtu;
 	dev->mtu = mtu;
 	dev->hw_features = NETIF_F_SG | NETIF_F_HW_CSUM | NETIF_F_RXCSUM;
+	if (tso_max) {
+		dev->hw_features |= NETIF_F_TSO | NETIF_F_TSO6;
+		netif_set_tso_max_size(dev, tso_max);
+	}
 	dev->features = dev->hw_features;
 	netif_carrier_off(dev);
 	netif_napi_add(dev, &nd->napi, dia_napi_poll);
@@ -300,6 +304,13 @@ int dia_shim_skb_csum(struct sk_buff *skb, unsigned short *start, unsigned short
 	*start = skb_checksum_start_offset(skb);
 	*offset = skb->csum_offset;
 	return 1;
+}
+
+unsigned short dia_shim_skb_tso_mss(struct sk_buff *skb)
+{
+	if (!skb_is_gso(skb) || !(skb_shinfo(skb)->gso_type & (SKB_GSO_TCPV4 | SKB_GSO_TCPV6)))
+		return 0;
+	return skb_shinfo(skb)->gso_size;
 }
 
 int dia_shim_skb_map(struct dia_shim_netdev *nd, struct sk_buff *skb,
