@@ -78,6 +78,12 @@ pub struct PortCounters {
     pub rx_dropped: u64,
     /// Time egress waited for its limits, nanoseconds.
     pub throttled_ns: u64,
+    /// Frames the host handed the card to segment (TSO).
+    #[serde(default)]
+    pub tx_tso_frames: u64,
+    /// Segments the card cut them into (also in `tx_packets`).
+    #[serde(default)]
+    pub tx_tso_segments: u64,
 }
 
 impl From<&PortStats> for PortCounters {
@@ -90,6 +96,8 @@ impl From<&PortStats> for PortCounters {
             tx_dropped: s.tx_dropped,
             rx_dropped: s.rx_dropped,
             throttled_ns: s.throttled_ns,
+            tx_tso_frames: s.tx_tso_frames,
+            tx_tso_segments: s.tx_tso_segments,
         }
     }
 }

@@ -109,6 +109,8 @@ pub fn run(client: &Client, format: &Format, cmd: PortCommand) -> Result<()> {
                             ("TX dropped", c.tx_dropped.to_string()),
                             ("RX dropped", c.rx_dropped.to_string()),
                             ("Throttled", format!("{:.3} s", c.throttled_ns as f64 / 1e9)),
+                            ("TSO frames", c.tx_tso_frames.to_string()),
+                            ("TSO segments", c.tx_tso_segments.to_string()),
                         ])
                     );
                 }
