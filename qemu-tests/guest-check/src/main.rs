@@ -38,7 +38,57 @@ const USAGE: &str =
        | port-info N | port-list
        | ns-create-many COUNT BYTES | port-create-many COUNT VLAN MTU (each step timed)
        | rates SECONDS (every namespace's IOPS and port's Mbit/s received over one window)
+       | tso IFNAME (prints `tcp-segmentation-offload: on|off`, as `ethtool -k` does)
   ns-* and port-* commands print the result, or the errno name (ENOENT, EBUSY, ...) and exit 1";
+
+/// `tso IFNAME`: whether TCP segmentation offload is on for an interface
+/// (the ethtool ioctl's ETHTOOL_GTSO; the appliance has no ethtool).
+fn tso(args: &[String]) -> Result<(), String> {
+    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    const ETHTOOL_GTSO: u32 = 0x1e;
+    #[repr(C)]
+    struct EthtoolValue {
+        cmd: u32,
+        data: u32,
+    }
+    #[repr(C)]
+    struct IfReq {
+        name: [u8; libc::IFNAMSIZ],
+        data: *mut EthtoolValue,
+        pad: [u8; 16],
+    }
+    let name = args.first().ok_or(USAGE)?;
+    if name.len() >= libc::IFNAMSIZ {
+        return Err(format!("{name}: name too long"));
+    }
+    let mut value = EthtoolValue {
+        cmd: ETHTOOL_GTSO,
+        data: 0,
+    };
+    let mut req = IfReq {
+        name: [0; libc::IFNAMSIZ],
+        data: &mut value,
+        pad: [0; 16],
+    };
+    req.name[..name.len()].copy_from_slice(name.as_bytes());
+    // SAFETY: a plain socket call; the descriptor is closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
+    if fd < 0 {
+        return Err(format!("socket: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: `req` is a valid ifreq whose data points at `value`, both
+    // live for the call.
+    let r = unsafe { libc::ioctl(fd, SIOCETHTOOL as _, &mut req) };
+    let err = std::io::Error::last_os_error();
+    // SAFETY: `fd` is ours and closed once.
+    unsafe { libc::close(fd) };
+    if r < 0 {
+        return Err(format!("{name}: ETHTOOL_GTSO: {err}"));
+    }
+    let on = if value.data != 0 { "on" } else { "off" };
+    println!("tcp-segmentation-offload: {on}");
+    Ok(())
+}
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -49,6 +99,7 @@ fn main() -> ExitCode {
         Some("ns-create-many") => scale::ns_create_many(&args[1..]),
         Some("port-create-many") => scale::port_create_many(&args[1..]),
         Some("rates") => scale::rates(&args[1..]),
+        Some("tso") => tso(&args[1..]),
         Some(cmd) if cmd.starts_with("ns-") || cmd == "pool" => namespace(cmd, &args[1..]),
         Some(cmd) if cmd.starts_with("port-") => port(cmd, &args[1..]),
         _ => Err(USAGE.into()),
