@@ -1,6 +1,6 @@
 //! The network function: switching within a VLAN, port argument checks,
-//! rate limits, MAC and VLAN enforcement, checksum offload, MAC learning,
-//! uplinks between cards, and ring wrap-around under load.
+//! rate limits, MAC and VLAN enforcement, checksum and segmentation
+//! offload, MAC learning, uplinks between cards, and ring wrap-around under load.
 
 use dia_abi::card::{self as abi, SubmissionEntry};
 
@@ -615,4 +615,87 @@ fn tx_progress_interrupts_unless_the_driver_turned_it_off() {
     );
     let a2 = d.create_port(a.id, 0, 100, 3);
     assert_eq!(d.bar.read32(a2.reg(abi::PORT_TX_IRQ_OFF)), 0);
+}
+
+/// An IPv4/TCP frame 10.0.0.1:40000 -> 10.0.0.2:5201, sequence `seq`,
+/// flags PSH|ACK|FIN, `payload`, the checksum field garbage (the card
+/// computes it whole for TSO).
+fn tcp_frame(dst: [u8; 6], src: [u8; 6], seq: u32, payload: &[u8]) -> Vec<u8> {
+    let mut pkt = vec![
+        0x45, 0, 0, 0, 0x30, 0x39, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+    ];
+    let mut tcp = [0u8; 20];
+    tcp[0..2].copy_from_slice(&40000u16.to_be_bytes());
+    tcp[2..4].copy_from_slice(&5201u16.to_be_bytes());
+    tcp[4..8].copy_from_slice(&seq.to_be_bytes());
+    tcp[12] = 5 << 4;
+    tcp[13] = 0x19;
+    tcp[16..18].copy_from_slice(&[0xde, 0xad]);
+    pkt.extend_from_slice(&tcp);
+    pkt.extend_from_slice(payload);
+    eth(dst, src, 0x0800, &pkt)
+}
+
+#[test]
+fn a_tso_frame_arrives_as_mss_segments_and_is_counted_as_them() {
+    let mut d = net_card();
+    let mut a = d.create_port(0, 0, 100, 3);
+    let mut b = d.create_port(0, 1, 100, 4);
+    let payload: Vec<u8> = (0..10_000u32).map(|i| (i * 13 + i / 256) as u8).collect();
+    let seq = 0xffff_e000;
+    let frame = tcp_frame(b.mac, a.mac, seq, &payload);
+    // In two descriptors, cut inside the TCP header.
+    d.send_tso(&mut a, &[&frame[..40], &frame[40..]], 34, 1448);
+    let mut data = Vec::new();
+    let mut wire = 0;
+    for i in 0..7u32 {
+        let s = d.recv(&mut b, 5000).expect("segment at port B");
+        wire += s.len() as u64;
+        let n = if i < 6 { 1448 } else { 10_000 - 6 * 1448 };
+        assert_eq!(s.len(), 54 + n, "segment {i}");
+        assert_eq!(&s[..16], &frame[..16], "Ethernet and IP header start");
+        assert_eq!(u16::from_be_bytes([s[16], s[17]]) as usize, 40 + n);
+        assert_eq!(u16::from_be_bytes([s[18], s[19]]), 0x3039 + i as u16);
+        assert_eq!(csum_fold(&s[14..34], 0), 0xffff, "IPv4 header checksum");
+        let got_seq = u32::from_be_bytes([s[38], s[39], s[40], s[41]]);
+        assert_eq!(got_seq, seq.wrapping_add(i * 1448));
+        let want_flags = if i < 6 { 0x10 } else { 0x19 };
+        assert_eq!(s[47], want_flags, "flags of segment {i}");
+        let mut pseudo = s[26..34].to_vec();
+        pseudo.extend_from_slice(&[0, 6]);
+        pseudo.extend_from_slice(&((20 + n) as u16).to_be_bytes());
+        pseudo.extend_from_slice(&s[34..]);
+        assert_eq!(csum_fold(&pseudo, 0), 0xffff, "TCP checksum of {i}");
+        data.extend_from_slice(&s[54..]);
+    }
+    assert_eq!(data, payload, "the payload, in order");
+    d.wait_tx_done(&a);
+    assert!(d.recv(&mut b, 50).is_none(), "no more segments");
+    let (st, sa) = d.port_stats(a.id);
+    assert_eq!(st, abi::STATUS_SUCCESS);
+    assert_eq!(
+        (
+            sa.tx_tso_frames,
+            sa.tx_tso_segments,
+            sa.tx_packets,
+            sa.tx_bytes
+        ),
+        (1, 7, 7, wire)
+    );
+    let (_, sb) = d.port_stats(b.id);
+    assert_eq!((sb.rx_packets, sb.rx_bytes), (7, wire));
+
+    // Malformed requests: dropped and counted, nothing arrives.
+    d.send_tso(&mut a, &[&frame], 34, 0);
+    d.send_tso(&mut a, &[&frame], 34, 1461);
+    d.send_tso(&mut a, &[&frame], 20, 1000);
+    let udp = udp_frame(b.mac, a.mac, &[1; 3000]).0;
+    d.send_tso(&mut a, &[&udp], 34, 1000);
+    d.wait_tx_done(&a);
+    assert!(
+        d.recv(&mut b, 50).is_none(),
+        "a malformed TSO frame got out"
+    );
+    let (_, sa) = d.port_stats(a.id);
+    assert_eq!((sa.tx_dropped, sa.tx_tso_frames, sa.tx_packets), (4, 1, 7));
 }

@@ -130,20 +130,33 @@ impl TestDriver {
     pub(crate) fn port_stats(&mut self, id: u16) -> (u16, abi::PortStats) {
         let cqe = self.submit(SubmissionEntry {
             opcode: abi::ADMIN_GET_LOG_PAGE,
-            cdw10: abi::LogPage::of_bytes(abi::LogId::PortStats, 64).cdw10(),
+            cdw10: abi::LogPage::of_bytes(abi::LogId::PortStats, SIZE).cdw10(),
             cdw11: abi::PortStatsLog { port: id }.cdw11(),
             prp1: BUF,
             ..Default::default()
         });
-        let mut raw = [0u8; 64];
+        const SIZE: usize = std::mem::size_of::<abi::PortStats>();
+        let mut raw = [0u8; SIZE];
         self.mem.read(BUF, &mut raw).unwrap();
-        // SAFETY: PortStats is repr(C) plain data of 64 bytes.
+        // SAFETY: PortStats is repr(C) plain data of SIZE bytes.
         let s = unsafe { std::ptr::read_unaligned(raw.as_ptr().cast()) };
         (cqe.status_code(), s)
     }
 
     /// Queues one frame made of `segments` (one descriptor each) and rings.
     pub(crate) fn send(&self, p: &mut TestPort, segments: &[&[u8]], csum: Option<(u16, u16)>) {
+        let first = csum.map_or((0, 0, 0), |(s, o)| (abi::TX_CSUM, s, o));
+        self.send_with(p, segments, first);
+    }
+
+    /// Queues one `TX_TSO` frame: TCP header at `l4`, cut at `mss`.
+    pub(crate) fn send_tso(&self, p: &mut TestPort, segments: &[&[u8]], l4: u16, mss: u16) {
+        self.send_with(p, segments, (abi::TX_TSO, l4, mss));
+    }
+
+    /// Queues one frame, the first descriptor with `(flags, csum_start,
+    /// csum_offset)`, and rings.
+    fn send_with(&self, p: &mut TestPort, segments: &[&[u8]], first: (u16, u16, u16)) {
         for (i, seg) in segments.iter().enumerate() {
             let slot = self.tx_push(p);
             self.mem.write(p.tx_buf(slot), seg).unwrap();
@@ -152,9 +165,9 @@ impl TestDriver {
                 flags |= abi::TX_EOP;
             }
             let (mut start, mut offset) = (0, 0);
-            if let (0, Some((s, o))) = (i, csum) {
-                flags |= abi::TX_CSUM;
-                (start, offset) = (s, o);
+            if i == 0 {
+                flags |= first.0;
+                (start, offset) = (first.1, first.2);
             }
             let d = abi::TxDescriptor {
                 addr: p.tx_buf(slot),
