@@ -58,6 +58,7 @@ write|20000|4 KiB write, submission entry to completion
 read-threaded|20000|4 KiB read, engine on its thread (+ doorbell and interrupt wake-ups)
 prp|100000|PRP walk of a 128 KiB transfer (32 pages)
 frame|20000|1514-byte frame switched port to port
+tso|2000|TSO frame of 30 x 1460 payload bytes cut and switched port to port (30 segments)
 lookup|200000|switch lookup alone (unicast, 8 ports)
 qos|200000|QoS decision (push + pick, 8 namespaces x 32 queued)
 OPS

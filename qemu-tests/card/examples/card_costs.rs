@@ -2,7 +2,7 @@
 //! instructions under `valgrind --tool=callgrind`:
 //!
 //! ```sh
-//! card_costs <read|write|read-threaded|frame|lookup|qos|prp> <N>
+//! card_costs <read|write|read-threaded|frame|tso|lookup|qos|prp> <N>
 //! ```
 //!
 //! Setup (a pool in memory written full, ports, queues) costs the same
@@ -22,7 +22,7 @@ use dia_card_model::bench::{FrameBench, IoBench, PrpBench, QosBench, SwitchBench
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (Some(op), Some(Ok(n))) = (args.get(1), args.get(2).map(|n| n.parse::<u64>())) else {
-        eprintln!("usage: card_costs <read|write|read-threaded|frame|lookup|qos|prp> <N>");
+        eprintln!("usage: card_costs <read|write|read-threaded|frame|tso|lookup|qos|prp> <N>");
         std::process::exit(2);
     };
     match op.as_str() {
@@ -46,6 +46,13 @@ fn main() {
         }
         "frame" => {
             let mut f = FrameBench::new(1514);
+            for _ in 0..n {
+                assert!(f.switch_one());
+            }
+        }
+        "tso" => {
+            // A 64 KiB-class TSO frame: 30 segments of MSS 1460.
+            let mut f = FrameBench::tso(30 * 1460);
             for _ in 0..n {
                 assert!(f.switch_one());
             }

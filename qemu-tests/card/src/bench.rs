@@ -368,6 +368,8 @@ pub struct FrameBench {
     epoch: Instant,
     tx_tail: u16,
     rx_tail: u16,
+    /// Frames on the wire one sent frame makes (its TSO segments).
+    segments: u16,
 }
 
 impl std::fmt::Debug for FrameBench {
@@ -381,6 +383,21 @@ impl FrameBench {
     /// every TX descriptor of port 1 and every RX buffer of port 2 posted.
     pub fn new(frame_len: u16) -> Self {
         assert!((14..=1514).contains(&frame_len), "{frame_len}: not a frame");
+        Self::with(frame_len, (0, 0, 0), 1)
+    }
+
+    /// The same with a `TX_TSO` frame of `payload` TCP bytes (54 bytes of
+    /// headers) that the card cuts at MSS 1460, one pass per frame.
+    pub fn tso(payload: u16) -> Self {
+        let segments = payload.div_ceil(1460).max(1);
+        assert!(
+            payload <= 65_000 && segments < NET_RING,
+            "{payload}: too big"
+        );
+        Self::with(54 + payload, (abi::TX_TSO, 34, 1460), segments)
+    }
+
+    fn with(frame_len: u16, first: (u16, u16, u16), segments: u16) -> Self {
         let board = board(1 << 20, 3);
         let mut state = NetState::default();
         let cfg = PortConfig {
@@ -410,8 +427,9 @@ impl FrameBench {
             let tx = TxDescriptor {
                 addr: NET_FRAME,
                 len: frame_len,
-                flags: abi::TX_EOP,
-                ..Default::default()
+                flags: abi::TX_EOP | first.0,
+                csum_start: first.1,
+                csum_offset: first.2,
             };
             mem.write_obj(desc_at(NET_TX1, i), &tx)
                 .expect("TX ring in guest memory");
@@ -430,6 +448,7 @@ impl FrameBench {
             epoch: Instant::now(),
             tx_tail: 0,
             rx_tail: NET_RING - 1,
+            segments,
         };
         b.write_reg(2, abi::PORT_RX_TAIL, u32::from(b.rx_tail));
         b
@@ -444,7 +463,8 @@ impl FrameBench {
     }
 
     /// Port 1 sends one frame and one engine pass switches it; returns
-    /// whether it reached port 2 (its RX head moved on by one).
+    /// whether it reached port 2 (its RX head moved on by one, or by the
+    /// segments of a TSO frame).
     pub fn switch_one(&mut self) -> bool {
         let before = self.read_reg(2, abi::PORT_RX_HEAD);
         self.tx_tail = (self.tx_tail + 1) % NET_RING;
@@ -452,10 +472,10 @@ impl FrameBench {
         let now = self.epoch.elapsed().as_secs_f64();
         self.state.pass(&self.board, None, now, &mut self.bufs);
         let after = self.read_reg(2, abi::PORT_RX_HEAD);
-        // The driver reposts the buffer it took.
-        self.rx_tail = (self.rx_tail + 1) % NET_RING;
+        // The driver reposts the buffers it took.
+        self.rx_tail = (self.rx_tail + self.segments) % NET_RING;
         self.write_reg(2, abi::PORT_RX_TAIL, u32::from(self.rx_tail));
-        after == (before + 1) % u32::from(NET_RING)
+        after == (before + u32::from(self.segments)) % u32::from(NET_RING)
     }
 }
 

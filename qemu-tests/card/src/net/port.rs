@@ -317,7 +317,8 @@ impl Port {
             return self.drop_tx(board, end);
         }
         let frame = &mut scratch.frame;
-        frame.clear();
+        // Every byte is read over below: no need to zero it first (which
+        // cost as much as the copy for a 64 KiB TSO frame).
         frame.resize(total, 0);
         let mut off = 0;
         for d in &scratch.descs {
