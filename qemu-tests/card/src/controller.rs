@@ -117,8 +117,8 @@ impl Drop for Controller {
     /// once), so the I/O queues' engines, which stop next, wait for none
     /// of them.
     fn drop(&mut self) {
-        self.io.mirrors.stop_all();
-        self.io.remotes.stop_all();
+        self.io.mirrors.attached.stop_all();
+        self.io.remotes.attached.stop_all();
     }
 }
 
@@ -684,7 +684,7 @@ impl Controller {
                         .remotes
                         .start(sqe.nsid, ns.size_blocks, ns.lba_shift, r, ctx);
                 } else {
-                    self.io.remotes.stop(sqe.nsid);
+                    self.io.remotes.attached.stop(sqe.nsid);
                 }
             }
             if ns.mirror.is_some() {
@@ -694,7 +694,7 @@ impl Controller {
                         self.io.mirrors.start(sqe.nsid, &ns, pool, ctx);
                     }
                 } else {
-                    self.io.mirrors.stop(sqe.nsid);
+                    self.io.mirrors.attached.stop(sqe.nsid);
                 }
             }
         }

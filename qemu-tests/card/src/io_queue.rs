@@ -553,7 +553,7 @@ fn complete(
     throttled: bool,
     stop: &AtomicBool,
 ) -> Result<Option<u16>, String> {
-    if let Some(mirror) = ctx.mirrors.get(p.sqe.nsid) {
+    if let Some(mirror) = ctx.mirrors.attached.get(p.sqe.nsid) {
         // A read the in-sync local plex serves runs here, as a local
         // namespace's: no hand-over to the mirror's workers, no bounce
         // buffer.
@@ -584,7 +584,7 @@ fn complete(
         let status = abi::STATUS_NAMESPACE_NOT_READY;
         return finish(ctx, class, job.p, status, started, throttled, stop);
     }
-    let (p, status) = match ctx.remotes.get(p.sqe.nsid) {
+    let (p, status) = match ctx.remotes.attached.get(p.sqe.nsid) {
         Some(link) => {
             let job = Job {
                 class,
@@ -605,9 +605,9 @@ fn complete(
                 && status == abi::STATUS_SUCCESS
             {
                 // Every namespace's completed writes, the remote ones' too.
-                status = ctx.remotes.flush_all();
+                status = ctx.remotes.attached.flush_all();
                 if status == abi::STATUS_SUCCESS {
-                    status = ctx.mirrors.flush_all();
+                    status = ctx.mirrors.attached.flush_all();
                 }
             }
             (p, status)

@@ -15,6 +15,7 @@
 //! in `fuzz/` their way in (not an API); `bench` does the same for the
 //! benchmarks in `benches/` and `examples/card_costs.rs` (not an API either).
 
+mod attached;
 mod bar;
 #[doc(hidden)]
 pub mod bench;

@@ -32,7 +32,7 @@
 //! Write Zeroes (the card's target deallocates it: thin plexes stay thin).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::thread::JoinHandle;
@@ -41,12 +41,12 @@ use std::time::{Duration, Instant};
 use dia_abi::card::{self as abi, SubmissionEntry};
 use tracing::{debug, info, warn};
 
+use crate::attached::{self, Attached, Fail, Registry, Segments};
 use crate::fabric::initiator::{Config, Error, RemoteNamespace, Session, ONCS_WRITE_ZEROES};
 use crate::guest_memory::GuestMemory;
-use crate::io_queue::{self, IoContext, QueueGate};
-use crate::nvm::{self, MAX_TRANSFER_BYTES};
+use crate::io_queue::{IoContext, QueueGate};
+use crate::nvm;
 use crate::pool::{regions_of, MirrorRecord, Namespace, PlexRecord, Pool, RegionSet};
-use crate::prp::prp_segments;
 use crate::remote::{io_config, Job, BACKOFF_FIRST, BACKOFF_MAX};
 
 /// Worker threads per attached mirror: its commands at once.
@@ -194,15 +194,21 @@ enum Stop {
     Handover,
 }
 
+impl From<attached::Stop> for Stop {
+    fn from(how: attached::Stop) -> Self {
+        match how {
+            attached::Stop::Drain => Self::Drain,
+            attached::Stop::Abort => Self::Abort,
+        }
+    }
+}
+
 impl Stop {
     /// Commands end (Drain, Abort), rather than wait for a successor.
     fn ends(s: Option<Self>) -> bool {
         matches!(s, Some(Self::Drain | Self::Abort))
     }
 }
-
-/// Guest memory pieces of a transfer (address, length).
-type Segments = Vec<(u64, usize)>;
 
 /// A closure a crew thread runs.
 type Task = Box<dyn FnOnce() + Send>;
@@ -222,18 +228,13 @@ impl Crew {
             more: Condvar::new(),
             threads: Mutex::new(Vec::new()),
         });
-        let mut threads = Vec::new();
-        for i in 0..n {
-            let c = crew.clone();
-            match std::thread::Builder::new()
-                .name(format!("{name}.{i}"))
-                .spawn(move || c.serve())
-            {
-                Ok(t) => threads.push(t),
-                Err(e) => warn!("no thread for a mirror crew: {e}"),
-            }
-        }
-        *lock(&crew.threads) = threads;
+        *lock(&crew.threads) = attached::spawn_workers(
+            &crew,
+            n,
+            name,
+            |c| c.serve(),
+            |e| warn!("no thread for a mirror crew: {e}"),
+        );
         crew
     }
 
@@ -271,19 +272,6 @@ impl Crew {
         for t in std::mem::take(&mut *lock(&self.threads)) {
             let _ = t.join();
         }
-    }
-}
-
-/// Why a command ends early.
-enum Fail {
-    Status(u16),
-    /// Its queue went away: dropped, nothing posted.
-    Gone,
-}
-
-impl From<u16> for Fail {
-    fn from(s: u16) -> Self {
-        Self::Status(s)
     }
 }
 
@@ -423,29 +411,7 @@ impl Mirror {
             job.p.discard();
             return;
         };
-        let gate = job.p.gate.clone();
-        let Some(_open) = gate.enter() else {
-            job.p.discard();
-            return;
-        };
-        if self.stopping() == Some(Stop::Abort) {
-            job.p.discard();
-            return;
-        }
-        let never = AtomicBool::new(false);
-        match io_queue::finish(
-            &ctx,
-            job.class,
-            job.p,
-            status,
-            job.started,
-            job.throttled,
-            &never,
-        ) {
-            Ok(Some(vector)) => ctx.board.irq.raise(vector),
-            Ok(None) => {}
-            Err(why) => ctx.report_fatal(why),
-        }
+        attached::post(&ctx, job, status, || self.stopping() == Some(Stop::Abort));
     }
 
     fn execute(
@@ -463,15 +429,7 @@ impl Mirror {
                 let (slba, _, segs) = self.transfer(mem, sqe, gate)?;
                 let len: usize = segs.iter().map(|s| s.1).sum();
                 let mut buf = vec![0u8; len];
-                {
-                    let _open = gate.enter().ok_or(Fail::Gone)?;
-                    let mut off = 0;
-                    for (addr, l) in segs {
-                        mem.read(addr, &mut buf[off..off + l])
-                            .map_err(|_| abi::STATUS_DATA_TRANSFER_ERROR)?;
-                        off += l;
-                    }
-                }
+                attached::from_guest(mem, gate, segs, &mut buf)?;
                 let fua = abi::IoBlocks::from_cdw12(sqe.cdw12).fua;
                 self.mutate(Op::Write {
                     slba,
@@ -482,30 +440,15 @@ impl Mirror {
             abi::IO_FLUSH => self.flush(),
             abi::IO_WRITE_ZEROES => {
                 let (slba, n) = (nvm::slba(sqe), nvm::blocks(sqe));
-                self.check_range(slba, n)?;
+                attached::check_range(slba, n, self.size_blocks)?;
                 self.mutate(Op::Zeroes(Arc::new(vec![(slba, n)])))
             }
             abi::IO_DATASET_MANAGEMENT => {
-                if !abi::DsmAttributes::from_cdw11(sqe.cdw11).deallocate {
-                    return Ok(());
-                }
-                let ranges = {
-                    let _open = gate.enter().ok_or(Fail::Gone)?;
-                    nvm::dsm_ranges(mem, sqe)?
-                };
-                for r in &ranges {
-                    if r.slba
-                        .checked_add(u64::from(r.blocks))
-                        .is_none_or(|e| e > self.size_blocks)
-                    {
-                        return Err(abi::STATUS_LBA_OUT_OF_RANGE.into());
-                    }
-                }
-                let list: Vec<(u64, u64)> = ranges
-                    .iter()
-                    .filter(|r| r.blocks > 0)
-                    .map(|r| (r.slba, u64::from(r.blocks)))
-                    .collect();
+                let list: Vec<(u64, u64)> =
+                    attached::deallocations(mem, sqe, gate, self.size_blocks)?
+                        .into_iter()
+                        .map(|(slba, blocks)| (slba, u64::from(blocks)))
+                        .collect();
                 if list.is_empty() {
                     return Ok(());
                 }
@@ -516,13 +459,6 @@ impl Mirror {
         }
     }
 
-    fn check_range(&self, slba: u64, blocks: u64) -> Result<(), Fail> {
-        match slba.checked_add(blocks) {
-            Some(end) if blocks > 0 && end <= self.size_blocks => Ok(()),
-            _ => Err(abi::STATUS_LBA_OUT_OF_RANGE.into()),
-        }
-    }
-
     /// A Read's or Write's first block, block count and guest segments.
     fn transfer(
         &self,
@@ -530,18 +466,7 @@ impl Mirror {
         sqe: &SubmissionEntry,
         gate: &QueueGate,
     ) -> Result<(u64, u64, Segments), Fail> {
-        let (slba, n) = (nvm::slba(sqe), nvm::blocks(sqe));
-        let len = n << self.lba_shift;
-        if len > u64::from(MAX_TRANSFER_BYTES) {
-            return Err(abi::STATUS_INVALID_FIELD.into());
-        }
-        let segs = {
-            let _open = gate.enter().ok_or(Fail::Gone)?;
-            // At most MAX_TRANSFER_BYTES: fits usize.
-            prp_segments(mem, sqe.prp1, sqe.prp2, len as usize)?
-        };
-        self.check_range(slba, n)?;
-        Ok((slba, n, segs.into_vec()))
+        attached::transfer(mem, sqe, gate, self.size_blocks, self.lba_shift)
     }
 
     fn read(
@@ -583,14 +508,7 @@ impl Mirror {
                 Err(e) => self.fail_plex(i, &[], &e)?,
             }
         }
-        let _open = gate.enter().ok_or(Fail::Gone)?;
-        let mut off = 0;
-        for (addr, len) in segs {
-            mem.write(addr, &buf[off..off + len])
-                .map_err(|_| abi::STATUS_DATA_TRANSFER_ERROR)?;
-            off += len;
-        }
-        Ok(())
+        attached::to_guest(mem, gate, segs, &buf)
     }
 
     /// The region spans an operation touches.
@@ -1398,13 +1316,27 @@ impl Mirror {
         }
         self.crew.stop();
     }
+}
 
-    /// Stops everything; waits for the threads.
-    fn shut(&self, how: Stop) {
-        lock(&self.state).stop = Some(how);
+impl Attached for Mirror {
+    const WHAT: &'static str = "mirror";
+
+    /// A detach waits for the mirror: its resync progress and counters
+    /// are in the pool (flushed) when the detach completes.
+    fn stop_thread(_nsid: u32) -> Option<String> {
+        None
+    }
+
+    fn signal(&self, how: attached::Stop) {
+        lock(&self.state).stop = Some(how.into());
         self.changed.notify_all();
         self.more.notify_all();
-        if how == Stop::Abort {
+    }
+
+    /// Stops everything; waits for the threads.
+    fn shut(&self, how: attached::Stop) {
+        self.signal(how);
+        if how == attached::Stop::Abort {
             for p in &self.plexes {
                 if let Where::Remote(r) = &p.at {
                     if let Some(l) = lock(&r.conn).live.take() {
@@ -1427,10 +1359,14 @@ impl Mirror {
             }
             p.path.store(abi::REMOTE_PATH_IDLE, Ordering::Release);
         }
-        if how == Stop::Drain {
+        if how == attached::Stop::Drain {
             // Resync progress and counters.
             let _ = self.pool.flush();
         }
+    }
+
+    fn flush_status(self: &Arc<Self>) -> u16 {
+        Fail::status(self.flush())
     }
 }
 
@@ -1480,7 +1416,11 @@ pub(crate) struct Mirrors {
     host_nqn: String,
     /// This card's own volumes' NQNs without the namespace id.
     local_prefix: String,
-    mirrors: Mutex<HashMap<u32, Arc<Mirror>>>,
+    /// By nsid. A detach ([`Registry::stop`]): no more commands, queued
+    /// ones complete with Namespace Not Ready; it waits for the threads.
+    /// [`Registry::stop_all`]: the firmware stops as in a crash.
+    /// [`Registry::flush_all`]: a broadcast Flush's mirror part.
+    pub(crate) attached: Registry<Mirror>,
 }
 
 impl Mirrors {
@@ -1489,7 +1429,7 @@ impl Mirrors {
         Self {
             host_nqn,
             local_prefix: format!("{}{serial}:ns", crate::fabric::NQN_PREFIX),
-            mirrors: Mutex::new(HashMap::new()),
+            attached: Registry::new(),
         }
     }
 
@@ -1520,10 +1460,7 @@ impl Mirrors {
         let Some(mirror) = launch(nsid, geometry, rec, plexes, None, pool, ctx) else {
             return;
         };
-        let old = lock(&self.mirrors).insert(nsid, mirror);
-        if let Some(old) = old {
-            old.shut(Stop::Abort);
-        }
+        self.attached.start(nsid, mirror);
     }
 
     /// A plex of `target`, not connected yet.
@@ -1552,54 +1489,10 @@ impl Mirrors {
         })
     }
 
-    /// The mirror of `nsid`, if it is an attached mirrored namespace.
-    pub(crate) fn get(&self, nsid: u32) -> Option<Arc<Mirror>> {
-        lock(&self.mirrors).get(&nsid).cloned()
-    }
-
-    /// Detach: no more commands; queued ones complete with Namespace Not
-    /// Ready; waits for the threads.
-    pub(crate) fn stop(&self, nsid: u32) {
-        let m = lock(&self.mirrors).remove(&nsid);
-        if let Some(m) = m {
-            m.shut(Stop::Drain);
-        }
-    }
-
-    /// The firmware stops as in a crash.
-    pub(crate) fn stop_all(&self) {
-        let all: Vec<Arc<Mirror>> = lock(&self.mirrors).drain().map(|(_, m)| m).collect();
-        for m in &all {
-            lock(&m.state).stop = Some(Stop::Abort);
-            m.changed.notify_all();
-            m.more.notify_all();
-        }
-        for m in all {
-            m.shut(Stop::Abort);
-        }
-    }
-
-    /// A broadcast Flush's mirror part: the first failure's status.
-    pub(crate) fn flush_all(&self) -> u16 {
-        let all: Vec<Arc<Mirror>> = lock(&self.mirrors).values().cloned().collect();
-        let mut status = abi::STATUS_SUCCESS;
-        for m in all {
-            let s = match m.flush() {
-                Ok(()) => abi::STATUS_SUCCESS,
-                Err(Fail::Status(s)) => s,
-                Err(Fail::Gone) => abi::STATUS_INTERNAL_ERROR,
-            };
-            if status == abi::STATUS_SUCCESS {
-                status = s;
-            }
-        }
-        status
-    }
-
     /// The status page of mirrored namespace `ns` (`nsid`): the running
     /// mirror's, else the pool's record.
     pub(crate) fn status(&self, nsid: u32, ns: &Namespace) -> Option<abi::MirrorStatus> {
-        if let Some(m) = self.get(nsid) {
+        if let Some(m) = self.attached.get(nsid) {
             return Some(m.status());
         }
         let rec = ns.mirror.as_ref()?;
@@ -1833,7 +1726,7 @@ impl Mirrors {
                 return Err(abi::STATUS_INVALID_FIELD);
             }
         }
-        let Some(old) = self.get(nsid) else {
+        let Some(old) = self.attached.get(nsid) else {
             let (rec, _) = new_table(&cur, create, regions)?;
             pool.store_mirror(nsid, rec.clone())
                 .and_then(|()| pool.flush())
@@ -1904,7 +1797,7 @@ impl Mirrors {
         });
         let Some(Some(new)) = launched else {
             // No mirror takes over: as a detach.
-            lock(&self.mirrors).remove(&nsid);
+            self.attached.remove(nsid);
             lock(&old.state).stop = Some(Stop::Drain);
             let queued: Vec<Job> = lock(&old.jobs).drain(..).collect();
             for job in queued {
@@ -1923,7 +1816,7 @@ impl Mirrors {
                 }
             }
         }
-        lock(&self.mirrors).insert(nsid, new.clone());
+        self.attached.insert(nsid, new.clone());
         // Dropped plexes: no more writes; their sessions end.
         for (j, p) in old.plexes.iter().enumerate() {
             if from.contains(&Some(j)) {
@@ -2040,17 +1933,13 @@ fn launch(
         crew: Crew::start(WORKERS * remote, &format!("mirror{nsid}p")),
         threads: Mutex::new(Vec::new()),
     });
-    let mut threads = Vec::new();
-    for i in 0..WORKERS {
-        let m = mirror.clone();
-        match std::thread::Builder::new()
-            .name(format!("mirror{nsid}.{i}"))
-            .spawn(move || m.serve())
-        {
-            Ok(t) => threads.push(t),
-            Err(e) => warn!(nsid, "no thread for a mirror worker: {e}"),
-        }
-    }
+    let mut threads = attached::spawn_workers(
+        &mirror,
+        WORKERS,
+        &format!("mirror{nsid}"),
+        |m| m.serve(),
+        |e| warn!(nsid, "no thread for a mirror worker: {e}"),
+    );
     if threads.is_empty() {
         mirror.crew.stop();
         return None;

@@ -21,9 +21,9 @@
 //! such writes, the next Flush of the namespace fails once with Write
 //! Fault, so the guest learns of it (see docs/card-interface.md).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -31,14 +31,14 @@ use std::time::{Duration, Instant};
 use dia_abi::card::{self as abi, SubmissionEntry};
 use tracing::{debug, info, warn};
 
+use crate::attached::{self, Attached, Fail, Registry, Stop};
 use crate::fabric::initiator::{
     self, Config, Error, NamespaceInfo, RemoteNamespace, Session, ONCS_DSM, ONCS_WRITE_ZEROES,
 };
 use crate::guest_memory::GuestMemory;
-use crate::io_queue::{self, IoContext, Pending, QueueGate};
-use crate::nvm::{self, MAX_TRANSFER_BYTES};
+use crate::io_queue::{IoContext, Pending, QueueGate};
+use crate::nvm;
 use crate::pool::Remote;
-use crate::prp::prp_segments;
 
 /// Worker threads per attached remote namespace: its commands in flight
 /// to the target at once.
@@ -151,18 +151,6 @@ pub(crate) struct Job {
     pub(crate) started: Instant,
 }
 
-/// How a link stops.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stop {
-    /// Detached: commands still queued complete with Namespace Not Ready;
-    /// the session ends with a shutdown notification (the target makes
-    /// what it holds durable).
-    Drain,
-    /// The firmware stops, as a crash: queued commands are dropped, the
-    /// session ends at once.
-    Abort,
-}
-
 #[derive(Default)]
 struct Jobs {
     queue: VecDeque<Job>,
@@ -197,29 +185,6 @@ struct Conn {
     /// A session ended with writes up to this count not flushed: the next
     /// Flush fails once.
     lost_upto: Option<u64>,
-}
-
-/// A Read's or Write's checked blocks.
-struct Transfer {
-    slba: u64,
-    /// Bytes, at most `MAX_TRANSFER_BYTES`.
-    len: usize,
-    /// The guest memory its PRPs describe.
-    segs: Vec<(u64, usize)>,
-}
-
-/// Why a command ends early.
-enum Fail {
-    /// With this status.
-    Status(u16),
-    /// Its queue went away (a reset): it is dropped, nothing is posted.
-    Gone,
-}
-
-impl From<u16> for Fail {
-    fn from(s: u16) -> Self {
-        Self::Status(s)
-    }
 }
 
 /// One attached remote namespace's path to its target.
@@ -319,29 +284,8 @@ impl Link {
                 return;
             }
         };
-        let Some(_open) = gate.enter() else {
-            job.p.discard();
-            return;
-        };
-        if self.aborted() {
-            // The firmware stopped while it ran: a crash posts nothing.
-            job.p.discard();
-            return;
-        }
-        let never = AtomicBool::new(false);
-        match io_queue::finish(
-            &ctx,
-            job.class,
-            job.p,
-            status,
-            job.started,
-            job.throttled,
-            &never,
-        ) {
-            Ok(Some(vector)) => ctx.board.irq.raise(vector),
-            Ok(None) => {}
-            Err(why) => ctx.report_fatal(why),
-        }
+        // The firmware stopped while it ran: a crash posts nothing.
+        attached::post(&ctx, job, status, || self.aborted());
     }
 
     fn execute(
@@ -363,54 +307,25 @@ impl Link {
         }
     }
 
-    /// A Read's or Write's blocks, checked as the local path checks them:
-    /// the transfer's size, then its PRPs (read from guest memory while
-    /// `gate` is open), then the range.
+    /// A Read's or Write's first block, guest segments and bytes (at most
+    /// `MAX_TRANSFER_BYTES`), checked as the local path checks them.
     fn transfer(
         &self,
         mem: &GuestMemory,
         sqe: &SubmissionEntry,
         gate: &QueueGate,
-    ) -> Result<Transfer, Fail> {
-        let (slba, n) = (nvm::slba(sqe), nvm::blocks(sqe));
-        let len = n << self.lba_shift;
-        if len > u64::from(MAX_TRANSFER_BYTES) {
-            return Err(abi::STATUS_INVALID_FIELD.into());
-        }
-        let segs = {
-            let _open = gate.enter().ok_or(Fail::Gone)?;
-            // At most MAX_TRANSFER_BYTES: fits usize.
-            prp_segments(mem, sqe.prp1, sqe.prp2, len as usize)?
-        };
-        self.check_range(slba, n)?;
-        Ok(Transfer {
-            slba,
-            // At most MAX_TRANSFER_BYTES.
-            len: (n << self.lba_shift) as usize,
-            segs: segs.into_vec(),
-        })
-    }
-
-    fn check_range(&self, slba: u64, blocks: u64) -> Result<(), Fail> {
-        match slba.checked_add(blocks) {
-            Some(end) if blocks > 0 && end <= self.size_blocks => Ok(()),
-            _ => Err(abi::STATUS_LBA_OUT_OF_RANGE.into()),
-        }
+    ) -> Result<(u64, attached::Segments, usize), Fail> {
+        let (slba, n, segs) = attached::transfer(mem, sqe, gate, self.size_blocks, self.lba_shift)?;
+        // At most MAX_TRANSFER_BYTES.
+        Ok((slba, segs, (n << self.lba_shift) as usize))
     }
 
     fn read(&self, mem: &GuestMemory, sqe: &SubmissionEntry, gate: &QueueGate) -> Result<(), Fail> {
-        let t = self.transfer(mem, sqe, gate)?;
+        let (slba, segs, len) = self.transfer(mem, sqe, gate)?;
         let h = self.handle()?;
-        let mut buf = vec![0u8; t.len];
-        self.call(&h, h.ns.read(t.slba, &mut buf))?;
-        let _open = gate.enter().ok_or(Fail::Gone)?;
-        let mut off = 0;
-        for (addr, len) in t.segs {
-            mem.write(addr, &buf[off..off + len])
-                .map_err(|_| abi::STATUS_DATA_TRANSFER_ERROR)?;
-            off += len;
-        }
-        Ok(())
+        let mut buf = vec![0u8; len];
+        self.call(&h, h.ns.read(slba, &mut buf))?;
+        attached::to_guest(mem, gate, segs, &buf)
     }
 
     fn write(
@@ -419,20 +334,12 @@ impl Link {
         sqe: &SubmissionEntry,
         gate: &QueueGate,
     ) -> Result<(), Fail> {
-        let t = self.transfer(mem, sqe, gate)?;
+        let (slba, segs, len) = self.transfer(mem, sqe, gate)?;
         let fua = abi::IoBlocks::from_cdw12(sqe.cdw12).fua;
-        let mut buf = vec![0u8; t.len];
-        {
-            let _open = gate.enter().ok_or(Fail::Gone)?;
-            let mut off = 0;
-            for (addr, len) in t.segs {
-                mem.read(addr, &mut buf[off..off + len])
-                    .map_err(|_| abi::STATUS_DATA_TRANSFER_ERROR)?;
-                off += len;
-            }
-        }
+        let mut buf = vec![0u8; len];
+        attached::from_guest(mem, gate, segs, &mut buf)?;
         let h = self.handle()?;
-        self.call(&h, h.ns.write(t.slba, &buf, fua))?;
+        self.call(&h, h.ns.write(slba, &buf, fua))?;
         if !fua {
             self.writes.fetch_add(1, Ordering::AcqRel);
         }
@@ -465,16 +372,16 @@ impl Link {
     fn flush_if_needed(&self) -> u16 {
         let needed = self.writes.load(Ordering::Acquire) > self.flushed.load(Ordering::Acquire)
             || lock(&self.conn).lost_upto.is_some();
-        match needed.then(|| self.flush()) {
-            None | Some(Ok(())) => abi::STATUS_SUCCESS,
-            Some(Err(Fail::Status(s))) => s,
-            Some(Err(Fail::Gone)) => abi::STATUS_INTERNAL_ERROR,
+        if needed {
+            Fail::status(self.flush())
+        } else {
+            abi::STATUS_SUCCESS
         }
     }
 
     fn write_zeroes(&self, sqe: &SubmissionEntry) -> Result<(), Fail> {
         let (slba, n) = (nvm::slba(sqe), nvm::blocks(sqe));
-        self.check_range(slba, n)?;
+        attached::check_range(slba, n, self.size_blocks)?;
         let h = self.handle()?;
         if h.oncs & ONCS_WRITE_ZEROES != 0 {
             self.call(&h, h.ns.write_zeroes(slba, n))?;
@@ -501,28 +408,8 @@ impl Link {
         sqe: &SubmissionEntry,
         gate: &QueueGate,
     ) -> Result<(), Fail> {
-        if !abi::DsmAttributes::from_cdw11(sqe.cdw11).deallocate {
-            // Only hints: nothing to do.
-            return Ok(());
-        }
-        let ranges = {
-            let _open = gate.enter().ok_or(Fail::Gone)?;
-            nvm::dsm_ranges(mem, sqe)?
-        };
         // Every range is checked before any goes to the target.
-        for r in &ranges {
-            if r.slba
-                .checked_add(u64::from(r.blocks))
-                .is_none_or(|e| e > self.size_blocks)
-            {
-                return Err(abi::STATUS_LBA_OUT_OF_RANGE.into());
-            }
-        }
-        let list: Vec<(u64, u32)> = ranges
-            .iter()
-            .filter(|r| r.blocks > 0)
-            .map(|r| (r.slba, r.blocks))
-            .collect();
+        let list = attached::deallocations(mem, sqe, gate, self.size_blocks)?;
         if list.is_empty() {
             return Ok(());
         }
@@ -664,14 +551,27 @@ impl Link {
         let oncs = session.controller().oncs;
         Ok(Live { session, ns, oncs })
     }
+}
 
-    /// Stops taking commands and the workers; waits for them.
-    fn shut(&self, how: Stop) {
-        {
-            let mut jobs = lock(&self.jobs);
-            jobs.stop = Some(how);
-        }
+impl Attached for Link {
+    const WHAT: &'static str = "remote link";
+
+    /// A detach returns at once: the link's queued commands complete and
+    /// its session ends in the background.
+    fn stop_thread(nsid: u32) -> Option<String> {
+        Some(format!("remote{nsid}-stop"))
+    }
+
+    fn signal(&self, how: Stop) {
+        lock(&self.jobs).stop = Some(how);
         self.more.notify_all();
+    }
+
+    /// Stops taking commands and the workers; ends the session (with a
+    /// shutdown notification if `how` is [`Stop::Drain`]); waits for the
+    /// workers.
+    fn shut(&self, how: Stop) {
+        self.signal(how);
         let live = lock(&self.conn).live.take();
         if let Some(live) = live {
             match how {
@@ -689,13 +589,25 @@ impl Link {
             let _ = w.join();
         }
     }
+
+    /// Flushes if any write since the last flush needs it.
+    fn flush_status(self: &Arc<Self>) -> u16 {
+        self.flush_if_needed()
+    }
 }
 
 /// The links of the attached remote namespaces of a firmware run.
 #[derive(Debug)]
 pub(crate) struct RemoteLinks {
     host_nqn: String,
-    links: Mutex<HashMap<u32, Arc<Link>>>,
+    /// By nsid. A detach ([`Registry::stop`]) returns at once: the link
+    /// takes no more commands, and in the background its queued commands
+    /// complete with Namespace Not Ready, its session ends with a shutdown
+    /// notification and its workers stop. [`Registry::stop_all`] ends
+    /// every link as in a crash (queued commands dropped, sessions ended
+    /// without a shutdown); [`Registry::flush_all`] is a broadcast Flush's
+    /// remote part: every link with writes not yet flushed flushes.
+    pub(crate) attached: Registry<Link>,
 }
 
 impl RemoteLinks {
@@ -703,7 +615,7 @@ impl RemoteLinks {
     pub(crate) fn new(host_nqn: String) -> Self {
         Self {
             host_nqn,
-            links: Mutex::new(HashMap::new()),
+            attached: Registry::new(),
         }
     }
 
@@ -749,17 +661,13 @@ impl RemoteLinks {
             flushed: AtomicU64::new(0),
             workers: Mutex::new(Vec::new()),
         });
-        let mut workers = Vec::new();
-        for i in 0..WORKERS {
-            let l = link.clone();
-            match std::thread::Builder::new()
-                .name(format!("remote{nsid}.{i}"))
-                .spawn(move || l.serve())
-            {
-                Ok(t) => workers.push(t),
-                Err(e) => warn!(nsid, "no thread for a remote worker: {e}"),
-            }
-        }
+        let workers = attached::spawn_workers(
+            &link,
+            WORKERS,
+            &format!("remote{nsid}"),
+            |l| l.serve(),
+            |e| warn!(nsid, "no thread for a remote worker: {e}"),
+        );
         if workers.is_empty() {
             // Nothing would serve it: its commands take the local path's
             // answer for a namespace not in the pool.
@@ -767,71 +675,13 @@ impl RemoteLinks {
         }
         *lock(&link.workers) = workers;
         info!(nsid, addr = %link.cfg.addr, subnqn = link.cfg.subnqn, "remote namespace served");
-        let old = lock(&self.links).insert(nsid, link);
-        if let Some(old) = old {
-            old.shut(Stop::Abort);
-        }
-    }
-
-    /// The link of `nsid`, if it is an attached remote namespace.
-    pub(crate) fn get(&self, nsid: u32) -> Option<Arc<Link>> {
-        lock(&self.links).get(&nsid).cloned()
+        self.attached.start(nsid, link);
     }
 
     /// `abi::REMOTE_PATH_*` of `nsid` (idle when it has no link).
     pub(crate) fn path(&self, nsid: u32) -> u8 {
-        self.get(nsid)
+        self.attached
+            .get(nsid)
             .map_or(abi::REMOTE_PATH_IDLE, |l| l.path.load(Ordering::Acquire))
-    }
-
-    /// Detach: the link takes no more commands at once; in the background
-    /// its queued commands complete with Namespace Not Ready, its session
-    /// ends with a shutdown notification and its workers stop.
-    pub(crate) fn stop(&self, nsid: u32) {
-        let Some(link) = lock(&self.links).remove(&nsid) else {
-            return;
-        };
-        {
-            let mut jobs = lock(&link.jobs);
-            jobs.stop = Some(Stop::Drain);
-        }
-        let l = link.clone();
-        let spawned = std::thread::Builder::new()
-            .name(format!("remote{nsid}-stop"))
-            .spawn(move || l.shut(Stop::Drain));
-        if let Err(e) = spawned {
-            warn!(
-                nsid,
-                "no thread to stop the remote link, stopping inline: {e}"
-            );
-            link.shut(Stop::Drain);
-        }
-    }
-
-    /// The firmware stops: every link ends as in a crash (queued commands
-    /// dropped, sessions ended without a shutdown); waits for the workers.
-    pub(crate) fn stop_all(&self) {
-        let links: Vec<Arc<Link>> = lock(&self.links).drain().map(|(_, l)| l).collect();
-        for l in &links {
-            lock(&l.jobs).stop = Some(Stop::Abort);
-            l.more.notify_all();
-        }
-        for l in links {
-            l.shut(Stop::Abort);
-        }
-    }
-
-    /// A broadcast Flush's remote part: every link with writes not yet
-    /// flushed flushes; the first failure's status.
-    pub(crate) fn flush_all(&self) -> u16 {
-        let links: Vec<Arc<Link>> = lock(&self.links).values().cloned().collect();
-        let mut status = abi::STATUS_SUCCESS;
-        for l in links {
-            let s = l.flush_if_needed();
-            if status == abi::STATUS_SUCCESS {
-                status = s;
-            }
-        }
-        status
     }
 }
