@@ -2,21 +2,23 @@
 //! remote namespaces (`remote::Link`) and mirrored namespaces
 //! (`mirror::Mirror`). A [`Registry`] holds the running ones of a firmware
 //! run by nsid and stops them (a detach, or every one as in a crash) and
-//! flushes them (a broadcast Flush) through the [`Attached`] trait; the
-//! functions below are the command plumbing both share: the checks of a
-//! command's blocks against the namespace, the copies between guest
-//! memory and a bounce buffer, the completion through the engines'
-//! `finish`, and their worker threads.
+//! flushes them (a broadcast Flush) through the [`Attached`] trait. The
+//! [`Commands`] trait and the functions here are the command plumbing
+//! both share: running an I/O command and posting its completion through
+//! the engines' `finish`, the checks of its blocks against the namespace,
+//! the copies between guest memory and a bounce buffer, and the worker
+//! threads. What a server does differently stays in its trait methods.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::thread::JoinHandle;
 
 use dia_abi::card::{self as abi, SubmissionEntry};
 use tracing::warn;
 
-use crate::guest_memory::GuestMemory;
+use crate::guest_memory::{GuestMemory, MemoryError};
 use crate::io_queue::{self, IoContext, QueueGate};
 use crate::nvm::{self, MAX_TRANSFER_BYTES};
 use crate::prp::prp_segments;
@@ -187,60 +189,69 @@ pub(crate) fn check_range(slba: u64, blocks: u64, size_blocks: u64) -> Result<()
     }
 }
 
-/// A Read's or Write's first block, block count and guest segments on a
-/// namespace of `size_blocks` blocks of 2^`lba_shift` bytes, checked as
-/// the local path checks them: the transfer's size, then its PRPs (read
-/// from guest memory while `gate` is open), then the range.
-pub(crate) fn transfer(
-    mem: &GuestMemory,
-    sqe: &SubmissionEntry,
-    gate: &QueueGate,
-    size_blocks: u64,
-    lba_shift: u8,
-) -> Result<(u64, u64, Segments), Fail> {
-    let (slba, n) = (nvm::slba(sqe), nvm::blocks(sqe));
+/// A command as a worker runs it.
+pub(crate) struct Cmd<'a> {
+    /// Where its data is.
+    pub(crate) mem: &'a GuestMemory,
+    pub(crate) sqe: &'a SubmissionEntry,
+    /// Its queue's: guest memory is touched only while it is open.
+    pub(crate) gate: &'a QueueGate,
+}
+
+/// A Read's or Write's checked blocks.
+pub(crate) struct Transfer {
+    pub(crate) slba: u64,
+    /// Bytes, at most `MAX_TRANSFER_BYTES`.
+    pub(crate) len: usize,
+    /// The guest memory its PRPs describe.
+    pub(crate) segs: Segments,
+}
+
+/// A Read's or Write's blocks on a namespace of `size_blocks` blocks of
+/// 2^`lba_shift` bytes, checked as the local path checks them: the
+/// transfer's size, then its PRPs (read from guest memory while `gate` is
+/// open), then the range.
+pub(crate) fn transfer(c: &Cmd<'_>, size_blocks: u64, lba_shift: u8) -> Result<Transfer, Fail> {
+    let (slba, n) = (nvm::slba(c.sqe), nvm::blocks(c.sqe));
     let len = n << lba_shift;
     if len > u64::from(MAX_TRANSFER_BYTES) {
         return Err(abi::STATUS_INVALID_FIELD.into());
     }
     let segs = {
-        let _open = gate.enter().ok_or(Fail::Gone)?;
+        let _open = c.gate.enter().ok_or(Fail::Gone)?;
         // At most MAX_TRANSFER_BYTES: fits usize.
-        prp_segments(mem, sqe.prp1, sqe.prp2, len as usize)?
+        prp_segments(c.mem, c.sqe.prp1, c.sqe.prp2, len as usize)?
     };
     check_range(slba, n, size_blocks)?;
-    Ok((slba, n, segs.into_vec()))
+    Ok(Transfer {
+        slba,
+        // At most MAX_TRANSFER_BYTES.
+        len: len as usize,
+        segs: segs.into_vec(),
+    })
 }
 
 /// Copies guest memory `segs` into `buf` while `gate` is open.
-pub(crate) fn from_guest(
-    mem: &GuestMemory,
-    gate: &QueueGate,
-    segs: Segments,
-    buf: &mut [u8],
-) -> Result<(), Fail> {
-    let _open = gate.enter().ok_or(Fail::Gone)?;
-    let mut off = 0;
-    for (addr, len) in segs {
-        mem.read(addr, &mut buf[off..off + len])
-            .map_err(|_| abi::STATUS_DATA_TRANSFER_ERROR)?;
-        off += len;
-    }
-    Ok(())
+pub(crate) fn from_guest(c: &Cmd<'_>, segs: Segments, buf: &mut [u8]) -> Result<(), Fail> {
+    each_segment(c.gate, segs, |addr, at| c.mem.read(addr, &mut buf[at]))
 }
 
 /// Copies `buf` into guest memory `segs` while `gate` is open.
-pub(crate) fn to_guest(
-    mem: &GuestMemory,
+pub(crate) fn to_guest(c: &Cmd<'_>, segs: Segments, buf: &[u8]) -> Result<(), Fail> {
+    each_segment(c.gate, segs, |addr, at| c.mem.write(addr, &buf[at]))
+}
+
+/// Calls `copy` for each of `segs` (its guest address and its bytes of
+/// the buffer, in order) while `gate` is open.
+fn each_segment(
     gate: &QueueGate,
     segs: Segments,
-    buf: &[u8],
+    mut copy: impl FnMut(u64, Range<usize>) -> Result<(), MemoryError>,
 ) -> Result<(), Fail> {
     let _open = gate.enter().ok_or(Fail::Gone)?;
     let mut off = 0;
     for (addr, len) in segs {
-        mem.write(addr, &buf[off..off + len])
-            .map_err(|_| abi::STATUS_DATA_TRANSFER_ERROR)?;
+        copy(addr, off..off + len).map_err(|_| abi::STATUS_DATA_TRANSFER_ERROR)?;
         off += len;
     }
     Ok(())
@@ -250,19 +261,14 @@ pub(crate) fn to_guest(
 /// a namespace of `size_blocks` blocks, every one checked before any is
 /// used; empty when it has nothing to do (only hints, or only empty
 /// ranges).
-pub(crate) fn deallocations(
-    mem: &GuestMemory,
-    sqe: &SubmissionEntry,
-    gate: &QueueGate,
-    size_blocks: u64,
-) -> Result<Vec<(u64, u32)>, Fail> {
-    if !abi::DsmAttributes::from_cdw11(sqe.cdw11).deallocate {
+pub(crate) fn deallocations(c: &Cmd<'_>, size_blocks: u64) -> Result<Vec<(u64, u32)>, Fail> {
+    if !abi::DsmAttributes::from_cdw11(c.sqe.cdw11).deallocate {
         // Only hints: nothing to do.
         return Ok(Vec::new());
     }
     let ranges = {
-        let _open = gate.enter().ok_or(Fail::Gone)?;
-        nvm::dsm_ranges(mem, sqe)?
+        let _open = c.gate.enter().ok_or(Fail::Gone)?;
+        nvm::dsm_ranges(c.mem, c.sqe)?
     };
     for r in &ranges {
         if r.slba
@@ -330,4 +336,65 @@ pub(crate) fn spawn_workers<T: Send + Sync + 'static>(
         }
     }
     threads
+}
+
+/// The I/O commands an attached namespace's server runs for its workers.
+pub(crate) trait Commands: Send + Sync + 'static {
+    /// Where its commands complete.
+    fn ctx(&self) -> &Weak<IoContext>;
+
+    /// It stopped as in a crash: a command that ran meanwhile posts
+    /// nothing.
+    fn aborted(&self) -> bool;
+
+    /// A command it ran is dropped: its queue went away meanwhile.
+    fn dropped(&self);
+
+    fn read(self: &Arc<Self>, c: &Cmd<'_>) -> Result<(), Fail>;
+
+    fn write(self: &Arc<Self>, c: &Cmd<'_>) -> Result<(), Fail>;
+
+    fn flush(self: &Arc<Self>) -> Result<(), Fail>;
+
+    fn write_zeroes(self: &Arc<Self>, c: &Cmd<'_>) -> Result<(), Fail>;
+
+    fn dataset_management(self: &Arc<Self>, c: &Cmd<'_>) -> Result<(), Fail>;
+
+    /// Executes a command and posts its completion.
+    fn run(self: &Arc<Self>, job: Job) {
+        let Some(ctx) = self.ctx().upgrade() else {
+            job.p.discard();
+            return;
+        };
+        let gate = job.p.gate.clone();
+        let c = Cmd {
+            mem: &ctx.board.mem,
+            sqe: &job.p.sqe,
+            gate: &gate,
+        };
+        let status = match self.execute(&c) {
+            Ok(()) => abi::STATUS_SUCCESS,
+            Err(Fail::Status(s)) => s,
+            Err(Fail::Gone) => {
+                self.dropped();
+                job.p.discard();
+                return;
+            }
+        };
+        post(&ctx, job, status, || self.aborted());
+    }
+
+    fn execute(self: &Arc<Self>, c: &Cmd<'_>) -> Result<(), Fail> {
+        if c.sqe.flags != 0 {
+            return Err(abi::STATUS_INVALID_FIELD.into());
+        }
+        match c.sqe.opcode {
+            abi::IO_READ => self.read(c),
+            abi::IO_WRITE => self.write(c),
+            abi::IO_FLUSH => self.flush(),
+            abi::IO_WRITE_ZEROES => self.write_zeroes(c),
+            abi::IO_DATASET_MANAGEMENT => self.dataset_management(c),
+            _ => Err(abi::STATUS_INVALID_OPCODE.into()),
+        }
+    }
 }

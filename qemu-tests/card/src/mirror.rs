@@ -38,13 +38,12 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use dia_abi::card::{self as abi, SubmissionEntry};
+use dia_abi::card as abi;
 use tracing::{debug, info, warn};
 
-use crate::attached::{self, Attached, Fail, Registry, Segments};
+use crate::attached::{self, Attached, Cmd, Commands, Fail, Registry};
 use crate::fabric::initiator::{Config, Error, RemoteNamespace, Session, ONCS_WRITE_ZEROES};
-use crate::guest_memory::GuestMemory;
-use crate::io_queue::{IoContext, QueueGate};
+use crate::io_queue::IoContext;
 use crate::nvm;
 use crate::pool::{regions_of, MirrorRecord, Namespace, PlexRecord, Pool, RegionSet};
 use crate::remote::{io_config, Job, BACKOFF_FIRST, BACKOFF_MAX};
@@ -389,126 +388,12 @@ impl Mirror {
         }
     }
 
-    fn run(self: &Arc<Self>, job: Job) {
-        let Some(ctx) = self.ctx.upgrade() else {
-            job.p.discard();
-            return;
-        };
-        let gate = job.p.gate.clone();
-        let status = match self.execute(&ctx.board.mem, &job.p.sqe, &gate) {
-            Ok(()) => abi::STATUS_SUCCESS,
-            Err(Fail::Status(s)) => s,
-            Err(Fail::Gone) => {
-                job.p.discard();
-                return;
-            }
-        };
-        self.post(job, status);
-    }
-
     fn post(&self, job: Job, status: u16) {
         let Some(ctx) = self.ctx.upgrade() else {
             job.p.discard();
             return;
         };
-        attached::post(&ctx, job, status, || self.stopping() == Some(Stop::Abort));
-    }
-
-    fn execute(
-        self: &Arc<Self>,
-        mem: &GuestMemory,
-        sqe: &SubmissionEntry,
-        gate: &QueueGate,
-    ) -> Result<(), Fail> {
-        if sqe.flags != 0 {
-            return Err(abi::STATUS_INVALID_FIELD.into());
-        }
-        match sqe.opcode {
-            abi::IO_READ => self.read(mem, sqe, gate),
-            abi::IO_WRITE => {
-                let (slba, _, segs) = self.transfer(mem, sqe, gate)?;
-                let len: usize = segs.iter().map(|s| s.1).sum();
-                let mut buf = vec![0u8; len];
-                attached::from_guest(mem, gate, segs, &mut buf)?;
-                let fua = abi::IoBlocks::from_cdw12(sqe.cdw12).fua;
-                self.mutate(Op::Write {
-                    slba,
-                    data: Arc::new(buf),
-                    fua,
-                })
-            }
-            abi::IO_FLUSH => self.flush(),
-            abi::IO_WRITE_ZEROES => {
-                let (slba, n) = (nvm::slba(sqe), nvm::blocks(sqe));
-                attached::check_range(slba, n, self.size_blocks)?;
-                self.mutate(Op::Zeroes(Arc::new(vec![(slba, n)])))
-            }
-            abi::IO_DATASET_MANAGEMENT => {
-                let list: Vec<(u64, u64)> =
-                    attached::deallocations(mem, sqe, gate, self.size_blocks)?
-                        .into_iter()
-                        .map(|(slba, blocks)| (slba, u64::from(blocks)))
-                        .collect();
-                if list.is_empty() {
-                    return Ok(());
-                }
-                // Deallocated blocks read as zeroes on every plex.
-                self.mutate(Op::Zeroes(Arc::new(list)))
-            }
-            _ => Err(abi::STATUS_INVALID_OPCODE.into()),
-        }
-    }
-
-    /// A Read's or Write's first block, block count and guest segments.
-    fn transfer(
-        &self,
-        mem: &GuestMemory,
-        sqe: &SubmissionEntry,
-        gate: &QueueGate,
-    ) -> Result<(u64, u64, Segments), Fail> {
-        attached::transfer(mem, sqe, gate, self.size_blocks, self.lba_shift)
-    }
-
-    fn read(
-        self: &Arc<Self>,
-        mem: &GuestMemory,
-        sqe: &SubmissionEntry,
-        gate: &QueueGate,
-    ) -> Result<(), Fail> {
-        let (slba, n, segs) = self.transfer(mem, sqe, gate)?;
-        let mut buf = vec![0u8; (n << self.lba_shift) as usize];
-        loop {
-            let i = {
-                let st = lock(&self.state);
-                if Stop::ends(st.stop) {
-                    return Err(abi::STATUS_NAMESPACE_NOT_READY.into());
-                }
-                let in_sync = st.in_sync();
-                // The local plex, else the remote one with the fewest reads
-                // so far (spreads them).
-                let local = in_sync
-                    .iter()
-                    .copied()
-                    .find(|&i| matches!(self.plexes[i].at, Where::Local(_)));
-                match local.or_else(|| {
-                    in_sync
-                        .iter()
-                        .copied()
-                        .min_by_key(|&i| self.plexes[i].reads.load(Ordering::Relaxed))
-                }) {
-                    Some(i) => i,
-                    None => return Err(abi::STATUS_NAMESPACE_NOT_READY.into()),
-                }
-            };
-            match self.plex_read(i, slba, &mut buf) {
-                Ok(()) => {
-                    self.plexes[i].reads.fetch_add(1, Ordering::Relaxed);
-                    break;
-                }
-                Err(e) => self.fail_plex(i, &[], &e)?,
-            }
-        }
-        attached::to_guest(mem, gate, segs, &buf)
+        attached::post(&ctx, job, status, || self.aborted());
     }
 
     /// The region spans an operation touches.
@@ -630,35 +515,6 @@ impl Mirror {
             // No write completes without a plex that left before every
             // in-sync plex holds the record that says so.
             self.publish()
-        } else {
-            Err(abi::STATUS_NAMESPACE_NOT_READY.into())
-        }
-    }
-
-    /// Flush on every in-sync plex.
-    fn flush(self: &Arc<Self>) -> Result<(), Fail> {
-        let (targets, upto) = {
-            let st = lock(&self.state);
-            if Stop::ends(st.stop) {
-                return Err(abi::STATUS_NAMESPACE_NOT_READY.into());
-            }
-            // Writes still in flight are not covered.
-            let upto = st.inflight.first().map_or(st.seq, |s| s.saturating_sub(1));
-            (st.in_sync(), upto)
-        };
-        let results = self.fan_out(&targets, &Op::Flush);
-        let mut ok = false;
-        for (i, r) in results {
-            match r {
-                Ok(()) => {
-                    ok = true;
-                    lock(&self.state).unflushed[i].retain(|_, s| *s > upto);
-                }
-                Err(e) => self.fail_plex(i, &[], &e)?,
-            }
-        }
-        if ok {
-            Ok(())
         } else {
             Err(abi::STATUS_NAMESPACE_NOT_READY.into())
         }
@@ -1315,6 +1171,116 @@ impl Mirror {
             let _ = t.join();
         }
         self.crew.stop();
+    }
+}
+
+impl Commands for Mirror {
+    fn ctx(&self) -> &Weak<IoContext> {
+        &self.ctx
+    }
+
+    fn aborted(&self) -> bool {
+        self.stopping() == Some(Stop::Abort)
+    }
+
+    fn dropped(&self) {
+        // Nothing to tell.
+    }
+
+    fn read(self: &Arc<Self>, c: &Cmd<'_>) -> Result<(), Fail> {
+        let t = attached::transfer(c, self.size_blocks, self.lba_shift)?;
+        let mut buf = vec![0u8; t.len];
+        loop {
+            let i = {
+                let st = lock(&self.state);
+                if Stop::ends(st.stop) {
+                    return Err(abi::STATUS_NAMESPACE_NOT_READY.into());
+                }
+                let in_sync = st.in_sync();
+                // The local plex, else the remote one with the fewest reads
+                // so far (spreads them).
+                let local = in_sync
+                    .iter()
+                    .copied()
+                    .find(|&i| matches!(self.plexes[i].at, Where::Local(_)));
+                match local.or_else(|| {
+                    in_sync
+                        .iter()
+                        .copied()
+                        .min_by_key(|&i| self.plexes[i].reads.load(Ordering::Relaxed))
+                }) {
+                    Some(i) => i,
+                    None => return Err(abi::STATUS_NAMESPACE_NOT_READY.into()),
+                }
+            };
+            match self.plex_read(i, t.slba, &mut buf) {
+                Ok(()) => {
+                    self.plexes[i].reads.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                Err(e) => self.fail_plex(i, &[], &e)?,
+            }
+        }
+        attached::to_guest(c, t.segs, &buf)
+    }
+
+    fn write(self: &Arc<Self>, c: &Cmd<'_>) -> Result<(), Fail> {
+        let t = attached::transfer(c, self.size_blocks, self.lba_shift)?;
+        let mut buf = vec![0u8; t.len];
+        attached::from_guest(c, t.segs, &mut buf)?;
+        let fua = abi::IoBlocks::from_cdw12(c.sqe.cdw12).fua;
+        self.mutate(Op::Write {
+            slba: t.slba,
+            data: Arc::new(buf),
+            fua,
+        })
+    }
+
+    /// Flush on every in-sync plex.
+    fn flush(self: &Arc<Self>) -> Result<(), Fail> {
+        let (targets, upto) = {
+            let st = lock(&self.state);
+            if Stop::ends(st.stop) {
+                return Err(abi::STATUS_NAMESPACE_NOT_READY.into());
+            }
+            // Writes still in flight are not covered.
+            let upto = st.inflight.first().map_or(st.seq, |s| s.saturating_sub(1));
+            (st.in_sync(), upto)
+        };
+        let results = self.fan_out(&targets, &Op::Flush);
+        let mut ok = false;
+        for (i, r) in results {
+            match r {
+                Ok(()) => {
+                    ok = true;
+                    lock(&self.state).unflushed[i].retain(|_, s| *s > upto);
+                }
+                Err(e) => self.fail_plex(i, &[], &e)?,
+            }
+        }
+        if ok {
+            Ok(())
+        } else {
+            Err(abi::STATUS_NAMESPACE_NOT_READY.into())
+        }
+    }
+
+    fn write_zeroes(self: &Arc<Self>, c: &Cmd<'_>) -> Result<(), Fail> {
+        let (slba, n) = (nvm::slba(c.sqe), nvm::blocks(c.sqe));
+        attached::check_range(slba, n, self.size_blocks)?;
+        self.mutate(Op::Zeroes(Arc::new(vec![(slba, n)])))
+    }
+
+    fn dataset_management(self: &Arc<Self>, c: &Cmd<'_>) -> Result<(), Fail> {
+        let list: Vec<(u64, u64)> = attached::deallocations(c, self.size_blocks)?
+            .into_iter()
+            .map(|(slba, blocks)| (slba, u64::from(blocks)))
+            .collect();
+        if list.is_empty() {
+            return Ok(());
+        }
+        // Deallocated blocks read as zeroes on every plex.
+        self.mutate(Op::Zeroes(Arc::new(list)))
     }
 }
 

@@ -28,15 +28,14 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use dia_abi::card::{self as abi, SubmissionEntry};
+use dia_abi::card as abi;
 use tracing::{debug, info, warn};
 
-use crate::attached::{self, Attached, Fail, Registry, Stop};
+use crate::attached::{self, Attached, Cmd, Commands, Fail, Registry, Stop};
 use crate::fabric::initiator::{
     self, Config, Error, NamespaceInfo, RemoteNamespace, Session, ONCS_DSM, ONCS_WRITE_ZEROES,
 };
-use crate::guest_memory::GuestMemory;
-use crate::io_queue::{IoContext, Pending, QueueGate};
+use crate::io_queue::{IoContext, Pending};
 use crate::nvm;
 use crate::pool::Remote;
 
@@ -239,11 +238,7 @@ impl Link {
         lock(&self.jobs).stop.is_some()
     }
 
-    fn aborted(&self) -> bool {
-        lock(&self.jobs).stop == Some(Stop::Abort)
-    }
-
-    fn serve(&self) {
+    fn serve(self: &Arc<Self>) {
         loop {
             let (job, stop) = {
                 let mut jobs = lock(&self.jobs);
@@ -265,111 +260,9 @@ impl Link {
         }
     }
 
-    /// Executes a command and posts its completion.
-    fn run(&self, job: Job) {
-        let Some(ctx) = self.ctx.upgrade() else {
-            job.p.discard();
-            return;
-        };
-        let gate = job.p.gate.clone();
-        let status = match self.execute(&ctx.board.mem, &job.p.sqe, &gate) {
-            Ok(()) => abi::STATUS_SUCCESS,
-            Err(Fail::Status(s)) => s,
-            Err(Fail::Gone) => {
-                debug!(
-                    nsid = self.nsid,
-                    "remote command dropped: its queue is gone"
-                );
-                job.p.discard();
-                return;
-            }
-        };
-        // The firmware stopped while it ran: a crash posts nothing.
-        attached::post(&ctx, job, status, || self.aborted());
-    }
-
-    fn execute(
-        &self,
-        mem: &GuestMemory,
-        sqe: &SubmissionEntry,
-        gate: &QueueGate,
-    ) -> Result<(), Fail> {
-        if sqe.flags != 0 {
-            return Err(abi::STATUS_INVALID_FIELD.into());
-        }
-        match sqe.opcode {
-            abi::IO_READ => self.read(mem, sqe, gate),
-            abi::IO_WRITE => self.write(mem, sqe, gate),
-            abi::IO_FLUSH => self.flush(),
-            abi::IO_WRITE_ZEROES => self.write_zeroes(sqe),
-            abi::IO_DATASET_MANAGEMENT => self.dataset_management(mem, sqe, gate),
-            _ => Err(abi::STATUS_INVALID_OPCODE.into()),
-        }
-    }
-
-    /// A Read's or Write's first block, guest segments and bytes (at most
-    /// `MAX_TRANSFER_BYTES`), checked as the local path checks them.
-    fn transfer(
-        &self,
-        mem: &GuestMemory,
-        sqe: &SubmissionEntry,
-        gate: &QueueGate,
-    ) -> Result<(u64, attached::Segments, usize), Fail> {
-        let (slba, n, segs) = attached::transfer(mem, sqe, gate, self.size_blocks, self.lba_shift)?;
-        // At most MAX_TRANSFER_BYTES.
-        Ok((slba, segs, (n << self.lba_shift) as usize))
-    }
-
-    fn read(&self, mem: &GuestMemory, sqe: &SubmissionEntry, gate: &QueueGate) -> Result<(), Fail> {
-        let (slba, segs, len) = self.transfer(mem, sqe, gate)?;
-        let h = self.handle()?;
-        let mut buf = vec![0u8; len];
-        self.call(&h, h.ns.read(slba, &mut buf))?;
-        attached::to_guest(mem, gate, segs, &buf)
-    }
-
-    fn write(
-        &self,
-        mem: &GuestMemory,
-        sqe: &SubmissionEntry,
-        gate: &QueueGate,
-    ) -> Result<(), Fail> {
-        let (slba, segs, len) = self.transfer(mem, sqe, gate)?;
-        let fua = abi::IoBlocks::from_cdw12(sqe.cdw12).fua;
-        let mut buf = vec![0u8; len];
-        attached::from_guest(mem, gate, segs, &mut buf)?;
-        let h = self.handle()?;
-        self.call(&h, h.ns.write(slba, &buf, fua))?;
-        if !fua {
-            self.writes.fetch_add(1, Ordering::AcqRel);
-        }
-        Ok(())
-    }
-
-    /// Flush: every write completed before it is durable on the target;
-    /// fails once with Write Fault after a session ended with writes not
-    /// flushed (they may be lost).
-    fn flush(&self) -> Result<(), Fail> {
-        let upto = self.writes.load(Ordering::Acquire);
-        // Looking at the session first notices one that ended meanwhile.
-        let h = self.handle();
-        if let Some(lost) = lock(&self.conn).lost_upto.take() {
-            self.flushed.fetch_max(lost, Ordering::AcqRel);
-            warn!(
-                nsid = self.nsid,
-                "flush fails: the connection to the target ended with writes not flushed there"
-            );
-            return Err(abi::STATUS_WRITE_FAULT.into());
-        }
-        let h = h?;
-        self.call(&h, h.ns.flush())?;
-        self.flushed.fetch_max(upto, Ordering::AcqRel);
-        Ok(())
-    }
-
     /// Flushes if any write since the last flush needs it (a broadcast
     /// Flush); the status.
-    fn flush_if_needed(&self) -> u16 {
+    fn flush_if_needed(self: &Arc<Self>) -> u16 {
         let needed = self.writes.load(Ordering::Acquire) > self.flushed.load(Ordering::Acquire)
             || lock(&self.conn).lost_upto.is_some();
         if needed {
@@ -377,50 +270,6 @@ impl Link {
         } else {
             abi::STATUS_SUCCESS
         }
-    }
-
-    fn write_zeroes(&self, sqe: &SubmissionEntry) -> Result<(), Fail> {
-        let (slba, n) = (nvm::slba(sqe), nvm::blocks(sqe));
-        attached::check_range(slba, n, self.size_blocks)?;
-        let h = self.handle()?;
-        if h.oncs & ONCS_WRITE_ZEROES != 0 {
-            self.call(&h, h.ns.write_zeroes(slba, n))?;
-        } else {
-            // The target has no Write Zeroes: write zeroes.
-            let step = (ZEROES_STEP_BYTES >> self.lba_shift) as u64;
-            let zeroes = vec![0u8; ZEROES_STEP_BYTES];
-            let mut at = slba;
-            while at < slba + n {
-                let k = step.min(slba + n - at);
-                // At most ZEROES_STEP_BYTES.
-                let bytes = (k << self.lba_shift) as usize;
-                self.call(&h, h.ns.write(at, &zeroes[..bytes], false))?;
-                at += k;
-            }
-        }
-        self.writes.fetch_add(1, Ordering::AcqRel);
-        Ok(())
-    }
-
-    fn dataset_management(
-        &self,
-        mem: &GuestMemory,
-        sqe: &SubmissionEntry,
-        gate: &QueueGate,
-    ) -> Result<(), Fail> {
-        // Every range is checked before any goes to the target.
-        let list = attached::deallocations(mem, sqe, gate, self.size_blocks)?;
-        if list.is_empty() {
-            return Ok(());
-        }
-        let h = self.handle()?;
-        if h.oncs & ONCS_DSM == 0 {
-            // Deallocation is advisory: a target without it keeps the data.
-            return Ok(());
-        }
-        self.call(&h, h.ns.deallocate(&list))?;
-        self.writes.fetch_add(1, Ordering::AcqRel);
-        Ok(())
     }
 
     /// The result of a call on the target; a failure of the connection
@@ -550,6 +399,105 @@ impl Link {
         }
         let oncs = session.controller().oncs;
         Ok(Live { session, ns, oncs })
+    }
+}
+
+impl Commands for Link {
+    fn ctx(&self) -> &Weak<IoContext> {
+        &self.ctx
+    }
+
+    /// The firmware stopped while it ran: a crash posts nothing.
+    fn aborted(&self) -> bool {
+        lock(&self.jobs).stop == Some(Stop::Abort)
+    }
+
+    fn read(self: &Arc<Self>, c: &Cmd<'_>) -> Result<(), Fail> {
+        let t = attached::transfer(c, self.size_blocks, self.lba_shift)?;
+        let h = self.handle()?;
+        let mut buf = vec![0u8; t.len];
+        self.call(&h, h.ns.read(t.slba, &mut buf))?;
+        attached::to_guest(c, t.segs, &buf)
+    }
+
+    fn write(self: &Arc<Self>, c: &Cmd<'_>) -> Result<(), Fail> {
+        let t = attached::transfer(c, self.size_blocks, self.lba_shift)?;
+        let fua = abi::IoBlocks::from_cdw12(c.sqe.cdw12).fua;
+        let mut buf = vec![0u8; t.len];
+        attached::from_guest(c, t.segs, &mut buf)?;
+        let h = self.handle()?;
+        self.call(&h, h.ns.write(t.slba, &buf, fua))?;
+        if !fua {
+            self.writes.fetch_add(1, Ordering::AcqRel);
+        }
+        Ok(())
+    }
+
+    /// Flush: every write completed before it is durable on the target;
+    /// fails once with Write Fault after a session ended with writes not
+    /// flushed (they may be lost).
+    fn flush(self: &Arc<Self>) -> Result<(), Fail> {
+        let upto = self.writes.load(Ordering::Acquire);
+        // Looking at the session first notices one that ended meanwhile.
+        let h = self.handle();
+        if let Some(lost) = lock(&self.conn).lost_upto.take() {
+            self.flushed.fetch_max(lost, Ordering::AcqRel);
+            warn!(
+                nsid = self.nsid,
+                "flush fails: the connection to the target ended with writes not flushed there"
+            );
+            return Err(abi::STATUS_WRITE_FAULT.into());
+        }
+        let h = h?;
+        self.call(&h, h.ns.flush())?;
+        self.flushed.fetch_max(upto, Ordering::AcqRel);
+        Ok(())
+    }
+
+    fn write_zeroes(self: &Arc<Self>, c: &Cmd<'_>) -> Result<(), Fail> {
+        let (slba, n) = (nvm::slba(c.sqe), nvm::blocks(c.sqe));
+        attached::check_range(slba, n, self.size_blocks)?;
+        let h = self.handle()?;
+        if h.oncs & ONCS_WRITE_ZEROES != 0 {
+            self.call(&h, h.ns.write_zeroes(slba, n))?;
+        } else {
+            // The target has no Write Zeroes: write zeroes.
+            let step = (ZEROES_STEP_BYTES >> self.lba_shift) as u64;
+            let zeroes = vec![0u8; ZEROES_STEP_BYTES];
+            let mut at = slba;
+            while at < slba + n {
+                let k = step.min(slba + n - at);
+                // At most ZEROES_STEP_BYTES.
+                let bytes = (k << self.lba_shift) as usize;
+                self.call(&h, h.ns.write(at, &zeroes[..bytes], false))?;
+                at += k;
+            }
+        }
+        self.writes.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    fn dataset_management(self: &Arc<Self>, c: &Cmd<'_>) -> Result<(), Fail> {
+        // Every range is checked before any goes to the target.
+        let list = attached::deallocations(c, self.size_blocks)?;
+        if list.is_empty() {
+            return Ok(());
+        }
+        let h = self.handle()?;
+        if h.oncs & ONCS_DSM == 0 {
+            // Deallocation is advisory: a target without it keeps the data.
+            return Ok(());
+        }
+        self.call(&h, h.ns.deallocate(&list))?;
+        self.writes.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    fn dropped(&self) {
+        debug!(
+            nsid = self.nsid,
+            "remote command dropped: its queue is gone"
+        );
     }
 }
 
