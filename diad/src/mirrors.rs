@@ -115,6 +115,19 @@ fn health(views: &[PlexView]) -> String {
     .into()
 }
 
+/// Whether member `m` has `label` (any member if none is asked for).
+fn has_label(m: &MemberState, label: Option<&str>) -> bool {
+    label.is_none_or(|l| m.labels.iter().any(|x| x == l))
+}
+
+/// A refusal for want of room on the appliances.
+fn no_room(message: String) -> ApiError {
+    ApiError {
+        status: StatusCode::INSUFFICIENT_STORAGE,
+        ..ApiError::conflict(message)
+    }
+}
+
 impl Manager {
     /// Where the plexes of new mirrored volume `req` go: `req.mirrors`
     /// different appliances with room (this one first if it has room, then
@@ -133,19 +146,12 @@ impl Manager {
             ));
         };
         self.check_new(req)?;
-        let room = |m: &MemberState| {
-            m.pool_bytes
-                .saturating_sub(self.state.promised_bytes(&m.name))
-        };
+        let room = |m: &MemberState| self.room(m);
         let labelled: Vec<&MemberState> = self
             .state
             .members
             .iter()
-            .filter(|m| {
-                req.label
-                    .as_deref()
-                    .is_none_or(|l| m.labels.iter().any(|x| x == l))
-            })
+            .filter(|m| has_label(m, req.label.as_deref()))
             .collect();
         if let Some(node) = &req.node {
             if !labelled.iter().any(|m| &m.name == node) {
@@ -172,31 +178,35 @@ impl Manager {
             .is_some_and(|n| fits.first().is_none_or(|m| m.name != n))
         {
             let node = req.node.as_deref().unwrap_or_default();
-            return Err(ApiError {
-                status: StatusCode::INSUFFICIENT_STORAGE,
-                ..ApiError::conflict(format!(
-                    "appliance '{node}' has no room for {}",
-                    format_size(req.size_bytes)
-                ))
-            });
+            return Err(no_room(format!(
+                "appliance '{node}' has no room for {}",
+                format_size(req.size_bytes)
+            )));
         }
         if fits.len() < n as usize {
-            let rooms: Vec<String> = labelled
-                .iter()
-                .map(|m| format!("{} ({} left)", m.name, format_size(room(m))))
-                .collect();
-            return Err(ApiError {
-                status: StatusCode::INSUFFICIENT_STORAGE,
-                ..ApiError::conflict(format!(
-                    "a volume with {n} copies needs {n} different appliances with room for {}; {} {} it: {}",
-                    format_size(req.size_bytes),
-                    fits.len(),
-                    if fits.len() == 1 { "has" } else { "have" },
-                    rooms.join(", ")
-                ))
-            });
+            return Err(no_room(format!(
+                "a volume with {n} copies needs {n} different appliances with room for {}; {} {} it: {}",
+                format_size(req.size_bytes),
+                fits.len(),
+                if fits.len() == 1 { "has" } else { "have" },
+                self.rooms(&labelled).join(", ")
+            )));
         }
         Ok(fits[..n as usize].iter().map(|m| self.place(m)).collect())
+    }
+
+    /// Bytes member `m`'s pool has left after what is promised on it.
+    fn room(&self, m: &MemberState) -> u64 {
+        m.pool_bytes
+            .saturating_sub(self.state.promised_bytes(&m.name))
+    }
+
+    /// `name (size left)` of each of `members`, for a refusal.
+    fn rooms(&self, members: &[&MemberState]) -> Vec<String> {
+        members
+            .iter()
+            .map(|m| format!("{} ({} left)", m.name, format_size(self.room(m))))
+            .collect()
     }
 
     /// Where a copy on member `m` is made or deleted: here, or through
@@ -472,40 +482,27 @@ impl Manager {
                 "volume '{name}' would have {after} copies (allowed: at most {MAX_MIRRORS})"
             )));
         }
-        let room = |m: &MemberState| {
-            m.pool_bytes
-                .saturating_sub(self.state.promised_bytes(&m.name))
-        };
+        let room = |m: &MemberState| self.room(m);
         let candidates: Vec<&MemberState> = self
             .state
             .members
             .iter()
             .filter(|m| !holders.contains(&m.name.as_str()))
             .filter(|m| add.node.as_deref().is_none_or(|n| n == m.name))
-            .filter(|m| {
-                add.label
-                    .as_deref()
-                    .is_none_or(|l| m.labels.iter().any(|x| x == l))
-            })
+            .filter(|m| has_label(m, add.label.as_deref()))
             .collect();
         let Some(best) = candidates
             .iter()
             .filter(|m| room(m) >= v.size_bytes)
             .max_by_key(|m| room(m))
         else {
-            let others: Vec<String> = candidates
-                .iter()
-                .map(|m| format!("{} ({} left)", m.name, format_size(room(m))))
-                .collect();
-            return Err(ApiError {
-                status: StatusCode::INSUFFICIENT_STORAGE,
-                ..ApiError::conflict(format!(
-                    "no appliance without a copy of '{name}' has room for {} (copies on: {}; others: {})",
-                    format_size(v.size_bytes),
-                    holders.join(", "),
-                    if others.is_empty() { "none".into() } else { others.join(", ") }
-                ))
-            });
+            let others = self.rooms(&candidates);
+            return Err(no_room(format!(
+                "no appliance without a copy of '{name}' has room for {} (copies on: {}; others: {})",
+                format_size(v.size_bytes),
+                holders.join(", "),
+                if others.is_empty() { "none".into() } else { others.join(", ") }
+            )));
         };
         Ok(PlexPlan::Here(Some((
             self.place(best),
