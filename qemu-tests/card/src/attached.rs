@@ -166,8 +166,8 @@ impl From<u16> for Fail {
 }
 
 impl Fail {
-    /// The status a command that ended with `r` completes with (a Flush
-    /// of its own, or a broadcast Flush's part).
+    /// The status of a broadcast Flush's part that ended with `r` (one
+    /// whose queue went away counts as an internal error).
     pub(crate) fn status(r: Result<(), Self>) -> u16 {
         match r {
             Ok(()) => abi::STATUS_SUCCESS,
