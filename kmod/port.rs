@@ -91,6 +91,10 @@ pub(crate) struct PortPath {
     pub(crate) nd: Arc<NetDev>,
     tx_ring: CoherentAllocation,
     rx_ring: CoherentAllocation,
+    // Lock order: `tx` may be taken while `rx` is held (the poll hands
+    // frames to the stack under `rx`, and the stack may transmit from
+    // there), never `rx` while `tx` is held; the driver's own code takes
+    // them one at a time.
     #[pin]
     tx: SpinLock<TxState>,
     #[pin]
@@ -199,12 +203,19 @@ impl PortPath {
     pub(crate) fn start_on_card(&self) {
         self.lost.store(false, Ordering::Relaxed);
         // Process context: NAPI (softirq) takes this lock too.
+        // Never the TX and RX locks together: the poll hands frames to the
+        // stack under the RX lock, and the stack may transmit (TX lock)
+        // from there, so TX-then-RX here would be the other half of a
+        // deadlock (lockdep's report on the debug kernel).
         let next = net::with_bh_disabled(|| {
-            let mut tx = self.tx.lock();
-            // The card reset the register to 0: TX interrupts on. Off, as
-            // xmit and the poll reclaim (the ring is empty after a reset).
-            tx.irq_on = true;
-            self.set_tx_irq(&mut tx, false);
+            {
+                let mut tx = self.tx.lock();
+                // The card reset the register to 0: TX interrupts on. Off,
+                // as xmit and the poll reclaim (the ring is empty after a
+                // reset).
+                tx.irq_on = true;
+                self.set_tx_irq(&mut tx, false);
+            }
             self.rx.lock().next
         });
         self.write_reg(regs::PORT_RX_TAIL, u32::from(rx_tail(next, RX_ENTRIES)));
@@ -222,11 +233,14 @@ impl PortPath {
     /// caller recreates the port on the card next.
     pub(crate) fn reset_rings(&self) {
         net::with_bh_disabled(|| {
-            let mut tx = self.tx.lock();
-            let n = tx.ring.in_flight();
-            self.drop_tx(&mut tx, 0);
-            bump(&self.counters.tx_dropped, u64::from(n));
-            tx.ring.reset();
+            {
+                // One lock at a time (see `start_on_card`).
+                let mut tx = self.tx.lock();
+                let n = tx.ring.in_flight();
+                self.drop_tx(&mut tx, 0);
+                bump(&self.counters.tx_dropped, u64::from(n));
+                tx.ring.reset();
+            }
             let mut rx = self.rx.lock();
             rx.next = 0;
             for i in 0..RX_ENTRIES {
