@@ -98,6 +98,19 @@ enum Dst {
     Raw([u8; 6]),
 }
 
+impl Dst {
+    /// The destination MAC: a port's (of `macs`, never empty), broadcast,
+    /// a multicast group or any address.
+    fn mac(self, macs: &[[u8; 6]]) -> [u8; 6] {
+        match self {
+            Dst::Port(p) => macs[usize::from(p) % macs.len()],
+            Dst::Broadcast => [0xff; 6],
+            Dst::Multicast => [0x01, 0x00, 0x5e, 0, 0, 1],
+            Dst::Raw(m) => m,
+        }
+    }
+}
+
 #[derive(Arbitrary, Debug)]
 enum Frame {
     /// From the port's own MAC.
@@ -352,12 +365,7 @@ fuzz_target!(|input: Input| {
                         len,
                         byte,
                     } => {
-                        let dst = match dst {
-                            Dst::Port(p) => macs[usize::from(p) % n],
-                            Dst::Broadcast => [0xff; 6],
-                            Dst::Multicast => [0x01, 0x00, 0x5e, 0, 0, 1],
-                            Dst::Raw(m) => m,
-                        };
+                        let dst = dst.mac(&macs);
                         let mut f = dst.to_vec();
                         f.extend_from_slice(&d.mac);
                         f.extend_from_slice(&ethertype.to_be_bytes());
@@ -373,12 +381,7 @@ fuzz_target!(|input: Input| {
                         len,
                         byte,
                     } => {
-                        let dst = match dst {
-                            Dst::Port(p) => macs[usize::from(p) % n],
-                            Dst::Broadcast => [0xff; 6],
-                            Dst::Multicast => [0x01, 0x00, 0x5e, 0, 0, 1],
-                            Dst::Raw(m) => m,
-                        };
+                        let dst = dst.mac(&macs);
                         let mut f = dst.to_vec();
                         f.extend_from_slice(&d.mac);
                         if v6 {
