@@ -66,9 +66,13 @@ pub(crate) fn offload(frame: &mut [u8], start: usize, offset: usize) -> Result<(
     Ok(())
 }
 
-/// IP protocol numbers the receive check knows.
-const IPPROTO_TCP: u8 = 6;
+/// Ethertypes and IP protocol numbers the receive check and TSO know.
+pub(super) const ETHERTYPE_IPV4: u16 = 0x0800;
+pub(super) const ETHERTYPE_IPV6: u16 = 0x86dd;
+pub(super) const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
+/// The fixed IPv6 header.
+pub(super) const IPV6_HLEN: usize = 40;
 
 fn be16(b: &[u8], at: usize) -> Option<usize> {
     Some(usize::from(u16::from_be_bytes([
@@ -87,8 +91,8 @@ pub(crate) fn rx_verified(frame: &[u8]) -> bool {
         return false;
     };
     match be16(frame, 12) {
-        Some(0x0800) => ipv4_verified(ip),
-        Some(0x86dd) => ipv6_verified(ip),
+        Some(t) if t == usize::from(ETHERTYPE_IPV4) => ipv4_verified(ip),
+        Some(t) if t == usize::from(ETHERTYPE_IPV6) => ipv6_verified(ip),
         _ => false,
     }
 }
@@ -118,12 +122,12 @@ fn ipv6_verified(ip: &[u8]) -> bool {
     let Some(plen) = be16(ip, 4) else {
         return false;
     };
-    if ip.len() < 40 || ip[0] >> 4 != 6 || 40 + plen > ip.len() {
+    if ip.len() < IPV6_HLEN || ip[0] >> 4 != 6 || IPV6_HLEN + plen > ip.len() {
         return false;
     }
     let next = ip[6];
-    let l4 = &ip[40..40 + plen];
-    let pseudo = ones_sum(&ip[8..40], 0) + plen as u64 + u64::from(next);
+    let l4 = &ip[IPV6_HLEN..IPV6_HLEN + plen];
+    let pseudo = ones_sum(&ip[8..IPV6_HLEN], 0) + plen as u64 + u64::from(next);
     l4_verified(next, l4, pseudo)
 }
 

@@ -8,17 +8,13 @@
 use dia_abi::card as abi;
 use thiserror::Error;
 
-use super::checksum::{fold, ones_sum};
+use super::checksum::{fold, ones_sum, ETHERTYPE_IPV4, ETHERTYPE_IPV6, IPPROTO_TCP, IPV6_HLEN};
 use super::port::ETH_HLEN;
 
-const ETHERTYPE_IPV4: u16 = 0x0800;
-const ETHERTYPE_IPV6: u16 = 0x86dd;
-const IPPROTO_TCP: u8 = 6;
 /// IPv6 extension headers copied as they are: hop-by-hop and destination
 /// options (a routing header would change the pseudo-header's address).
 const IPV6_HOPOPTS: u8 = 0;
 const IPV6_DSTOPTS: u8 = 60;
-const IPV6_HLEN: usize = 40;
 const TCP_HLEN_MIN: usize = 20;
 const TCP_FIN: u8 = 0x01;
 const TCP_PSH: u8 = 0x08;
