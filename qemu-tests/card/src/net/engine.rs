@@ -189,18 +189,27 @@ impl NetState {
                                 self.send(board, up, out, &scratch.frame, dests, tagged);
                             }
                             Some(plan) => {
+                                // The card made the checksums itself.
+                                let out = Outgoing {
+                                    id,
+                                    vlan,
+                                    now,
+                                    csum_ok: Some(true),
+                                };
+                                // Every segment has the frame's addresses:
+                                // one switch decision for all of them.
+                                let routed = self.route(out, &scratch.frame, dests);
                                 for k in 0..plan.segments() {
                                     sent += 1;
+                                    if !routed {
+                                        if let Some(port) = self.ports.get_mut(&id) {
+                                            port.count_tx_spoofed();
+                                        }
+                                        continue;
+                                    }
                                     plan.write(&scratch.frame, k, &mut scratch.segment);
-                                    // The card made the checksums itself.
-                                    let out = Outgoing {
-                                        id,
-                                        vlan,
-                                        now,
-                                        csum_ok: Some(true),
-                                    };
                                     let seg = &scratch.segment;
-                                    self.send(board, up, out, seg, dests, tagged);
+                                    self.deliver(board, up, out, seg, dests, tagged);
                                 }
                             }
                         }
@@ -239,22 +248,38 @@ impl NetState {
         dests: &mut Vec<Dest>,
         tagged: &mut Vec<u8>,
     ) {
-        let Outgoing {
-            id,
-            vlan,
-            now,
-            csum_ok,
-        } = out;
+        if self.route(out, frame, dests) {
+            self.deliver(board, up, out, frame, dests, tagged);
+        } else if let Some(port) = self.ports.get_mut(&out.id) {
+            port.count_tx_spoofed();
+        }
+    }
+
+    /// The switch's decision for a frame from port `out.id`: its
+    /// destinations in `dests`, or `false` when the port may not send
+    /// from that source address (spoofed).
+    fn route(&mut self, out: Outgoing, frame: &[u8], dests: &mut Vec<Dest>) -> bool {
         let (src, dst) = macs(frame);
         let verdict = self
             .switch
-            .forward(vlan, src, dst, Dest::Port(id), now, dests);
-        if verdict == Err(Refused::Spoofed) {
-            if let Some(port) = self.ports.get_mut(&id) {
-                port.count_tx_spoofed();
-            }
-            return;
-        }
+            .forward(out.vlan, src, dst, Dest::Port(out.id), out.now, dests);
+        verdict != Err(Refused::Spoofed)
+    }
+
+    /// Hands a routed frame to each of `dests` and counts it on the
+    /// sending port (sent, or dropped when no destination took it).
+    fn deliver(
+        &mut self,
+        board: &Board,
+        up: Option<&Uplink>,
+        out: Outgoing,
+        frame: &[u8],
+        dests: &[Dest],
+        tagged: &mut Vec<u8>,
+    ) {
+        let Outgoing {
+            id, vlan, csum_ok, ..
+        } = out;
         let mut sent = false;
         let to_ports = dests.iter().any(|d| matches!(d, Dest::Port(_)));
         let csum_ok = to_ports && csum_ok.unwrap_or_else(|| checksum::rx_verified(frame));
