@@ -7,6 +7,8 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::PoisonError;
 
+use dia_abi::card::PRP_PAGE_BYTES;
+
 use super::format::{encode_meta, write_slot};
 use super::{attached, Direction, Namespace, Pool, StorageError, CHUNK_BYTES, CHUNK_SHIFT};
 use crate::guest_memory::GuestMemory;
@@ -22,7 +24,49 @@ const NO_IOVEC: libc::iovec = libc::iovec {
     iov_len: 0,
 };
 
-/// Runs a vectored positional transfer to completion.
+/// The most bytes one write call hands a pool device, and where its
+/// pieces end (multiples of it in the device). The host's page cache sizes
+/// the folio a buffered write creates by the length of the call: one
+/// 512 KiB call leaves a 512 KiB folio, and every later 4 KiB write into
+/// it walks all 128 of its block buffers (ext4's `ext4_block_write_begin`
+/// on Linux 6.18), which made the card's 4 KiB writes cost several times
+/// a plain buffered write (docs/performance.md, "The pool's page-cache
+/// folios"). 64 KiB folios keep that walk at 16 buffers and cost large
+/// writes about a tenth more system time than one call per piece.
+const WRITE_CALL_MAX: u64 = 64 << 10;
+
+/// The iovecs one write call takes at most: a 64 KiB call of guest (PRP)
+/// pages.
+const WRITE_CALL_IOVECS: usize = (WRITE_CALL_MAX / PRP_PAGE_BYTES) as usize;
+
+/// The first iovecs of `rest` (the last one shortened) that end at the
+/// next multiple of [`WRITE_CALL_MAX`] after `offset`, or sooner, in
+/// `call`; returns how many.
+fn write_call(
+    rest: &[libc::iovec],
+    offset: u64,
+    call: &mut [libc::iovec; WRITE_CALL_IOVECS],
+) -> usize {
+    // At least 1 and at most WRITE_CALL_MAX: fits usize.
+    let mut room = (WRITE_CALL_MAX - offset % WRITE_CALL_MAX) as usize;
+    let mut cnt = 0;
+    for (slot, v) in call.iter_mut().zip(rest) {
+        if room == 0 {
+            break;
+        }
+        let len = v.iov_len.min(room);
+        *slot = libc::iovec {
+            iov_base: v.iov_base,
+            iov_len: len,
+        };
+        room -= len;
+        cnt += 1;
+    }
+    cnt
+}
+
+/// Runs a vectored positional transfer to completion (writes in calls of
+/// at most [`WRITE_CALL_MAX`] bytes).
 fn transfer_all(
     file: &File,
     dir: Direction,
@@ -32,16 +76,24 @@ fn transfer_all(
     let mut first = 0usize;
     while first < iovs.len() {
         let rest = &mut iovs[first..];
-        let cnt = rest.len().min(1024) as i32;
         let off =
             i64::try_from(offset).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
         // SAFETY: every iovec points into live guest memory (bounds checked
-        // by GuestMemory::dma_ptr) for its length; the kernel copies to or
-        // from it; no Rust reference to that memory exists.
+        // by GuestMemory::dma_ptr) for its length, and each of `call` into
+        // one of them; the kernel copies to or from it; no Rust reference to
+        // that memory exists.
         let n = unsafe {
             match dir {
-                Direction::Read => libc::preadv(file.as_raw_fd(), rest.as_ptr(), cnt, off),
-                Direction::Write => libc::pwritev(file.as_raw_fd(), rest.as_ptr(), cnt, off),
+                Direction::Read => {
+                    let cnt = rest.len().min(1024) as i32;
+                    libc::preadv(file.as_raw_fd(), rest.as_ptr(), cnt, off)
+                }
+                Direction::Write => {
+                    let mut call = [NO_IOVEC; WRITE_CALL_IOVECS];
+                    // At most WRITE_CALL_IOVECS: fits i32.
+                    let cnt = write_call(rest, offset, &mut call) as i32;
+                    libc::pwritev(file.as_raw_fd(), call.as_ptr(), cnt, off)
+                }
             }
         };
         if n < 0 {
@@ -417,13 +469,76 @@ mod tests {
     use super::*;
     use crate::pool::testing::*;
 
+    fn iov(base: usize, len: usize) -> libc::iovec {
+        libc::iovec {
+            iov_base: base as *mut libc::c_void,
+            iov_len: len,
+        }
+    }
+
+    #[test]
+    fn a_write_call_ends_at_the_next_64k_boundary_or_sooner() {
+        let mut call = [NO_IOVEC; WRITE_CALL_IOVECS];
+        let lens = |c: &[libc::iovec]| c.iter().map(|v| v.iov_len).collect::<Vec<_>>();
+        // One 512 KiB buffer at a boundary: its first 64 KiB.
+        let n = write_call(&[iov(0x1000, 512 << 10)], 1 << 20, &mut call);
+        assert_eq!(lens(&call[..n]), [64 << 10]);
+        // 4 KiB into a 64 KiB piece: up to the boundary only.
+        let n = write_call(&[iov(0x1000, 512 << 10)], (1 << 20) + 4096, &mut call);
+        assert_eq!(lens(&call[..n]), [60 << 10]);
+        // Pages: sixteen of them, however many are left.
+        let pages: Vec<_> = (0..128).map(|i| iov(0x10_0000 + i * 4096, 4096)).collect();
+        let n = write_call(&pages, 0, &mut call);
+        assert_eq!(n, 16);
+        assert_eq!(call[15].iov_base as usize, 0x10_0000 + 15 * 4096);
+        // An unaligned first page (a PRP1 offset) and a short tail.
+        let odd = [iov(0x2200, 0xe00), iov(0x3000, 4096), iov(0x4000, 100)];
+        let n = write_call(&odd, 0, &mut call);
+        assert_eq!(lens(&call[..n]), [0xe00, 4096, 100]);
+        // The boundary falls inside the second iovec: it is cut there.
+        let n = write_call(&odd, WRITE_CALL_MAX - 0x1000, &mut call);
+        assert_eq!(lens(&call[..n]), [0xe00, 0x200]);
+    }
+
+    #[test]
+    fn writes_cut_into_calls_land_byte_for_byte() {
+        let (d, pool, m, n) = one_namespace("calls", 16 << 20, 1 << 11);
+        // 300 KiB of distinct bytes at block 3, from guest pages given in
+        // an odd order and with an unaligned first segment, so the calls
+        // end inside iovecs and at 64 KiB boundaries of the device.
+        let data: Vec<u8> = (0..300u32 << 10)
+            .map(|i| (i * 7 + i / 4099) as u8)
+            .collect();
+        m.write(0x20_0000 - 0x600, &data[..0x600]).unwrap();
+        let mut segs = vec![(0x20_0000 - 0x600, 0x600usize)];
+        let mut at = 0x600;
+        let mut page = 0u64;
+        while at < data.len() {
+            let len = (data.len() - at).min(4096);
+            // Every other page from the high half: not one run of memory.
+            let addr = 0x40_0000 + (page % 2) * (1 << 20) + (page / 2) * 4096;
+            m.write(addr, &data[at..at + len]).unwrap();
+            segs.push((addr, len));
+            at += len;
+            page += 1;
+        }
+        pool.transfer(Direction::Write, n, 3, 75, &m, &segs)
+            .unwrap();
+        assert_eq!(read(&pool, &m, n, 3, data.len()), data);
+        assert!(zero(&read(&pool, &m, n, 0, 3 * 4096)));
+        assert!(zero(&read(&pool, &m, n, 78, 4096)));
+        // write_buf (one 300 KiB iovec) the same.
+        let rev: Vec<u8> = data.iter().rev().copied().collect();
+        pool.write_buf(n, 100, 75, &rev).unwrap();
+        let mut back = vec![0u8; rev.len()];
+        pool.read_buf(n, 100, 75, &mut back).unwrap();
+        assert_eq!(back, rev);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
     #[test]
     fn a_flush_syncs_only_when_something_changed_since_the_last() {
-        let d = tmp("group");
-        let pool = Pool::open(&spec(&d, &["a.img"], 16 << 20)).unwrap();
-        let m = mem();
-        let n = pool.create_namespace(1 << 10, 12, label("g")).unwrap();
-        pool.set_attached(n, true).unwrap();
+        let (d, pool, m, n) = one_namespace("group", 16 << 20, 1 << 10);
         let base = pool.host_syncs();
         // A write (allocating: metadata too), then the FUA-style flush and
         // the flush the guest sends after it: one sync.
@@ -495,11 +610,7 @@ mod tests {
 
     #[test]
     fn partial_deallocate_zeroes_and_keeps_the_rest() {
-        let d = tmp("partial");
-        let pool = Pool::open(&spec(&d, &["a.img"], 16 << 20)).unwrap();
-        let m = mem();
-        let n = pool.create_namespace(1 << 10, 12, label("p")).unwrap();
-        pool.set_attached(n, true).unwrap();
+        let (d, pool, m, n) = one_namespace("partial", 16 << 20, 1 << 10);
         write(&pool, &m, n, 0, &[7u8; 16384]).unwrap();
         pool.deallocate(n, 1, 2).unwrap();
         let back = read(&pool, &m, n, 0, 16384);

@@ -22,6 +22,21 @@ pub(super) fn tmp(name: &str) -> PathBuf {
     d
 }
 
+/// A scratch pool of `bytes` on one device `a.img` with one attached
+/// namespace of `blocks` 4 KiB blocks labelled `name`: the pool's
+/// directory, the pool, guest memory, and the namespace's id.
+pub(super) fn one_namespace(
+    name: &str,
+    bytes: u64,
+    blocks: u64,
+) -> (PathBuf, Pool, GuestMemory, u32) {
+    let d = tmp(name);
+    let pool = Pool::open(&spec(&d, &["a.img"], bytes)).unwrap();
+    let n = pool.create_namespace(blocks, 12, label(name)).unwrap();
+    pool.set_attached(n, true).unwrap();
+    (d, pool, mem(), n)
+}
+
 pub(super) fn label(s: &str) -> [u8; abi::LABEL_LEN] {
     let mut l = [0u8; abi::LABEL_LEN];
     l[..s.len()].copy_from_slice(s.as_bytes());
