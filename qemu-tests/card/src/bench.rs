@@ -531,7 +531,9 @@ const PRP_LIST: u64 = 0x1000;
 const PRP_DATA: u64 = 0x10000;
 
 /// The PRP walk of one transfer of `pages` 4 KiB pages: PRP1 and a list in
-/// guest memory of `pages - 1` entries (one list page: up to 513 pages).
+/// guest memory of `pages - 1` entries (one list page: up to 513 pages),
+/// every other guest page, so that no two are neighbours the walk merges
+/// into one segment: the walk's cost per page.
 #[derive(Debug)]
 pub struct PrpBench {
     mem: GuestMemory,
@@ -547,12 +549,15 @@ impl PrpBench {
             "{pages} pages: not one list page"
         );
         let mem = GuestMemory::new(
-            SharedMemory::anonymous("bench-prp", 4 << 20).expect("memfd for guest RAM"),
+            SharedMemory::anonymous("bench-prp", 8 << 20).expect("memfd for guest RAM"),
         );
         let page = abi::PRP_PAGE_BYTES;
         for i in 0..(pages as u64 - 1) {
-            mem.write(PRP_LIST + i * 8, &(PRP_DATA + (i + 1) * page).to_le_bytes())
-                .expect("PRP list in guest memory");
+            mem.write(
+                PRP_LIST + i * 8,
+                &(PRP_DATA + (i + 1) * 2 * page).to_le_bytes(),
+            )
+            .expect("PRP list in guest memory");
         }
         Self {
             mem,
