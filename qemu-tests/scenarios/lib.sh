@@ -105,7 +105,7 @@ ios_of() {
 now_ms() { awk '{ printf "%d\n", $1 * 1000 }' /proc/uptime; }
 # iperf_received_bps FILE: bits per second the receiver counted, from
 # iperf3 -J output (the guest has no JSON tool; iperf3's layout is fixed).
-iperf_received_bps() { awk '/"sum_received"/ { f = 1 } f && /"bits_per_second"/ { gsub(/[^0-9.]/, "", $2); print int($2); exit }' "$1"; }
+iperf_received_bps() { awk '/"sum_received"/ { f = 1 } f && /"bits_per_second"/ { gsub(/[^0-9.]/, "", $2); printf "%.0f\n", $2; exit }' "$1"; }
 
 # iops_of VOLUME SECONDS: the volume's I/O rate measured by the card's
 # counters over SECONDS.
