@@ -192,13 +192,15 @@ impl IoPath {
         Ok(())
     }
 
-    /// Builds the PRPs of a mapped request; returns (prp1, prp2).
-    fn prps(rq: &mut Request<'_>, addrs: &[u64], lens: &[u32]) -> Result<(u64, u64)> {
+    /// Builds the PRPs of a request whose `segments` segments are mapped;
+    /// returns (prp1, prp2).
+    fn prps(rq: &mut Request<'_>, segments: usize) -> Result<(u64, u64)> {
         // Page entries: the first may start anywhere; the block layer's
         // virt boundary makes every later one page aligned.
         let mut entries = [0u64; MAX_SEGMENTS + 2];
         let mut n = 0usize;
-        for (&addr, &len) in addrs.iter().zip(lens) {
+        for i in 0..segments {
+            let (addr, len) = rq.segment(i).ok_or(EINVAL)?;
             let end = addr + u64::from(len);
             let mut a = addr;
             while a < end {
@@ -237,10 +239,8 @@ impl IoPath {
                 if blocks == 0 || blocks > 0x1_0000 {
                     return Err(Status::IoErr);
                 }
-                let mut addrs = [0u64; MAX_SEGMENTS];
-                let mut lens = [0u32; MAX_SEGMENTS];
-                let n = rq.map(&mut addrs, &mut lens).map_err(|_| Status::Busy)?;
-                let (prp1, prp2) = Self::prps(rq, &addrs[..n], &lens[..n]).map_err(|_| {
+                let n = rq.map().map_err(|_| Status::Busy)?;
+                let (prp1, prp2) = Self::prps(rq, n).map_err(|_| {
                     rq.unmap();
                     Status::Busy
                 })?;

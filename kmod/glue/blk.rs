@@ -18,6 +18,9 @@ use crate::abi::card::PRP_LIST_ENTRIES;
 /// Largest number of data segments in one request (one page each).
 pub(crate) const MAX_SEGMENTS: usize = ffi::DIA_SHIM_MAX_SEGMENTS as usize;
 
+// A request's page entries after the first fit one PRP list page.
+const _: () = assert!(MAX_SEGMENTS < PRP_LIST_ENTRIES);
+
 // The shim's PRP page (list pages, segment boundary) is the card's.
 const _: () = assert!(ffi::DIA_SHIM_PRP_PAGE as u64 == crate::abi::card::PRP_PAGE_BYTES);
 
@@ -163,25 +166,25 @@ impl Request<'_> {
         unsafe { ffi::dia_shim_rq_start(self.raw.as_ptr()) }
     }
 
-    /// DMA-maps the data; fills `addrs`/`lens` and returns the segment count.
-    pub(crate) fn map(
-        &self,
-        addrs: &mut [u64; MAX_SEGMENTS],
-        lens: &mut [u32; MAX_SEGMENTS],
-    ) -> Result<usize> {
-        // SAFETY: `raw` is live; the arrays hold MAX_SEGMENTS entries.
-        let n = unsafe {
-            ffi::dia_shim_rq_map(
-                self.raw.as_ptr(),
-                addrs.as_mut_ptr(),
-                lens.as_mut_ptr(),
-                MAX_SEGMENTS as u32,
-            )
-        };
+    /// DMA-maps the data; returns the segment count (read them with
+    /// [`Request::segment`]).
+    pub(crate) fn map(&self) -> Result<usize> {
+        // SAFETY: `raw` is live (type invariant).
+        let n = unsafe { ffi::dia_shim_rq_map(self.raw.as_ptr()) };
         if n < 0 {
             return Err(Error::from_errno(n));
         }
         usize::try_from(n).map_err(|_| EINVAL)
+    }
+
+    /// Mapped segment `i`: bus address and length (`None` past the last).
+    pub(crate) fn segment(&self, i: usize) -> Option<(u64, u32)> {
+        let i = u32::try_from(i).ok()?;
+        let (mut addr, mut len) = (0u64, 0u32);
+        // SAFETY: `raw` is live; the shim checks `i` against the mapped
+        // count and writes only through the two pointers.
+        let rc = unsafe { ffi::dia_shim_rq_segment(self.raw.as_ptr(), i, &mut addr, &mut len) };
+        (rc == 0).then_some((addr, len))
     }
 
     /// The request's PRP list page ([`PRP_LIST_ENTRIES`] entries): CPU view and

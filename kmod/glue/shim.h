@@ -104,8 +104,11 @@ struct dia_shim_tagset;
 struct dia_shim_disk;
 struct request;
 
-/* Largest number of data segments (pages) in one request. */
-#define DIA_SHIM_MAX_SEGMENTS 128
+/*
+ * Largest number of data segments (pages) in one request: 1 MiB, so a
+ * 1 MiB write is one command (as virtio-blk takes it), not two.
+ */
+#define DIA_SHIM_MAX_SEGMENTS 256
 /*
  * The card's PRP page (dia_abi::card::PRP_PAGE_BYTES; glue/blk.rs asserts
  * they agree): the PRP list pages and the segment boundary, whatever the
@@ -192,11 +195,17 @@ void *dia_shim_rq_disk_data(struct request *rq);
 void *dia_shim_rq_pdu(struct request *rq);
 void dia_shim_rq_start(struct request *rq);
 /*
- * DMA-maps the request's data; fills up to `max` (address, length) pairs and
- * returns how many, or a negative errno. Undone by dia_shim_rq_unmap.
+ * DMA-maps the request's data; returns how many segments it has (read
+ * with dia_shim_rq_segment), or a negative errno. Undone by
+ * dia_shim_rq_unmap.
  */
-int dia_shim_rq_map(struct request *rq, unsigned long long *addrs, unsigned int *lens,
-		    unsigned int max);
+int dia_shim_rq_map(struct request *rq);
+/*
+ * Mapped segment `i` (below what dia_shim_rq_map returned): its bus
+ * address and length. Returns 0, or -EINVAL for a segment not mapped.
+ */
+int dia_shim_rq_segment(struct request *rq, unsigned int i, unsigned long long *addr,
+			unsigned int *len);
 /* A PRP list page for the request (freed by dia_shim_rq_unmap), or NULL. */
 unsigned long long *dia_shim_rq_prp_list(struct request *rq, unsigned long long *dma);
 void dia_shim_rq_unmap(struct request *rq);

@@ -31,7 +31,8 @@ struct dia_shim_disk {
 /* The C part of every request's PDU; the Rust part follows it. */
 struct dia_rq_c {
 	struct scatterlist sg[DIA_SHIM_MAX_SEGMENTS];
-	int nents;	/* mapped entries, 0 when not mapped */
+	int nents;	/* entries handed to dma_map_sg, 0 when not mapped */
+	unsigned int mapped;	/* entries dma_map_sg returned (segments) */
 	int dir;
 	unsigned long long *prp_list;
 	dma_addr_t prp_dma;
@@ -339,13 +340,11 @@ static struct dia_shim_tagset *rq_ts(struct request *rq)
 	return rq->q->tag_set->driver_data;
 }
 
-int dia_shim_rq_map(struct request *rq, unsigned long long *addrs, unsigned int *lens,
-		    unsigned int max)
+int dia_shim_rq_map(struct request *rq)
 {
 	struct dia_shim_tagset *ts = rq_ts(rq);
 	struct dia_rq_c *c = blk_mq_rq_to_pdu(rq);
-	struct scatterlist *sg;
-	int n, mapped, i;
+	int n, mapped;
 
 	if (!blk_rq_nr_phys_segments(rq))
 		return 0;
@@ -358,15 +357,21 @@ int dia_shim_rq_map(struct request *rq, unsigned long long *addrs, unsigned int 
 	if (!mapped)
 		return -ENOMEM;
 	c->nents = n;
-	if (mapped > max) {
-		dia_shim_rq_unmap(rq);
-		return -EINVAL;
-	}
-	for_each_sg(c->sg, sg, mapped, i) {
-		addrs[i] = sg_dma_address(sg);
-		lens[i] = sg_dma_len(sg);
-	}
+	c->mapped = mapped;
 	return mapped;
+}
+
+int dia_shim_rq_segment(struct request *rq, unsigned int i, unsigned long long *addr,
+			unsigned int *len)
+{
+	struct dia_rq_c *c = blk_mq_rq_to_pdu(rq);
+
+	/* One flat table (sg_init_table, no chaining): entry i is sg[i]. */
+	if (i >= c->mapped)
+		return -EINVAL;
+	*addr = sg_dma_address(&c->sg[i]);
+	*len = sg_dma_len(&c->sg[i]);
+	return 0;
 }
 
 unsigned long long *dia_shim_rq_prp_list(struct request *rq, unsigned long long *dma)
@@ -388,6 +393,7 @@ void dia_shim_rq_unmap(struct request *rq)
 	if (c->nents) {
 		dma_unmap_sg(&ts->pdev->dev, c->sg, c->nents, c->dir);
 		c->nents = 0;
+		c->mapped = 0;
 	}
 	if (c->prp_list) {
 		dma_pool_free(ts->prp_pool, c->prp_list, c->prp_dma);
