@@ -32,7 +32,9 @@ const NO_IOVEC: libc::iovec = libc::iovec {
 /// on Linux 6.18), which made the card's 4 KiB writes cost several times
 /// a plain buffered write (docs/performance.md, "The pool's page-cache
 /// folios"). 64 KiB folios keep that walk at 16 buffers and cost large
-/// writes about a tenth more system time than one call per piece.
+/// writes about a tenth more system time than one call per piece. A
+/// write into pages already cached creates no folio and goes whole
+/// ([`all_cached`]).
 const WRITE_CALL_MAX: u64 = 64 << 10;
 
 /// The iovecs one write call takes at most: a 64 KiB call of guest (PRP)
@@ -65,14 +67,66 @@ fn write_call(
     cnt
 }
 
-/// Runs a vectored positional transfer to completion (writes in calls of
-/// at most [`WRITE_CALL_MAX`] bytes).
+/// cachestat(2)'s number (the same on every architecture; Linux 6.5).
+const SYS_CACHESTAT: libc::c_long = 451;
+
+/// cachestat(2)'s range argument.
+#[repr(C)]
+struct CachestatRange {
+    off: u64,
+    len: u64,
+}
+
+/// cachestat(2)'s result.
+#[repr(C)]
+#[derive(Default)]
+struct Cachestat {
+    nr_cache: u64,
+    nr_dirty: u64,
+    nr_writeback: u64,
+    nr_evicted: u64,
+    nr_recently_evicted: u64,
+}
+
+/// Whether every page of `len` bytes at `offset` of `file` is in the host's
+/// page cache (false when the kernel cannot tell: before Linux 6.5). A
+/// write into cached pages creates no folio, so it need not be cut into
+/// [`WRITE_CALL_MAX`] calls: the folios are whatever size they already are.
+fn all_cached(file: &File, offset: u64, len: u64) -> bool {
+    let page = PRP_PAGE_BYTES;
+    let first = offset / page * page;
+    let range = CachestatRange {
+        off: first,
+        len: (offset + len).div_ceil(page) * page - first,
+    };
+    let mut stat = Cachestat::default();
+    // SAFETY: cachestat reads `range` and writes `stat`, both live and of
+    // the layouts the kernel defines; flags must be 0.
+    let rc = unsafe {
+        libc::syscall(
+            SYS_CACHESTAT,
+            file.as_raw_fd(),
+            &range as *const CachestatRange,
+            &mut stat as *mut Cachestat,
+            0u32,
+        )
+    };
+    rc == 0 && stat.nr_cache == range.len / page
+}
+
+/// Runs a vectored positional transfer to completion. A write goes in
+/// calls of at most [`WRITE_CALL_MAX`] bytes unless it is larger than one
+/// and lands wholly in cached pages.
 fn transfer_all(
     file: &File,
     dir: Direction,
     iovs: &mut [libc::iovec],
     mut offset: u64,
 ) -> std::io::Result<()> {
+    let whole = dir == Direction::Read || {
+        let len: usize = iovs.iter().map(|v| v.iov_len).sum();
+        len as u64 > WRITE_CALL_MAX && all_cached(file, offset, len as u64)
+    };
     let mut first = 0usize;
     while first < iovs.len() {
         let rest = &mut iovs[first..];
@@ -87,6 +141,10 @@ fn transfer_all(
                 Direction::Read => {
                     let cnt = rest.len().min(1024) as i32;
                     libc::preadv(file.as_raw_fd(), rest.as_ptr(), cnt, off)
+                }
+                Direction::Write if whole => {
+                    let cnt = rest.len().min(1024) as i32;
+                    libc::pwritev(file.as_raw_fd(), rest.as_ptr(), cnt, off)
                 }
                 Direction::Write => {
                     let mut call = [NO_IOVEC; WRITE_CALL_IOVECS];
@@ -498,6 +556,26 @@ mod tests {
         // The boundary falls inside the second iovec: it is cut there.
         let n = write_call(&odd, WRITE_CALL_MAX - 0x1000, &mut call);
         assert_eq!(lens(&call[..n]), [0xe00, 0x200]);
+    }
+
+    #[test]
+    fn cachestat_tells_cached_pages_from_pages_never_read_or_written() {
+        let d = tmp("cachestat");
+        let path = d.join("f");
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        f.set_len(4 << 20).unwrap();
+        assert!(!all_cached(&f, 1 << 20, 1 << 20), "a hole is not cached");
+        std::os::unix::fs::FileExt::write_all_at(&f, &[1u8; 1 << 20], 1 << 20).unwrap();
+        assert!(all_cached(&f, 1 << 20, 1 << 20));
+        assert!(all_cached(&f, (1 << 20) + 100, 5000), "pages, not bytes");
+        assert!(!all_cached(&f, 1 << 20, (1 << 20) + 1), "one page past it");
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]
