@@ -93,7 +93,12 @@ struct Cachestat {
 /// write into cached pages creates no folio, so it need not be cut into
 /// [`WRITE_CALL_MAX`] calls: the folios are whatever size they already are.
 fn all_cached(file: &File, offset: u64, len: u64) -> bool {
-    let page = PRP_PAGE_BYTES;
+    // cachestat counts the host's pages, not the card's PRP pages.
+    // SAFETY: sysconf has no preconditions.
+    let page = match u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }) {
+        Ok(p) if p > 0 => p,
+        _ => return false,
+    };
     let first = offset / page * page;
     let range = CachestatRange {
         off: first,
