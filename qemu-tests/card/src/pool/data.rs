@@ -142,21 +142,18 @@ fn transfer_all(
         // one of them; the kernel copies to or from it; no Rust reference to
         // that memory exists.
         let n = unsafe {
-            match dir {
-                Direction::Read => {
-                    let cnt = rest.len().min(1024) as i32;
-                    libc::preadv(file.as_raw_fd(), rest.as_ptr(), cnt, off)
+            if whole {
+                let cnt = rest.len().min(1024) as i32;
+                match dir {
+                    Direction::Read => libc::preadv(file.as_raw_fd(), rest.as_ptr(), cnt, off),
+                    Direction::Write => libc::pwritev(file.as_raw_fd(), rest.as_ptr(), cnt, off),
                 }
-                Direction::Write if whole => {
-                    let cnt = rest.len().min(1024) as i32;
-                    libc::pwritev(file.as_raw_fd(), rest.as_ptr(), cnt, off)
-                }
-                Direction::Write => {
-                    let mut call = [NO_IOVEC; WRITE_CALL_IOVECS];
-                    // At most WRITE_CALL_IOVECS: fits i32.
-                    let cnt = write_call(rest, offset, &mut call) as i32;
-                    libc::pwritev(file.as_raw_fd(), call.as_ptr(), cnt, off)
-                }
+            } else {
+                // A write (reads are always whole) cut at the next boundary.
+                let mut call = [NO_IOVEC; WRITE_CALL_IOVECS];
+                // At most WRITE_CALL_IOVECS: fits i32.
+                let cnt = write_call(rest, offset, &mut call) as i32;
+                libc::pwritev(file.as_raw_fd(), call.as_ptr(), cnt, off)
             }
         };
         if n < 0 {
