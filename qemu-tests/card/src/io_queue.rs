@@ -40,21 +40,58 @@ const RUN_BATCH: usize = 32;
 /// QEMU's nvme with the engines at nice -10, 0.90x at 0, 1.37x at +10).
 /// At lower priority an engine runs when a vCPU halts, which is when the
 /// guest waits for I/O, and takes what has queued up by then in one pass.
+/// Bulk transfers are the exception ([`BULK_NICE`]).
 const ENGINE_NICE: i32 = 10;
 
-/// Lowers the calling thread's priority to [`ENGINE_NICE`] (raising a nice
-/// value needs no privilege; a failure only costs speed).
-fn lower_priority() {
+/// Nice value of an engine whose last run moved bulk data: the vCPUs'
+/// own. Below them, the copy of a large transfer (a 1 MiB write is some
+/// 150 µs of copying into the page cache under the pool file's lock, with
+/// the guest waiting for it) waits for the vCPUs' slices, and the engine's
+/// wakeup preempts none of them: 1 MiB QD8 writes ran at 0.91-0.92x
+/// virtio-blk with the engines at nice 10 throughout, at 1.02x with them
+/// at nice 0 throughout, and at 0.92x with only the runs that held a bulk
+/// command at nice 0 (docs/performance.md). So an engine's priority
+/// follows its work: it takes this value after a run with a bulk command
+/// and keeps it, asleep too, until a run without one.
+const BULK_NICE: i32 = 0;
+
+// Bulk work runs above the small.
+const _: () = assert!(BULK_NICE < ENGINE_NICE);
+
+/// A command that moves at least this many bytes is bulk ([`BULK_NICE`]).
+const BULK_BYTES: u64 = 256 << 10;
+
+/// The nice value an engine at `nice` takes after a run of `ran` commands
+/// of which `bulk` were bulk: [`BULK_NICE`] after a run with a bulk
+/// command, [`ENGINE_NICE`] after one without, `nice` after an empty run
+/// (a wakeup that found nothing keeps the work's priority).
+fn nice_after_run(nice: i32, ran: usize, bulk: usize) -> i32 {
+    if bulk > 0 {
+        BULK_NICE
+    } else if ran > 0 {
+        ENGINE_NICE
+    } else {
+        nice
+    }
+}
+
+/// Sets the calling thread's nice value; whether it took. Raising a nice
+/// value needs no privilege; lowering it again (to [`BULK_NICE`]) needs
+/// `CAP_SYS_NICE` or an `RLIMIT_NICE` that allows it. A failure only costs
+/// speed.
+fn set_nice(nice: i32) -> bool {
     // SAFETY: gettid has no preconditions.
     let tid = unsafe { libc::gettid() };
     // SAFETY: setpriority on this thread's id; no memory is passed.
-    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, ENGINE_NICE) };
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) };
     if rc != 0 {
         debug!(
+            nice,
             "engine priority unchanged: {}",
             std::io::Error::last_os_error()
         );
     }
+    rc == 0
 }
 
 /// Whether the commands of a submission queue may still touch guest
@@ -274,6 +311,7 @@ impl IoWorker {
             gate: gate.clone(),
             fetched: Vec::new(),
             raised: Vec::new(),
+            nice: None,
         };
         let s = stop.clone();
         let thread = std::thread::Builder::new()
@@ -352,6 +390,7 @@ impl Unthreaded {
                 gate: Arc::new(QueueGate::new()),
                 fetched: Vec::new(),
                 raised: Vec::new(),
+                nice: None,
             },
             stop: AtomicBool::new(false),
         }
@@ -379,11 +418,17 @@ struct Engine {
     fetched: Vec<SubmissionEntry>,
     /// Vectors a run raises at its end (kept as `fetched`).
     raised: Vec<u16>,
+    /// The engine thread's nice value as last set ([`nice_after_run`]);
+    /// `None` on a caller's thread (`Unthreaded`), whose priority is left
+    /// alone.
+    nice: Option<i32>,
 }
 
 impl Engine {
     fn serve(mut self, stop: &AtomicBool) {
-        lower_priority();
+        if set_nice(ENGINE_NICE) {
+            self.nice = Some(ENGINE_NICE);
+        }
         let board = self.ctx.board.clone();
         let Some(doorbell) = board.doorbells.get(usize::from(self.qid)) else {
             self.ctx
@@ -477,6 +522,7 @@ impl Engine {
         let ctx = &self.ctx;
         let raised = &mut self.raised;
         let mut ran = 0;
+        let mut bulk = 0;
         let outcome = loop {
             if stop.load(Ordering::Relaxed) || ran == RUN_BATCH {
                 break None;
@@ -500,6 +546,9 @@ impl Engine {
             match next {
                 Next::Run(class, p) => {
                     ran += 1;
+                    if p.bytes >= BULK_BYTES {
+                        bulk += 1;
+                    }
                     match complete(ctx, class, p, started, throttled, stop) {
                         Ok(Some(v)) if !raised.contains(&v) => raised.push(v),
                         Ok(_) => {}
@@ -516,6 +565,12 @@ impl Engine {
         };
         for v in raised.drain(..) {
             ctx.board.irq.raise(v);
+        }
+        if let Some(nice) = self.nice {
+            let next = nice_after_run(nice, ran, bulk);
+            if next != nice && set_nice(next) {
+                self.nice = Some(next);
+            }
         }
         Ok(outcome)
     }
@@ -794,6 +849,21 @@ mod tests {
         assert_eq!(c.get(MAX_NAMESPACES + 1), NamespaceStats::default());
         assert_eq!(c.get(7), NamespaceStats::default());
         assert_eq!(c.get(12345), NamespaceStats::default());
+    }
+
+    #[test]
+    fn an_engine_runs_at_the_vcpus_priority_from_a_bulk_run_until_a_run_without_one() {
+        let mut nice = ENGINE_NICE;
+        let mut seen = Vec::new();
+        // (commands run, of them bulk): small I/O, a wakeup that found
+        // nothing, a run with one bulk command among small ones, bulk only,
+        // nothing, small again.
+        for (ran, bulk) in [(32, 0), (0, 0), (5, 1), (8, 8), (0, 0), (3, 0)] {
+            nice = nice_after_run(nice, ran, bulk);
+            seen.push(nice);
+        }
+        let (low, high) = (ENGINE_NICE, BULK_NICE);
+        assert_eq!(seen, [low, low, high, high, high, low]);
     }
 
     #[test]
