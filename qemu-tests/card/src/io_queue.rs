@@ -420,7 +420,7 @@ struct Engine {
     raised: Vec<u16>,
     /// The engine thread's nice value as last set ([`nice_after_run`]);
     /// `None` on a caller's thread (`Unthreaded`), whose priority is left
-    /// alone.
+    /// alone, and once the host refused a change.
     nice: Option<i32>,
 }
 
@@ -568,8 +568,11 @@ impl Engine {
         }
         if let Some(nice) = self.nice {
             let next = nice_after_run(nice, ran, bulk);
-            if next != nice && set_nice(next) {
-                self.nice = Some(next);
+            if next != nice {
+                // A thread's privilege does not change while it runs: a
+                // change refused once is refused for good, so the engine
+                // stops trying (no syscall per run) at the value it has.
+                self.nice = set_nice(next).then_some(next);
             }
         }
         Ok(outcome)
