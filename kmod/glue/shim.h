@@ -105,8 +105,10 @@ struct dia_shim_disk;
 struct request;
 
 /*
- * Largest number of data segments (pages) in one request: 1 MiB, so a
- * 1 MiB write is one command (as virtio-blk takes it), not two.
+ * Largest number of data segments in one request, and of pages
+ * (io_path.rs sizes max_hw_sectors by it): 1 MiB, so a 1 MiB write is one
+ * command (as virtio-blk takes it), not two. A segment is one page or a
+ * run of neighbouring pages.
  */
 #define DIA_SHIM_MAX_SEGMENTS 256
 /*

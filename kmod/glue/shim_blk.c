@@ -236,7 +236,14 @@ struct dia_shim_disk *dia_shim_disk_new(struct dia_shim_tagset *ts, const char *
 		.io_min = p->lba_size,
 		.max_hw_sectors = p->max_hw_sectors,
 		.max_segments = DIA_SHIM_MAX_SEGMENTS,
-		.max_segment_size = DIA_SHIM_PRP_PAGE,
+		/*
+		 * Segments as long as the guest's pages run on: one sg entry
+		 * (and one DMA mapping) for neighbouring pages, where a
+		 * one-page limit made a 1 MiB request 256 of them. The virt
+		 * boundary keeps every segment but the first page aligned, so
+		 * the PRP builder cuts them into page entries.
+		 */
+		.max_segment_size = UINT_MAX,
 		.virt_boundary_mask = DIA_SHIM_PRP_PAGE - 1,
 		.max_hw_discard_sectors = p->max_discard_sectors,
 		.max_discard_segments = 1,
@@ -348,7 +355,8 @@ int dia_shim_rq_map(struct request *rq)
 
 	if (!blk_rq_nr_phys_segments(rq))
 		return 0;
-	sg_init_table(c->sg, DIA_SHIM_MAX_SEGMENTS);
+	/* Only the entries this request uses: a 4 KiB request clears one. */
+	sg_init_table(c->sg, blk_rq_nr_phys_segments(rq));
 	n = blk_rq_map_sg(rq->q, rq, c->sg);
 	if (n <= 0)
 		return -EIO;
