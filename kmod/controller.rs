@@ -518,7 +518,7 @@ impl Controller {
         for d in self.disks.iter().flatten() {
             let Some(disk) = &d.disk else { continue };
             let ns = disk.data();
-            if !ns.unflushed() {
+            if !ns.cache.unflushed() {
                 continue;
             }
             if disk.openers() == 0 {

@@ -18,6 +18,7 @@ mod port;
 mod port_ring;
 mod ring;
 mod slots;
+mod write_cache;
 
 module! {
     type: DiaModule,

@@ -14,7 +14,7 @@
 //! A command id carries a generation besides the tag, so a late completion
 //! of an earlier submission of the same tag is recognised and dropped.
 
-use core::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering};
 
 use kernel::error::code::EINVAL;
 use kernel::prelude::*;
@@ -29,6 +29,7 @@ use crate::glue::blk::{
 use crate::glue::dma::{self, CoherentAllocation};
 use crate::glue::irq::Handler;
 use crate::glue::pci::Device;
+use crate::write_cache::WriteCache;
 
 /// Entries per I/O queue (the tag depth is one less: an SQ never overflows).
 pub(crate) const IO_QUEUE_ENTRIES: u16 = 256;
@@ -303,11 +304,8 @@ pub(crate) struct NsData {
     pub(crate) nsid: u32,
     /// log2 of the block size.
     pub(crate) lba_shift: u8,
-    /// Writes (not FUA), write-zeroes and discards submitted so far: what
-    /// the card's volatile cache may hold until a flush.
-    pub(crate) writes: AtomicU64,
-    /// The highest `writes` a successful flush covered.
-    pub(crate) flushed: AtomicU64,
+    /// What the card's volatile write cache may hold of it.
+    pub(crate) cache: WriteCache,
     /// The card's firmware died with writes of this namespace unflushed
     /// (acknowledged, but only in its volatile cache): every write and
     /// flush fails until the last opener closes the disk. Failing only the
@@ -324,15 +322,9 @@ impl NsData {
         Self {
             nsid,
             lba_shift,
-            writes: AtomicU64::new(0),
-            flushed: AtomicU64::new(0),
+            cache: WriteCache::new(),
             fenced: AtomicBool::new(false),
         }
-    }
-
-    /// Whether writes went to the card's cache since the last flush.
-    pub(crate) fn unflushed(&self) -> bool {
-        self.writes.load(Ordering::Relaxed) > self.flushed.load(Ordering::Relaxed)
     }
 }
 
@@ -381,15 +373,19 @@ impl Operations for IoPath {
                     );
                     return Status::IoErr;
                 }
+                if ns.cache.flush_covered() {
+                    rq.start();
+                    rq.end(Status::Ok);
+                    return Status::Ok;
+                }
                 rq.data()
                     .flush_mark
-                    .store(ns.writes.load(Ordering::Relaxed), Ordering::Relaxed);
+                    .store(ns.cache.mark(), Ordering::Relaxed);
             }
-            Op::Write if !rq.fua() => {
-                ns.writes.fetch_add(1, Ordering::Relaxed);
-            }
-            Op::WriteZeroes | Op::Discard => {
-                ns.writes.fetch_add(1, Ordering::Relaxed);
+            Op::Write if rq.fua() => {
+                rq.data()
+                    .flush_mark
+                    .store(ns.cache.mark(), Ordering::Relaxed);
             }
             _ => {}
         }
@@ -398,6 +394,7 @@ impl Operations for IoPath {
             Err(s) => return s,
         };
         rq.data().status.store(u32::MAX, Ordering::Relaxed);
+        rq.data().result.store(0, Ordering::Relaxed);
         rq.data().suspect.store(false, Ordering::Relaxed);
         rq.start();
         if self.submit(q, &sqe, last).is_err() {
@@ -420,11 +417,17 @@ impl Operations for IoPath {
         rq.unmap();
         let code = rq.data().status.load(Ordering::Relaxed);
         let status = u16::try_from(code).map_or(Status::IoErr, status_of);
-        if status == Status::Ok && rq.op() == Op::Flush {
-            ns.flushed.fetch_max(
-                rq.data().flush_mark.load(Ordering::Relaxed),
-                Ordering::Relaxed,
-            );
+        let mark = rq.data().flush_mark.load(Ordering::Relaxed);
+        match rq.op() {
+            Op::Write if rq.fua() => {
+                let result = rq.data().result.load(Ordering::Relaxed);
+                if status == Status::Ok && result & regs::WRITE_RESULT_FLUSHED != 0 {
+                    ns.cache.synced(mark);
+                }
+            }
+            Op::Write | Op::WriteZeroes | Op::Discard => ns.cache.write_completed(),
+            Op::Flush if status == Status::Ok => ns.cache.synced(mark),
+            _ => {}
         }
         rq.end(status);
     }
@@ -511,6 +514,7 @@ impl Handler for IoIrq {
                 .filter(|rq| current_command_id(rq) == cqe.cid)
             {
                 Some(rq) => {
+                    rq.data().result.store(cqe.result, Ordering::Relaxed);
                     rq.data()
                         .status
                         .store(u32::from(cqe.status_code()), Ordering::Relaxed);

@@ -1073,6 +1073,15 @@ pub const IO_DATASET_MANAGEMENT: u8 = 0x09;
 pub const RW_FUA: u32 = 1 << 30;
 /// CDW12 bit 25 of Write Zeroes: deallocate the blocks too.
 pub const WZ_DEALLOCATE: u32 = 1 << 25;
+/// Completion DW0 bit 0 of a successful FUA Write: the card made it durable
+/// with a Flush of its whole cache, so every write it had completed, on any
+/// namespace, before it fetched this command is durable too, as after a
+/// Flush. A driver may then complete a Flush that would cover nothing more
+/// without sending it (an `O_DSYNC` write is a FUA write and a Flush). Set
+/// for a namespace in the card's own pool only; a remote or mirrored
+/// namespace's FUA write leaves DW0 zero (its Flush may have a loss to
+/// report).
+pub const WRITE_RESULT_FLUSHED: u32 = 1 << 0;
 /// CDW11 bit 2 of Dataset Management: deallocate the ranges.
 pub const DSM_DEALLOCATE: u32 = 1 << 2;
 

@@ -80,8 +80,10 @@ impl Status {
 pub(crate) struct RequestData {
     /// Card status (`STATUS_*`) of the completed command.
     pub(crate) status: AtomicU32,
-    /// For a flush: the namespace's write count when it was submitted (what
-    /// it makes durable when it succeeds).
+    /// Its completion's DW0 (for a write: `WRITE_RESULT_*`).
+    pub(crate) result: AtomicU32,
+    /// For a flush or a FUA write: the namespace's write count when it was
+    /// submitted (what it makes durable when it succeeds and flushes).
     pub(crate) flush_mark: AtomicU64,
     /// Bumped at every submission; part of the command id, so a completion
     /// for an earlier life of the same tag is recognised as stale.

@@ -35,6 +35,27 @@ dia-guest-check ns-attach "$a"
 got=$(dd if=/dev/dia0n$a bs=1M skip=200 count=4 iflag=direct 2>/dev/null | sha256sum)
 [ "$want" = "$got" ] || fail "data changed across detach/attach"
 
+# Synchronous writes: an O_DSYNC write is a FUA write and then a flush. The
+# card's FUA write flushes its whole cache and says so in its completion,
+# so the driver completes the flush without sending it: 64 such writes,
+# no flush at the card (its `other` counter). A write followed by an
+# fsync still sends every flush.
+flushes() { dia-guest-check ns-stats "$a" | sed 's/.* other=\([0-9]*\).*/\1/'; }
+f0=$(flushes)
+dd if=/tmp/pattern of=/dev/dia0n$a bs=4k count=64 seek=60000 oflag=direct,dsync 2>/dev/null \
+    || fail "O_DSYNC writes failed"
+f1=$(flushes)
+for i in 1 2 3 4 5 6 7 8; do
+    dd if=/tmp/pattern of=/dev/dia0n$a bs=4k count=1 seek=$((61000 + i)) oflag=direct conv=fsync 2>/dev/null \
+        || fail "write and fsync $i failed"
+done
+f2=$(flushes)
+log "flushes at the card: $((f1 - f0)) for 64 O_DSYNC writes, $((f2 - f1)) for 8 writes with an fsync each"
+[ $((f1 - f0)) -le 1 ] || fail "O_DSYNC writes sent $((f1 - f0)) flushes to the card; the FUA writes had covered them"
+[ $((f2 - f1)) -ge 8 ] || fail "8 fsyncs after plain writes sent only $((f2 - f1)) flushes to the card"
+[ "$(dd if=/dev/dia0n$a bs=4k skip=60000 count=64 iflag=direct 2>/dev/null | sha256sum)" = \
+  "$(head -c 262144 /tmp/pattern | sha256sum)" ] || fail "O_DSYNC writes did not read back"
+
 # Unwritten space reads as zeroes; discard returns space to the pool.
 zero=$(dd if=/dev/zero bs=1M count=1 2>/dev/null | sha256sum)
 [ "$(dd if=/dev/dia0n$a bs=1M skip=250 count=1 iflag=direct 2>/dev/null | sha256sum)" = "$zero" ] || fail "unwritten blocks are not zero"

@@ -11,6 +11,54 @@ mod ring;
 #[path = "../../port_ring.rs"]
 mod port_ring;
 
+#[cfg_attr(not(test), expect(dead_code, reason = "only the tests use it here"))]
+#[path = "../../write_cache.rs"]
+mod write_cache;
+
+#[cfg(test)]
+mod write_cache_tests {
+    use super::write_cache::WriteCache;
+
+    #[test]
+    fn a_new_disk_sends_its_first_flush_to_the_card() {
+        let c = WriteCache::new();
+        assert!(!c.flush_covered(), "an earlier disk's writes may be cached");
+        assert!(!c.unflushed(), "but none this disk's users were told about");
+        c.synced(c.mark());
+        assert!(c.flush_covered());
+    }
+
+    /// An O_DSYNC write: a FUA write that flushed the card's cache, then
+    /// the block layer's flush, which has nothing left to cover.
+    #[test]
+    fn the_flush_after_a_fua_write_that_flushed_everything_is_covered() {
+        let c = WriteCache::new();
+        c.synced(c.mark());
+        c.write_completed();
+        assert!(!c.flush_covered() && c.unflushed());
+        let fua = c.mark();
+        c.synced(fua);
+        assert!(c.flush_covered() && !c.unflushed());
+    }
+
+    /// A write that completes after a sync was submitted is not covered by
+    /// it, whatever order the completions come in.
+    #[test]
+    fn a_write_completed_after_a_sync_was_submitted_needs_the_next_flush() {
+        let c = WriteCache::new();
+        c.synced(c.mark());
+        let mark = c.mark();
+        c.write_completed();
+        c.synced(mark);
+        assert!(!c.flush_covered() && c.unflushed());
+        // An older sync completing late does not move the account back.
+        let newer = c.mark();
+        c.synced(newer);
+        c.synced(mark);
+        assert!(c.flush_covered());
+    }
+}
+
 #[cfg(test)]
 mod port_ring_tests {
     use proptest::prelude::*;

@@ -107,7 +107,7 @@ pub fn prp_segments(
 /// Executes one NVM I/O command as an I/O queue engine does; returns its
 /// completion status.
 pub fn nvm_execute(pool: Option<&Pool>, mem: &GuestMemory, sqe: &SubmissionEntry) -> u16 {
-    crate::nvm::execute(pool, mem, sqe)
+    crate::nvm::execute(pool, mem, sqe).status
 }
 
 /// The pool's metadata decoder on a payload (no header, no CRC): returns

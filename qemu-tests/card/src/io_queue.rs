@@ -136,6 +136,8 @@ pub(crate) struct Pending {
     inflight: Arc<AtomicUsize>,
     /// Whether its queue still takes completions and data.
     pub(crate) gate: Arc<QueueGate>,
+    /// Its completion's DW0 (`nvm::Done::result`), 0 until it ran.
+    result: u32,
 }
 
 impl Pending {
@@ -509,6 +511,7 @@ impl Engine {
                 bytes,
                 inflight: self.inflight.clone(),
                 gate: self.gate.clone(),
+                result: 0,
             };
             sched.push(class, bytes, p, now);
         }
@@ -621,7 +624,7 @@ fn complete(
                     nsid: local,
                     ..p.sqe
                 };
-                let status = nvm::execute(ctx.pool.as_deref(), &ctx.board.mem, &sqe);
+                let status = nvm::execute(ctx.pool.as_deref(), &ctx.board.mem, &sqe).status;
                 if status == abi::STATUS_SUCCESS {
                     mirror.count_read(i);
                     return finish(ctx, class, p, status, started, throttled, stop);
@@ -657,7 +660,10 @@ fn complete(
             }
         }
         None => {
-            let mut status = nvm::execute(ctx.pool.as_deref(), &ctx.board.mem, &p.sqe);
+            let mut p = p;
+            let done = nvm::execute(ctx.pool.as_deref(), &ctx.board.mem, &p.sqe);
+            let mut status = done.status;
+            p.result = done.result;
             if p.sqe.opcode == abi::IO_FLUSH
                 && matches!(p.sqe.nsid, 0 | u32::MAX)
                 && status == abi::STATUS_SUCCESS
@@ -724,6 +730,7 @@ pub(crate) fn finish(
                 bytes: p.bytes,
                 inflight: p.inflight.clone(),
                 gate: p.gate.clone(),
+                result: p.result,
             };
             twin.inflight.fetch_add(1, Ordering::AcqRel);
             let first = post(ctx, p, status, stop)?;
@@ -749,7 +756,7 @@ pub(crate) fn post(
 ) -> Result<Option<u16>, String> {
     let board = &ctx.board;
     let cqe = CompletionEntry {
-        result: 0,
+        result: p.result,
         rsvd: 0,
         sq_head: p.sq_head,
         sq_id: p.qid,

@@ -25,26 +25,44 @@ impl From<StorageError> for Status16 {
 /// A completion status as an error value.
 struct Status16(Status);
 
-/// Executes one I/O command; returns its completion status.
-pub(crate) fn execute(pool: Option<&Pool>, mem: &GuestMemory, sqe: &SubmissionEntry) -> Status {
+/// What a command completes with: its status and its DW0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Done {
+    pub(crate) status: Status,
+    /// Command-specific result (DW0): [`abi::WRITE_RESULT_FLUSHED`] for a
+    /// FUA write, else 0.
+    pub(crate) result: u32,
+}
+
+impl Done {
+    fn status(status: Status) -> Self {
+        Self { status, result: 0 }
+    }
+}
+
+/// Executes one I/O command; returns its completion.
+pub(crate) fn execute(pool: Option<&Pool>, mem: &GuestMemory, sqe: &SubmissionEntry) -> Done {
     let Some(pool) = pool else {
         // A card without a pool has no I/O command set.
-        return abi::STATUS_INVALID_OPCODE;
+        return Done::status(abi::STATUS_INVALID_OPCODE);
     };
     if sqe.flags != 0 {
-        return abi::STATUS_INVALID_FIELD;
+        return Done::status(abi::STATUS_INVALID_FIELD);
     }
     let done = match sqe.opcode {
         abi::IO_READ => rw(pool, mem, sqe, Direction::Read),
         abi::IO_WRITE => rw(pool, mem, sqe, Direction::Write),
-        abi::IO_FLUSH => flush(pool, sqe),
-        abi::IO_WRITE_ZEROES => write_zeroes(pool, sqe),
-        abi::IO_DATASET_MANAGEMENT => dataset_management(pool, mem, sqe),
+        abi::IO_FLUSH => flush(pool, sqe).map(|()| 0),
+        abi::IO_WRITE_ZEROES => write_zeroes(pool, sqe).map(|()| 0),
+        abi::IO_DATASET_MANAGEMENT => dataset_management(pool, mem, sqe).map(|()| 0),
         _ => Err(Status16(abi::STATUS_INVALID_OPCODE)),
     };
     match done {
-        Ok(()) => abi::STATUS_SUCCESS,
-        Err(Status16(s)) => s,
+        Ok(result) => Done {
+            status: abi::STATUS_SUCCESS,
+            result,
+        },
+        Err(Status16(s)) => Done::status(s),
     }
 }
 
@@ -80,7 +98,7 @@ fn rw(
     mem: &GuestMemory,
     sqe: &SubmissionEntry,
     dir: Direction,
-) -> Result<(), Status16> {
+) -> Result<u32, Status16> {
     let shift = pool.io_lba_shift(sqe.nsid)?;
     let n = blocks(sqe);
     let len = n << shift;
@@ -91,9 +109,12 @@ fn rw(
     let segs = prp_segments(mem, sqe.prp1, sqe.prp2, len as usize).map_err(Status16)?;
     pool.transfer(dir, sqe.nsid, slba(sqe), n, mem, &segs)?;
     if dir == Direction::Write && abi::IoBlocks::from_cdw12(sqe.cdw12).fua {
+        // The pool's flush covers every change counted before it: what
+        // the card completed before fetching this command, too.
         pool.flush()?;
+        return Ok(abi::WRITE_RESULT_FLUSHED);
     }
-    Ok(())
+    Ok(0)
 }
 
 fn flush(pool: &Pool, sqe: &SubmissionEntry) -> Result<(), Status16> {

@@ -148,9 +148,14 @@ impl IoQ {
     }
 
     pub(crate) fn run(&mut self, d: &TestDriver, sqe: SubmissionEntry) -> u16 {
+        self.run_cqe(d, sqe).status_code()
+    }
+
+    /// Runs one command; its whole completion.
+    pub(crate) fn run_cqe(&mut self, d: &TestDriver, sqe: SubmissionEntry) -> CompletionEntry {
         self.push(d, sqe);
         self.ring(d);
-        self.reap(d, 1)[0].status_code()
+        self.reap(d, 1)[0]
     }
 }
 

@@ -336,6 +336,12 @@ fn a_remote_namespace_serves_the_exporting_cards_blocks() {
     // The last block, FUA and Flush.
     let last = pattern(1, 4096);
     assert_eq!(write_blocks(&b, &mut qb, nsid, BLOCKS - 1, &last, true), 0);
+    // A remote namespace's FUA write does not vouch for earlier writes
+    // (its Flush may have a lost session to report).
+    let mut fua = rw(abi::IO_WRITE, nsid, BLOCKS - 1, 1, WBUF, 0);
+    fua.cdw12 |= abi::RW_FUA;
+    let cqe = qb.run_cqe(&b, fua);
+    assert_eq!((cqe.status_code(), cqe.result), (0, 0));
     assert!(read_blocks(&a.card, &mut qa, 1, BLOCKS - 1, 1) == last);
     assert_eq!(q_flush_all(&b, &mut qb), 0, "a broadcast Flush covers it");
     assert_eq!(flush(&b, &mut qb, nsid), 0);
@@ -395,7 +401,8 @@ fn a_remote_namespace_serves_the_exporting_cards_blocks() {
     // Counters, and a ceiling that holds the remote namespace back.
     let st = b.ns_stats(nsid);
     assert!(st.writes >= 2 && st.reads >= 4, "{st:?}");
-    assert_eq!(st.write_bytes, (64 << 10) + 4096);
+    // Two writes of B's last block, with FUA.
+    assert_eq!(st.write_bytes, (64 << 10) + 2 * 4096);
     assert!(st.errors >= 3, "{st:?}");
     let slow = abi::QosSettings {
         max_iops: 10,

@@ -187,6 +187,49 @@ fn flushed_data_survives_a_firmware_crash() {
     assert!(back == data, "flushed data lost across the crash");
 }
 
+/// A local namespace's FUA write flushes the card's whole cache and says
+/// so in its completion (`WRITE_RESULT_FLUSHED`): a write another queue
+/// completed before it survives a crash without a Flush of its own. Other
+/// commands leave DW0 zero.
+#[test]
+fn a_fua_write_reports_that_it_flushed_every_earlier_write() {
+    let mut d = PooledCard::start("fua");
+    let nsid = create_attached_ns(&mut d, 1 << 14, 12, "fua");
+    let other = create_attached_ns(&mut d, 1 << 14, 12, "other");
+    let mut q1 = IoQ::create(&mut d, 1);
+    let mut q2 = IoQ::create(&mut d, 2);
+    let early = pattern(4, 8192);
+    d.mem.write(WBUF, &early).unwrap();
+    let plain = q1.run_cqe(&d, rw(abi::IO_WRITE, other, 700, 2, WBUF, WBUF + 4096));
+    assert_eq!((plain.status_code(), plain.result), (0, 0));
+    let read = q1.run_cqe(&d, rw(abi::IO_READ, other, 700, 2, RBUF, RBUF + 4096));
+    assert_eq!((read.status_code(), read.result), (0, 0));
+    let mut fua = rw(abi::IO_WRITE, nsid, 9, 1, WBUF, 0);
+    fua.cdw12 |= abi::RW_FUA;
+    let cqe = q2.run_cqe(&d, fua);
+    assert_eq!(
+        (cqe.status_code(), cqe.result),
+        (0, abi::WRITE_RESULT_FLUSHED)
+    );
+    let fl = q2.run_cqe(&d, rw(abi::IO_FLUSH, nsid, 0, 1, 0, 0));
+    assert_eq!((fl.status_code(), fl.result), (0, 0));
+
+    d.fw.kill().unwrap();
+    d.fw.start().unwrap();
+    assert!(d.enable(AQA), "the driver resets the restarted card");
+    let mut q = IoQ::create(&mut d, 1);
+    assert_eq!(
+        q.run(&d, rw(abi::IO_READ, other, 700, 2, RBUF, RBUF + 4096)),
+        0
+    );
+    let mut back = vec![0u8; early.len()];
+    d.mem.read(RBUF, &mut back).unwrap();
+    assert!(
+        back == early,
+        "a write completed before the FUA write was lost in the crash"
+    );
+}
+
 /// Unwritten blocks read as zeroes for every tenant: space a crash gave
 /// back (allocated and written, never flushed) and space a deleted
 /// namespace gave back never shows its old bytes in the next namespace.
