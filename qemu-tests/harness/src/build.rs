@@ -187,8 +187,37 @@ pub fn host_card(paths: &Paths) -> Result<PathBuf> {
     Ok(paths.repo.join("target/release/dia-card"))
 }
 
-/// Static guest binaries.
+/// What the guest binaries are made of: the workspace's manifests and
+/// toolchain, and every file of the crates they build from (no crate of
+/// theirs has a build script or includes a file from elsewhere).
+const GUEST_INPUTS: &[&str] = &[
+    "Cargo.toml",
+    "Cargo.lock",
+    "rust-toolchain.toml",
+    "abi",
+    "libdia",
+    "diad",
+    "tools",
+    "qemu-tests/guest-check",
+];
+
+/// Static guest binaries, kept by the hash of their inputs: a fresh clone
+/// (CI's, every run) has newer files than cargo's cached build, and cargo
+/// would rebuild every workspace crate for the musl target (45 s on 2
+/// cores) although nothing changed.
 pub fn guest_userspace(paths: &Paths) -> Result<Vec<PathBuf>> {
+    let mut h = Sha256::new();
+    // Bump when the build changes without its inputs changing.
+    h.update(b"guest binaries 1");
+    for input in GUEST_INPUTS {
+        hash_tree(&mut h, &paths.repo, Path::new(input))?;
+    }
+    let key = format!("{:x}", h.finalize());
+    let dir = paths.out.join(format!("guest-bins-{}", &key[..16]));
+    let bins: Vec<PathBuf> = GUEST_BINS.iter().map(|b| dir.join(b)).collect();
+    if bins.iter().all(|b| b.is_file()) {
+        return Ok(bins);
+    }
     let step = Step::start("guest userspace (musl, static)");
     let mut cmd = Command::new("cargo");
     cmd.current_dir(&paths.repo)
@@ -198,18 +227,65 @@ pub fn guest_userspace(paths: &Paths) -> Result<Vec<PathBuf>> {
         cmd.args(["-p", b]);
     }
     run(&mut cmd, "guest userspace build")?;
+    // Filled under a name of this run's own, then renamed: two harness
+    // runs may build at once, and a half-copied directory must not count.
+    let tmp = paths
+        .out
+        .join(format!("guest-bins-tmp{}", std::process::id()));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp)?;
+    }
+    std::fs::create_dir_all(&tmp)?;
+    let built = paths.repo.join("target").join(GUEST_TARGET).join("release");
+    for b in GUEST_BINS {
+        copy_exec(&built.join(b), &tmp.join(b))?;
+    }
+    // Older sets go once they are a day old (as initramfs images do):
+    // another harness run may still be packing one of them.
+    let day = std::time::Duration::from_secs(24 * 3600);
+    for old in std::fs::read_dir(&paths.out)?.filter_map(|e| e.ok()) {
+        let stale = old
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > day);
+        if stale && old.file_name().to_string_lossy().starts_with("guest-bins-") {
+            let _ = std::fs::remove_dir_all(old.path());
+        }
+    }
+    if std::fs::rename(&tmp, &dir).is_err() {
+        // Another run stored the same set first.
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
     step.done();
-    Ok(GUEST_BINS
-        .iter()
-        .map(|b| {
-            paths
-                .repo
-                .join("target")
-                .join(GUEST_TARGET)
-                .join("release")
-                .join(b)
-        })
-        .collect())
+    Ok(bins)
+}
+
+/// Hashes `rel` under `root`: a file's path and bytes, or a directory's
+/// files in name order (build output directories left out).
+fn hash_tree(h: &mut Sha256, root: &Path, rel: &Path) -> Result<()> {
+    let path = root.join(rel);
+    if path.is_dir() {
+        let mut entries: Vec<_> = std::fs::read_dir(&path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name())
+            .filter(|n| n != "target")
+            .collect();
+        entries.sort();
+        for name in entries {
+            hash_tree(h, root, &rel.join(name))?;
+        }
+        Ok(())
+    } else {
+        h.update(rel.to_string_lossy().as_bytes());
+        h.update([0]);
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+        Ok(())
+    }
 }
 
 fn hash_file(h: &mut Sha256, path: &Path) -> Result<()> {
