@@ -242,15 +242,8 @@ pub fn guest_userspace(paths: &Paths) -> Result<Vec<PathBuf>> {
     }
     // Older sets go once they are a day old (as initramfs images do):
     // another harness run may still be packing one of them.
-    let day = std::time::Duration::from_secs(24 * 3600);
-    for old in std::fs::read_dir(&paths.out)?.filter_map(|e| e.ok()) {
-        let stale = old
-            .metadata()
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age > day);
-        if stale && old.file_name().to_string_lossy().starts_with("guest-bins-") {
+    for old in day_old(&paths.out)? {
+        if old.file_name().to_string_lossy().starts_with("guest-bins-") {
             let _ = std::fs::remove_dir_all(old.path());
         }
     }
@@ -260,6 +253,22 @@ pub fn guest_userspace(paths: &Paths) -> Result<Vec<PathBuf>> {
     }
     step.done();
     Ok(bins)
+}
+
+/// The entries of `dir` last changed more than a day ago: artefacts no
+/// other harness run still uses.
+fn day_old(dir: &Path) -> Result<Vec<std::fs::DirEntry>> {
+    let day = std::time::Duration::from_secs(24 * 3600);
+    Ok(std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > day)
+        })
+        .collect())
 }
 
 /// Hashes `rel` under `root`: a file's path and bytes, or a directory's
@@ -383,16 +392,8 @@ pub fn initramfs(paths: &Paths, ktree: &Path, ko: &Path, bins: &[PathBuf]) -> Re
     busybox_fallbacks(busybox, &payload.join("usr/lib/dia/busybox"))?;
     // Earlier images go once they are a day old: another harness run may
     // still be booting one of them.
-    let day = std::time::Duration::from_secs(24 * 3600);
-    for old in std::fs::read_dir(&paths.out)?.filter_map(|e| e.ok()) {
-        let stale = old
-            .metadata()
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age > day);
-        if stale
-            && old.file_name().to_string_lossy().starts_with("initramfs-")
+    for old in day_old(&paths.out)? {
+        if old.file_name().to_string_lossy().starts_with("initramfs-")
             && old.path().extension().is_some_and(|e| e == "cpio")
         {
             let _ = std::fs::remove_file(old.path());
