@@ -288,17 +288,14 @@ fn hash_tree(h: &mut Sha256, root: &Path, rel: &Path) -> Result<()> {
         }
         Ok(())
     } else {
-        h.update(rel.to_string_lossy().as_bytes());
-        h.update([0]);
-        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-        h.update((bytes.len() as u64).to_le_bytes());
-        h.update(bytes);
-        Ok(())
+        // By its path in the repository: clones elsewhere share the key.
+        hash_file(h, rel, &path)
     }
 }
 
-fn hash_file(h: &mut Sha256, path: &Path) -> Result<()> {
-    h.update(path.to_string_lossy().as_bytes());
+/// Hashes the file at `path`, named `name`, and its bytes.
+fn hash_file(h: &mut Sha256, name: &Path, path: &Path) -> Result<()> {
+    h.update(name.to_string_lossy().as_bytes());
     h.update(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?);
     Ok(())
 }
@@ -337,7 +334,7 @@ pub fn initramfs(paths: &Paths, ktree: &Path, ko: &Path, bins: &[PathBuf]) -> Re
     h.update(b"initramfs layout 3 (payload over the Debian root)");
     h.update(release.as_bytes());
     for p in &inputs {
-        hash_file(&mut h, p)?;
+        hash_file(&mut h, p, p)?;
     }
     let key = format!("{:x}", h.finalize());
     let out = paths.out.join(format!("initramfs-{}.cpio", &key[..16]));
