@@ -241,9 +241,10 @@ struct dia_shim_disk *dia_shim_disk_new(struct dia_shim_tagset *ts, const char *
 		 * (and one DMA mapping) for neighbouring pages, where a
 		 * one-page limit made a 1 MiB request 256 of them. The virt
 		 * boundary keeps every segment but the first page aligned, so
-		 * the PRP builder cuts them into page entries.
+		 * the PRP builder cuts them into page entries. No longer than
+		 * the device's DMA segments (DMA-API debug checks it).
 		 */
-		.max_segment_size = UINT_MAX,
+		.max_segment_size = dma_get_max_seg_size(&ts->pdev->dev),
 		.virt_boundary_mask = DIA_SHIM_PRP_PAGE - 1,
 		.max_hw_discard_sectors = p->max_discard_sectors,
 		.max_discard_segments = 1,
